@@ -1,0 +1,281 @@
+"""Load an architecture YAML into an :class:`~sim.config.schema.Arch`, validating all of it.
+
+Tier one reads every section with typed readers (presence, type, range, unknown keys); tier
+two checks cross-field contradictions on the typed values. Every problem of both tiers is
+collected and raised once as a :class:`~sim.errors.ConfigError` whose lines carry YAML paths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sim.config import units
+from sim.config.schema import (
+    ADC_RANGES,
+    ADC_ROUNDING,
+    CELL_TECHNOLOGIES,
+    VARIATION_DISTRIBUTIONS,
+    WEIGHT_ENCODINGS,
+    Adc,
+    AdcVariation,
+    Arch,
+    Cell,
+    CellVariation,
+    Clock,
+    Component,
+    Crossbar,
+    Dac,
+    EventEnergy,
+    InputFormat,
+    Organization,
+    OutputFormat,
+    Variation,
+    WeightFormat,
+    adc_full_scale,
+    magnitude_bits,
+    max_partial_sum,
+)
+from sim.config.validate import Problems, Section
+from sim.errors import ConfigError
+
+#: Component classes known to the component table (the registry of ``sim.components`` grows
+#: this with energy models; here the table is recorded for area/power reporting).
+COMPONENT_CLASSES = (
+    "reram_crossbar", "sram_array", "capacitor_array", "dac", "sample_hold", "sar_adc",
+    "cisar_adc", "flash_adc", "shift_add", "register", "sram_buffer", "edram_buffer", "bus",
+    "router", "offchip_link", "sigmoid", "maxpool",
+)
+COMPONENT_LEVELS = ("chip", "tile", "ima")
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file; a missing file or a syntax error is a ConfigError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(str(path), [("", "file not found")])
+    try:
+        with path.open() as fh:
+            return yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(str(path), [("", f"invalid YAML: {where}{problem}")]) from None
+
+
+def load_arch(path: str | Path) -> Arch:
+    """Read, validate and freeze the architecture YAML at ``path``."""
+    return arch_from_dict(read_yaml(path), source=str(path))
+
+
+def arch_from_dict(data: Any, source: str = "<arch>") -> Arch:
+    """Validate an already-parsed YAML document (used by sweeps that edit a base config)."""
+    problems = Problems(source)
+    top = Section(data, "", problems)
+    name = top.get("name", str)
+    description = top.get("description", str, "")
+    tech = top.get("technology", units.length_nm)
+
+    c = top.section("clock", required=True)
+    clock = Clock(crossbar_cycle_ns=c.get("crossbar_cycle", units.time_ns),
+                  digital_hz=c.get("digital", units.frequency_hz))
+    c.finish()
+
+    o = top.section("organization", required=True)
+    organization = Organization(
+        tiles=o.get("tiles", int, lo=1), imas_per_tile=o.get("imas_per_tile", int, lo=1),
+        crossbars_per_ima=o.get("crossbars_per_ima", int, lo=1))
+    o.finish()
+
+    crossbar = _crossbar(top.section("crossbar", required=True))
+
+    w = top.section("weights", required=True)
+    weights = WeightFormat(bits=w.get("bits", int, lo=2, hi=32),
+                           encoding=w.get("encoding", str, choices=WEIGHT_ENCODINGS),
+                           column_flip=w.get("column_flip", bool, False))
+    w.finish()
+    i = top.section("inputs", required=True)
+    inputs = InputFormat(bits=i.get("bits", int, lo=1, hi=32), signed=i.get("signed", bool),
+                         zero_skip=i.get("zero_skip", bool, False))
+    i.finish()
+    out = top.section("outputs")
+    outputs = OutputFormat(bits=out.get("bits", int, 16, lo=1, hi=64))
+    out.finish()
+
+    variation = _variation(top.section("variation"))
+    energy = _energy(top.section("energy", required=True))
+    components = _components(top.raw("components", []), problems)
+    top.finish()
+
+    if problems:  # tier two needs every typed value
+        problems.raise_if_any()
+    arch = Arch(name=name, description=description, technology_nm=tech, clock=clock,
+                organization=organization, crossbar=crossbar, weights=weights, inputs=inputs,
+                outputs=outputs, variation=variation, energy=energy,
+                components=components, source=source)
+    _cross_checks(arch, problems)
+    problems.raise_if_any()
+    return arch
+
+
+def _crossbar(s: Section) -> Crossbar:
+    cell_s = s.section("cell", required=True)
+    cell = Cell(technology=cell_s.get("technology", str, choices=CELL_TECHNOLOGIES),
+                bits=cell_s.get("bits", int, lo=1, hi=8))
+    cell_s.finish()
+    dac_s = s.section("dac", required=True)
+    dac = Dac(bits=dac_s.get("bits", int, lo=1, hi=16))
+    dac_s.finish()
+    a = s.section("adc", required=True)
+    adc = Adc(
+        bits=a.get("bits", int, lo=1, hi=16),
+        per_crossbar=a.get("per_crossbar", int, 1, lo=1),
+        range=a.get("range", str, "fixed", choices=ADC_RANGES),
+        full_scale=a.get("full_scale", float, None, lo=1e-9),
+        clip=a.get("clip", bool, False),
+        rounding=a.get("rounding", str, "nearest", choices=ADC_ROUNDING),
+        calibration_percentile=a.get("calibration_percentile", float, 100.0, lo=50.0,
+                                     hi=100.0),
+    )
+    a.finish()
+    xb = Crossbar(rows=s.get("rows", int, lo=1, hi=1 << 16),
+                  columns=s.get("columns", int, lo=1, hi=1 << 16),
+                  unit_column=s.get("unit_column", bool, False),
+                  fragment_rows=s.get("fragment_rows", int, None, lo=1),
+                  cell=cell, dac=dac, adc=adc)
+    s.finish()
+    return xb
+
+
+def _variation(s: Section) -> Variation:
+    seed = s.get("seed", int, 0, lo=0)
+    c = s.section("cell")
+    cell = CellVariation(
+        distribution=c.get("distribution", str, "lognormal", choices=VARIATION_DISTRIBUTIONS),
+        sigma=c.get("sigma", float, 0.0, lo=0.0, hi=10.0),
+        stuck_at_0=c.get("stuck_at_0", float, 0.0, lo=0.0, hi=1.0),
+        stuck_at_1=c.get("stuck_at_1", float, 0.0, lo=0.0, hi=1.0),
+        read_noise_sigma=c.get("read_noise_sigma", float, 0.0, lo=0.0, hi=10.0),
+    )
+    c.finish()
+    a = s.section("adc")
+    adc = AdcVariation(
+        offset_sigma_lsb=a.get("offset_sigma_lsb", float, 0.0, lo=0.0),
+        gain_sigma=a.get("gain_sigma", float, 0.0, lo=0.0, hi=1.0),
+        cap_mismatch_sigma=a.get("cap_mismatch_sigma", float, 0.0, lo=0.0, hi=1.0),
+        noise_sigma_lsb=a.get("noise_sigma_lsb", float, 0.0, lo=0.0),
+    )
+    a.finish()
+    s.finish()
+    return Variation(seed=seed, cell=cell, adc=adc)
+
+
+def _energy(s: Section) -> EventEnergy:
+    keys = {
+        "adc_conversion": "adc_conversion_pj", "dac_pulse": "dac_pulse_pj",
+        "cell_read": "cell_read_pj", "sample_hold": "sample_hold_pj",
+        "shift_add": "shift_add_pj", "buffer_read_bit": "buffer_read_bit_pj",
+        "buffer_write_bit": "buffer_write_bit_pj", "register_write_bit": "register_write_bit_pj",
+    }
+    values = {field: s.get(key, units.energy_pj, 0.0) for key, field in keys.items()}
+    s.finish()
+    return EventEnergy(**{k: (0.0 if v is None else v) for k, v in values.items()})
+
+
+def _components(raw: Any, problems: Problems) -> tuple[Component, ...]:
+    if not isinstance(raw, list):
+        problems.add("components", "must be a list of component rows")
+        return ()
+    result = []
+    for idx, item in enumerate(raw):
+        s = Section(item, f"components[{idx}]", problems)
+        comp = Component(
+            name=s.get("name", str),
+            level=s.get("level", str, choices=COMPONENT_LEVELS),
+            component_class=s.get("class", str, choices=COMPONENT_CLASSES),
+            count=s.get("count", int, 1, lo=1),
+            power_mw=s.get("power", units.power_mw),
+            area_um2=s.get("area", units.area_um2),
+            shared_by=s.get("shared_by", int, 1, lo=1),
+            spec=s.get("spec", str, ""),
+        )
+        s.finish()
+        result.append(comp)
+    return tuple(result)
+
+
+def _cross_checks(arch: Arch, problems: Problems) -> None:
+    """Tier two: contradictions between fields that are each valid on their own."""
+    xb, w = arch.crossbar, arch.weights
+    mag = magnitude_bits(w)
+    if mag % xb.cell.bits:
+        what = "the weight" if w.encoding == "offset" else f"the {mag} magnitude bits of"
+        problems.add("weights.bits",
+                     f"{what} {w.bits}-bit {w.encoding} weights are not a whole number of "
+                     f"{xb.cell.bits}-bit cells (crossbar.cell.bits)")
+    if w.encoding == "polarized":
+        if xb.fragment_rows is None:
+            problems.add("crossbar.fragment_rows",
+                         "is required with weights.encoding: polarized (rows sharing a sign)")
+    elif xb.fragment_rows is not None:
+        problems.add("crossbar.fragment_rows",
+                     f"only applies to weights.encoding: polarized, not {w.encoding}")
+    if xb.fragment_rows is not None:
+        if xb.fragment_rows > xb.rows:
+            problems.add("crossbar.fragment_rows",
+                         f"fragment of {xb.fragment_rows} rows is taller than the crossbar "
+                         f"({xb.rows} rows)")
+        elif xb.rows % xb.fragment_rows:
+            problems.add("crossbar.fragment_rows",
+                         f"{xb.fragment_rows} does not divide crossbar.rows ({xb.rows})")
+    if w.column_flip and not xb.unit_column:
+        problems.add("weights.column_flip",
+                     "needs crossbar.unit_column: true (the flipped result uses the sum of "
+                     "inputs that the unit column measures)")
+    if w.encoding == "offset" and not xb.unit_column:
+        problems.add("weights.encoding",
+                     "offset encoding needs crossbar.unit_column: true to measure the sum of "
+                     "inputs that removes the bias")
+    if w.column_flip and w.encoding == "polarized":
+        problems.add("weights.column_flip", "cannot be combined with polarized weights")
+    if xb.dac.bits > arch.inputs.bits:
+        problems.add("crossbar.dac.bits",
+                     f"{xb.dac.bits} DAC bits exceed inputs.bits ({arch.inputs.bits})")
+    if xb.adc.per_crossbar > xb.columns + int(xb.unit_column):
+        problems.add("crossbar.adc.per_crossbar",
+                     f"{xb.adc.per_crossbar} ADCs for {xb.columns} columns")
+    adc = xb.adc
+    if adc.range == "fixed" and not adc.clip:
+        worst = max_partial_sum(arch)
+        fs = adc_full_scale(arch)
+        if fs < worst:
+            problems.add(
+                "crossbar.adc",
+                f"a {adc.bits}-bit ADC with full scale {fs:g} cannot hold the largest partial "
+                f"sum {worst} ({xb.group_rows} rows x {xb.cell.levels - 1} cell levels x "
+                f"{2**xb.dac.bits - 1} DAC levels{', halved by column flipping' if w.column_flip else ''}); "  # noqa: E501
+                "set crossbar.adc.clip: true, raise crossbar.adc.bits or full_scale, or use "
+                "weights.column_flip")
+    if adc.range == "calibrated" and adc.full_scale is not None:
+        problems.add("crossbar.adc.full_scale",
+                     "is set by calibration with range: calibrated; remove it")
+    cv = arch.variation.cell
+    if cv.stuck_at_0 + cv.stuck_at_1 > 1.0:
+        problems.add("variation.cell", "stuck_at_0 + stuck_at_1 exceeds 1")
+
+
+def to_plain(obj: Any) -> Any:
+    """A dataclass tree as plain dicts/lists (for ``result.json``)."""
+    from dataclasses import fields, is_dataclass
+
+    if is_dataclass(obj):
+        return {f.name: to_plain(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, tuple | list):
+        return [to_plain(x) for x in obj]
+    if isinstance(obj, Mapping):
+        return {k: to_plain(v) for k, v in obj.items()}
+    return obj

@@ -1,0 +1,48 @@
+"""Exceptions that report a user's mistake in one clear message.
+
+Every error a user can cause (bad YAML, a missing data set, an impossible mapping) derives
+from :class:`UserError`; the CLI prints its message and exits non-zero instead of showing a
+traceback. Anything else escaping the CLI is a bug in imcsim.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A problem with the user's input, reported without a traceback.
+
+    ``exit_code`` is what the command-line interface exits with.
+    """
+
+    exit_code = 2
+
+
+class ConfigError(UserError):
+    """One or more problems in a YAML file, each line carrying its YAML path.
+
+    Attributes:
+        source: the file (or a label) the problems were found in.
+        problems: ``(yaml_path, message)`` pairs, in the order they were found.
+    """
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]):
+        self.source = source
+        self.problems = list(problems)
+        lines = [f"{source}: {len(self.problems)} problem(s)"]
+        lines += [f"  {path}: {msg}" if path else f"  {msg}" for path, msg in self.problems]
+        super().__init__("\n".join(lines))
+
+
+class MappingError(UserError):
+    """A model or layer that cannot be placed on the chosen architecture."""
+
+
+class DataError(UserError):
+    """A data set or checkpoint that is missing or malformed."""
+
+
+class InvariantError(RuntimeError):
+    """A simulator invariant was violated (negative energy, non-integer cycles, ...).
+
+    This is a bug in imcsim, never a user's mistake, so it is not a :class:`UserError`.
+    """

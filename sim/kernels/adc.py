@@ -1,0 +1,148 @@
+"""ADC transfer curves and the fused convert-and-accumulate kernel.
+
+Every ADC instance has a static transfer curve: the analog partial sum ``y`` (in level units)
+is mapped to code units ``u = y / step x (1 + gain) + offset``, then to the code
+``#{k >= 1 : T[k-1] <= u}`` clipped to ``[0, codes-1]``. The thresholds ``T`` of an ideal ADC
+are ``k - 0.5`` (rounding to nearest) or ``k`` (floor). A mismatched SAR ADC's thresholds come
+from its capacitor DAC: bit ``i`` weighs ``W_i = 2**i + e_i`` LSB instead of ``2**i``; the SAR
+search is monotone, so its curve is again a threshold list (possibly with missing codes), which
+the hot kernel applies as a lookup by binary search. Conversion noise is added to ``u``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sim.kernels._jit import jit, pjit, prange
+
+
+def sar_thresholds(bit_weights: np.ndarray, half: float) -> np.ndarray:
+    """Thresholds ``T`` (shape ``(n, codes-1)``) of SAR ADCs with the given bit weights.
+
+    ``bit_weights`` is ``(n, bits)`` in LSB, LSB first; ``half`` is 0.5 for rounding to nearest,
+    0 for floor. A code ``k`` is produced for ``u`` in ``[L_k, U_k)`` where ``L_k`` is the
+    largest trial level of its 1-bits and ``U_k`` the smallest of its 0-bits; the threshold of
+    code ``k`` is the least ``L_k'`` over reachable codes ``k' >= k``.
+    """
+    bw = np.asarray(bit_weights, dtype=np.float64)
+    n, bits = bw.shape
+    codes = 1 << bits
+    k = np.arange(codes)
+    b = ((k[:, None] >> np.arange(bits)[None, :]) & 1).astype(np.float64)  # (codes, bits)
+    lower = np.full((n, codes), -np.inf)
+    upper = np.full((n, codes), np.inf)
+    for i in range(bits - 1, -1, -1):
+        higher = b[:, i + 1:] @ bw[:, i + 1:].T if i + 1 < bits else np.zeros((codes, n))
+        trial = higher.T + bw[:, i][:, None] - half  # (n, codes)
+        one = b[:, i].astype(bool)[None, :]
+        lower = np.where(one, np.maximum(lower, trial), lower)
+        upper = np.where(~one, np.minimum(upper, trial), upper)
+    reachable = lower < upper
+    lo = np.where(reachable, lower, np.inf)
+    # least lower edge over reachable codes >= k: a reversed running minimum
+    t = np.minimum.accumulate(lo[:, ::-1], axis=1)[:, ::-1]
+    return t[:, 1:].astype(np.float64)
+
+
+def ideal_thresholds(bits: int, rounding: str) -> np.ndarray:
+    """Thresholds of one ideal ADC, shape ``(codes-1,)``."""
+    half = 0.5 if rounding == "nearest" else 0.0
+    return np.arange(1, 1 << bits, dtype=np.float64) - half
+
+
+def draw_adc_instances(n: int, bits: int, rounding: str, *, offset_sigma_lsb: float,
+                       gain_sigma: float, cap_mismatch_sigma: float,
+                       rng: np.random.Generator):
+    """Static curves of ``n`` ADC instances: ``(gain, offset, thresholds)``.
+
+    ``gain`` and ``offset`` are ``(n,)``; ``thresholds`` is ``(n, codes-1)`` when capacitor
+    mismatch is on and ``(0, 0)`` otherwise (the kernel then rounds arithmetically).
+    """
+    gain = 1.0 + gain_sigma * rng.standard_normal(n) if gain_sigma else np.ones(n)
+    offset = offset_sigma_lsb * rng.standard_normal(n) if offset_sigma_lsb else np.zeros(n)
+    if cap_mismatch_sigma:
+        nominal = 2.0 ** np.arange(bits)
+        err = cap_mismatch_sigma * np.sqrt(nominal) * rng.standard_normal((n, bits))
+        thr = sar_thresholds(nominal[None, :] + err, 0.5 if rounding == "nearest" else 0.0)
+    else:
+        thr = np.zeros((0, 0))
+    return gain.astype(np.float64), offset.astype(np.float64), thr
+
+
+@jit
+def _code(u, thr_row, codes, half, use_table):
+    if use_table:
+        lo = 0
+        hi = thr_row.shape[0]
+        while lo < hi:  # number of thresholds <= u
+            mid = (lo + hi) >> 1
+            if thr_row[mid] <= u:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+    c = np.floor(u + half)
+    if c < 0.0:
+        return 0
+    if c > codes - 1:
+        return codes - 1
+    return int(c)
+
+
+@jit
+def convert(u, thr, inst, codes, half):
+    """Codes of code-unit values ``u`` (1-D) through instance ``inst[i]`` of table ``thr``."""
+    out = np.empty(u.shape[0], dtype=np.int64)
+    use_table = thr.shape[0] > 0
+    for i in range(u.shape[0]):
+        row = thr[inst[i]] if use_table else thr.reshape(-1)[:0]
+        out[i] = _code(u[i], row, codes, half, use_table)
+    return out
+
+
+@pjit
+def adc_accumulate(psum, n_samples, active, skip, lin_a, lin_b, thr, col_inst, codes, half,
+                   noise, recon_step, flip, ref_col, flip_top, col_out, col_weight, bias_ref,
+                   bias_weight, step_weight, out):
+    """Convert one row group's partial sums and shift-add them into the outputs.
+
+    ``psum`` (P*M, C) float32 holds the analog partial sums of every column (data columns
+    ``0..J-1`` then unit columns) for step ``p`` and sample ``m`` at row ``p*M + m``.
+    Column ``c`` is converted by ADC instance ``col_inst[c]``: ``u = psum*lin_a[c] + lin_b[c]``
+    (+ ``noise`` when given), coded, and reconstructed as ``code x recon_step[c]``. Data column
+    ``j`` then adds ``step_weight[p] x col_weight[j] x v`` to ``out[m, col_out[j]]``, where
+    ``v`` is its value, or ``flip_top x unit - value`` for a flipped column. With ``bias_ref``
+    non-empty, output ``n`` also adds ``bias_weight x`` the unit column ``bias_ref[n]``.
+    A (step, sample) whose group inputs are all zero is skipped when ``skip``.
+    Each sample ``m`` is written by one thread only, so results do not depend on threads.
+    """
+    n_steps = step_weight.shape[0]
+    n_cols = psum.shape[1]
+    n_data = col_out.shape[0]
+    use_table = thr.shape[0] > 0
+    use_noise = noise.shape[0] > 0
+    n_bias = bias_ref.shape[0]
+    for m in prange(n_samples):
+        v = np.empty(n_cols, dtype=np.float64)
+        for p in range(n_steps):
+            if skip and not active[p, m]:
+                continue
+            r = p * n_samples + m
+            for c in range(n_cols):
+                u = psum[r, c] * lin_a[c] + lin_b[c]
+                if use_noise:
+                    u += noise[r, c]
+                if use_table:
+                    code = _code(u, thr[col_inst[c]], codes, half, True)
+                else:
+                    code = _code(u, thr.reshape(-1)[:0], codes, half, False)
+                v[c] = code * recon_step[c]
+            sw = step_weight[p]
+            for j in range(n_data):
+                x = v[j]
+                if flip[j]:
+                    x = flip_top * v[ref_col[j]] - x
+                out[m, col_out[j]] += sw * col_weight[j] * x
+            if n_bias:
+                for n in range(n_bias):
+                    out[m, n] += sw * bias_weight * v[bias_ref[n]]

@@ -1,0 +1,93 @@
+"""Inputs into DAC steps: bit-serial (``dac_bits`` per crossbar cycle) or multi-level.
+
+An unsigned ``B``-bit input ``x`` is split into steps of ``d`` bits, step ``p`` carrying
+weight ``2**(d*p)``. A signed input uses two's complement: the low ``B-1`` bits are split the
+same way and one more step applies the sign bit with weight ``-2**(B-1)`` (ISAAC's last-cycle
+shift-and-subtract). With ``d >= B`` (multi-level DAC) an unsigned input is one step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sim.kernels._jit import jit, pjit, prange
+
+
+def step_weights(bits: int, dac_bits: int, signed: bool) -> np.ndarray:
+    """Digital weight of each DAC step, shape ``(P,)`` float64."""
+    mag = bits - 1 if signed else bits
+    n = -(-mag // dac_bits)
+    w = [float(2 ** (dac_bits * p)) for p in range(n)]
+    if signed:
+        w.append(-float(2 ** (bits - 1)))
+    return np.array(w, dtype=np.float64)
+
+
+@pjit
+def _split_steps(x, bits, dac_bits, signed, n_steps, rows_padded, out):
+    m_count, k_count = x.shape
+    mask = (1 << dac_bits) - 1
+    mag_bits = bits - 1 if signed else bits
+    low_mask = (1 << mag_bits) - 1
+    n_mag = n_steps - 1 if signed else n_steps
+    for m in prange(m_count):
+        for k in range(k_count):
+            v = x[m, k]
+            low = v & low_mask
+            for p in range(n_mag):
+                out[p, m, k] = (low >> (dac_bits * p)) & mask
+            if signed:
+                out[n_mag, m, k] = 1 if v < 0 else 0
+        for k in range(k_count, rows_padded):
+            for p in range(n_steps):
+                out[p, m, k] = 0
+
+
+def split_inputs(x: np.ndarray, bits: int, dac_bits: int, signed: bool,
+                 rows_padded: int | None = None) -> np.ndarray:
+    """DAC step values of integer inputs ``x`` (M, K): uint8 array ``(P, M, rows_padded)``.
+
+    Values must already lie in the ``bits``-bit range (checked); padding rows are zero.
+    """
+    x = np.ascontiguousarray(x, dtype=np.int64)
+    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    if x.size and (x.min() < lo or x.max() > hi):
+        raise ValueError(f"inputs outside the {'signed' if signed else 'unsigned'} {bits}-bit "
+                         f"range [{lo}, {hi}]: found [{x.min()}, {x.max()}]")
+    if dac_bits > 8:
+        raise ValueError("DAC steps are stored as uint8; dac_bits must be <= 8")
+    n = len(step_weights(bits, dac_bits, signed))
+    kp = x.shape[1] if rows_padded is None else rows_padded
+    out = np.empty((n, x.shape[0], kp), dtype=np.uint8)
+    _split_steps(x, bits, dac_bits, signed, n, kp, out)
+    return out
+
+
+@pjit
+def _group_activity(steps, group_rows, active, nnz):
+    n_steps, m_count, kp = steps.shape
+    n_groups = kp // group_rows
+    for m in prange(m_count):
+        for g in range(n_groups):
+            for p in range(n_steps):
+                c = 0
+                for k in range(g * group_rows, (g + 1) * group_rows):
+                    if steps[p, m, k] != 0:
+                        c += 1
+                active[g, p, m] = c > 0
+                nnz[g, p, m] = c
+
+
+def group_activity(steps: np.ndarray, group_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per (row group, step, sample): whether any row is driven, and how many rows are.
+
+    Returns ``active`` bool ``(G, P, M)`` and ``nnz`` int32 ``(G, P, M)``.
+    """
+    p, m, kp = steps.shape
+    if kp % group_rows:
+        raise ValueError("padded rows must be a multiple of group_rows")
+    g = kp // group_rows
+    active = np.empty((g, p, m), dtype=np.bool_)
+    nnz = np.empty((g, p, m), dtype=np.int32)
+    _group_activity(steps, group_rows, active, nnz)
+    return active, nnz

@@ -1,0 +1,253 @@
+"""Bit-true functional model of one layer's weight matrix programmed into crossbars.
+
+:class:`CrossbarLayer` takes an integer weight matrix ``(K, N)`` and an :class:`~sim.config.Arch`,
+encodes the weights into cell levels, tiles them over crossbars (``rows`` x ``columns`` plus an
+optional unit column each), draws the static non-idealities of its cells and ADC instances from
+its seed, and multiplies integer input matrices ``(M, K)`` exactly as the hardware would:
+DAC steps, analog partial sums per (row group, column, step), ADC conversion, shift-and-add.
+It returns the outputs and the exact event counts.
+
+Partial sums come from float32 BLAS GEMMs; with ideal cells they are integers below 2**24 and
+so exact. Outputs accumulate in float64, exact for integers below 2**53.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sim.config.schema import Arch, adc_full_scale
+from sim.kernels import adc as adc_k
+from sim.kernels import inputs as inputs_k
+from sim.kernels import variation as var_k
+from sim.kernels import weights as weights_k
+from sim.kernels.adc import draw_adc_instances
+
+#: Budget for one chunk's partial sums (bytes); bounds peak memory on large layers.
+PSUM_CHUNK_BYTES = 48 * 2**20
+
+
+@dataclass
+class Events:
+    """Exact event counts of one or more matrix products (see ``docs/kernels.md``)."""
+
+    adc_conversions: int = 0
+    adc_conversions_skipped: int = 0
+    dac_pulses: int = 0
+    cell_reads: int = 0
+    sample_holds: int = 0
+    shift_adds: int = 0
+    input_buffer_read_bits: int = 0
+    input_register_write_bits: int = 0
+    output_buffer_write_bits: int = 0
+    macs: int = 0
+    cell_macs: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def add(self, other: Events) -> None:
+        """Accumulate ``other`` into this record."""
+        for name in self.counts():
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def counts(self) -> dict[str, int]:
+        """The counts as a plain mapping (name -> count)."""
+        return {k: int(v) for k, v in self.__dict__.items() if k != "extra"}
+
+
+class CrossbarLayer:
+    """One weight matrix mapped onto crossbars of ``arch`` (see module docstring).
+
+    Args:
+        arch: the architecture.
+        weights: integer weights ``(K, N)`` within the signed ``arch.weights.bits`` range.
+        seed: an int or ``numpy.random.SeedSequence``; static cell and ADC draws and per-call
+            noise all derive from it.
+        name: used in messages.
+    """
+
+    def __init__(self, arch: Arch, weights: np.ndarray, *, seed=0, name: str = "layer"):
+        self.arch = arch
+        self.name = name
+        xb, wf = arch.crossbar, arch.weights
+        w = np.asarray(weights)
+        if w.ndim != 2:
+            raise ValueError(f"{name}: weights must be (K, N), got shape {w.shape}")
+        self.k, self.n = w.shape
+        self.group_rows = r = xb.group_rows
+        self.groups = g = -(-self.k // r)
+        self.rows_padded = g * r
+        ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+        self._seed = ss
+        cell_ss, adc_ss, self._call_ss = ss.spawn(3)
+
+        levels, col_out, col_weight, bias, sign = weights_k.encode_weights(
+            w, wf.bits, xb.cell.bits, wf.encoding, r)
+        top = xb.cell.levels - 1
+        j = levels.shape[1]
+        if wf.column_flip:
+            levels, flipped = weights_k.flip_columns(levels, r, xb.cell.levels)
+        else:
+            flipped = np.zeros((g, j), dtype=np.bool_)
+        self.data_columns = j
+        self.column_tiles = nc = -(-j // xb.columns)
+        n_unit = nc if xb.unit_column else 0
+        self.columns_total = ct = j + n_unit
+        tile_of = np.arange(j) // xb.columns
+
+        full = np.zeros((self.rows_padded, ct), dtype=np.uint8)
+        full[: self.k, :j] = levels
+        if n_unit:
+            full[: self.k, j:] = 1
+        rng_cell = np.random.default_rng(cell_ss)
+        cv = arch.variation.cell
+        full[: self.k] = var_k.stuck_at(full[: self.k], cv.stuck_at_0, cv.stuck_at_1, top,
+                                        rng_cell)
+        self.levels = full
+        self.conductance = full.astype(np.float32)
+        if cv.sigma:
+            self.conductance *= var_k.cell_factors(full.shape, cv.distribution, cv.sigma,
+                                                   rng_cell)
+        self.conductance[self.k:] = 0.0
+        self._conductance_sq = self.conductance**2 if cv.read_noise_sigma else None
+
+        # Column bookkeeping, per row group where it can differ.
+        self.col_out = col_out.astype(np.int32)
+        self.flip = flipped
+        self.ref_col = (j + tile_of).astype(np.int32) if n_unit else np.zeros(j, np.int32)
+        self.col_weight = np.repeat(col_weight[None, :], g, axis=0)
+        if sign is not None:
+            self.col_weight = self.col_weight * sign[:, col_out].astype(np.float64)
+        self.bias_weight = bias
+        if bias:
+            first = np.searchsorted(col_out, np.arange(self.n))
+            self.bias_ref = (j + tile_of[first]).astype(np.int32)
+        else:
+            self.bias_ref = np.zeros(0, dtype=np.int32)
+
+        # ADC instances: ``per_crossbar`` per crossbar (row tile, column tile).
+        adc = xb.adc
+        a = adc.per_crossbar
+        groups_per_tile = xb.rows // r
+        row_tiles = -(-g // groups_per_tile)
+        self.crossbars = row_tiles * nc
+        pos = np.concatenate([np.arange(j) - tile_of * xb.columns,
+                              np.full(n_unit, xb.columns)])
+        col_tile = np.concatenate([tile_of, np.arange(n_unit)])
+        rt = np.arange(g) // groups_per_tile
+        self.col_inst = (((rt[:, None] * nc + col_tile[None, :]) * a)
+                         + (pos[None, :] % a)).astype(np.int32)
+        av = arch.variation.adc
+        gain, offset, thr = draw_adc_instances(
+            self.crossbars * a, adc.bits, adc.rounding, offset_sigma_lsb=av.offset_sigma_lsb,
+            gain_sigma=av.gain_sigma, cap_mismatch_sigma=av.cap_mismatch_sigma,
+            rng=np.random.default_rng(adc_ss))
+        self.adc_gain, self.adc_offset, self.adc_thresholds = gain, offset, thr
+        self.half = 0.5 if adc.rounding == "nearest" else 0.0
+        self.step = None
+        if adc.range == "fixed":
+            self._set_steps(np.full((g, ct), adc_full_scale(arch) / (adc.codes - 1)))
+
+        self.step_weight = inputs_k.step_weights(arch.inputs.bits, xb.dac.bits,
+                                                 arch.inputs.signed)
+        self.steps = len(self.step_weight)
+
+    # ------------------------------------------------------------------ set-up
+    def _set_steps(self, step: np.ndarray) -> None:
+        self.step = step
+        inst = self.col_inst
+        self.lin_a = (self.adc_gain[inst] / step).astype(np.float64)
+        self.lin_b = self.adc_offset[inst].astype(np.float64)
+
+    def calibrate(self, x: np.ndarray) -> None:
+        """Set each column's ADC full scale from the partial sums of calibration inputs ``x``.
+
+        Used with ``crossbar.adc.range: calibrated``: the full scale of column ``c`` in row group
+        ``g`` is the ``calibration_percentile`` of its ideal-ADC partial sums over all steps and
+        samples (at least one level).
+        """
+        adc = self.arch.crossbar.adc
+        pct = adc.calibration_percentile
+        full = np.zeros((self.groups, self.columns_total))
+        for psum_g, gi, *_ in self._partial_sums(x, noise_seed=None):
+            full[gi] = np.maximum(full[gi], np.percentile(psum_g, pct, axis=0))
+        self._set_steps(np.maximum(full, 1.0) / (adc.codes - 1))
+
+    # ------------------------------------------------------------------ compute
+    def _chunk_rows(self, m: int) -> int:
+        per_sample = self.steps * max(self.columns_total, self.rows_padded) * 4
+        return max(1, min(m, PSUM_CHUNK_BYTES // max(per_sample, 1)))
+
+    def _partial_sums(self, x: np.ndarray, noise_seed):
+        """Yield ``(psum, group, m0, m1, active, nnz)`` for each sample chunk and row group."""
+        inp = self.arch.inputs
+        r = self.group_rows
+        m_total = x.shape[0]
+        chunk = self._chunk_rows(m_total)
+        sigma_r = self.arch.variation.cell.read_noise_sigma
+        for ci, m0 in enumerate(range(0, m_total, chunk)):
+            m1 = min(m_total, m0 + chunk)
+            steps = inputs_k.split_inputs(x[m0:m1], inp.bits, self.arch.crossbar.dac.bits,
+                                          inp.signed, self.rows_padded)
+            active, nnz = inputs_k.group_activity(steps, r)
+            for gi in range(self.groups):
+                xg = steps[:, :, gi * r:(gi + 1) * r].reshape(-1, r).astype(np.float32)
+                psum = xg @ self.conductance[gi * r:(gi + 1) * r]
+                if sigma_r and noise_seed is not None:
+                    rng = np.random.default_rng([*noise_seed, ci, gi, 0])
+                    power = (xg * xg) @ self._conductance_sq[gi * r:(gi + 1) * r]
+                    var_k.read_noise(psum, power, sigma_r, rng)
+                yield psum, gi, m0, m1, active[gi], nnz[gi]
+
+    def matmul(self, x: np.ndarray, *, seed: int = 0) -> tuple[np.ndarray, Events]:
+        """Multiply integer inputs ``x`` (M, K) by the programmed weights, bit-true.
+
+        ``seed`` selects the per-access noise (read noise, comparator noise) of this call; the
+        static variation was fixed when the layer was made. Returns float64 outputs ``(M, N)``
+        (integers when every stage is ideal) and the :class:`Events` of the call.
+        """
+        x = np.asarray(x)
+        if x.ndim != 2 or x.shape[1] != self.k:
+            raise ValueError(f"{self.name}: inputs must be (M, {self.k}), got {x.shape}")
+        if self.step is None:
+            raise RuntimeError(f"{self.name}: ADC range is 'calibrated'; call calibrate() first")
+        arch = self.arch
+        adc = arch.crossbar.adc
+        skip = arch.inputs.zero_skip
+        noise_sigma = arch.variation.adc.noise_sigma_lsb
+        m_total = x.shape[0]
+        out = np.zeros((m_total, self.n), dtype=np.float64)
+        ev = Events()
+        call_seed = (*(int(v) for v in self._call_ss.generate_state(2)), int(seed))
+        empty_noise = np.zeros((0, 0), dtype=np.float32)
+        ct = self.columns_total
+        for psum, gi, m0, m1, active, nnz in self._partial_sums(x, call_seed):
+            mc = m1 - m0
+            if noise_sigma:
+                rng = np.random.default_rng([*call_seed, m0, gi, 1])
+                noise = (noise_sigma * rng.standard_normal(psum.shape)).astype(np.float32)
+            else:
+                noise = empty_noise
+            adc_k.adc_accumulate(
+                psum, mc, active, skip, self.lin_a[gi], self.lin_b[gi], self.adc_thresholds,
+                self.col_inst[gi], adc.codes, self.half, noise, self.step[gi].astype(np.float64),
+                self.flip[gi], self.ref_col, float(arch.crossbar.cell.levels - 1), self.col_out,
+                self.col_weight[gi], self.bias_ref, self.bias_weight, self.step_weight,
+                out[m0:m1])
+            n_active = int(active.sum())
+            total = active.size
+            done = n_active if skip else total
+            ev.adc_conversions += done * ct
+            ev.adc_conversions_skipped += (total - done) * ct
+            driven = int(nnz.sum(dtype=np.int64))
+            ev.dac_pulses += driven * self.column_tiles
+            ev.cell_reads += driven * ct
+        ev.sample_holds = ev.adc_conversions
+        ev.shift_adds = ev.adc_conversions
+        bx = arch.inputs.bits
+        ev.input_buffer_read_bits = m_total * self.k * bx
+        ev.input_register_write_bits = m_total * self.k * bx * self.column_tiles
+        ev.output_buffer_write_bits = m_total * self.n * arch.outputs.bits
+        ev.macs = m_total * self.k * self.n
+        ev.cell_macs = m_total * self.rows_padded * ct * self.steps
+        return out, ev
