@@ -111,8 +111,6 @@ def arch_from_dict(data: Any, source: str = "<arch>") -> Arch:
     components = _components(top.raw("components", []), problems)
     top.finish()
 
-    if problems:  # tier two needs every typed value
-        problems.raise_if_any()
     arch = Arch(name=name, description=description, technology_nm=tech, clock=clock,
                 organization=organization, crossbar=crossbar, weights=weights, inputs=inputs,
                 outputs=outputs, variation=variation, energy=energy,
@@ -209,7 +207,20 @@ def _components(raw: Any, problems: Problems) -> tuple[Component, ...]:
 
 
 def _cross_checks(arch: Arch, problems: Problems) -> None:
-    """Tier two: contradictions between fields that are each valid on their own."""
+    """Tier two: contradictions between fields that are each valid on their own.
+
+    Runs even when tier one found problems, so one run reports everything; a check whose
+    inputs were already invalid (read as ``None``) is skipped.
+    """
+    for check in (_check_cells, _check_fragments, _check_unit_column, _check_adc,
+                  _check_variation):
+        try:
+            check(arch, problems)
+        except (TypeError, AttributeError):
+            continue
+
+
+def _check_cells(arch: Arch, problems: Problems) -> None:
     xb, w = arch.crossbar, arch.weights
     mag = magnitude_bits(w)
     if mag % xb.cell.bits:
@@ -217,6 +228,13 @@ def _cross_checks(arch: Arch, problems: Problems) -> None:
         problems.add("weights.bits",
                      f"{what} {w.bits}-bit {w.encoding} weights are not a whole number of "
                      f"{xb.cell.bits}-bit cells (crossbar.cell.bits)")
+    if xb.dac.bits > arch.inputs.bits:
+        problems.add("crossbar.dac.bits",
+                     f"{xb.dac.bits} DAC bits exceed inputs.bits ({arch.inputs.bits})")
+
+
+def _check_fragments(arch: Arch, problems: Problems) -> None:
+    xb, w = arch.crossbar, arch.weights
     if w.encoding == "polarized":
         if xb.fragment_rows is None:
             problems.add("crossbar.fragment_rows",
@@ -232,6 +250,10 @@ def _cross_checks(arch: Arch, problems: Problems) -> None:
         elif xb.rows % xb.fragment_rows:
             problems.add("crossbar.fragment_rows",
                          f"{xb.fragment_rows} does not divide crossbar.rows ({xb.rows})")
+
+
+def _check_unit_column(arch: Arch, problems: Problems) -> None:
+    xb, w = arch.crossbar, arch.weights
     if w.column_flip and not xb.unit_column:
         problems.add("weights.column_flip",
                      "needs crossbar.unit_column: true (the flipped result uses the sum of "
@@ -242,9 +264,10 @@ def _cross_checks(arch: Arch, problems: Problems) -> None:
                      "inputs that removes the bias")
     if w.column_flip and w.encoding == "polarized":
         problems.add("weights.column_flip", "cannot be combined with polarized weights")
-    if xb.dac.bits > arch.inputs.bits:
-        problems.add("crossbar.dac.bits",
-                     f"{xb.dac.bits} DAC bits exceed inputs.bits ({arch.inputs.bits})")
+
+
+def _check_adc(arch: Arch, problems: Problems) -> None:
+    xb, w = arch.crossbar, arch.weights
     if xb.adc.per_crossbar > xb.columns + int(xb.unit_column):
         problems.add("crossbar.adc.per_crossbar",
                      f"{xb.adc.per_crossbar} ADCs for {xb.columns} columns")
@@ -263,6 +286,9 @@ def _cross_checks(arch: Arch, problems: Problems) -> None:
     if adc.range == "calibrated" and adc.full_scale is not None:
         problems.add("crossbar.adc.full_scale",
                      "is set by calibration with range: calibrated; remove it")
+
+
+def _check_variation(arch: Arch, problems: Problems) -> None:
     cv = arch.variation.cell
     if cv.stuck_at_0 + cv.stuck_at_1 > 1.0:
         problems.add("variation.cell", "stuck_at_0 + stuck_at_1 exceeds 1")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sim.kernels._jit import jit, pjit, prange
+from sim.kernels._jit import pjit, prange
 
 
 def step_weights(bits: int, dac_bits: int, signed: bool) -> np.ndarray:

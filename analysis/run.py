@@ -1,0 +1,235 @@
+"""One simulation run: an arch YAML against a workload, bit-true, on real data.
+
+:func:`simulate` loads both files, maps the trained model onto the architecture, runs the float
+model and the hardware model on the same test samples, and returns a :class:`Result` with the
+accuracies, the exact events per layer and the energy they cost. Progress is shown per batch;
+with an output folder, finished batches are saved as they complete (``progress.json``) and a
+rerun of the same command resumes after the last finished batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+import sim
+from mappers import QuantRecipe, map_model
+from sim.config import Arch, load_arch
+from sim.macros import Events
+from sim.stats import energy_by_event_pj, total_pj
+from workloads.spec import Workload, load_workload
+
+
+@dataclass
+class LayerResult:
+    """Events and energy of one mapped layer over all simulated samples."""
+
+    name: str
+    kind: str
+    rows_k: int
+    columns_n: int
+    crossbars: int
+    events: dict[str, int]
+    energy_pj: dict[str, float]
+    energy_total_pj: float
+
+
+@dataclass
+class Result:
+    """Everything one run measured; saved as ``result.json`` (see ``docs/result.md``)."""
+
+    arch: str
+    arch_file: str
+    workload: str
+    workload_file: str
+    samples: int
+    seed: int
+    float_accuracy: float
+    hardware_accuracy: float
+    prediction_agreement: float
+    layers: list[LayerResult]
+    events_total: dict[str, int]
+    energy_by_event_pj: dict[str, float]
+    energy_total_pj: float
+    energy_per_inference_nj: float
+    wall_time_s: float
+    imcsim_version: str = sim.__version__
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """A plain mapping for ``json.dump``."""
+        return asdict(self)
+
+
+def _config_key(arch_path: Path, workload: Workload, samples: int, seed: int,
+                batch_size: int) -> str:
+    h = hashlib.sha256()
+    h.update(arch_path.read_bytes())
+    if workload.source is not None:
+        h.update(Path(workload.source).read_bytes())
+    if workload.checkpoint_path.is_file():
+        h.update(workload.checkpoint_path.read_bytes())
+    h.update(f"{samples}|{seed}|{batch_size}|{sim.__version__}".encode())
+    return h.hexdigest()
+
+
+def _atomic_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w") as fh:
+        json.dump(obj, fh, indent=2)
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+
+
+def simulate(arch_path: str | Path, workload_path: str | Path, *, samples: int | None = None,
+             seed: int = 0, data_dir: str | Path | None = None, batch_size: int = 50,
+             out_dir: str | Path | None = None, progress: bool = True) -> Result:
+    """Run ``workload_path`` on ``arch_path`` bit-true over ``samples`` test samples.
+
+    ``seed`` fixes every random draw (static variation, ADC curves, noise); ``samples=None``
+    uses the whole test split. With ``out_dir`` the run is resumable (see module docstring).
+    """
+    start = time.perf_counter()
+    arch_path, workload_path = Path(arch_path), Path(workload_path)
+    arch = load_arch(arch_path)
+    workload = load_workload(workload_path)
+    model = workload.load_model()
+    x_test, y_test = workload.load_data("test", data_dir)
+    x_train, _ = workload.load_data("train", data_dir)
+    n = len(y_test) if samples is None else min(int(samples), len(y_test))
+    x_test, y_test = x_test[:n], y_test[:n]
+    calib = x_train[: workload.calibration_samples]
+    recipe = QuantRecipe(weight_bits=workload.bits.weights,
+                         activation_bits=workload.bits.activations)
+    mapped = map_model(model, arch, recipe, calib, seed=seed)
+
+    n_batches = -(-n // batch_size)
+    state = {"key": _config_key(arch_path, workload, n, seed, batch_size), "done": 0,
+             "float_correct": 0, "hw_correct": 0, "agree": 0,
+             "events": {rec.name: Events().counts() for rec in mapped.layers}}
+    progress_file = None
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        progress_file = out / "progress.json"
+        if progress_file.is_file():
+            try:
+                saved = json.loads(progress_file.read_text())
+            except (OSError, json.JSONDecodeError):
+                saved = None
+            if saved and saved.get("key") == state["key"]:
+                state = saved
+    bar = tqdm(total=n_batches, initial=state["done"], desc=f"{workload.name} on {arch.name}",
+               unit="batch", disable=not progress, file=sys.stderr)
+    with torch.no_grad():
+        for b in range(state["done"], n_batches):
+            xb, yb = x_test[b * batch_size:(b + 1) * batch_size], y_test[b * batch_size:
+                                                                         (b + 1) * batch_size]
+            mapped.reset_events()
+            mapped.set_noise(seed, call=b)
+            pf = model(xb).argmax(1)
+            ph = mapped(xb).argmax(1)
+            state["float_correct"] += int((pf == yb).sum())
+            state["hw_correct"] += int((ph == yb).sum())
+            state["agree"] += int((pf == ph).sum())
+            for rec in mapped.layers:
+                acc = state["events"][rec.name]
+                for k, v in rec.events.counts().items():
+                    acc[k] = acc.get(k, 0) + v
+            state["done"] = b + 1
+            if progress_file is not None:
+                _atomic_json(progress_file, state)
+            bar.update(1)
+            bar.set_postfix(hw_acc=f"{state['hw_correct'] / min(n, (b + 1) * batch_size):.3f}")
+    bar.close()
+    result = _result(arch, arch_path, workload, workload_path, mapped, state, n, seed,
+                     time.perf_counter() - start)
+    return result
+
+
+def _result(arch: Arch, arch_path: Path, workload: Workload, workload_path: Path, mapped,
+            state: dict, n: int, seed: int, wall: float) -> Result:
+    layers = []
+    totals: dict[str, int] = {}
+    by_event: dict[str, float] = {}
+    for rec in mapped.layers:
+        counts = state["events"][rec.name]
+        energy = energy_by_event_pj(counts, arch.energy)
+        layers.append(LayerResult(name=rec.name, kind=rec.kind, rows_k=rec.k, columns_n=rec.n,
+                                  crossbars=rec.crossbars, events=dict(counts),
+                                  energy_pj=energy, energy_total_pj=total_pj(energy)))
+        for k, v in counts.items():
+            totals[k] = totals.get(k, 0) + v
+        for k, v in energy.items():
+            by_event[k] = by_event.get(k, 0.0) + v
+    total = total_pj(by_event)
+    notes = []
+    if mapped.folded_batchnorms:
+        notes.append(f"batch norm folded into the preceding layer: "
+                     f"{', '.join(mapped.folded_batchnorms)}")
+    return Result(
+        arch=arch.name, arch_file=str(arch_path), workload=workload.name,
+        workload_file=str(workload_path), samples=n, seed=seed,
+        float_accuracy=state["float_correct"] / n if n else float("nan"),
+        hardware_accuracy=state["hw_correct"] / n if n else float("nan"),
+        prediction_agreement=state["agree"] / n if n else float("nan"),
+        layers=layers, events_total=totals, energy_by_event_pj=by_event,
+        energy_total_pj=total, energy_per_inference_nj=total / n / 1e3 if n else float("nan"),
+        wall_time_s=wall, notes=notes)
+
+
+def save(result: Result, out_dir: str | Path) -> Path:
+    """Write ``result.json`` into ``out_dir`` (atomically) and return its path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "result.json"
+    _atomic_json(path, result.to_json())
+    return path
+
+
+def format_result(result: Result) -> str:
+    """A human-readable summary: accuracies, events per layer, energy."""
+    lines = [
+        f"{result.workload} on {result.arch}: {result.samples} test samples, seed {result.seed}",
+        f"  float accuracy    {100 * result.float_accuracy:6.2f} %",
+        f"  hardware accuracy {100 * result.hardware_accuracy:6.2f} %   "
+        f"(same prediction as float on {100 * result.prediction_agreement:.2f} %)",
+        "",
+        f"  {'layer':<22}{'K x N':>12}{'xbars':>7}{'ADC conv':>12}{'skipped':>10}"
+        f"{'DAC pulses':>12}{'cell reads':>13}{'energy/inf':>13}",
+    ]
+    n = max(result.samples, 1)
+    for lr in result.layers:
+        e = lr.events
+        lines.append(
+            f"  {lr.name[:21]:<22}{f'{lr.rows_k}x{lr.columns_n}':>12}{lr.crossbars:>7}"
+            f"{e['adc_conversions'] / n:>12.4g}{e['adc_conversions_skipped'] / n:>10.3g}"
+            f"{e['dac_pulses'] / n:>12.4g}{e['cell_reads'] / n:>13.4g}"
+            f"{lr.energy_total_pj / n / 1e3:>10.4g} nJ")
+    lines.append("  (event counts are per inference)")
+    lines.append("")
+    lines.append(f"  energy per inference {result.energy_per_inference_nj:.4g} nJ, of which")
+    total = max(result.energy_total_pj, 1e-30)
+    for k, v in sorted(result.energy_by_event_pj.items(), key=lambda kv: -kv[1]):
+        if v:
+            lines.append(f"    {k:<28}{v / n / 1e3:>10.4g} nJ  {100 * v / total:5.1f} %")
+    for note in result.notes:
+        lines.append(f"  note: {note}")
+    return "\n".join(lines)
+
+
+def summary_line(result: Result) -> str:
+    """One line for logs."""
+    return (f"{result.workload}/{result.arch}: float {result.float_accuracy:.4f} "
+            f"hw {result.hardware_accuracy:.4f} energy {result.energy_per_inference_nj:.4g} nJ")
+

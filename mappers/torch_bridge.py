@@ -1,0 +1,338 @@
+"""Run any ``torch.nn.Module`` with its Conv2d and Linear products on simulated crossbars.
+
+:func:`map_model` copies the model, folds batch norm into the preceding convolution or linear
+layer where a symbolic trace proves it safe, calibrates activation ranges on sample inputs,
+quantizes each Conv2d/Linear to the workload's bits, programs it into a
+:class:`~sim.macros.CrossbarLayer`, and swaps the module for a :class:`HardwareLayer` whose
+forward pass quantizes its input, runs im2col (for convolutions) and the bit-true kernels, and
+dequantizes. Everything else (activations, pooling, residual additions, unfolded batch norm)
+stays in torch. A module doing a matrix product we cannot map is a :class:`MappingError`
+naming it.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import operator
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mappers.quantize import ActQuant, activation_quant, quantize_weights
+from sim.config.schema import Arch
+from sim.errors import MappingError
+from sim.macros import CrossbarLayer, Events
+
+log = logging.getLogger(__name__)
+
+#: Modules that do matrix products the crossbar bridge cannot map yet.
+UNMAPPABLE = (nn.Conv1d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
+              nn.RNNBase, nn.RNNCellBase, nn.MultiheadAttention, nn.Bilinear)
+#: Functional matrix products that would bypass the bridge if called directly in forward().
+_FUNCTIONAL_PRODUCTS = {torch.matmul, torch.mm, torch.bmm, torch.einsum, F.linear, F.conv1d,
+                        F.conv2d, F.conv3d, operator.matmul}
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuantRecipe:
+    """Precision of the workload: integer bits of weights and of layer inputs."""
+
+    weight_bits: int = 8
+    activation_bits: int = 8
+
+
+@dataclass
+class LayerRecord:
+    """One mapped matrix product: its module name, shape and accumulated events."""
+
+    name: str
+    kind: str
+    k: int
+    n: int
+    weight_bits: int
+    activation: ActQuant
+    crossbars: int
+    events: Events = field(default_factory=Events)
+
+
+class HardwareLayer(nn.Module):
+    """A Conv2d or Linear whose product runs on crossbars (one per conv group)."""
+
+    def __init__(self, name: str, module: nn.Conv2d | nn.Linear, arch: Arch,
+                 recipe: QuantRecipe, act: ActQuant, seed: np.random.SeedSequence):
+        super().__init__()
+        self.layer_name = name
+        self.is_conv = isinstance(module, nn.Conv2d)
+        self.act = act
+        self.arch = arch
+        weight = module.weight.detach()
+        self.register_buffer("bias", None if module.bias is None else module.bias.detach().clone())
+        if self.is_conv:
+            self.out_channels = module.out_channels
+            self.kernel_size, self.stride = module.kernel_size, module.stride
+            self.padding, self.dilation = module.padding, module.dilation
+            self.groups = module.groups
+        else:
+            self.out_channels = module.out_features
+            self.groups = 1
+        q, scale = quantize_weights(weight, recipe.weight_bits)
+        self.register_buffer("w_scale", scale)
+        per_group = self.out_channels // self.groups
+        self.crossbar_layers: list[CrossbarLayer] = []
+        self.zero_point_terms: list[torch.Tensor] = []
+        seeds = seed.spawn(self.groups)
+        for gi in range(self.groups):
+            wq = q[gi * per_group:(gi + 1) * per_group].reshape(per_group, -1).T  # (K, N)
+            self.crossbar_layers.append(CrossbarLayer(
+                arch, wq.numpy(), seed=seeds[gi], name=f"{name}[group {gi}]"
+                if self.groups > 1 else name))
+            self.zero_point_terms.append(wq.sum(dim=0).double() * act.zero_point)
+        self.record = LayerRecord(
+            name=name, kind=type(module).__name__, k=q[0].numel(), n=self.out_channels,
+            weight_bits=recipe.weight_bits, activation=act,
+            crossbars=sum(c.crossbars for c in self.crossbar_layers))
+        self.noise_seed = 0
+        self.noise_call = 0
+
+    def hw_inputs(self, x: torch.Tensor) -> tuple[list[torch.Tensor], tuple]:
+        """Integer input matrices (one per group, zero point included) and the output shape."""
+        q = self.act.to_int(x)
+        if self.is_conv:
+            n, _, h, w = x.shape
+            cols = F.unfold(q.double(), self.kernel_size, dilation=self.dilation,
+                            padding=self.padding, stride=self.stride)  # (n, C*kh*kw, L)
+            hout = (h + 2 * self.padding[0] - self.dilation[0] * (self.kernel_size[0] - 1)
+                    - 1) // self.stride[0] + 1
+            wout = (w + 2 * self.padding[1] - self.dilation[1] * (self.kernel_size[1] - 1)
+                    - 1) // self.stride[1] + 1
+            mat = cols.transpose(1, 2).reshape(-1, cols.shape[1]).to(torch.int64)
+            k = mat.shape[1] // self.groups
+            mats = [mat[:, gi * k:(gi + 1) * k] for gi in range(self.groups)]
+            shape = (n, hout, wout)
+        else:
+            lead = x.shape[:-1]
+            mats = [q.reshape(-1, x.shape[-1])]
+            shape = tuple(lead)
+        if self.act.zero_point:
+            mats = [m + self.act.zero_point for m in mats]
+        return mats, shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        mats, shape = self.hw_inputs(x)
+        outs = []
+        for xb, mat, zp in zip(self.crossbar_layers, mats, self.zero_point_terms, strict=True):
+            y, ev = xb.matmul(mat.numpy(), seed=self.noise_seed * 1_000_003 + self.noise_call)
+            self.record.events.add(ev)
+            y = torch.from_numpy(y)
+            if self.act.zero_point:
+                y = y - zp
+            outs.append(y)
+        self.noise_call += 1
+        y = torch.cat(outs, dim=1) * (self.w_scale * self.act.scale)
+        y = y.to(x.dtype)
+        if self.bias is not None:
+            y = y + self.bias
+        if self.is_conv:
+            n, hout, wout = shape
+            return y.reshape(n, hout, wout, -1).permute(0, 3, 1, 2).contiguous()
+        return y.reshape(*shape, -1)
+
+
+@dataclass
+class MappedModel:
+    """A model whose Conv2d/Linear run on crossbars, with the per-layer records."""
+
+    model: nn.Module
+    layers: list[LayerRecord]
+    folded_batchnorms: list[str]
+
+    def reset_events(self) -> None:
+        """Zero the accumulated event counts of every layer."""
+        for rec in self.layers:
+            rec.events = Events()  # each HardwareLayer holds the same record object
+
+    def set_noise(self, seed: int, call: int = 0) -> None:
+        """Select the per-access noise of the next forward pass: stream ``seed``, index ``call``.
+
+        Later passes continue with ``call + 1``, ... A run that sets ``call`` to the batch index
+        draws the same noise for a batch whether or not it was resumed part-way.
+        """
+        for m in self.model.modules():
+            if isinstance(m, HardwareLayer):
+                m.noise_seed = int(seed)
+                m.noise_call = int(call)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.model(x)
+
+
+def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, list[str]]:
+    """A copy of ``model`` with each BatchNorm that directly follows a Conv2d/Linear folded in.
+
+    Folding is done only where ``torch.fx`` traces the model and shows the normalization's sole
+    input is the layer's output, used nowhere else; other batch norms stay (in torch, exact).
+    Returns the copy and the names of the folded batch-norm modules.
+    """
+    model = copy.deepcopy(model).eval()
+    try:
+        graph = torch.fx.symbolic_trace(model).graph
+    except Exception as exc:  # noqa: BLE001 - any trace failure just disables folding
+        log.warning("batch norm not folded: model cannot be traced by torch.fx (%s)", exc)
+        return model, []
+    modules = dict(model.named_modules())
+    uses: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            uses[node.target] = uses.get(node.target, 0) + 1
+    folded = []
+    for node in graph.nodes:
+        if node.op != "call_module":
+            continue
+        bn = modules[node.target]
+        if not isinstance(bn, nn.BatchNorm2d | nn.BatchNorm1d) or uses[node.target] != 1:
+            continue
+        prev = node.args[0] if node.args else None
+        if not isinstance(prev, torch.fx.Node) or prev.op != "call_module":
+            continue
+        layer = modules[prev.target]
+        ok = (isinstance(layer, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)) or \
+             (isinstance(layer, nn.Linear) and isinstance(bn, nn.BatchNorm1d))
+        if not ok or len(prev.users) != 1 or uses[prev.target] != 1 or not bn.track_running_stats:
+            continue
+        _fold(layer, bn)
+        _set_module(model, node.target, nn.Identity())
+        folded.append(node.target)
+    return model, folded
+
+
+def _fold(layer: nn.Conv2d | nn.Linear, bn: nn.BatchNorm1d | nn.BatchNorm2d) -> None:
+    with torch.no_grad():
+        inv = torch.rsqrt(bn.running_var + bn.eps)
+        gamma = bn.weight if bn.affine else torch.ones_like(inv)
+        beta = bn.bias if bn.affine else torch.zeros_like(inv)
+        factor = gamma * inv
+        layer.weight.mul_(factor.reshape(-1, *([1] * (layer.weight.dim() - 1))))
+        bias = layer.bias if layer.bias is not None else torch.zeros_like(bn.running_mean)
+        new_bias = (bias - bn.running_mean) * factor + beta
+        layer.bias = nn.Parameter(new_bias)
+
+
+def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def check_mappable(model: nn.Module) -> None:
+    """Raise :class:`MappingError` naming every layer whose product cannot be mapped."""
+    bad = [f"layer '{name}' ({type(m).__name__})" for name, m in model.named_modules()
+           if isinstance(m, UNMAPPABLE)]
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d) and m.padding_mode != "zeros":
+            bad.append(f"layer '{name}' (Conv2d with padding_mode={m.padding_mode!r})")
+    try:
+        graph = torch.fx.symbolic_trace(model).graph
+        for node in graph.nodes:
+            if node.op == "call_function" and node.target in _FUNCTIONAL_PRODUCTS:
+                what = getattr(node.target, "__name__", str(node.target))
+                bad.append(f"operation '{node.name}' ({what} called in forward())")
+            if node.op == "call_method" and node.target in ("matmul", "mm", "bmm"):
+                bad.append(f"operation '{node.name}' (Tensor.{node.target} called in forward())")
+    except Exception:  # noqa: BLE001 - untraceable models are checked by module type only
+        pass
+    if bad:
+        raise MappingError(
+            "cannot map onto crossbars: " + "; ".join(bad)
+            + ". Supported matrix products: nn.Conv2d and nn.Linear modules.")
+
+
+def map_model(model: nn.Module, arch: Arch, recipe: QuantRecipe,
+              calibration: Iterable[torch.Tensor] | torch.Tensor, *, seed: int = 0
+              ) -> MappedModel:
+    """Map ``model`` onto ``arch`` (see the module docstring).
+
+    ``calibration`` is one input batch, or batches, used to fix activation ranges (and the ADC
+    ranges when ``crossbar.adc.range: calibrated``). ``seed`` fixes every static draw (cell
+    variation, stuck-at faults, ADC curves); each layer gets its own child seed.
+    """
+    check_mappable(model)
+    _check_bits(arch, recipe)
+    model, folded = fold_batchnorm(model)
+    batches = [calibration] if isinstance(calibration, torch.Tensor) else list(calibration)
+    targets = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    if not targets:
+        raise MappingError("the model has no nn.Conv2d or nn.Linear layer to map")
+    ranges, samples = _calibrate_ranges(model, targets, batches)
+    seeds = np.random.SeedSequence(seed).spawn(len(targets))
+    records = []
+    for (name, module), ss in zip(targets, seeds, strict=True):
+        lo, hi = ranges[name]
+        act = activation_quant(lo, hi, recipe.activation_bits, arch.inputs.signed)
+        _check_input_range(arch, act, name)
+        hw = HardwareLayer(name, module, arch, recipe, act, ss)
+        if arch.crossbar.adc.range == "calibrated":
+            mats, _ = hw.hw_inputs(samples[name])
+            for xb, mat in zip(hw.crossbar_layers, mats, strict=True):
+                xb.calibrate(mat.numpy())
+        _set_module(model, name, hw)
+        records.append(hw.record)
+    return MappedModel(model=model, layers=records, folded_batchnorms=folded)
+
+
+def _check_bits(arch: Arch, recipe: QuantRecipe) -> None:
+    if recipe.weight_bits > arch.weights.bits:
+        raise MappingError(f"workload weights of {recipe.weight_bits} bits do not fit the "
+                           f"{arch.weights.bits}-bit weights of arch '{arch.name}' "
+                           "(weights.bits)")
+    if recipe.activation_bits > arch.inputs.bits:
+        raise MappingError(f"workload activations of {recipe.activation_bits} bits do not fit "
+                           f"the {arch.inputs.bits}-bit inputs of arch '{arch.name}' "
+                           "(inputs.bits)")
+
+
+def _check_input_range(arch: Arch, act: ActQuant, name: str) -> None:
+    b = arch.inputs.bits
+    lo_hw, hi_hw = (-(2 ** (b - 1)), 2 ** (b - 1) - 1) if arch.inputs.signed else (0, 2**b - 1)
+    lo, hi = act.lo + act.zero_point, act.hi + act.zero_point
+    if lo < lo_hw or hi > hi_hw:
+        raise MappingError(
+            f"layer '{name}': quantized inputs span [{lo}, {hi}] but the arch's "
+            f"{'signed' if arch.inputs.signed else 'unsigned'} {b}-bit inputs hold "
+            f"[{lo_hw}, {hi_hw}]; lower the workload's activation bits or raise inputs.bits")
+
+
+def _calibrate_ranges(model, targets, batches):
+    """Min/max of each target layer's input over the calibration batches, and a sample."""
+    ranges: dict[str, list[float]] = {}
+    samples: dict[str, torch.Tensor] = {}
+    hooks = []
+
+    def hook(name):
+        def fn(_module, args):
+            x = args[0].detach()
+            lo, hi = float(x.min()), float(x.max())
+            cur = ranges.setdefault(name, [lo, hi])
+            cur[0], cur[1] = min(cur[0], lo), max(cur[1], hi)
+            if name not in samples:
+                samples[name] = x[:32]
+        return fn
+
+    for name, module in targets:
+        hooks.append(module.register_forward_pre_hook(hook(name)))
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                model(batch)
+    finally:
+        for h in hooks:
+            h.remove()
+    missing = [n for n, _ in targets if n not in ranges]
+    if missing:
+        raise MappingError(f"layers never called in forward(): {', '.join(missing)}")
+    return {k: (v[0], v[1]) for k, v in ranges.items()}, samples
