@@ -1,17 +1,19 @@
 """The one place that sets the JIT options of every compiled kernel.
 
 ``cache=True`` keeps compiled machine code in ``__pycache__`` so later processes start fast;
-``nogil=True`` lets BLAS and other threads run beside a kernel; ``fastmath`` stays off because
-the kernels must be bit-exact (no reassociation of sums).
+``nogil=True`` releases the GIL so that several Python threads run kernels (and single-threaded
+BLAS calls) side by side; ``fastmath`` stays off because the kernels must be bit-exact.
+
+Kernels are serial. Parallelism comes from the caller running independent chunks of samples in
+a thread pool (see :mod:`sim.macros.crossbar`): numba's own parallel regions alternating with
+multi-threaded BLAS calls made the two thread pools fight over the cores (measured: up to 3x
+slower and erratic), and numba's default workqueue layer is not safe to enter from several
+threads at once.
 """
 
 from __future__ import annotations
 
 import numba
 
-#: Serial kernel.
+#: Serial, GIL-free kernel.
 jit = numba.njit(cache=True, nogil=True, fastmath=False)
-#: Kernel whose outer ``prange`` loop runs on all cores; each iteration writes its own rows,
-#: so results do not depend on the number of threads.
-pjit = numba.njit(cache=True, nogil=True, fastmath=False, parallel=True)
-prange = numba.prange

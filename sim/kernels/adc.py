@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sim.kernels._jit import jit, pjit, prange
+from sim.kernels._jit import jit
 
 
 def sar_thresholds(bit_weights: np.ndarray, half: float) -> np.ndarray:
@@ -100,49 +100,98 @@ def convert(u, thr, inst, codes, half):
     return out
 
 
-@pjit
+@jit
+def _convert_row(psum, r, lin_a, lin_b, thr, col_inst, codes, half, noise, recon_step, v):
+    """Digitize row ``r`` of ``psum`` into ``v`` (the loops are unswitched by hand)."""
+    n_cols = psum.shape[1]
+    top = codes - 1
+    if thr.shape[0] > 0:
+        for c in range(n_cols):
+            u = psum[r, c] * lin_a[c] + lin_b[c]
+            if noise.shape[0] > 0:
+                u += noise[r, c]
+            row = thr[col_inst[c]]
+            lo = 0
+            hi = row.shape[0]
+            while lo < hi:  # number of thresholds <= u
+                mid = (lo + hi) >> 1
+                if row[mid] <= u:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            v[c] = lo * recon_step[c]
+    elif noise.shape[0] > 0:
+        for c in range(n_cols):
+            q = np.floor(psum[r, c] * lin_a[c] + lin_b[c] + noise[r, c] + half)
+            q = min(max(q, 0.0), top)
+            v[c] = q * recon_step[c]
+    else:
+        for c in range(n_cols):
+            q = np.floor(psum[r, c] * lin_a[c] + lin_b[c] + half)
+            q = min(max(q, 0.0), top)
+            v[c] = q * recon_step[c]
+
+
+@jit
 def adc_accumulate(psum, n_samples, active, skip, lin_a, lin_b, thr, col_inst, codes, half,
-                   noise, recon_step, flip, ref_col, flip_top, col_out, col_weight, bias_ref,
-                   bias_weight, step_weight, out):
+                   noise, recon_step, direct, unit_a, coef_a, unit_b, coef_b, step_weight, out):
     """Convert one row group's partial sums and shift-add them into the outputs.
 
     ``psum`` (P*M, C) float32 holds the analog partial sums of every column (data columns
     ``0..J-1`` then unit columns) for step ``p`` and sample ``m`` at row ``p*M + m``.
     Column ``c`` is converted by ADC instance ``col_inst[c]``: ``u = psum*lin_a[c] + lin_b[c]``
-    (+ ``noise`` when given), coded, and reconstructed as ``code x recon_step[c]``. Data column
-    ``j`` then adds ``step_weight[p] x col_weight[j] x v`` to ``out[m, col_out[j]]``, where
-    ``v`` is its value, or ``flip_top x unit - value`` for a flipped column. With ``bias_ref``
-    non-empty, output ``n`` also adds ``bias_weight x`` the unit column ``bias_ref[n]``.
-    A (step, sample) whose group inputs are all zero is skipped when ``skip``.
-    Each sample ``m`` is written by one thread only, so results do not depend on threads.
+    (+ ``noise`` when given), coded, and reconstructed as ``v = code x recon_step[c]``.
+    Output ``n`` owns the ``per = J / N`` adjacent data columns ``n*per ...`` and adds, times
+    ``step_weight[p]``::
+
+        sum_j direct[j] v[j] + coef_a[n] v[unit_a[n]] + coef_b[n] v[unit_b[n]]
+
+    where the unit-column terms carry the offset bias and the flipped columns' ``top x unit``
+    parts (see :func:`combine_coefficients`). A (step, sample) whose group inputs are all zero
+    is skipped when ``skip``.
     """
     n_steps = step_weight.shape[0]
     n_cols = psum.shape[1]
-    n_data = col_out.shape[0]
-    use_table = thr.shape[0] > 0
-    use_noise = noise.shape[0] > 0
-    n_bias = bias_ref.shape[0]
-    for m in prange(n_samples):
-        v = np.empty(n_cols, dtype=np.float64)
+    n_out = out.shape[1]
+    per = direct.shape[0] // n_out
+    v = np.empty(n_cols, dtype=np.float64)
+    for m in range(n_samples):
+        acc = out[m]
         for p in range(n_steps):
             if skip and not active[p, m]:
                 continue
-            r = p * n_samples + m
-            for c in range(n_cols):
-                u = psum[r, c] * lin_a[c] + lin_b[c]
-                if use_noise:
-                    u += noise[r, c]
-                if use_table:
-                    code = _code(u, thr[col_inst[c]], codes, half, True)
-                else:
-                    code = _code(u, thr.reshape(-1)[:0], codes, half, False)
-                v[c] = code * recon_step[c]
+            _convert_row(psum, p * n_samples + m, lin_a, lin_b, thr, col_inst, codes, half,
+                         noise, recon_step, v)
             sw = step_weight[p]
-            for j in range(n_data):
-                x = v[j]
-                if flip[j]:
-                    x = flip_top * v[ref_col[j]] - x
-                out[m, col_out[j]] += sw * col_weight[j] * x
-            if n_bias:
-                for n in range(n_bias):
-                    out[m, n] += sw * bias_weight * v[bias_ref[n]]
+            j = 0
+            for n in range(n_out):
+                t = coef_a[n] * v[unit_a[n]] + coef_b[n] * v[unit_b[n]]
+                for _ in range(per):
+                    t += direct[j] * v[j]
+                    j += 1
+                acc[n] += sw * t
+
+
+def combine_coefficients(col_out, col_weight, flip, ref_col, flip_top, bias_weight, n_out):
+    """Fold flips and the offset bias into per-output unit-column coefficients.
+
+    A flipped column ``j`` contributes ``w (top x unit - v)``: its ``-w`` goes to ``direct`` and
+    its ``w x top`` to the unit column ``ref_col[j]`` of its crossbar. The adjacent columns of
+    one output lie in at most two crossbars (column tiles): ``unit_a`` is the unit column of the
+    first, ``unit_b`` of the last. The offset bias ``bias_weight x sum(inputs)`` is measured on
+    ``unit_a``. Without unit columns (``ref_col`` empty) all coefficients are zero.
+    Returns ``(direct, unit_a, coef_a, unit_b, coef_b)``.
+    """
+    direct = np.where(flip, -col_weight, col_weight).astype(np.float64)
+    if ref_col.shape[0] == 0:
+        zero_i, zero_f = np.zeros(n_out, np.int32), np.zeros(n_out)
+        return direct, zero_i, zero_f, zero_i.copy(), zero_f.copy()
+    per = col_out.shape[0] // n_out
+    units = ref_col.reshape(n_out, per)
+    unit_a = np.ascontiguousarray(units[:, 0], dtype=np.int32)
+    unit_b = np.ascontiguousarray(units[:, -1], dtype=np.int32)
+    c = np.where(flip, flip_top * col_weight, 0.0).reshape(n_out, per)
+    in_a = units == unit_a[:, None]
+    coef_a = (c * in_a).sum(axis=1) + bias_weight
+    coef_b = (c * ~in_a).sum(axis=1)
+    return direct, unit_a, coef_a, unit_b, coef_b

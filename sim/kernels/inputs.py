@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sim.kernels._jit import pjit, prange
+from sim.kernels._jit import jit
 
 
 def step_weights(bits: int, dac_bits: int, signed: bool) -> np.ndarray:
@@ -23,14 +23,14 @@ def step_weights(bits: int, dac_bits: int, signed: bool) -> np.ndarray:
     return np.array(w, dtype=np.float64)
 
 
-@pjit
+@jit
 def _split_steps(x, bits, dac_bits, signed, n_steps, rows_padded, out):
     m_count, k_count = x.shape
     mask = (1 << dac_bits) - 1
     mag_bits = bits - 1 if signed else bits
     low_mask = (1 << mag_bits) - 1
     n_mag = n_steps - 1 if signed else n_steps
-    for m in prange(m_count):
+    for m in range(m_count):
         for k in range(k_count):
             v = x[m, k]
             low = v & low_mask
@@ -63,11 +63,11 @@ def split_inputs(x: np.ndarray, bits: int, dac_bits: int, signed: bool,
     return out
 
 
-@pjit
+@jit
 def _group_activity(steps, group_rows, active, nnz):
     n_steps, m_count, kp = steps.shape
     n_groups = kp // group_rows
-    for m in prange(m_count):
+    for m in range(m_count):
         for g in range(n_groups):
             for p in range(n_steps):
                 c = 0

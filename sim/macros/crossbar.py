@@ -13,9 +13,12 @@ so exact. Outputs accumulate in float64, exact for integers below 2**53.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from sim.config.schema import Arch, adc_full_scale
 from sim.kernels import adc as adc_k
@@ -25,7 +28,9 @@ from sim.kernels import weights as weights_k
 from sim.kernels.adc import draw_adc_instances
 
 #: Budget for one chunk's partial sums (bytes); bounds peak memory on large layers.
-PSUM_CHUNK_BYTES = 48 * 2**20
+#: Small enough to stay in the last-level cache between the GEMM that writes a chunk and the
+#: ADC kernel that reads it; large enough for BLAS to run near its peak.
+PSUM_CHUNK_BYTES = 8 * 2**20
 
 
 @dataclass
@@ -119,11 +124,11 @@ class CrossbarLayer:
         if sign is not None:
             self.col_weight = self.col_weight * sign[:, col_out].astype(np.float64)
         self.bias_weight = bias
-        if bias:
-            first = np.searchsorted(col_out, np.arange(self.n))
-            self.bias_ref = (j + tile_of[first]).astype(np.int32)
-        else:
-            self.bias_ref = np.zeros(0, dtype=np.int32)
+        # Per row group: the data-column weights after flipping and the unit-column terms.
+        self.combine = [adc_k.combine_coefficients(
+            self.col_out, self.col_weight[gi], self.flip[gi],
+            self.ref_col if n_unit else np.zeros(0, np.int32), float(top), bias, self.n)
+            for gi in range(g)]
 
         # ADC instances: ``per_crossbar`` per crossbar (row tile, column tile).
         adc = xb.adc
@@ -154,10 +159,41 @@ class CrossbarLayer:
 
     # ------------------------------------------------------------------ set-up
     def _set_steps(self, step: np.ndarray) -> None:
-        self.step = step
         inst = self.col_inst
+        self.step = np.ascontiguousarray(step, dtype=np.float64)
         self.lin_a = (self.adc_gain[inst] / step).astype(np.float64)
         self.lin_b = self.adc_offset[inst].astype(np.float64)
+
+    # ------------------------------------------------------------------ compute
+    def _chunk_rows(self, m: int) -> int:
+        per_sample = self.steps * max(self.columns_total, self.rows_padded) * 4
+        return max(1, min(m, PSUM_CHUNK_BYTES // max(per_sample, 1)))
+
+    def _group_psums(self, x: np.ndarray, m0: int, noise_seed):
+        """Yield ``(group, psum, active, nnz)`` for the samples ``x`` (one chunk).
+
+        ``psum`` is a reused buffer, valid until the next item is requested.
+        """
+        inp = self.arch.inputs
+        r = self.group_rows
+        steps = inputs_k.split_inputs(x, inp.bits, self.arch.crossbar.dac.bits, inp.signed,
+                                      self.rows_padded)
+        active, nnz = inputs_k.group_activity(steps, r)
+        sigma_r = self.arch.variation.cell.read_noise_sigma
+        # One buffer per chunk: a fresh 8 MiB array per GEMM would page-fault every time.
+        buf = np.empty((steps.shape[0] * x.shape[0], self.columns_total), dtype=np.float32)
+        for gi in range(self.groups):
+            xg = steps[:, :, gi * r:(gi + 1) * r].reshape(-1, r).astype(np.float32)
+            psum = np.matmul(xg, self.conductance[gi * r:(gi + 1) * r], out=buf)
+            if sigma_r and noise_seed is not None:
+                rng = np.random.default_rng([*noise_seed, m0, gi, 0])
+                power = (xg * xg) @ self._conductance_sq[gi * r:(gi + 1) * r]
+                var_k.read_noise(psum, power, sigma_r, rng)
+            yield gi, psum, active[gi], nnz[gi]
+
+    def _chunks(self, m: int) -> list[tuple[int, int]]:
+        size = self._chunk_rows(m)
+        return [(m0, min(m, m0 + size)) for m0 in range(0, m, size)]
 
     def calibrate(self, x: np.ndarray) -> None:
         """Set each column's ADC full scale from the partial sums of calibration inputs ``x``.
@@ -167,37 +203,42 @@ class CrossbarLayer:
         samples (at least one level).
         """
         adc = self.arch.crossbar.adc
-        pct = adc.calibration_percentile
-        full = np.zeros((self.groups, self.columns_total))
-        for psum_g, gi, *_ in self._partial_sums(x, noise_seed=None):
-            full[gi] = np.maximum(full[gi], np.percentile(psum_g, pct, axis=0))
+        x = np.asarray(x)
+        per_group: list[list[np.ndarray]] = [[] for _ in range(self.groups)]
+        for m0, m1 in self._chunks(x.shape[0]):
+            for gi, psum, _active, _nnz in self._group_psums(x[m0:m1], m0, None):
+                per_group[gi].append(psum.copy())
+        full = np.stack([np.percentile(np.concatenate(ps), adc.calibration_percentile, axis=0)
+                         for ps in per_group])
         self._set_steps(np.maximum(full, 1.0) / (adc.codes - 1))
 
-    # ------------------------------------------------------------------ compute
-    def _chunk_rows(self, m: int) -> int:
-        per_sample = self.steps * max(self.columns_total, self.rows_padded) * 4
-        return max(1, min(m, PSUM_CHUNK_BYTES // max(per_sample, 1)))
-
-    def _partial_sums(self, x: np.ndarray, noise_seed):
-        """Yield ``(psum, group, m0, m1, active, nnz)`` for each sample chunk and row group."""
-        inp = self.arch.inputs
-        r = self.group_rows
-        m_total = x.shape[0]
-        chunk = self._chunk_rows(m_total)
-        sigma_r = self.arch.variation.cell.read_noise_sigma
-        for ci, m0 in enumerate(range(0, m_total, chunk)):
-            m1 = min(m_total, m0 + chunk)
-            steps = inputs_k.split_inputs(x[m0:m1], inp.bits, self.arch.crossbar.dac.bits,
-                                          inp.signed, self.rows_padded)
-            active, nnz = inputs_k.group_activity(steps, r)
-            for gi in range(self.groups):
-                xg = steps[:, :, gi * r:(gi + 1) * r].reshape(-1, r).astype(np.float32)
-                psum = xg @ self.conductance[gi * r:(gi + 1) * r]
-                if sigma_r and noise_seed is not None:
-                    rng = np.random.default_rng([*noise_seed, ci, gi, 0])
-                    power = (xg * xg) @ self._conductance_sq[gi * r:(gi + 1) * r]
-                    var_k.read_noise(psum, power, sigma_r, rng)
-                yield psum, gi, m0, m1, active[gi], nnz[gi]
+    def _run_chunk(self, x: np.ndarray, m0: int, call_seed: tuple, out: np.ndarray) -> Events:
+        """Simulate samples ``x`` (a chunk starting at sample ``m0``) into ``out``."""
+        arch = self.arch
+        adc = arch.crossbar.adc
+        skip = arch.inputs.zero_skip
+        noise_sigma = arch.variation.adc.noise_sigma_lsb
+        empty_noise = np.zeros((0, 0), dtype=np.float32)
+        ct = self.columns_total
+        ev = Events()
+        for gi, psum, active, nnz in self._group_psums(x, m0, call_seed):
+            if noise_sigma:
+                rng = np.random.default_rng([*call_seed, m0, gi, 1])
+                noise = (noise_sigma * rng.standard_normal(psum.shape)).astype(np.float32)
+            else:
+                noise = empty_noise
+            adc_k.adc_accumulate(
+                psum, x.shape[0], active, skip, self.lin_a[gi], self.lin_b[gi],
+                self.adc_thresholds, self.col_inst[gi], adc.codes, self.half, noise,
+                self.step[gi], *self.combine[gi], self.step_weight, out)
+            total = active.size
+            done = int(active.sum()) if skip else total
+            ev.adc_conversions += done * ct
+            ev.adc_conversions_skipped += (total - done) * ct
+            driven = int(nnz.sum(dtype=np.int64))
+            ev.dac_pulses += driven * self.column_tiles
+            ev.cell_reads += driven * ct
+        return ev
 
     def matmul(self, x: np.ndarray, *, seed: int = 0) -> tuple[np.ndarray, Events]:
         """Multiply integer inputs ``x`` (M, K) by the programmed weights, bit-true.
@@ -205,6 +246,10 @@ class CrossbarLayer:
         ``seed`` selects the per-access noise (read noise, comparator noise) of this call; the
         static variation was fixed when the layer was made. Returns float64 outputs ``(M, N)``
         (integers when every stage is ideal) and the :class:`Events` of the call.
+
+        Chunks of samples run in a thread pool (GIL-free kernels, one BLAS thread each); each
+        output row is computed by one chunk, in a fixed order, so results do not depend on the
+        number of threads.
         """
         x = np.asarray(x)
         if x.ndim != 2 or x.shape[1] != self.k:
@@ -212,36 +257,22 @@ class CrossbarLayer:
         if self.step is None:
             raise RuntimeError(f"{self.name}: ADC range is 'calibrated'; call calibrate() first")
         arch = self.arch
-        adc = arch.crossbar.adc
-        skip = arch.inputs.zero_skip
-        noise_sigma = arch.variation.adc.noise_sigma_lsb
         m_total = x.shape[0]
         out = np.zeros((m_total, self.n), dtype=np.float64)
-        ev = Events()
         call_seed = (*(int(v) for v in self._call_ss.generate_state(2)), int(seed))
-        empty_noise = np.zeros((0, 0), dtype=np.float32)
-        ct = self.columns_total
-        for psum, gi, m0, m1, active, nnz in self._partial_sums(x, call_seed):
-            mc = m1 - m0
-            if noise_sigma:
-                rng = np.random.default_rng([*call_seed, m0, gi, 1])
-                noise = (noise_sigma * rng.standard_normal(psum.shape)).astype(np.float32)
+        chunks = self._chunks(m_total)
+        workers = min(len(chunks), threads())
+        with threadpool_limits(limits=1, user_api="blas"):
+            if workers <= 1:
+                parts = [self._run_chunk(x[a:b], a, call_seed, out[a:b]) for a, b in chunks]
             else:
-                noise = empty_noise
-            adc_k.adc_accumulate(
-                psum, mc, active, skip, self.lin_a[gi], self.lin_b[gi], self.adc_thresholds,
-                self.col_inst[gi], adc.codes, self.half, noise, self.step[gi].astype(np.float64),
-                self.flip[gi], self.ref_col, float(arch.crossbar.cell.levels - 1), self.col_out,
-                self.col_weight[gi], self.bias_ref, self.bias_weight, self.step_weight,
-                out[m0:m1])
-            n_active = int(active.sum())
-            total = active.size
-            done = n_active if skip else total
-            ev.adc_conversions += done * ct
-            ev.adc_conversions_skipped += (total - done) * ct
-            driven = int(nnz.sum(dtype=np.int64))
-            ev.dac_pulses += driven * self.column_tiles
-            ev.cell_reads += driven * ct
+                with ThreadPoolExecutor(max_workers=workers) as pool:
+                    parts = list(pool.map(
+                        lambda ab: self._run_chunk(x[ab[0]:ab[1]], ab[0], call_seed,
+                                                   out[ab[0]:ab[1]]), chunks))
+        ev = Events()
+        for part in parts:
+            ev.add(part)
         ev.sample_holds = ev.adc_conversions
         ev.shift_adds = ev.adc_conversions
         bx = arch.inputs.bits
@@ -249,5 +280,16 @@ class CrossbarLayer:
         ev.input_register_write_bits = m_total * self.k * bx * self.column_tiles
         ev.output_buffer_write_bits = m_total * self.n * arch.outputs.bits
         ev.macs = m_total * self.k * self.n
-        ev.cell_macs = m_total * self.rows_padded * ct * self.steps
+        ev.cell_macs = m_total * self.rows_padded * self.columns_total * self.steps
         return out, ev
+
+
+def threads() -> int:
+    """Worker threads for one matrix product: ``IMCSIM_THREADS`` or the usable cores."""
+    env = os.environ.get("IMCSIM_THREADS")
+    if env:
+        return max(1, int(env))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)

@@ -1,0 +1,272 @@
+"""Workload YAML -> :class:`Workload`: which model, data set, precision and checkpoint.
+
+A workload file looks like::
+
+    name: lenet5_mnist
+    model: lenet5                 # a key of workloads.models.MODELS
+    dataset: mnist                # a key of workloads.datasets.DATASETS
+    bits: {weights: 8, activations: 8}
+    checkpoint: checkpoints/lenet5_mnist.pt   # relative to this file's folder
+    calibration_samples: 256      # training samples used to calibrate activation ranges
+    train: {epochs: 3, batch_size: 128, lr: 0.01, seed: 0}   # used by `imcsim train`
+
+Every problem in the file is collected with its YAML path and reported in one
+:class:`~sim.errors.ConfigError`; unknown keys are problems. A missing checkpoint is not a
+problem of the file: it is reported by :meth:`Workload.load_model`, with the command that
+makes it.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from torch import nn
+
+from sim.config.validate import Problems, Section
+from sim.errors import ConfigError, DataError, UserError
+from workloads.datasets import DATASETS, DatasetInfo, load_dataset
+from workloads.models import MODELS, build_model, model_input_shape
+
+#: Folder of the workload YAML files shipped with imcsim.
+BUILTIN_DIR = Path(__file__).resolve().parent
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("cosine", "constant")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Bits:
+    """Integer precision of the mapped model: weight and activation bit widths (1..16)."""
+
+    weights: int
+    activations: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainSettings:
+    """How ``imcsim train`` makes the float checkpoint.
+
+    Attributes:
+        epochs: passes over the training split.
+        batch_size: samples per optimizer step.
+        lr: peak learning rate.
+        seed: seeds weight initialization, shuffling and augmentation.
+        optimizer: ``sgd`` (with ``momentum``) or ``adam``.
+        momentum: SGD momentum (ignored by Adam).
+        weight_decay: L2 penalty.
+        schedule: ``cosine`` (annealed to zero over all steps) or ``constant``.
+        augment: random crop (4-pixel padding) and horizontal flip, for CIFAR-10.
+    """
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.01
+    seed: int = 0
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    augment: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Workload:
+    """A model, its data set, the precision to map it at, and its trained checkpoint.
+
+    Attributes:
+        name: identifier used in file names and reports.
+        model: key of :data:`workloads.models.MODELS`.
+        dataset: key of :data:`workloads.datasets.DATASETS`.
+        bits: weight and activation precision.
+        checkpoint_path: absolute path of the float checkpoint (a ``state_dict``).
+        calibration_samples: training samples used to calibrate activation ranges.
+        train: settings for ``imcsim train``.
+        description: free text.
+        source: the YAML file this came from, if any.
+    """
+
+    name: str
+    model: str
+    dataset: str
+    bits: Bits
+    checkpoint_path: Path
+    calibration_samples: int = 256
+    train: TrainSettings = TrainSettings()
+    description: str = ""
+    source: Path | None = None
+
+    @property
+    def dataset_info(self) -> DatasetInfo:
+        """Shape, classes and normalization of the workload's data set."""
+        return DATASETS[self.dataset]
+
+    @property
+    def num_classes(self) -> int:
+        """Number of output classes of the model."""
+        return len(self.dataset_info.classes)
+
+    @property
+    def train_command(self) -> str:
+        """The shell command that (re)makes this workload's checkpoint."""
+        target = str(self.source) if self.source is not None else self.name
+        command = f"imcsim train {shlex.quote(target)}"
+        if self.dataset_info.subfolders:  # every data set but the bundled digits
+            command += " --data-dir FOLDER"
+        return command
+
+    def build_model(self) -> nn.Module:
+        """A freshly initialized (untrained) model of this workload."""
+        return build_model(self.model, num_classes=self.num_classes)
+
+    def load_model(self) -> nn.Module:
+        """The model with the checkpoint's weights, in eval mode, on the CPU.
+
+        Raises:
+            DataError: the checkpoint is missing, unreadable, or does not fit the model; the
+                message names the file and the ``imcsim train`` command that makes it.
+        """
+        path = self.checkpoint_path
+        if not path.is_file():
+            raise DataError(f"checkpoint of workload {self.name!r} not found: {path}\n"
+                            f"Make it with: {self.train_command}")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+            raise DataError(f"cannot read checkpoint {path}: {exc}\n"
+                            f"Make it again with: {self.train_command}") from None
+        if not isinstance(state, Mapping):
+            raise DataError(f"checkpoint {path} is not a state_dict (got "
+                            f"{type(state).__name__})")
+        model = self.build_model()
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise DataError(f"checkpoint {path} does not fit model {self.model!r}: {exc}\n"
+                            f"Make it again with: {self.train_command}") from None
+        return model.eval()
+
+    def load_data(self, split: str, data_dir: str | os.PathLike[str] | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One normalized split of the workload's data set (see :func:`load_dataset`)."""
+        return load_dataset(self.dataset, split, data_dir)
+
+
+def builtin_workloads() -> dict[str, Path]:
+    """The workload YAML files shipped with imcsim, by name (file stem)."""
+    return {p.stem: p for p in sorted(BUILTIN_DIR.glob("*.yaml"))}
+
+
+def load_workload(path: str | os.PathLike[str]) -> Workload:
+    """Read and validate a workload YAML file.
+
+    ``path`` may also be the name of a built-in workload (``lenet5_mnist``), used when no file
+    of that name exists.
+
+    Raises:
+        UserError: the file does not exist or cannot be read.
+        ConfigError: YAML syntax error, or one or more invalid entries (all of them listed,
+            each with its YAML path).
+    """
+    file = Path(path).expanduser()
+    if not file.is_file():
+        builtin = builtin_workloads()
+        if str(path) in builtin:
+            file = builtin[str(path)]
+        else:
+            raise UserError(f"workload file not found: {file}; give a YAML path or one of the "
+                            f"built-in workloads: {', '.join(builtin) or '(none)'}")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read workload file {file}: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(str(file), [("", f"invalid YAML at {where}{problem}")]) from None
+    return parse_workload(data, source=file)
+
+
+def parse_workload(data: object, *, source: Path | None = None) -> Workload:
+    """Validate already-parsed YAML ``data``; relative paths are taken from ``source``'s folder.
+
+    Raises:
+        ConfigError: every problem found, each with its YAML path.
+    """
+    problems = Problems(str(source) if source is not None else "(workload)")
+    top = Section(data, "", problems)
+    if not top.ok:  # not a mapping: "name is required" etc. would only be noise
+        problems.raise_if_any()
+    name = top.get("name", str)
+    if name is not None and not _NAME.match(name):
+        problems.add("name", "must be letters, digits, '_', '.' or '-' (it names files), got "
+                             f"{name!r}")
+        name = None
+    model = top.get("model", str, choices=sorted(MODELS))
+    dataset = top.get("dataset", str, choices=sorted(DATASETS))
+    if model is not None and dataset is not None:
+        want, have = model_input_shape(model), DATASETS[dataset].shape
+        if want != have:
+            problems.add("dataset", f"model {model} takes {_shape(want)} inputs but data set "
+                                    f"{dataset} has {_shape(have)} images")
+    description = top.get("description", str, "")
+
+    bits_section = top.section("bits", required=True)
+    weights = activations = None
+    if bits_section.ok and "bits" in top.data:  # else "is required"/"must be a mapping" said it
+        weights = bits_section.get("weights", int, lo=1, hi=16)
+        activations = bits_section.get("activations", int, lo=1, hi=16)
+        bits_section.finish()
+
+    checkpoint = top.get("checkpoint", str, f"checkpoints/{name}.pt" if name else None)
+    calibration_samples = top.get("calibration_samples", int, 256, lo=1)
+    train = _train_settings(top.section("train"))
+    top.finish()
+    problems.raise_if_any()
+
+    base = source.parent if source is not None else Path.cwd()
+    checkpoint_path = Path(checkpoint).expanduser()
+    if not checkpoint_path.is_absolute():
+        checkpoint_path = base / checkpoint_path
+    return Workload(
+        name=name, model=model, dataset=dataset,
+        bits=Bits(weights=weights, activations=activations),
+        checkpoint_path=Path(os.path.normpath(checkpoint_path.absolute())),
+        calibration_samples=calibration_samples, train=train, description=description,
+        source=source.absolute() if source is not None else None,
+    )
+
+
+def _train_settings(section: Section) -> TrainSettings:
+    default = TrainSettings()
+    lr = section.get("lr", float, default.lr, lo=0.0)
+    if lr == 0.0:
+        section.problems.add(f"{section.path}.lr", "must be greater than 0")
+    settings = TrainSettings(
+        epochs=section.get("epochs", int, default.epochs, lo=1),
+        batch_size=section.get("batch_size", int, default.batch_size, lo=1),
+        lr=lr,
+        seed=section.get("seed", int, default.seed, lo=0, hi=2**63 - 1),
+        optimizer=section.get("optimizer", str, default.optimizer, choices=OPTIMIZERS),
+        momentum=section.get("momentum", float, default.momentum, lo=0.0, hi=1.0),
+        weight_decay=section.get("weight_decay", float, default.weight_decay, lo=0.0),
+        schedule=section.get("schedule", str, default.schedule, choices=SCHEDULES),
+        augment=section.get("augment", bool, default.augment),
+    )
+    section.finish()
+    return settings
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
