@@ -261,6 +261,8 @@ def map_model(model: nn.Module, arch: Arch, recipe: QuantRecipe,
     ranges when ``crossbar.adc.range: calibrated``). ``seed`` fixes every static draw (cell
     variation, stuck-at faults, ADC curves); each layer gets its own child seed.
     """
+    if isinstance(model, nn.Conv2d | nn.Linear):  # a bare layer: give it a parent to swap in
+        model = nn.Sequential(model)
     check_mappable(model)
     _check_bits(arch, recipe)
     model, folded = fold_batchnorm(model)

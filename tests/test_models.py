@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import pytest
@@ -68,13 +69,27 @@ def test_augment_keeps_shape_and_is_seeded():
 EPOCHS = 4
 
 
+@contextlib.contextmanager
+def one_thread():
+    """Train on one thread: on a loaded machine, torch's first run with several OpenMP
+    threads can take ten times longer while they wait for each other; and the bits of a
+    result depend on the thread count, so every run compared here must use the same one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def digits_runs(tmp_path_factory):
     """The digits CNN trained twice with seed 0 (a few seconds each)."""
     folder = tmp_path_factory.mktemp("digits")
     workload = load_workload("digits_cnn")
-    runs = [train(workload, epochs=EPOCHS, seed=0, out=folder / f"run{i}.pt", progress=False)
-            for i in range(2)]
+    with one_thread():
+        runs = [train(workload, epochs=EPOCHS, seed=0, out=folder / f"run{i}.pt",
+                      progress=False) for i in range(2)]
     return workload, folder, runs
 
 
@@ -133,11 +148,12 @@ def test_interrupted_run_resumes_to_the_same_weights(digits_runs, tmp_path, monk
 
     monkeypatch.setattr(train_module, "_train_epoch", crash_in_third_epoch)
     out = tmp_path / "resumed.pt"
-    with pytest.raises(KeyboardInterrupt):
+    with one_thread(), pytest.raises(KeyboardInterrupt):
         train(workload, epochs=EPOCHS, seed=0, out=out, progress=False)
     assert (tmp_path / "resumed.pt.partial").is_file() and not out.exists()
     calls.clear()
-    manifest = train(workload, epochs=EPOCHS, seed=0, out=out, progress=False)
+    with one_thread():
+        manifest = train(workload, epochs=EPOCHS, seed=0, out=out, progress=False)
     assert len(calls) == EPOCHS - 2  # epochs 3 and 4 only
     assert manifest["checkpoint_sha256"] == runs[0]["checkpoint_sha256"]
     assert not (tmp_path / "resumed.pt.partial").exists()

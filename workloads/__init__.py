@@ -7,13 +7,14 @@ the accelerator. The public API:
   ``resnet20``, ``vgg_small``) built only from Conv2d/Linear/BatchNorm2d/ReLU/pooling.
 - :data:`DATASETS`, :func:`load_dataset`, :func:`locate_dataset`: normalized tensors from the
   standard file formats, found via ``data_dir`` or ``$IMCSIM_DATA``.
-- :func:`download`: fetch MNIST, Fashion-MNIST or CIFAR-10 with checksum verification.
+- :func:`workloads.download.download`: fetch MNIST, Fashion-MNIST or CIFAR-10 with checksum
+  verification.
 - :class:`Workload`, :func:`load_workload`: a validated workload YAML.
-- :func:`train`, :func:`evaluate`: deterministic float training with a provenance manifest.
+- :func:`workloads.train.train`, :func:`workloads.train.evaluate`: deterministic float
+  training with a provenance manifest.
 
-Note that the functions ``download`` and ``train`` re-exported here shadow the submodules of
-the same name as attributes of the package; reach the modules' other names with
-``from workloads.download import SOURCES`` (which goes through ``sys.modules``).
+``download`` and ``train`` are deliberately not re-exported: a function of the same name as its
+submodule would shadow the module as an attribute of the package.
 """
 
 from workloads.datasets import (
@@ -23,10 +24,8 @@ from workloads.datasets import (
     load_dataset,
     locate_dataset,
 )
-from workloads.download import download
 from workloads.models import MODELS, build_model
 from workloads.spec import Bits, TrainSettings, Workload, builtin_workloads, load_workload
-from workloads.train import evaluate, train
 
 __all__ = [
     "DATASETS",
@@ -38,10 +37,7 @@ __all__ = [
     "Workload",
     "build_model",
     "builtin_workloads",
-    "download",
-    "evaluate",
     "load_dataset",
     "load_workload",
     "locate_dataset",
-    "train",
 ]

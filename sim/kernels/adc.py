@@ -50,6 +50,39 @@ def ideal_thresholds(bits: int, rounding: str) -> np.ndarray:
     return np.arange(1, 1 << bits, dtype=np.float64) - half
 
 
+def threshold_lut(thr: np.ndarray):
+    """Per-LSB lookup tables of threshold curves ``thr`` ``(n, codes-1)``.
+
+    For bin ``b`` (``b <= u < b+1``): ``base[i, b]`` thresholds are ``<= b`` and ``t1``, ``t2``
+    are the first two thresholds inside the bin (``inf`` if none), so the code of ``u`` is
+    ``base + (u >= t1) + (u >= t2)``, exactly the count of thresholds ``<= u``. An instance
+    with more than two thresholds in some bin has ``ok`` false and is walked instead.
+    Returns ``(base, t1, t2, ok)``; empty arrays when ``thr`` is empty.
+    """
+    n = thr.shape[0]
+    if n == 0:
+        return (np.zeros((0, 0), np.int32), np.zeros((0, 0)), np.zeros((0, 0)),
+                np.zeros(0, np.bool_))
+    codes = thr.shape[1] + 1
+    bins = np.arange(codes, dtype=np.float64)
+    base = np.empty((n, codes), np.int32)
+    t1 = np.full((n, codes), np.inf)
+    t2 = np.full((n, codes), np.inf)
+    ok = np.ones(n, np.bool_)
+    for i in range(n):
+        row = thr[i]
+        start = np.searchsorted(row, bins, side="right")  # thresholds <= b
+        stop = np.searchsorted(row, bins + 1.0, side="left")  # thresholds < b + 1
+        base[i] = start
+        inside = stop - start
+        ok[i] = inside.max() <= 2
+        has1 = inside >= 1
+        has2 = inside >= 2
+        t1[i, has1] = row[start[has1]]
+        t2[i, has2] = row[start[has2] + 1]
+    return base, t1, t2, ok
+
+
 def draw_adc_instances(n: int, bits: int, rounding: str, *, offset_sigma_lsb: float,
                        gain_sigma: float, cap_mismatch_sigma: float,
                        rng: np.random.Generator):
@@ -101,7 +134,8 @@ def convert(u, thr, inst, codes, half):
 
 
 @jit
-def _convert_row(psum, r, lin_a, lin_b, thr, col_inst, codes, half, noise, recon_step, v):
+def _convert_row(psum, r, lin_a, lin_b, thr, lut_base, lut_t1, lut_t2, lut_ok, col_inst, codes,
+                 half, noise, recon_step, v):
     """Digitize row ``r`` of ``psum`` into ``v`` (the loops are unswitched by hand)."""
     n_cols = psum.shape[1]
     top = codes - 1
@@ -110,15 +144,22 @@ def _convert_row(psum, r, lin_a, lin_b, thr, col_inst, codes, half, noise, recon
             u = psum[r, c] * lin_a[c] + lin_b[c]
             if noise.shape[0] > 0:
                 u += noise[r, c]
-            row = thr[col_inst[c]]
-            lo = 0
-            hi = row.shape[0]
-            while lo < hi:  # number of thresholds <= u
-                mid = (lo + hi) >> 1
-                if row[mid] <= u:
-                    lo = mid + 1
-                else:
-                    hi = mid
+            i = col_inst[c]
+            if u >= 0.0 and u < top and lut_ok[i]:
+                # Branch-free lookup: the code at the bin's start plus the (at most two)
+                # thresholds inside the one-LSB bin that u has passed.
+                b = int(u)
+                v[c] = (lut_base[i, b] + (u >= lut_t1[i, b]) + (u >= lut_t2[i, b])) \
+                    * recon_step[c]
+                continue
+            # Outside the table (clipping, negative) or a badly mismatched curve: walk from
+            # the ideal code to the number of thresholds <= u.
+            k = np.floor(u + half)
+            lo = int(min(max(k, 0.0), top))
+            while lo < top and thr[i, lo] <= u:
+                lo += 1
+            while lo > 0 and thr[i, lo - 1] > u:
+                lo -= 1
             v[c] = lo * recon_step[c]
     elif noise.shape[0] > 0:
         for c in range(n_cols):
@@ -133,7 +174,7 @@ def _convert_row(psum, r, lin_a, lin_b, thr, col_inst, codes, half, noise, recon
 
 
 @jit
-def adc_accumulate(psum, n_samples, active, skip, lin_a, lin_b, thr, col_inst, codes, half,
+def adc_accumulate(psum, n_samples, active, skip, lin_a, lin_b, thr, lut, col_inst, codes, half,
                    noise, recon_step, direct, unit_a, coef_a, unit_b, coef_b, step_weight, out):
     """Convert one row group's partial sums and shift-add them into the outputs.
 
@@ -141,6 +182,7 @@ def adc_accumulate(psum, n_samples, active, skip, lin_a, lin_b, thr, col_inst, c
     ``0..J-1`` then unit columns) for step ``p`` and sample ``m`` at row ``p*M + m``.
     Column ``c`` is converted by ADC instance ``col_inst[c]``: ``u = psum*lin_a[c] + lin_b[c]``
     (+ ``noise`` when given), coded, and reconstructed as ``v = code x recon_step[c]``.
+    With a threshold table ``thr`` the code is looked up in ``lut`` (see :func:`threshold_lut`).
     Output ``n`` owns the ``per = J / N`` adjacent data columns ``n*per ...`` and adds, times
     ``step_weight[p]``::
 
@@ -160,8 +202,8 @@ def adc_accumulate(psum, n_samples, active, skip, lin_a, lin_b, thr, col_inst, c
         for p in range(n_steps):
             if skip and not active[p, m]:
                 continue
-            _convert_row(psum, p * n_samples + m, lin_a, lin_b, thr, col_inst, codes, half,
-                         noise, recon_step, v)
+            _convert_row(psum, p * n_samples + m, lin_a, lin_b, thr, lut[0], lut[1], lut[2],
+                         lut[3], col_inst, codes, half, noise, recon_step, v)
             sw = step_weight[p]
             j = 0
             for n in range(n_out):

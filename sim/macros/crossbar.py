@@ -148,6 +148,7 @@ class CrossbarLayer:
             gain_sigma=av.gain_sigma, cap_mismatch_sigma=av.cap_mismatch_sigma,
             rng=np.random.default_rng(adc_ss))
         self.adc_gain, self.adc_offset, self.adc_thresholds = gain, offset, thr
+        self.adc_lut = adc_k.threshold_lut(thr)
         self.half = 0.5 if adc.rounding == "nearest" else 0.0
         self.step = None
         if adc.range == "fixed":
@@ -229,7 +230,7 @@ class CrossbarLayer:
                 noise = empty_noise
             adc_k.adc_accumulate(
                 psum, x.shape[0], active, skip, self.lin_a[gi], self.lin_b[gi],
-                self.adc_thresholds, self.col_inst[gi], adc.codes, self.half, noise,
+                self.adc_thresholds, self.adc_lut, self.col_inst[gi], adc.codes, self.half, noise,
                 self.step[gi], *self.combine[gi], self.step_weight, out)
             total = active.size
             done = int(active.sum()) if skip else total

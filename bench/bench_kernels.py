@@ -1,0 +1,154 @@
+"""Speed of the bit-true crossbar path against this machine's own GEMM rates.
+
+Prints, for a 512x512 layer on a batch of 256 and for every Conv/Linear layer of ResNet-20 on
+CIFAR-10-sized inputs, the simulated cell-MACs per second of
+:meth:`sim.macros.CrossbarLayer.matmul` on the ISAAC-CE config (16-bit weights in 8 two-bit
+cells, 16 one-bit input steps), ideal and with cell variation plus a mismatched ADC on every
+partial sum; beside them the machine's fp32 GEMM rate (numpy/OpenBLAS and torch) and int8 GEMM
+rate (``torch._int_mm``) measured in the same run, and the ratio to the fp32 rate.
+
+One cell-MAC is one (sample, crossbar row, crossbar column, input step) product, the physical
+work of the analog array; the target is at least 0.25 of the fp32 GEMM MAC rate.
+
+Run: ``python bench/bench_kernels.py [--batch 256] [--resnet-batch 8] [--repeat 3]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sim.config.loader import arch_from_dict, read_yaml
+from sim.macros import CrossbarLayer
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET = 0.25
+
+
+def best_time(fn, repeat: int) -> float:
+    """Best wall time of ``repeat`` calls after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def gemm_rates(repeat: int) -> dict[str, float]:
+    """MACs per second of fp32 and int8 GEMMs on this machine (2048^3)."""
+    import torch
+
+    n = 2048
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    rates = {"numpy fp32 sgemm": n**3 / best_time(lambda: a @ a, repeat)}
+    ta = torch.from_numpy(a)
+    rates["torch fp32 mm"] = n**3 / best_time(lambda: ta @ ta, repeat)
+    i8 = torch.randint(-128, 127, (n, n), dtype=torch.int8)
+    try:
+        rates["torch int8 _int_mm"] = n**3 / best_time(lambda: torch._int_mm(i8, i8), repeat)
+    except (RuntimeError, AttributeError) as exc:  # not every CPU build has it
+        print(f"  torch._int_mm unavailable: {exc}")
+    return rates
+
+
+def archs():
+    """The ISAAC config as given (ideal), and with variation plus a mismatched ADC."""
+    base = read_yaml(ROOT / "arch_configs" / "isaac_32nm.yaml")
+    ideal = arch_from_dict(base, "isaac (ideal)")
+    noisy = dict(base)
+    noisy["variation"] = {"seed": 1, "cell": {"distribution": "lognormal", "sigma": 0.05},
+                          "adc": {"offset_sigma_lsb": 0.3, "gain_sigma": 0.01,
+                                  "cap_mismatch_sigma": 0.02}}
+    noisy["crossbar"] = {**base["crossbar"], "adc": {**base["crossbar"]["adc"], "clip": True}}
+    return ideal, arch_from_dict(noisy, "isaac (variation + ADC curves)")
+
+
+def rate(arch, k: int, n: int, m: int, repeat: int, rng) -> tuple[float, int]:
+    """Cell-MACs per second of one layer (K, N) on M samples."""
+    w = rng.integers(-(2**15), 2**15, size=(k, n))
+    x = rng.integers(-(2**15), 2**15, size=(m, k))
+    layer = CrossbarLayer(arch, w, seed=0)
+    cell_macs = layer.matmul(x[:1])[1].cell_macs * m
+    return cell_macs / best_time(lambda: layer.matmul(x), repeat), cell_macs
+
+
+def resnet20_layers(batch: int) -> list[tuple[str, int, int, int]]:
+    """(name, K, N, M) of every Conv2d/Linear of ResNet-20 on a batch of 32x32 images."""
+    import torch
+    from torch import nn
+
+    from workloads.models import build_model
+
+    model = build_model("resnet20").eval()
+    shapes = []
+
+    def hook(name):
+        def fn(mod, args, out):
+            if isinstance(mod, nn.Conv2d):
+                k = mod.in_channels * mod.kernel_size[0] * mod.kernel_size[1] // mod.groups
+                shapes.append((name, k, mod.out_channels, out.shape[0] * out.shape[2]
+                               * out.shape[3]))
+            else:
+                shapes.append((name, mod.in_features, mod.out_features, out.shape[0]))
+        return fn
+
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.Conv2d | nn.Linear):
+            mod.register_forward_hook(hook(name))
+    with torch.no_grad():
+        model(torch.zeros(batch, 3, 32, 32))
+    return shapes
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--resnet-batch", type=int, default=8)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    from threadpoolctl import threadpool_info
+
+    import sim.macros.crossbar as xb
+
+    print("machine:", platform.processor() or platform.machine(), f"{os.cpu_count()} cpus,",
+          f"worker threads {xb.threads()}")
+    print("OPENBLAS_CORETYPE =", os.environ.get("OPENBLAS_CORETYPE", "(unset)"))
+    for info in threadpool_info():
+        print(f"BLAS: {info.get('internal_api')} {info.get('version')} kernel "
+              f"{info.get('architecture')} threads {info.get('num_threads')}")
+    rates = gemm_rates(args.repeat)
+    print("\nmachine GEMM rates (2048^3, MAC/s):")
+    for name, r in rates.items():
+        print(f"  {name:<22}{r / 1e9:8.2f} G")
+    fp32 = max(v for k, v in rates.items() if "fp32" in k)
+
+    rng = np.random.default_rng(0)
+    print(f"\nbit-true crossbar path (ratio = cell-MAC/s / best fp32 GEMM MAC/s; target "
+          f">= {TARGET} on 512x512 with ADC quantization on):")
+    print(f"  {'case':<44}{'cell-MAC/s':>12}{'ratio':>8}")
+    for arch in archs():
+        r, _ = rate(arch, 512, 512, args.batch, args.repeat, rng)
+        ok = "meets target" if r / fp32 >= TARGET else "BELOW target"
+        print(f"  {'512x512, batch ' + str(args.batch) + ', ' + arch.source:<44}"
+              f"{r / 1e9:10.2f} G{r / fp32:8.3f}  {ok}")
+    for arch in archs():
+        total_macs, total_time = 0, 0.0
+        for _name, k, n, m in resnet20_layers(args.resnet_batch):
+            r, cm = rate(arch, k, n, m, 1, rng)
+            total_macs += cm
+            total_time += cm / r
+        r = total_macs / total_time
+        label = f"ResNet-20 all layers, batch {args.resnet_batch}, {arch.source}"
+        print(f"  {label:<44}{r / 1e9:10.2f} G{r / fp32:8.3f}")
+
+
+if __name__ == "__main__":
+    main()

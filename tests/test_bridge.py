@@ -1,0 +1,134 @@
+"""The torch bridge: batch-norm folding, quantized products through crossbars, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mappers import QuantRecipe, fold_batchnorm, map_model
+from mappers.quantize import quantize_weights
+from sim.errors import MappingError
+
+
+def _bn_model() -> nn.Module:
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                      nn.Conv2d(4, 6, 3, stride=2, bias=False), nn.BatchNorm2d(6), nn.ReLU(),
+                      nn.Flatten(), nn.Linear(6 * 3 * 3, 5)).eval()
+    for bn in (m[1], m[4]):  # non-trivial statistics so folding matters
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.uniform_(-0.3, 0.3)
+    return m
+
+
+def test_fold_batchnorm_preserves_outputs():
+    model = _bn_model()
+    x = torch.randn(8, 2, 8, 8)
+    folded, names = fold_batchnorm(model)
+    assert names == ["1", "4"]
+    assert isinstance(folded[1], nn.Identity)
+    torch.testing.assert_close(folded(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_batchnorm_kept_when_its_input_is_shared():
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3)
+            self.bn = nn.BatchNorm2d(2)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return self.bn(y) + y  # the conv output is used twice: folding would be wrong
+
+    model = Shared().eval()
+    model.bn.running_mean.fill_(0.3)
+    folded, names = fold_batchnorm(model)
+    assert names == []
+    x = torch.randn(2, 1, 5, 5)
+    torch.testing.assert_close(folded(x), model(x))
+
+
+def _reference(model_folded: nn.Module, mapped, x: torch.Tensor) -> torch.Tensor:
+    """The same integer arithmetic in float64 torch: quantize input, integer product, rescale."""
+    recs = {r.name: r for r in mapped.layers}
+    out = x
+    for name, mod in model_folded.named_children():
+        if isinstance(mod, nn.Conv2d | nn.Linear):
+            act = recs[name].activation
+            q = act.to_int(out).double()
+            wq, scale = quantize_weights(mod.weight.detach(), 8)
+            if isinstance(mod, nn.Conv2d):
+                y = F.conv2d(q, wq.double(), stride=mod.stride, padding=mod.padding)
+                y = y * (scale * act.scale)[None, :, None, None]
+                b = mod.bias.double()[None, :, None, None] if mod.bias is not None else 0
+            else:
+                y = F.linear(q, wq.double()) * (scale * act.scale)[None, :]
+                b = mod.bias.double()[None, :] if mod.bias is not None else 0
+            out = (y + b).float()
+        else:
+            out = mod(out)
+    return out
+
+
+def test_ideal_isaac_equals_integer_reference(isaac_arch):
+    model = _bn_model()
+    x = torch.randn(6, 2, 8, 8)
+    mapped = map_model(model, isaac_arch, QuantRecipe(weight_bits=8, activation_bits=8),
+                       torch.randn(16, 2, 8, 8), seed=3)
+    folded, _ = fold_batchnorm(model)
+    got = mapped(x)
+    torch.testing.assert_close(got, _reference(folded, mapped, x), rtol=1e-5, atol=1e-5)
+    counts = {r.name: r.events.adc_conversions for r in mapped.layers}
+    assert all(v > 0 for v in counts.values())
+
+
+def test_unsigned_hardware_uses_exact_zero_point(make_arch):
+    arch = make_arch(**{"inputs.signed": False})
+    model = nn.Sequential(nn.Linear(7, 3)).eval()
+    x = torch.randn(5, 7)  # negative inputs on unsigned rows: zero point path
+    mapped = map_model(model, arch, QuantRecipe(weight_bits=8, activation_bits=8), x)
+    act = mapped.layers[0].activation
+    assert act.zero_point > 0
+    wq, scale = quantize_weights(model[0].weight, 8)
+    ref = F.linear(act.to_int(x).double(), wq.double()) * (scale * act.scale) \
+        + model[0].bias.double()
+    torch.testing.assert_close(mapped(x).double(), ref, rtol=1e-6, atol=1e-6)
+
+
+def test_grouped_convolution_maps_each_group(isaac_arch):
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=2)).eval()
+    x = torch.randn(3, 4, 6, 6)
+    mapped = map_model(model, isaac_arch, QuantRecipe(), x)
+    torch.testing.assert_close(mapped(x), model(x), rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize("layer", [nn.ConvTranspose2d(2, 2, 3), nn.GRU(4, 4), nn.Conv1d(2, 2, 3)])
+def test_unmappable_layer_is_named(isaac_arch, layer):
+    model = nn.Sequential(nn.Linear(4, 4), layer)
+    with pytest.raises(MappingError, match=rf"layer '1' \({type(layer).__name__}\)"):
+        map_model(model, isaac_arch, QuantRecipe(), torch.randn(2, 4))
+
+
+def test_functional_product_is_named(isaac_arch):
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(4, 4))
+
+        def forward(self, x):
+            return F.linear(x, self.w)
+
+    with pytest.raises(MappingError, match="linear called in forward"):
+        map_model(Functional(), isaac_arch, QuantRecipe(), torch.randn(2, 4))
+
+
+def test_workload_bits_wider_than_arch(make_arch):
+    arch = make_arch()  # 8-bit weights
+    with pytest.raises(MappingError, match="weights.bits"):
+        map_model(nn.Linear(3, 2), arch, QuantRecipe(weight_bits=12), torch.randn(2, 3))
