@@ -271,7 +271,8 @@ def map_model(model: nn.Module, arch: Arch, recipe: QuantRecipe,
     if not targets:
         raise MappingError("the model has no nn.Conv2d or nn.Linear layer to map")
     ranges, samples = _calibrate_ranges(model, targets, batches)
-    seeds = np.random.SeedSequence(seed).spawn(len(targets))
+    # The arch's variation.seed and the run seed together pick the chip: same pair, same bits.
+    seeds = np.random.SeedSequence([arch.variation.seed, seed]).spawn(len(targets))
     records = []
     for (name, module), ss in zip(targets, seeds, strict=True):
         lo, hi = ranges[name]

@@ -209,18 +209,16 @@ def _components(raw: Any, problems: Problems) -> tuple[Component, ...]:
 def _cross_checks(arch: Arch, problems: Problems) -> None:
     """Tier two: contradictions between fields that are each valid on their own.
 
-    Runs even when tier one found problems, so one run reports everything; a check whose
-    inputs were already invalid (read as ``None``) is skipped.
+    Runs even when tier one found problems, so one run reports everything. Each rule names
+    the fields it reads and is skipped when any of them was already reported, so one mistake
+    gives one problem; rules are independent, so an invalid field hides nothing else.
     """
-    for check in (_check_cells, _check_fragments, _check_unit_column, _check_adc,
-                  _check_variation):
-        try:
-            check(arch, problems)
-        except (TypeError, AttributeError):
-            continue
+    for deps, rule in _RULES:
+        if not problems.bad(*deps):
+            rule(arch, problems)
 
 
-def _check_cells(arch: Arch, problems: Problems) -> None:
+def _rule_whole_cells(arch: Arch, problems: Problems) -> None:
     xb, w = arch.crossbar, arch.weights
     mag = magnitude_bits(w)
     if mag % xb.cell.bits:
@@ -228,70 +226,108 @@ def _check_cells(arch: Arch, problems: Problems) -> None:
         problems.add("weights.bits",
                      f"{what} {w.bits}-bit {w.encoding} weights are not a whole number of "
                      f"{xb.cell.bits}-bit cells (crossbar.cell.bits)")
-    if xb.dac.bits > arch.inputs.bits:
-        problems.add("crossbar.dac.bits",
-                     f"{xb.dac.bits} DAC bits exceed inputs.bits ({arch.inputs.bits})")
 
 
-def _check_fragments(arch: Arch, problems: Problems) -> None:
+def _rule_dac_bits(arch: Arch, problems: Problems) -> None:
+    if arch.crossbar.dac.bits > arch.inputs.bits:
+        problems.add("crossbar.dac.bits", f"{arch.crossbar.dac.bits} DAC bits exceed "
+                                          f"inputs.bits ({arch.inputs.bits})")
+
+
+def _rule_fragment_needed(arch: Arch, problems: Problems) -> None:
     xb, w = arch.crossbar, arch.weights
-    if w.encoding == "polarized":
-        if xb.fragment_rows is None:
-            problems.add("crossbar.fragment_rows",
-                         "is required with weights.encoding: polarized (rows sharing a sign)")
-    elif xb.fragment_rows is not None:
+    if w.encoding == "polarized" and xb.fragment_rows is None:
+        problems.add("crossbar.fragment_rows",
+                     "is required with weights.encoding: polarized (rows sharing a sign)")
+    elif w.encoding != "polarized" and xb.fragment_rows is not None:
         problems.add("crossbar.fragment_rows",
                      f"only applies to weights.encoding: polarized, not {w.encoding}")
-    if xb.fragment_rows is not None:
-        if xb.fragment_rows > xb.rows:
-            problems.add("crossbar.fragment_rows",
-                         f"fragment of {xb.fragment_rows} rows is taller than the crossbar "
-                         f"({xb.rows} rows)")
-        elif xb.rows % xb.fragment_rows:
-            problems.add("crossbar.fragment_rows",
-                         f"{xb.fragment_rows} does not divide crossbar.rows ({xb.rows})")
 
 
-def _check_unit_column(arch: Arch, problems: Problems) -> None:
-    xb, w = arch.crossbar, arch.weights
-    if w.column_flip and not xb.unit_column:
+def _rule_fragment_size(arch: Arch, problems: Problems) -> None:
+    xb = arch.crossbar
+    if xb.fragment_rows is None:
+        return
+    if xb.fragment_rows > xb.rows:
+        problems.add("crossbar.fragment_rows",
+                     f"fragment of {xb.fragment_rows} rows is taller than the crossbar "
+                     f"({xb.rows} rows)")
+    elif xb.rows % xb.fragment_rows:
+        problems.add("crossbar.fragment_rows",
+                     f"{xb.fragment_rows} does not divide crossbar.rows ({xb.rows})")
+
+
+def _rule_flip_unit(arch: Arch, problems: Problems) -> None:
+    if arch.weights.column_flip and not arch.crossbar.unit_column:
         problems.add("weights.column_flip",
                      "needs crossbar.unit_column: true (the flipped result uses the sum of "
                      "inputs that the unit column measures)")
-    if w.encoding == "offset" and not xb.unit_column:
+
+
+def _rule_offset_unit(arch: Arch, problems: Problems) -> None:
+    if arch.weights.encoding == "offset" and not arch.crossbar.unit_column:
         problems.add("weights.encoding",
                      "offset encoding needs crossbar.unit_column: true to measure the sum of "
                      "inputs that removes the bias")
-    if w.column_flip and w.encoding == "polarized":
+
+
+def _rule_flip_polarized(arch: Arch, problems: Problems) -> None:
+    if arch.weights.column_flip and arch.weights.encoding == "polarized":
         problems.add("weights.column_flip", "cannot be combined with polarized weights")
 
 
-def _check_adc(arch: Arch, problems: Problems) -> None:
-    xb, w = arch.crossbar, arch.weights
+def _rule_adc_count(arch: Arch, problems: Problems) -> None:
+    xb = arch.crossbar
     if xb.adc.per_crossbar > xb.columns + int(xb.unit_column):
         problems.add("crossbar.adc.per_crossbar",
                      f"{xb.adc.per_crossbar} ADCs for {xb.columns} columns")
-    adc = xb.adc
-    if adc.range == "fixed" and not adc.clip:
-        worst = max_partial_sum(arch)
-        fs = adc_full_scale(arch)
-        if fs < worst:
-            problems.add(
-                "crossbar.adc",
-                f"a {adc.bits}-bit ADC with full scale {fs:g} cannot hold the largest partial "
-                f"sum {worst} ({xb.group_rows} rows x {xb.cell.levels - 1} cell levels x "
-                f"{2**xb.dac.bits - 1} DAC levels{', halved by column flipping' if w.column_flip else ''}); "  # noqa: E501
-                "set crossbar.adc.clip: true, raise crossbar.adc.bits or full_scale, or use "
-                "weights.column_flip")
+
+
+def _rule_adc_range(arch: Arch, problems: Problems) -> None:
+    xb, w, adc = arch.crossbar, arch.weights, arch.crossbar.adc
+    if adc.range != "fixed" or adc.clip:
+        return
+    worst = max_partial_sum(arch)
+    fs = adc_full_scale(arch)
+    if fs < worst:
+        flip = ", halved by column flipping" if w.column_flip else ""
+        problems.add(
+            "crossbar.adc",
+            f"a {adc.bits}-bit ADC with full scale {fs:g} cannot hold the largest partial sum "
+            f"{worst} ({xb.group_rows} rows x {xb.cell.levels - 1} cell levels x "
+            f"{2**xb.dac.bits - 1} DAC levels{flip}); set crossbar.adc.clip: true, raise "
+            "crossbar.adc.bits or full_scale, or use weights.column_flip")
+
+
+def _rule_calibrated_full_scale(arch: Arch, problems: Problems) -> None:
+    adc = arch.crossbar.adc
     if adc.range == "calibrated" and adc.full_scale is not None:
         problems.add("crossbar.adc.full_scale",
                      "is set by calibration with range: calibrated; remove it")
 
 
-def _check_variation(arch: Arch, problems: Problems) -> None:
+def _rule_stuck_at(arch: Arch, problems: Problems) -> None:
     cv = arch.variation.cell
     if cv.stuck_at_0 + cv.stuck_at_1 > 1.0:
         problems.add("variation.cell", "stuck_at_0 + stuck_at_1 exceeds 1")
+
+
+#: (fields read, rule). A rule runs only if none of its fields was already reported.
+_RULES = (
+    (("weights.bits", "weights.encoding", "crossbar.cell.bits"), _rule_whole_cells),
+    (("crossbar.dac.bits", "inputs.bits"), _rule_dac_bits),
+    (("weights.encoding", "crossbar.fragment_rows"), _rule_fragment_needed),
+    (("crossbar.fragment_rows", "crossbar.rows"), _rule_fragment_size),
+    (("weights.column_flip", "crossbar.unit_column"), _rule_flip_unit),
+    (("weights.encoding", "crossbar.unit_column"), _rule_offset_unit),
+    (("weights.column_flip", "weights.encoding"), _rule_flip_polarized),
+    (("crossbar.adc.per_crossbar", "crossbar.columns", "crossbar.unit_column"),
+     _rule_adc_count),
+    (("crossbar.adc", "crossbar.rows", "crossbar.fragment_rows", "crossbar.cell.bits",
+      "crossbar.dac.bits", "crossbar.unit_column", "weights.column_flip"), _rule_adc_range),
+    (("crossbar.adc.range", "crossbar.adc.full_scale"), _rule_calibrated_full_scale),
+    (("variation.cell",), _rule_stuck_at),
+)
 
 
 def to_plain(obj: Any) -> Any:

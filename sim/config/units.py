@@ -8,6 +8,7 @@ the field's unit already.
 
 from __future__ import annotations
 
+import math
 import re
 
 _PREFIX = {"": 1.0, "f": 1e-15, "p": 1e-12, "n": 1e-9, "u": 1e-6, "µ": 1e-6, "m": 1e-3,
@@ -20,18 +21,24 @@ def _split(text: object) -> tuple[float, str]:
     if isinstance(text, bool):
         raise ValueError(f"expected a quantity, got boolean {text!r}")
     if isinstance(text, int | float):
-        return float(text), ""
-    if not isinstance(text, str):
-        raise ValueError(f"expected a quantity such as '100ns', got {type(text).__name__}")
-    m = _RE.match(text)
-    if not m:
-        raise ValueError(f"cannot parse quantity {text!r}")
-    return float(m.group(1)), m.group(2)
+        value, unit = float(text), ""
+    elif not isinstance(text, str):
+        kind = "null" if text is None else type(text).__name__
+        raise ValueError(f"expected a quantity such as '100ns', got {kind}")
+    else:
+        m = _RE.match(text)
+        if not m:
+            raise ValueError(f"cannot parse quantity {text!r}")
+        value, unit = float(m.group(1)), m.group(2)
+    if not math.isfinite(value):
+        raise ValueError(f"must be a finite number, got {text!r}")
+    return value, unit
 
 
-def _scaled(text: object, base: str, to_unit_factor: float, example: str) -> float:
+def _scaled(text: object, base: str, to_unit_factor: float, example: str,
+            split: tuple[float, str] | None = None) -> float:
     """Parse ``text`` whose unit ends in ``base``; return value / to_unit_factor (SI)."""
-    value, unit = _split(text)
+    value, unit = split if split is not None else _split(text)
     if unit == "":
         return value
     if not unit.endswith(base):
@@ -39,7 +46,10 @@ def _scaled(text: object, base: str, to_unit_factor: float, example: str) -> flo
     prefix = unit[: -len(base)]
     if prefix not in _PREFIX:
         raise ValueError(f"unknown unit prefix {prefix!r} in {text!r}")
-    return value * _PREFIX[prefix] / to_unit_factor
+    result = value * _PREFIX[prefix] / to_unit_factor
+    if not math.isfinite(result):
+        raise ValueError(f"must be a finite number, got {text!r}")
+    return result
 
 
 def _nonneg(x: float, text: object) -> float:
@@ -56,11 +66,10 @@ def time_ns(text: object) -> float:
 def frequency_hz(text: object) -> float:
     """Frequency in Hz: ``"1.2GHz"``, ``"1.28GS/s"`` (samples per second), or bare Hz."""
     value, unit = _split(text)
-    if unit.endswith("S/s") or unit.endswith("Sps") or unit.endswith("SPS"):
-        base = "S/s" if unit.endswith("S/s") else unit[-3:]
-        unit = unit[: -len(base)] + "Hz"
-        text = f"{value}{unit}"
-    return _nonneg(_scaled(text, "Hz", 1.0, "1.2GHz"), text)
+    for samples in ("S/s", "Sps", "SPS"):  # samples per second: the same as Hz here
+        if unit.endswith(samples):
+            unit = unit[: -len(samples)] + "Hz"
+    return _nonneg(_scaled(text, "Hz", 1.0, "1.2GHz", split=(value, unit)), text)
 
 
 def power_mw(text: object) -> float:
@@ -83,7 +92,10 @@ def area_um2(text: object) -> float:
         return _nonneg(value, text)
     if unit not in _AREA:
         raise ValueError(f"expected an area in um2 or mm2 (e.g. '0.0096mm2'), got {text!r}")
-    return _nonneg(value * _AREA[unit], text)
+    result = value * _AREA[unit]
+    if not math.isfinite(result):
+        raise ValueError(f"must be a finite number, got {text!r}")
+    return _nonneg(result, text)
 
 
 _BYTES = {"B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "KiB": 1024, "MiB": 1024**2,
@@ -101,7 +113,7 @@ def size_bytes(text: object) -> int:
     if factor is None:
         raise ValueError(f"expected a size such as '64KiB' or '2KB', got {text!r}")
     result = value * factor
-    if result != int(result) or result < 0:
+    if not math.isfinite(result) or result != int(result) or result < 0:
         raise ValueError(f"size must be a whole, non-negative number of bytes, got {text!r}")
     return int(result)
 

@@ -7,6 +7,7 @@ Unknown keys are problems too.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -28,6 +29,21 @@ class Problems:
 
     def __bool__(self) -> bool:
         return bool(self.items)
+
+    def bad(self, *paths: str) -> bool:
+        """Whether a problem was recorded at, inside or above any of ``paths``.
+
+        Tier-two checks use it to skip rules whose inputs were already reported, so one
+        mistake gives one problem.
+        """
+        for recorded, _ in self.items:
+            for p in paths:
+                if recorded == p or recorded == "(top level)":
+                    return True
+                for a, b in ((recorded, p), (p, recorded)):
+                    if a.startswith(b + ".") or a.startswith(b + "["):
+                        return True
+        return False
 
     def raise_if_any(self) -> None:
         """Raise a single :class:`ConfigError` listing every recorded problem."""
@@ -115,6 +131,9 @@ class Section:
                 value = None
         if value is None:
             return default if default is not _MISSING else None
+        if isinstance(value, float) and not math.isfinite(value):
+            self.problems.add(path, f"must be a finite number, got {value}")
+            return default if default is not _MISSING else None
         if choices is not None:
             options = list(choices)
             if value not in options:
@@ -149,18 +168,18 @@ def _fmt(x: Any) -> str:
 
 def _check_type(value: Any, kind: type | tuple[type, ...], path: str, problems: Problems):
     kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+             list: "a list", dict: "a mapping"}
+    want = " or ".join(names.get(k, k.__name__) for k in kinds)
     if bool in kinds:
         if isinstance(value, bool):
             return value
     elif isinstance(value, bool):
-        problems.add(path, f"must be {' or '.join(k.__name__ for k in kinds)}, got boolean")
+        problems.add(path, f"must be {want}, got boolean {value!r}")
         return None
     if float in kinds and isinstance(value, int):
         return float(value)
     if isinstance(value, kinds):
         return value
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-             list: "a list", dict: "a mapping"}
-    want = " or ".join(names.get(k, k.__name__) for k in kinds)
     problems.add(path, f"must be {want}, got {type_name(value)} {value!r}")
     return None

@@ -175,7 +175,7 @@ def _convert_row(psum, r, lin_a, lin_b, thr, lut_base, lut_t1, lut_t2, lut_ok, c
 
 @jit
 def adc_accumulate(psum, n_samples, active, skip, lin_a, lin_b, thr, lut, col_inst, codes, half,
-                   noise, recon_step, direct, unit_a, coef_a, unit_b, coef_b, step_weight, out):
+                   noise, recon_step, direct, units, coef, step_weight, out):
     """Convert one row group's partial sums and shift-add them into the outputs.
 
     ``psum`` (P*M, C) float32 holds the analog partial sums of every column (data columns
@@ -186,7 +186,7 @@ def adc_accumulate(psum, n_samples, active, skip, lin_a, lin_b, thr, lut, col_in
     Output ``n`` owns the ``per = J / N`` adjacent data columns ``n*per ...`` and adds, times
     ``step_weight[p]``::
 
-        sum_j direct[j] v[j] + coef_a[n] v[unit_a[n]] + coef_b[n] v[unit_b[n]]
+        sum_j direct[j] v[j] + sum_t coef[n, t] v[units[n, t]]
 
     where the unit-column terms carry the offset bias and the flipped columns' ``top x unit``
     parts (see :func:`combine_coefficients`). A (step, sample) whose group inputs are all zero
@@ -196,6 +196,7 @@ def adc_accumulate(psum, n_samples, active, skip, lin_a, lin_b, thr, lut, col_in
     n_cols = psum.shape[1]
     n_out = out.shape[1]
     per = direct.shape[0] // n_out
+    n_units = units.shape[1]
     v = np.empty(n_cols, dtype=np.float64)
     for m in range(n_samples):
         acc = out[m]
@@ -207,7 +208,9 @@ def adc_accumulate(psum, n_samples, active, skip, lin_a, lin_b, thr, lut, col_in
             sw = step_weight[p]
             j = 0
             for n in range(n_out):
-                t = coef_a[n] * v[unit_a[n]] + coef_b[n] * v[unit_b[n]]
+                t = 0.0
+                for k in range(n_units):
+                    t += coef[n, k] * v[units[n, k]]
                 for _ in range(per):
                     t += direct[j] * v[j]
                     j += 1
@@ -218,22 +221,25 @@ def combine_coefficients(col_out, col_weight, flip, ref_col, flip_top, bias_weig
     """Fold flips and the offset bias into per-output unit-column coefficients.
 
     A flipped column ``j`` contributes ``w (top x unit - v)``: its ``-w`` goes to ``direct`` and
-    its ``w x top`` to the unit column ``ref_col[j]`` of its crossbar. The adjacent columns of
-    one output lie in at most two crossbars (column tiles): ``unit_a`` is the unit column of the
-    first, ``unit_b`` of the last. The offset bias ``bias_weight x sum(inputs)`` is measured on
-    ``unit_a``. Without unit columns (``ref_col`` empty) all coefficients are zero.
-    Returns ``(direct, unit_a, coef_a, unit_b, coef_b)``.
+    its ``w x top`` to the unit column ``ref_col[j]`` of its crossbar. The ``per`` adjacent
+    columns of one output lie in consecutive crossbars (column tiles) whose unit columns are
+    consecutive too: ``units[n, t]`` is the unit column of the ``t``-th crossbar of output ``n``
+    and ``coef[n, t]`` its coefficient. The offset bias ``bias_weight x sum(inputs)`` is
+    measured on the first. Without unit columns (``ref_col`` empty) there are no such terms.
+    Returns ``(direct, units, coef)``.
     """
     direct = np.where(flip, -col_weight, col_weight).astype(np.float64)
     if ref_col.shape[0] == 0:
-        zero_i, zero_f = np.zeros(n_out, np.int32), np.zeros(n_out)
-        return direct, zero_i, zero_f, zero_i.copy(), zero_f.copy()
+        return direct, np.zeros((n_out, 1), np.int32), np.zeros((n_out, 1))
     per = col_out.shape[0] // n_out
-    units = ref_col.reshape(n_out, per)
-    unit_a = np.ascontiguousarray(units[:, 0], dtype=np.int32)
-    unit_b = np.ascontiguousarray(units[:, -1], dtype=np.int32)
+    refs = ref_col.reshape(n_out, per)
+    first = refs[:, :1]
+    span = int((refs[:, -1] - refs[:, 0]).max()) + 1
+    offset = refs - first  # which of the output's crossbars each column is in
     c = np.where(flip, flip_top * col_weight, 0.0).reshape(n_out, per)
-    in_a = units == unit_a[:, None]
-    coef_a = (c * in_a).sum(axis=1) + bias_weight
-    coef_b = (c * ~in_a).sum(axis=1)
-    return direct, unit_a, coef_a, unit_b, coef_b
+    coef = np.zeros((n_out, span))
+    rows = np.repeat(np.arange(n_out), per)
+    np.add.at(coef, (rows, offset.reshape(-1)), c.reshape(-1))
+    coef[:, 0] += bias_weight
+    units = np.minimum(first + np.arange(span)[None, :], refs[:, -1:]).astype(np.int32)
+    return direct, np.ascontiguousarray(units), coef

@@ -45,7 +45,9 @@ def _split_steps(x, bits, dac_bits, signed, n_steps, rows_padded, out):
 
 def split_inputs(x: np.ndarray, bits: int, dac_bits: int, signed: bool,
                  rows_padded: int | None = None) -> np.ndarray:
-    """DAC step values of integer inputs ``x`` (M, K): uint8 array ``(P, M, rows_padded)``.
+    """DAC step values of integer inputs ``x`` (M, K): array ``(P, M, rows_padded)``.
+
+    uint8 for DACs of up to 8 bits, else uint16.
 
     Values must already lie in the ``bits``-bit range (checked); padding rows are zero.
     """
@@ -54,11 +56,12 @@ def split_inputs(x: np.ndarray, bits: int, dac_bits: int, signed: bool,
     if x.size and (x.min() < lo or x.max() > hi):
         raise ValueError(f"inputs outside the {'signed' if signed else 'unsigned'} {bits}-bit "
                          f"range [{lo}, {hi}]: found [{x.min()}, {x.max()}]")
-    if dac_bits > 8:
-        raise ValueError("DAC steps are stored as uint8; dac_bits must be <= 8")
+    if dac_bits > 16:
+        raise ValueError("DAC steps are stored as uint16; dac_bits must be <= 16")
     n = len(step_weights(bits, dac_bits, signed))
     kp = x.shape[1] if rows_padded is None else rows_padded
-    out = np.empty((n, x.shape[0], kp), dtype=np.uint8)
+    # uint8 keeps the common 1..8-bit DAC steps small; wider multi-level DACs need uint16.
+    out = np.empty((n, x.shape[0], kp), dtype=np.uint8 if dac_bits <= 8 else np.uint16)
     _split_steps(x, bits, dac_bits, signed, n, kp, out)
     return out
 

@@ -53,6 +53,9 @@ def encode_weights(w: np.ndarray, bits: int, cell_bits: int, encoding: str,
     if w.size and (w.min() < lo or w.max() > hi):
         raise ValueError(f"weights outside the signed {bits}-bit range [{lo}, {hi}]: "
                          f"found [{w.min()}, {w.max()}]")
+    if encoding in ("differential", "polarized") and w.size and w.min() == lo:
+        raise ValueError(f"{encoding} weights keep |w| in {bits - 1} magnitude bits, so "
+                         f"{lo} cannot be stored; use [{lo + 1}, {hi}] (symmetric quantization)")
     k, n = w.shape
     sign = None
     bias = 0.0
