@@ -31,8 +31,10 @@ from sim.config.schema import (
     Dac,
     EventEnergy,
     InputFormat,
+    Noc,
     Organization,
     OutputFormat,
+    TileBuffer,
     Variation,
     WeightFormat,
     adc_full_scale,
@@ -88,7 +90,8 @@ def arch_from_dict(data: Any, source: str = "<arch>") -> Arch:
     o = top.section("organization", required=True)
     organization = Organization(
         tiles=o.get("tiles", int, lo=1), imas_per_tile=o.get("imas_per_tile", int, lo=1),
-        crossbars_per_ima=o.get("crossbars_per_ima", int, lo=1))
+        crossbars_per_ima=o.get("crossbars_per_ima", int, lo=1),
+        reprogram=o.get("reprogram", bool, False))
     o.finish()
 
     crossbar = _crossbar(top.section("crossbar", required=True))
@@ -109,12 +112,23 @@ def arch_from_dict(data: Any, source: str = "<arch>") -> Arch:
     variation = _variation(top.section("variation"))
     energy = _energy(top.section("energy", required=True))
     components = _components(top.raw("components", []), problems)
+    noc = tile_buffer = None
+    if top.has("noc"):
+        n = top.section("noc")
+        noc = Noc(link_bits=n.get("link_bits", int, lo=1),
+                  frequency_hz=n.get("frequency", units.frequency_hz, lo=1.0))
+        n.finish()
+    if top.has("tile_buffer"):
+        b = top.section("tile_buffer")
+        tile_buffer = TileBuffer(size_bytes=b.get("size", units.size_bytes, lo=1),
+                                 bus_bits=b.get("bus_bits", int, lo=1))
+        b.finish()
     top.finish()
 
     arch = Arch(name=name, description=description, technology_nm=tech, clock=clock,
                 organization=organization, crossbar=crossbar, weights=weights, inputs=inputs,
                 outputs=outputs, variation=variation, energy=energy,
-                components=components, source=source)
+                components=components, noc=noc, tile_buffer=tile_buffer, source=source)
     _cross_checks(arch, problems)
     problems.raise_if_any()
     return arch
@@ -132,6 +146,7 @@ def _crossbar(s: Section) -> Crossbar:
     adc = Adc(
         bits=a.get("bits", int, lo=1, hi=16),
         per_crossbar=a.get("per_crossbar", int, 1, lo=1),
+        rate_hz=a.get("rate", units.frequency_hz, None, lo=1.0),
         range=a.get("range", str, "fixed", choices=ADC_RANGES),
         full_scale=a.get("full_scale", float, None, lo=1e-9),
         clip=a.get("clip", bool, False),

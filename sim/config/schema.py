@@ -30,11 +30,16 @@ class Clock:
 
 @dataclass(frozen=True, kw_only=True)
 class Organization:
-    """How many crossbars the chip has: chip -> tiles -> IMAs (macros) -> crossbars."""
+    """How many crossbars the chip has: chip -> tiles -> IMAs (macros) -> crossbars.
+
+    ``reprogram`` allows a model larger than the chip: layers then run one after another with
+    their weights written in between, instead of an error saying by how much it does not fit.
+    """
 
     tiles: int
     imas_per_tile: int
     crossbars_per_ima: int
+    reprogram: bool = False
 
     @property
     def crossbars(self) -> int:
@@ -68,13 +73,16 @@ class Adc:
 
     ``full_scale`` is the largest analog partial sum (in units of one cell level times one
     DAC level) the ADC represents; the step between codes is ``full_scale / (2**bits - 1)``.
-    ``None`` with ``range: fixed`` means a unit step (``2**bits - 1``), which is exact for
-    integer partial sums up to that value. With ``range: calibrated`` the full scale of each
-    column is set from calibration data at the given percentile.
+    ``rate_hz`` is conversions per second of one ADC (``None``: fast enough never to stall the
+    crossbar cycle). ``None`` full scale with ``range: fixed`` means a unit step
+    (``2**bits - 1``), which is exact for integer partial sums up to that value. With
+    ``range: calibrated`` the full scale of each column is set from calibration data at the
+    given percentile.
     """
 
     bits: int
     per_crossbar: int
+    rate_hz: float | None
     range: str
     full_scale: float | None
     clip: bool
@@ -241,6 +249,22 @@ class Component:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Noc:
+    """Links between tiles: ``link_bits`` per link cycle at ``frequency_hz``."""
+
+    link_bits: int
+    frequency_hz: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class TileBuffer:
+    """A tile's input buffer: ``size_bytes`` read over a ``bus_bits`` bus per digital cycle."""
+
+    size_bytes: int
+    bus_bits: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class Arch:
     """A whole architecture, as loaded from one YAML file."""
 
@@ -256,6 +280,8 @@ class Arch:
     variation: Variation
     energy: EventEnergy
     components: tuple[Component, ...] = ()
+    noc: Noc | None = None
+    tile_buffer: TileBuffer | None = None
     source: str = ""
 
 

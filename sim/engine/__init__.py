@@ -1,0 +1,1 @@
+"""Cycle-level engine: placement of layers on crossbars, the simpy schedule, and rollups."""
