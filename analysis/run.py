@@ -24,6 +24,10 @@ from tqdm import tqdm
 import sim
 from mappers import QuantRecipe, map_model
 from sim.config import Arch, load_arch
+from sim.engine import rollup
+from sim.engine.placement import place
+from sim.engine.timing import Timing, schedule
+from sim.errors import InvariantError
 from sim.macros import Events
 from sim.stats import energy_by_event_pj, total_pj
 from workloads.spec import Workload, load_workload
@@ -41,6 +45,13 @@ class LayerResult:
     events: dict[str, int]
     energy_pj: dict[str, float]
     energy_total_pj: float
+    duplicates: int = 1
+    cycles_busy: int = 0
+    cycles_latency: int = 0
+    cycles_waiting_for_input: int = 0
+    cycles_limited_by_buffer: int = 0
+    cycles_limited_by_noc: int = 0
+    executed_input_steps: float = 0.0
 
 
 @dataclass
@@ -62,6 +73,22 @@ class Result:
     energy_total_pj: float
     energy_per_inference_nj: float
     wall_time_s: float
+    latency_per_inference_s: float = 0.0
+    inferences_per_s: float = 0.0
+    pipelined: bool = True
+    crossbar_utilization: float = 0.0
+    crossbars_used: int = 0
+    crossbars_total: int = 0
+    gops: float = 0.0
+    tops_per_w: float = 0.0
+    tops_per_mm2: float = 0.0
+    power_w: float = 0.0
+    area_mm2: float = 0.0
+    area_by_component_mm2: dict[str, float] = field(default_factory=dict)
+    energy_by_component_pj: dict[str, float] = field(default_factory=dict)
+    peak_gops: float = 0.0
+    peak_gops_per_mm2: float = 0.0
+    peak_gops_per_w: float = 0.0
     imcsim_version: str = sim.__version__
     notes: list[str] = field(default_factory=list)
 
@@ -93,7 +120,8 @@ def _atomic_json(path: Path, obj: Any) -> None:
 
 def simulate(arch_path: str | Path, workload_path: str | Path, *, samples: int | None = None,
              seed: int = 0, data_dir: str | Path | None = None, batch_size: int = 50,
-             out_dir: str | Path | None = None, progress: bool = True) -> Result:
+             out_dir: str | Path | None = None, progress: bool = True,
+             pipelined: bool = True) -> Result:
     """Run ``workload_path`` on ``arch_path`` bit-true over ``samples`` test samples.
 
     ``seed`` fixes every random draw (static variation, ADC curves, noise); ``samples=None``
@@ -152,27 +180,54 @@ def simulate(arch_path: str | Path, workload_path: str | Path, *, samples: int |
             bar.update(1)
             bar.set_postfix(hw_acc=f"{state['hw_correct'] / min(n, (b + 1) * batch_size):.3f}")
     bar.close()
-    result = _result(arch, arch_path, workload, workload_path, mapped, state, n, seed,
-                     time.perf_counter() - start)
-    return result
+    if n_batches and state["done"] == n_batches and mapped.layers[0].call_order < 0:
+        mapped(x_test[:1])  # resumed with nothing left: one pass to learn the layer shapes
+        mapped.reset_events()
+    fractions = {}
+    for rec in mapped.layers:
+        ev = state["events"][rec.name]
+        total = ev["adc_conversions"] + ev["adc_conversions_skipped"]
+        fractions[rec.name] = ev["adc_conversions"] / total if total else 1.0
+    timing = schedule(arch, place(arch, mapped.layer_shapes()), fractions, pipelined=pipelined)
+    return _result(arch, arch_path, workload, workload_path, mapped, state, n, seed,
+                   time.perf_counter() - start, timing)
 
 
 def _result(arch: Arch, arch_path: Path, workload: Workload, workload_path: Path, mapped,
-            state: dict, n: int, seed: int, wall: float) -> Result:
+            state: dict, n: int, seed: int, wall: float, timing: Timing) -> Result:
     layers = []
+    tl = {t.name: t for t in timing.layers}
     totals: dict[str, int] = {}
     by_event: dict[str, float] = {}
     for rec in mapped.layers:
         counts = state["events"][rec.name]
         energy = energy_by_event_pj(counts, arch.energy)
-        layers.append(LayerResult(name=rec.name, kind=rec.kind, rows_k=rec.k, columns_n=rec.n,
-                                  crossbars=rec.crossbars, events=dict(counts),
-                                  energy_pj=energy, energy_total_pj=total_pj(energy)))
+        t = tl[rec.name]
+        layers.append(LayerResult(
+            name=rec.name, kind=rec.kind, rows_k=rec.k, columns_n=rec.n,
+            crossbars=rec.crossbars, events=dict(counts), energy_pj=energy,
+            energy_total_pj=total_pj(energy), duplicates=t.duplicates, cycles_busy=t.busy_cycles,
+            cycles_latency=t.latency_cycles, cycles_waiting_for_input=t.wait_input_cycles,
+            cycles_limited_by_buffer=t.buffer_limited_cycles,
+            cycles_limited_by_noc=t.noc_limited_cycles, executed_input_steps=t.executed_steps))
         for k, v in counts.items():
             totals[k] = totals.get(k, 0) + v
         for k, v in energy.items():
             by_event[k] = by_event.get(k, 0.0) + v
     total = total_pj(by_event)
+    per_inf_events = {k: v / max(n, 1) for k, v in totals.items()}
+    by_component = rollup.energy_by_component_pj(arch, per_inf_events, timing.latency_s)
+    per_inf_pj = total_pj(by_component)
+    if not abs(sum(by_component.values()) - per_inf_pj) <= 1e-9 * max(per_inf_pj, 1.0):
+        raise InvariantError("energy by component does not sum to the total")
+    macs = sum(layer.events.get("macs", 0) for layer in layers) / max(n, 1)
+    ops = 2 * macs
+    area_by = rollup.area_by_component_um2(arch)
+    area_mm2 = sum(area_by.values()) / 1e6
+    pk = rollup.peak(arch) if arch.components else None
+    ips = timing.inferences_per_s
+    gops = ops * ips / 1e9
+    energy_j = per_inf_pj * 1e-12
     notes = []
     if mapped.folded_batchnorms:
         notes.append(f"batch norm folded into the preceding layer: "
@@ -185,7 +240,18 @@ def _result(arch: Arch, arch_path: Path, workload: Workload, workload_path: Path
         prediction_agreement=state["agree"] / n if n else float("nan"),
         layers=layers, events_total=totals, energy_by_event_pj=by_event,
         energy_total_pj=total, energy_per_inference_nj=total / n / 1e3 if n else float("nan"),
-        wall_time_s=wall, notes=notes)
+        wall_time_s=wall, notes=notes, latency_per_inference_s=timing.latency_s,
+        inferences_per_s=ips, pipelined=timing.pipelined,
+        crossbar_utilization=timing.utilization, crossbars_used=timing.crossbars_used,
+        crossbars_total=timing.crossbars_total, gops=gops,
+        tops_per_w=ops / energy_j / 1e12 if energy_j else 0.0,
+        tops_per_mm2=gops / 1e3 / area_mm2 if area_mm2 else 0.0,
+        power_w=energy_j * ips, area_mm2=area_mm2,
+        area_by_component_mm2={k: v / 1e6 for k, v in area_by.items()},
+        energy_by_component_pj=by_component,
+        peak_gops=pk.ops_per_s / 1e9 if pk else 0.0,
+        peak_gops_per_mm2=pk.gops_per_mm2 if pk else 0.0,
+        peak_gops_per_w=pk.gops_per_w if pk else 0.0)
 
 
 def save(result: Result, out_dir: str | Path) -> Path:
@@ -217,6 +283,28 @@ def format_result(result: Result) -> str:
             f"{e['dac_pulses'] / n:>12.4g}{e['cell_reads'] / n:>13.4g}"
             f"{lr.energy_total_pj / n / 1e3:>10.4g} nJ")
     lines.append("  (event counts are per inference)")
+    lines.append("")
+    lines.append(f"  {'layer':<22}{'copies':>7}{'busy cyc':>11}{'latency cyc':>13}"
+                 f"{'wait input':>12}{'buffer-lim':>12}{'NoC-lim':>10}{'steps run':>11}")
+    for lr in result.layers:
+        lines.append(f"  {lr.name[:21]:<22}{lr.duplicates:>7}{lr.cycles_busy:>11}"
+                     f"{lr.cycles_latency:>13}{lr.cycles_waiting_for_input:>12}"
+                     f"{lr.cycles_limited_by_buffer:>12}{lr.cycles_limited_by_noc:>10}"
+                     f"{lr.executed_input_steps:>11.2f}")
+    mode = "pipelined" if result.pipelined else "layer by layer"
+    lines += [
+        "",
+        f"  latency {result.latency_per_inference_s * 1e6:.4g} us/inference, throughput "
+        f"{result.inferences_per_s:.4g} inferences/s ({mode}), crossbar utilization "
+        f"{100 * result.crossbar_utilization:.1f} % of {result.crossbars_used} used "
+        f"(chip has {result.crossbars_total})",
+        f"  {result.gops:.4g} GOPS, {result.tops_per_w:.4g} TOPS/W, "
+        f"{result.tops_per_mm2:.4g} TOPS/mm2, {result.power_w:.4g} W, "
+        f"area {result.area_mm2:.4g} mm2",
+    ]
+    if result.peak_gops:
+        lines.append(f"  peak: {result.peak_gops:.4g} GOPS, {result.peak_gops_per_mm2:.4g} "
+                     f"GOPS/s/mm2, {result.peak_gops_per_w:.4g} GOPS/W")
     lines.append("")
     lines.append(f"  energy per inference {result.energy_per_inference_nj:.4g} nJ, of which")
     total = max(result.energy_total_pj, 1e-30)

@@ -58,10 +58,19 @@ class LayerRecord:
     activation: ActQuant
     crossbars: int
     events: Events = field(default_factory=Events)
+    #: Filled on the first forward pass: vectors per sample, output width, kernel height,
+    #: and the position of the layer in execution order.
+    vectors_per_sample: int = 0
+    out_width: int = 1
+    kernel_height: int = 1
+    call_order: int = -1
 
 
 class HardwareLayer(nn.Module):
     """A Conv2d or Linear whose product runs on crossbars (one per conv group)."""
+
+    #: Global counter giving each layer its position in execution order on first use.
+    _calls_seen = 0
 
     def __init__(self, name: str, module: nn.Conv2d | nn.Linear, arch: Arch,
                  recipe: QuantRecipe, act: ActQuant, seed: np.random.SeedSequence):
@@ -124,6 +133,14 @@ class HardwareLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         mats, shape = self.hw_inputs(x)
+        rec = self.record
+        if rec.call_order < 0:
+            rec.call_order = HardwareLayer._calls_seen
+            HardwareLayer._calls_seen += 1
+            n = x.shape[0] if x.dim() > 1 else 1
+            rec.vectors_per_sample = mats[0].shape[0] // max(n, 1)
+            if self.is_conv:
+                rec.out_width, rec.kernel_height = shape[2], self.kernel_size[0]
         outs = []
         for xb, mat, zp in zip(self.crossbar_layers, mats, self.zero_point_terms, strict=True):
             y, ev = xb.matmul(mat.numpy(), seed=self.noise_seed * 1_000_003 + self.noise_call)
@@ -150,6 +167,24 @@ class MappedModel:
     model: nn.Module
     layers: list[LayerRecord]
     folded_batchnorms: list[str]
+
+    def layer_shapes(self):
+        """The mapped layers as engine :class:`~sim.engine.placement.LayerShape` objects, in
+        execution order, each fed by the layer executed before it (a chain: residual branches
+        are approximated by the execution order). Needs one forward pass first."""
+        from sim.engine.placement import LayerShape
+
+        recs = sorted(self.layers, key=lambda r: r.call_order)
+        if any(r.call_order < 0 for r in recs):
+            raise RuntimeError("run a forward pass before asking for layer shapes")
+        shapes, prev = [], None
+        for r in recs:
+            shapes.append(LayerShape(name=r.name, k=r.k, n=r.n,
+                                     vectors=max(1, r.vectors_per_sample),
+                                     out_width=r.out_width, kernel_height=r.kernel_height,
+                                     source=prev))
+            prev = r.name
+        return shapes
 
     def reset_events(self) -> None:
         """Zero the accumulated event counts of every layer."""

@@ -214,6 +214,7 @@ def _components(raw: Any, problems: Problems) -> tuple[Component, ...]:
             power_mw=s.get("power", units.power_mw),
             area_um2=s.get("area", units.area_um2),
             shared_by=s.get("shared_by", int, 1, lo=1),
+            leakage_mw=s.get("leakage", units.power_mw, 0.0),
             spec=s.get("spec", str, ""),
         )
         s.finish()

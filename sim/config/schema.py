@@ -245,6 +245,7 @@ class Component:
     power_mw: float
     area_um2: float
     shared_by: int = 1
+    leakage_mw: float = 0.0
     spec: str = ""
 
 

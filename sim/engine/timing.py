@@ -40,6 +40,7 @@ class LayerTiming:
     buffer_limited_cycles: int = 0
     noc_limited_cycles: int = 0
     step_cycles: int = 0
+    duplicates: int = 1
     executed_steps: float = 0.0
     operations: int = 0
 
@@ -113,6 +114,7 @@ def schedule(arch: Arch, placements: list[Placement], executed_fraction: dict[st
     def layer_proc(p: Placement):
         ly, g = p.layer, p.geometry
         t = timings[ly.name]
+        t.duplicates = p.duplicates
         cols = min(xb.columns, g.data_columns) + (1 if xb.unit_column else 0)
         t.step_cycles = step_cycles(arch, cols)
         frac = executed_fraction.get(ly.name, 1.0)
@@ -120,7 +122,10 @@ def schedule(arch: Arch, placements: list[Placement], executed_fraction: dict[st
             raise InvariantError(f"{ly.name}: executed step fraction {frac} outside [0, 1]")
         t.executed_steps = g.steps * frac
         per_vector = math.ceil(g.steps * frac * t.step_cycles - 1e-9)
-        chunk = max(1, ly.out_width)
+        # One operation per output row; with more copies than a row has vectors, several rows
+        # at once so that the copies are not idle.
+        row = max(1, ly.out_width)
+        chunk = row * max(1, math.ceil(p.duplicates / row))
         src = by_name.get(ly.source) if ly.source else None
         t.start_cycle = -1
         for v0 in range(0, ly.vectors, chunk):
