@@ -45,7 +45,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("results") / f"{arch.stem}__{workload.stem}"
     result = simulate(arch, workload, samples=args.samples, seed=args.seed,
                       data_dir=args.data_dir, batch_size=args.batch_size, out_dir=out,
-                      progress=not args.quiet)
+                      progress=not args.quiet, pipelined=not args.layer_by_layer,
+                      trace_layer=args.trace)
     print(format_result(result))
     path = save(result, out)
     print(f"\nwrote {path}")
@@ -122,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data-dir", default=None, help="data folder (default: $IMCSIM_DATA)")
     r.add_argument("--batch-size", type=int, default=50, help="samples per batch")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--layer-by-layer", action="store_true",
+                   help="run layers one after another instead of pipelined")
+    r.add_argument("--trace", metavar="LAYER", default=None,
+                   help="write a per-cycle CSV trace of LAYER (first test sample) into --out")
     r.set_defaults(func=_cmd_run)
 
     t = sub.add_parser("train", help="train a workload's model and write its checkpoint")

@@ -121,11 +121,13 @@ def _atomic_json(path: Path, obj: Any) -> None:
 def simulate(arch_path: str | Path, workload_path: str | Path, *, samples: int | None = None,
              seed: int = 0, data_dir: str | Path | None = None, batch_size: int = 50,
              out_dir: str | Path | None = None, progress: bool = True,
-             pipelined: bool = True) -> Result:
+             pipelined: bool = True, trace_layer: str | None = None) -> Result:
     """Run ``workload_path`` on ``arch_path`` bit-true over ``samples`` test samples.
 
     ``seed`` fixes every random draw (static variation, ADC curves, noise); ``samples=None``
     uses the whole test split. With ``out_dir`` the run is resumable (see module docstring).
+    ``trace_layer`` names a mapped layer whose per-cycle trace for the first test sample is
+    written to ``out_dir/trace_<layer>.csv``.
     """
     start = time.perf_counter()
     arch_path, workload_path = Path(arch_path), Path(workload_path)
@@ -188,9 +190,33 @@ def simulate(arch_path: str | Path, workload_path: str | Path, *, samples: int |
         ev = state["events"][rec.name]
         total = ev["adc_conversions"] + ev["adc_conversions_skipped"]
         fractions[rec.name] = ev["adc_conversions"] / total if total else 1.0
-    timing = schedule(arch, place(arch, mapped.layer_shapes()), fractions, pipelined=pipelined)
+    placements = place(arch, mapped.layer_shapes())
+    timing = schedule(arch, placements, fractions, pipelined=pipelined)
+    if trace_layer is not None:
+        _write_trace(arch, mapped, placements, timing, trace_layer, x_test[:1],
+                     Path(out_dir) if out_dir is not None else Path("."))
     return _result(arch, arch_path, workload, workload_path, mapped, state, n, seed,
                    time.perf_counter() - start, timing)
+
+
+def _write_trace(arch, mapped, placements, timing, name, sample, out: Path) -> Path:
+    """Run ``sample`` once more, capturing layer ``name``'s inputs, and write its trace."""
+    from mappers.torch_bridge import HardwareLayer
+    from sim.engine.trace import layer_trace, write_trace
+    from sim.errors import UserError
+
+    hw = {m.layer_name: m for m in mapped.model.modules() if isinstance(m, HardwareLayer)}
+    if name not in hw:
+        raise UserError(f"--trace: no mapped layer {name!r}; layers: {', '.join(hw)}")
+    hw[name].capture = []
+    mapped(sample)
+    x = hw[name].capture[0]
+    hw[name].capture = None
+    p = next(p for p in placements if p.layer.name == name)
+    start = next(t.start_cycle for t in timing.layers if t.name == name)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = layer_trace(arch, x, p.layer.n, p.duplicates, start)
+    return write_trace(out / f"trace_{name.replace('.', '_')}.csv", rows)
 
 
 def _result(arch: Arch, arch_path: Path, workload: Workload, workload_path: Path, mapped,

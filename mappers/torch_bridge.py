@@ -107,6 +107,8 @@ class HardwareLayer(nn.Module):
             crossbars=sum(c.crossbars for c in self.crossbar_layers))
         self.noise_seed = 0
         self.noise_call = 0
+        #: Set to a list to capture the integer inputs (first group) of the next forward pass.
+        self.capture: list | None = None
 
     def hw_inputs(self, x: torch.Tensor) -> tuple[list[torch.Tensor], tuple]:
         """Integer input matrices (one per group, zero point included) and the output shape."""
@@ -141,6 +143,8 @@ class HardwareLayer(nn.Module):
             rec.vectors_per_sample = mats[0].shape[0] // max(n, 1)
             if self.is_conv:
                 rec.out_width, rec.kernel_height = shape[2], self.kernel_size[0]
+        if self.capture is not None and not self.capture:
+            self.capture.append(mats[0].numpy())
         outs = []
         for xb, mat, zp in zip(self.crossbar_layers, mats, self.zero_point_terms, strict=True):
             y, ev = xb.matmul(mat.numpy(), seed=self.noise_seed * 1_000_003 + self.noise_call)

@@ -11,7 +11,7 @@ histogram; ``tests/test_analytical.py`` holds both modes together on the same da
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -27,6 +27,9 @@ class InputHistogram:
 
     offset: int
     counts: np.ndarray
+    #: Step densities already computed, by (bits, dac_bits, signed): a sweep over ADC or
+    #: crossbar parameters reuses them.
+    _densities: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, x: np.ndarray) -> InputHistogram:
@@ -43,6 +46,13 @@ class InputHistogram:
 
 def step_density(hist: InputHistogram, bits: int, dac_bits: int, signed: bool) -> np.ndarray:
     """Share of inputs whose DAC step ``p`` is non-zero, for every step ``p``."""
+    key = (bits, dac_bits, signed)
+    if key not in hist._densities:
+        hist._densities[key] = _step_density(hist, bits, dac_bits, signed)
+    return hist._densities[key]
+
+
+def _step_density(hist: InputHistogram, bits: int, dac_bits: int, signed: bool) -> np.ndarray:
     values = np.arange(hist.counts.shape[0], dtype=np.int64) + hist.offset
     n = len(step_weights(bits, dac_bits, signed))
     mag = bits - 1 if signed else bits

@@ -1,0 +1,153 @@
+"""Speed of the cycle-level schedule and of analytical mode on ResNet-18 (224x224).
+
+(a) One image of ResNet-18 on the ISAAC-CE config: a float forward pass to take each layer's
+    8-bit input histogram, analytical event counts, placement with duplication, and the full
+    simpy schedule. Prints wall time per stage and the peak resident memory.
+    Target: at most 5 s on 2 cores (PIMSIM-NN, a cycle-accurate SystemC peer, reports 59.5 s
+    for ResNet-18).
+(b) Analytical mode over a design grid (ADC bits x crossbar rows x cell bits): event
+    estimates, geometry and energy for every (design point, layer). Prints design points x
+    layers per second, with and without the time to validate each design's YAML.
+    Target: at least 10,000 per second (CiMLoop reports up to 1,076).
+
+Run: ``python bench/bench_engine.py``.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import resource
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mappers.quantize import activation_quant
+from sim.config.loader import arch_from_dict, read_yaml
+from sim.engine.analytical import InputHistogram, estimate_events
+from sim.engine.placement import LayerShape, place
+from sim.engine.timing import schedule
+from sim.stats import energy_by_event_pj
+from workloads.models import BasicBlock
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class ResNet18(nn.Module):
+    """ResNet-18 for 224x224 ImageNet inputs (He et al. 2016), random weights: the benchmark
+    needs shapes and plausible activation statistics, not accuracy."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False),
+                                  nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1))
+        blocks, c = [], 64
+        for out, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            blocks += [BasicBlock(c, out, stride), BasicBlock(out, out, 1)]
+            c = out
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, 1000))
+
+    def forward(self, x):
+        return self.head(self.blocks(self.stem(x)))
+
+
+def layer_stats(model: nn.Module, x: torch.Tensor, bits: int):
+    """(LayerShape, histogram of 8-bit quantized inputs) per Conv2d/Linear, in call order."""
+    records = []
+
+    def hook(name):
+        def fn(mod, args, out):
+            inp = args[0]
+            q = activation_quant(float(inp.min()), float(inp.max()), bits, True)
+            hist = InputHistogram.of(q.to_int(inp).numpy())
+            if isinstance(mod, nn.Conv2d):
+                k = mod.in_channels * mod.kernel_size[0] * mod.kernel_size[1]
+                shape = dict(k=k, n=mod.out_channels, vectors=out.shape[2] * out.shape[3],
+                             out_width=out.shape[3], kernel_height=mod.kernel_size[0])
+            else:
+                shape = dict(k=mod.in_features, n=mod.out_features, vectors=1)
+            records.append((name, shape, hist))
+        return fn
+
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.Conv2d | nn.Linear):
+            mod.register_forward_hook(hook(name))
+    with torch.no_grad():
+        model(x)
+    shapes, prev = [], None
+    for name, shape, _ in records:
+        shapes.append(LayerShape(name=name, source=prev, **shape))
+        prev = name
+    return shapes, [h for _, _, h in records]
+
+
+def bench_schedule(base: dict) -> None:
+    arch = arch_from_dict(base, "isaac")
+    torch.manual_seed(0)
+    model = ResNet18().eval()
+    image = torch.randn(1, 3, 224, 224)
+    t0 = time.perf_counter()
+    shapes, hists = layer_stats(model, image, 8)
+    t1 = time.perf_counter()
+    events = [estimate_events(arch, s.k, s.n, s.vectors, h) for s, h in zip(shapes, hists,
+                                                                              strict=True)]
+    t2 = time.perf_counter()
+    placements = place(arch, shapes)
+    t3 = time.perf_counter()
+    timing = schedule(arch, placements, {})
+    t4 = time.perf_counter()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    ops = sum(2 * e.macs for e in events)
+    print("(a) ResNet-18 224x224, one image, ISAAC-CE, full cycle-level schedule")
+    print(f"    layers {len(shapes)}, crossbars used {timing.crossbars_used} of "
+          f"{timing.crossbars_total}, simpy operations "
+          f"{sum(t.operations for t in timing.layers)}")
+    print(f"    float pass + histograms {t1 - t0:.3f} s, analytical events {t2 - t1:.3f} s, "
+          f"placement {t3 - t2:.3f} s, schedule {t4 - t3:.3f} s")
+    total = t4 - t0
+    print(f"    total {total:.3f} s (target <= 5 s: {'met' if total <= 5 else 'NOT met'}); "
+          f"peak resident memory {rss:.0f} MiB")
+    print(f"    simulated latency {timing.latency_s * 1e6:.1f} us, "
+          f"{timing.inferences_per_s:.1f} inferences/s, {ops / 1e9:.2f} GOP per image")
+
+
+def bench_analytical(base: dict) -> None:
+    torch.manual_seed(0)
+    shapes, hists = layer_stats(ResNet18().eval(), torch.randn(1, 3, 224, 224), 8)
+    grid = list(itertools.product([4, 5, 6, 7, 8], [64, 128, 256], [1, 2, 4]))
+    t0 = time.perf_counter()
+    archs = []
+    for adc_bits, rows, cell_bits in grid:
+        d = copy.deepcopy(base)
+        d["crossbar"]["adc"].update(bits=adc_bits, clip=True)
+        d["crossbar"]["rows"] = rows
+        d["crossbar"]["cell"]["bits"] = cell_bits
+        archs.append(arch_from_dict(d, "point"))
+    t1 = time.perf_counter()
+    total_pj = 0.0
+    for arch in archs:
+        for s, h in zip(shapes, hists, strict=True):
+            ev = estimate_events(arch, s.k, s.n, s.vectors, h)
+            total_pj += sum(energy_by_event_pj(ev.counts(), arch.energy).values())
+    t2 = time.perf_counter()
+    n = len(grid) * len(shapes)
+    rate = n / (t2 - t1)
+    rate_all = n / (t2 - t0)
+    print(f"(b) analytical mode: {len(grid)} design points x {len(shapes)} layers = {n}")
+    print(f"    {rate:,.0f} (design point x layer)/s estimating "
+          f"(target >= 10,000: {'met' if rate >= 10_000 else 'NOT met'}); "
+          f"{rate_all:,.0f}/s including YAML validation of every design point")
+
+
+def main() -> None:
+    base = read_yaml(ROOT / "arch_configs" / "isaac_32nm.yaml")
+    torch.set_num_threads(2)
+    bench_schedule(base)
+    bench_analytical(base)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Digital periphery: shift-and-add units and flip-flop registers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, ClassVar
+
+from sim.components.base import Anchor, Component, PerBitComponent
+from sim.components.registry import register
+from sim.components.scaling import area_factor, energy_factor
+from sim.config import units
+from sim.config.validate import Section, join
+
+#: ISAAC (ISCA 2016) Table I, per IMA: 4 shift-and-add units, 0.2 mW, 0.00024 mm^2, one add per
+#: ADC conversion of the IMA's 8 ADCs at 1.2 GS/s: 0.2 mW / (8 x 1.2 GS/s) = 0.0208 pJ per 16-bit
+#: add (the same derivation as hwcomponents-library IsaacShiftAdd); 240 um^2 / 4 units.
+ISAAC_SHIFT_ADD = Anchor(energy_pj=0.2 * 1e9 / (8 * 1.2e9), area_um2=240.0 / 4, technology_nm=32.0,
+                         source="ISAAC Table I: S+A (IMA) x4, 0.2 mW, 0.00024 mm2; 9.6 G adds/s")
+ISAAC_SHIFT_ADD_WIDTH_BITS = 16
+
+#: Aladdin (Shao et al., ISCA 2014) register, 40 nm, per bit: 0.009 pJ per read, 5.98 um^2,
+#: as tabulated in hwcomponents-library ``aladdin.py`` (AladdinRegister).
+ALADDIN_REGISTER_BIT = Anchor(energy_pj=0.009, area_um2=5.98, technology_nm=40.0,
+                              source="Aladdin (ISCA 2014) register, 40 nm, per bit")
+
+
+@register("shift_add")
+@dataclass(frozen=True, kw_only=True)
+class ShiftAdd(Component):
+    """Shift-and-add unit accumulating bit-sliced partial sums (one ``add`` per ADC output).
+
+    Parameters: ``width`` (bits of the accumulated value, default 16).
+
+    Model: ISAAC's IMA shift-and-add (:data:`ISAAC_SHIFT_ADD`: 0.0208 pJ per 16-bit add,
+    60 um^2 per unit at 32 nm), energy and area proportional to width (a ripple adder and
+    register per bit), times Stillmaker-Baas node factors. Latency: one 1.2 GHz cycle unless
+    ``rate``. Valid 8-32 bits, 22-130 nm.
+    """
+
+    actions: ClassVar[tuple[str, ...]] = ("add",)
+    EXAMPLE: ClassVar = MappingProxyType({"width": 16})
+    DEFAULT_RATE_HZ: ClassVar[float | None] = 1.2e9
+
+    width_bits: int = ISAAC_SHIFT_ADD_WIDTH_BITS
+
+    def _model_energy_pj(self, action: str) -> float:
+        a = ISAAC_SHIFT_ADD
+        return (a.energy_pj * self.width_bits / ISAAC_SHIFT_ADD_WIDTH_BITS
+                * energy_factor(self.technology_nm, a.technology_nm))
+
+    def _model_area_um2(self) -> float:
+        a = ISAAC_SHIFT_ADD
+        return (a.area_um2 * self.width_bits / ISAAC_SHIFT_ADD_WIDTH_BITS
+                * area_factor(self.technology_nm, a.technology_nm))
+
+    @classmethod
+    def _read_params(cls, s: Section, *, need_energy: bool, need_area: bool) -> dict[str, Any]:
+        return {"width_bits": s.get("width", int, ISAAC_SHIFT_ADD_WIDTH_BITS, lo=1, hi=256)}
+
+
+@register("register")
+@dataclass(frozen=True, kw_only=True)
+class Register(PerBitComponent):
+    """Flip-flop register (pipeline and output latches), per-bit ``read`` and ``write``.
+
+    Parameters: ``width`` (bits per access, default 16), ``size`` (bytes held; default one
+    access, ``width / 8``).
+
+    Model: Aladdin's register (:data:`ALADDIN_REGISTER_BIT`: 0.009 pJ per bit read, 5.98 um^2
+    per bit at 40 nm); a write is charged as a read (Aladdin tabulates reads only); area =
+    ``8 x size x 5.98 um^2``; both x Stillmaker-Baas node factors. Latency: one 1 GHz cycle
+    unless ``rate``. Valid for flip-flop storage up to a few hundred bits; ISAAC's kilobyte
+    "registers" are SRAM arrays: use ``sram_buffer`` or state their figures.
+    """
+
+    actions: ClassVar[tuple[str, ...]] = ("read", "write")
+    EXAMPLE: ClassVar = MappingProxyType({"width": 16})
+    DEFAULT_WIDTH_BITS: ClassVar[int] = 16
+    DEFAULT_RATE_HZ: ClassVar[float | None] = 1e9
+
+    size_bytes: float | None = None
+
+    def _model_energy_pj(self, action: str) -> float:
+        a = ALADDIN_REGISTER_BIT
+        return a.energy_pj * energy_factor(self.technology_nm, a.technology_nm)
+
+    def _model_area_um2(self) -> float:
+        a = ALADDIN_REGISTER_BIT
+        bits = 8 * self.size_bytes if self.size_bytes is not None else self.width_bits
+        return a.area_um2 * bits * area_factor(self.technology_nm, a.technology_nm)
+
+    @classmethod
+    def _read_params(cls, s: Section, *, need_energy: bool, need_area: bool) -> dict[str, Any]:
+        size = s.get("size", units.size_bytes, None)
+        if size == 0:
+            s.problems.add(join(s.path, "size"), "must be at least 1 byte")
+        return {"size_bytes": size, "width_bits": cls._read_width(s)}
