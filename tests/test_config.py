@@ -107,19 +107,20 @@ def test_yaml_file_round_trip(make_arch, tmp_path):
 
 
 TOP_KEYS = ("clock", "components", "crossbar", "description", "energy", "inputs", "name",
-            "organization", "outputs", "technology", "variation", "weights")
+            "noc", "organization", "outputs", "technology", "tile_buffer", "variation",
+            "weights")
 
 
 @pytest.mark.parametrize(("path", "valid"), [
     ("colour", TOP_KEYS),
     ("crossbar.adc.bitz", ("bits", "calibration_percentile", "clip", "full_scale",
-                           "per_crossbar", "range", "rounding")),
+                           "per_crossbar", "range", "rate", "rounding")),
     ("crossbar.cell.levels", ("bits", "technology")),
     ("crossbar.dac.levels", ("bits",)),
     ("crossbar.fragment", ("adc", "cell", "columns", "dac", "fragment_rows", "rows",
                            "unit_column")),
     ("clock.digitial", ("crossbar_cycle", "digital")),
-    ("organization.chips", ("crossbars_per_ima", "imas_per_tile", "tiles")),
+    ("organization.chips", ("crossbars_per_ima", "imas_per_tile", "reprogram", "tiles")),
     ("weights.sign", ("bits", "column_flip", "encoding")),
     ("inputs.zeroskip", ("bits", "signed", "zero_skip")),
     ("outputs.signed", ("bits",)),
@@ -131,7 +132,7 @@ TOP_KEYS = ("clock", "components", "crossbar", "description", "energy", "inputs"
                                "stuck_at_1")),
     ("variation.adc.inl", ("cap_mismatch_sigma", "gain_sigma", "noise_sigma_lsb",
                            "offset_sigma_lsb")),
-    ("components[1].colour", ("area", "class", "count", "level", "name", "power",
+    ("components[1].colour", ("area", "class", "count", "leakage", "level", "name", "power",
                               "shared_by", "spec")),
 ])
 def test_unknown_key(make_arch, path, valid):
