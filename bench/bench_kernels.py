@@ -60,15 +60,18 @@ def gemm_rates(repeat: int) -> dict[str, float]:
 
 
 def archs():
-    """The ISAAC config as given (ideal), and with variation plus a mismatched ADC."""
+    """ISAAC as given (ideal); with cell variation (every partial sum then goes through the
+    8-bit ADC's quantization and clipping); and with per-instance mismatched ADC curves too."""
     base = read_yaml(ROOT / "arch_configs" / "isaac_32nm.yaml")
-    ideal = arch_from_dict(base, "isaac (ideal)")
-    noisy = dict(base)
-    noisy["variation"] = {"seed": 1, "cell": {"distribution": "lognormal", "sigma": 0.05},
-                          "adc": {"offset_sigma_lsb": 0.3, "gain_sigma": 0.01,
-                                  "cap_mismatch_sigma": 0.02}}
-    noisy["crossbar"] = {**base["crossbar"], "adc": {**base["crossbar"]["adc"], "clip": True}}
-    return ideal, arch_from_dict(noisy, "isaac (variation + ADC curves)")
+    ideal = arch_from_dict(base, "isaac ideal")
+    clip = {**base["crossbar"], "adc": {**base["crossbar"]["adc"], "clip": True}}
+    cell = {"distribution": "lognormal", "sigma": 0.05}
+    var = dict(base, crossbar=clip, variation={"seed": 1, "cell": cell})
+    curves = dict(base, crossbar=clip, variation={
+        "seed": 1, "cell": cell,
+        "adc": {"offset_sigma_lsb": 0.3, "gain_sigma": 0.01, "cap_mismatch_sigma": 0.02}})
+    return (ideal, arch_from_dict(var, "isaac variation + ADC"),
+            arch_from_dict(curves, "isaac variation + ADC curves"))
 
 
 def rate(arch, k: int, n: int, m: int, repeat: int, rng) -> tuple[float, int]:

@@ -166,9 +166,12 @@ class Component:
     @staticmethod
     def _require(s: Section, key: str, value: Any, needed: bool, what: str) -> None:
         """Record ``key`` as required when the model that uses it will run."""
-        if needed and value is None and key not in s.data:
-            s.problems.add(join(s.path, key),
-                           f"is required by the {what} model (or state the figures it gives)")
+        path = join(s.path, key)
+        if not needed or value is not None or key in s.data:
+            return
+        if any(p == path for p, _ in s.problems.items):
+            return  # already reported (e.g. ``rate`` required with ``power``)
+        s.problems.add(path, f"is required by the {what} model (or state the figures it gives)")
 
     @classmethod
     def read(cls, s: Section, technology_nm: float) -> dict[str, Any] | None:
@@ -177,7 +180,7 @@ class Component:
         Problems go to ``s.problems`` with their YAML paths; the caller calls ``s.finish()``.
         """
         before = len(s.problems.items)
-        tech = s.get("technology", units.length_nm, technology_nm)
+        tech = s.get("technology", units.length_nm, float(technology_nm))
         if tech is not None and tech <= 0:
             s.problems.add(join(s.path, "technology"), "must be positive")
         count = s.get("count", int, 1, lo=1)

@@ -79,7 +79,7 @@ class Register(PerBitComponent):
     DEFAULT_WIDTH_BITS: ClassVar[int] = 16
     DEFAULT_RATE_HZ: ClassVar[float | None] = 1e9
 
-    size_bytes: float | None = None
+    size_bytes: int | None = None
 
     def _model_energy_pj(self, action: str) -> float:
         a = ALADDIN_REGISTER_BIT
