@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -28,6 +27,7 @@ from sim.engine import rollup
 from sim.engine.placement import place
 from sim.engine.timing import Timing, schedule
 from sim.errors import InvariantError
+from sim.fileio import atomic_write
 from sim.macros import Events
 from sim.stats import energy_by_event_pj, total_pj
 from workloads.spec import Workload, load_workload
@@ -110,12 +110,7 @@ def _config_key(arch_path: Path, workload: Workload, samples: int, seed: int,
 
 
 def _atomic_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w") as fh:
-        json.dump(obj, fh, indent=2)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
+    atomic_write(path, lambda fh: json.dump(obj, fh, indent=2), text=True)
 
 
 def simulate(arch_path: str | Path, workload_path: str | Path, *, samples: int | None = None,

@@ -31,7 +31,6 @@ import os
 import pickle
 import struct
 import tarfile
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ import numpy as np
 import torch
 
 from sim.errors import DataError, UserError
+from sim.fileio import atomic_write
 
 #: Environment variable naming the data folder when no ``data_dir`` is given.
 DATA_ENV = "IMCSIM_DATA"
@@ -617,13 +617,4 @@ def _read_cache(image_path: Path, label_path: Path) -> tuple[np.ndarray, np.ndar
 def _atomic_save(path: Path, array: np.ndarray) -> None:
     """Write ``array`` to ``path`` via a temporary file and a rename, so readers never see a
     partial file even if the process dies mid-write."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            np.save(stream, array, allow_pickle=False)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda stream: np.save(stream, array, allow_pickle=False))

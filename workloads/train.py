@@ -21,7 +21,6 @@ import os
 import platform
 import shlex
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -33,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sim.fileio import atomic_write
 from workloads.datasets import DataSource, locate_dataset
 from workloads.spec import TrainSettings, Workload
 
@@ -295,19 +295,6 @@ def _digest(path: Path, algorithm: str) -> str:
 
 
 def _atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
-    """Write ``path`` through ``write(stream)`` into a temporary file, then rename it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    # mkstemp creates the file 0600; a checkpoint is meant to be shared like any output.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+    """Write ``path`` through ``write(stream)`` crash-safely (:func:`sim.fileio.atomic_write`)."""
+    atomic_write(path, write)
 
