@@ -332,6 +332,15 @@ def format_result(result: Result) -> str:
     for k, v in sorted(result.energy_by_event_pj.items(), key=lambda kv: -kv[1]):
         if v:
             lines.append(f"    {k:<28}{v / n / 1e3:>10.4g} nJ  {100 * v / total:5.1f} %")
+    if result.energy_by_component_pj:
+        lines.append("  energy per inference by component")
+        comp_total = max(sum(result.energy_by_component_pj.values()), 1e-30)
+        for k, v in sorted(result.energy_by_component_pj.items(), key=lambda kv: -kv[1]):
+            lines.append(f"    {k:<28}{v / 1e3:>10.4g} nJ  {100 * v / comp_total:5.1f} %")
+    if result.area_by_component_mm2:
+        lines.append("  chip area by component")
+        for k, v in sorted(result.area_by_component_mm2.items(), key=lambda kv: -kv[1]):
+            lines.append(f"    {k:<28}{v:>10.4g} mm2 {100 * v / result.area_mm2:5.1f} %")
     for note in result.notes:
         lines.append(f"  note: {note}")
     return "\n".join(lines)
