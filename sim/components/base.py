@@ -174,7 +174,7 @@ class Component:
         s.problems.add(path, f"is required by the {what} model (or state the figures it gives)")
 
     @classmethod
-    def read(cls, s: Section, technology_nm: float) -> dict[str, Any] | None:
+    def read_fields(cls, s: Section, technology_nm: float) -> dict[str, Any] | None:
         """Read the stated-figure keys and this kind's keys; ``None`` if a problem was found.
 
         Problems go to ``s.problems`` with their YAML paths; the caller calls ``s.finish()``.
@@ -252,7 +252,11 @@ class PerBitComponent(Component):
     #: Access width when ``width`` is not given.
     DEFAULT_WIDTH_BITS: ClassVar[int] = 1
 
-    width_bits: int = 1
+    width_bits: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.width_bits is None:  # frozen: set the kind's default once, at construction
+            object.__setattr__(self, "width_bits", self.DEFAULT_WIDTH_BITS)
 
     @property
     def actions_per_access(self) -> int:

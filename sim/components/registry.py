@@ -26,13 +26,13 @@ ROW_KEYS = ("name", "level", "class", "spec", "shared_by")
 #: Modules whose import registers the component families.
 _FAMILIES = ("memory", "converters", "digital", "interconnect")
 
-C = TypeVar("C", bound=type[Component])
+_C = TypeVar("_C", bound=type[Component])
 
 
-def register(class_name: str) -> Callable[[C], C]:
+def register(class_name: str) -> Callable[[_C], _C]:
     """Class decorator registering a component under its YAML ``class:`` name."""
 
-    def decorate(cls: C) -> C:
+    def decorate(cls: _C) -> _C:
         if class_name in REGISTRY and REGISTRY[class_name] is not cls:
             raise ValueError(f"component class {class_name!r} registered twice "
                              f"({REGISTRY[class_name].__name__} and {cls.__name__})")
@@ -80,7 +80,7 @@ def read(class_name: Any, params: Mapping[str, Any] | None, *, path: str,
         return None
     for key in ROW_KEYS:
         s.has(key)
-    values = cls.read(s, technology_nm)
+    values = cls.read_fields(s, technology_nm)
     s.finish()
     if values is None or len(problems.items) > before:
         return None

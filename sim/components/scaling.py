@@ -72,4 +72,6 @@ def energy_factor(to_nm: float, from_nm: float, vdd_v: float = DEFAULT_VDD_V) ->
     if to_nm == from_nm:
         return 1.0
     table = _energy_table(vdd_v)
+    if min(table) <= 0:
+        raise ValueError(f"the energy fit is not positive at {vdd_v} V; use 0.6-1.2 V")
     return _interp_log(to_nm, table, 1.0) / _interp_log(from_nm, table, 1.0)
