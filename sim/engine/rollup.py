@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sim.config.schema import EVENT_ENERGY_KEY, Arch, columns_per_weight, input_steps
+from sim.config.schema import Arch, columns_per_weight, input_steps
 from sim.engine.timing import step_cycles
-from sim.errors import InvariantError
+from sim.stats import energy_by_event_pj
 
 #: Which component classes perform each event (the first present in the table is charged).
 EVENT_CLASSES = {
@@ -77,13 +77,7 @@ def energy_by_component_pj(arch: Arch, events: Mapping[str, int], latency_s: flo
                            ) -> dict[str, float]:
     """Dynamic energy of ``events`` by component, plus leakage x ``latency_s``."""
     out: dict[str, float] = {}
-    for event, key in EVENT_ENERGY_KEY.items():
-        if key is None:
-            continue
-        count = events.get(event, 0)
-        e = count * getattr(arch.energy, key)
-        if count < 0 or e < 0:
-            raise InvariantError(f"negative energy for {event}")
+    for event, e in energy_by_event_pj(events, arch.energy).items():
         if e:
             name = event_component(arch, event)
             out[name] = out.get(name, 0.0) + e

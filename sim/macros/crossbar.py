@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -48,7 +48,6 @@ class Events:
     output_buffer_write_bits: int = 0
     macs: int = 0
     cell_macs: int = 0
-    extra: dict = field(default_factory=dict)
 
     def add(self, other: Events) -> None:
         """Accumulate ``other`` into this record."""
@@ -57,7 +56,7 @@ class Events:
 
     def counts(self) -> dict[str, int]:
         """The counts as a plain mapping (name -> count)."""
-        return {k: int(v) for k, v in self.__dict__.items() if k != "extra"}
+        return {k: int(v) for k, v in self.__dict__.items()}
 
 
 class CrossbarLayer:
