@@ -50,7 +50,58 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(format_result(result))
     path = save(result, out)
     print(f"\nwrote {path}")
+    if args.report:
+        from analysis.report import write_report
+
+        print(f"wrote {write_report(path, fmt=args.report)}")
     return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from analysis.sweep import format_outcome, run_sweep
+    from analysis.sweep_spec import load_sweep
+
+    spec = load_sweep(args.spec)
+    outcome = run_sweep(spec, args.out, workers=args.workers, scheduler=args.scheduler,
+                        progress=not args.quiet, command=" ".join(sys.argv))
+    print(format_outcome(outcome, spec))
+    return 1 if outcome.errors else 0
+
+
+def _cmd_montecarlo(args: argparse.Namespace) -> int:
+    from analysis.montecarlo import format_montecarlo, run_montecarlo
+
+    arch = resolve(args.arch, ARCH_DIR, "arch")
+    workload = resolve(args.workload, WORKLOAD_DIR, "workload")
+    out = (Path(args.out) if args.out
+           else Path("results") / f"montecarlo_{arch.stem}__{workload.stem}")
+    report = run_montecarlo(arch, workload, chips=args.chips, samples=args.samples,
+                            seed=args.seed, base_seed=args.base_seed, vary=args.vary,
+                            batch_size=args.batch_size, data_dir=args.data_dir, out_dir=out,
+                            workers=args.workers, scheduler=args.scheduler,
+                            confidence=args.confidence, progress=not args.quiet,
+                            command=" ".join(sys.argv))
+    print(format_montecarlo(report))
+    print(f"\nwrote {out / 'montecarlo.json'}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from analysis.report import write_report
+
+    path = write_report(args.result, fmt=args.format, out=args.out,
+                        montecarlo_path=args.montecarlo)
+    print(f"wrote {path}")
+    return 0
+
+
+def _add_executor_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=None,
+                   help="local worker processes (default: the usable cores; 0 runs in this "
+                        "process)")
+    p.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                   help="run on an existing Dask distributed cluster instead")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -127,7 +178,46 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run layers one after another instead of pipelined")
     r.add_argument("--trace", metavar="LAYER", default=None,
                    help="write a per-cycle CSV trace of LAYER (first test sample) into --out")
+    r.add_argument("--report", choices=("html", "md"), default=None,
+                   help="also write report.html or report.md beside result.json")
     r.set_defaults(func=_cmd_run)
+
+    mc = sub.add_parser("montecarlo", help="simulate N chips (variation seeds) in parallel; "
+                                           "mean, std and confidence intervals")
+    mc.add_argument("arch", help="arch YAML file, or the name of a shipped one")
+    mc.add_argument("workload", help="workload YAML file, or the name of a shipped one")
+    mc.add_argument("--chips", type=int, default=10, help="chips to simulate (default 10)")
+    mc.add_argument("--samples", type=int, default=None, help="test samples per chip")
+    mc.add_argument("--seed", type=int, default=0, help="run seed, the same on every chip")
+    mc.add_argument("--base-seed", type=int, default=0,
+                    help="chip i has variation.seed BASE_SEED + i")
+    mc.add_argument("--vary", default=None, metavar="PATH=V1,V2,...",
+                    help="repeat at several values of one arch setting, e.g. "
+                         "variation.cell.sigma=0,0.05,0.1 (accuracy vs variation)")
+    mc.add_argument("--confidence", type=float, default=0.95, help="confidence level")
+    mc.add_argument("--batch-size", type=int, default=100, help="samples per batch")
+    mc.add_argument("--data-dir", default=None, help="data folder (default: $IMCSIM_DATA)")
+    mc.add_argument("--out", default=None,
+                    help="output folder (default results/montecarlo_ARCH__WORKLOAD); "
+                         "montecarlo.db there makes a rerun resume")
+    _add_executor_options(mc)
+    mc.set_defaults(func=_cmd_montecarlo)
+
+    rp = sub.add_parser("report", help="an HTML or Markdown report of a result.json")
+    rp.add_argument("result", help="result.json written by imcsim run")
+    rp.add_argument("--format", choices=("html", "md"), default="html", help="output format")
+    rp.add_argument("--out", default=None, help="output file (default: beside result.json)")
+    rp.add_argument("--montecarlo", default=None,
+                    help="montecarlo.json to include (default: one beside result.json)")
+    rp.set_defaults(func=_cmd_report)
+
+    sw = sub.add_parser("sweep", help="evaluate a design space; resumable; Pareto front")
+    sw.add_argument("spec", help="sweep YAML (see docs/sweeps.md)")
+    sw.add_argument("--out", default=None,
+                    help="output folder (default results/sweep_NAME); sweep.db there makes a "
+                         "rerun resume")
+    _add_executor_options(sw)
+    sw.set_defaults(func=_cmd_sweep)
 
     t = sub.add_parser("train", help="train a workload's model and write its checkpoint")
     t.add_argument("workload", help="workload YAML file, or the name of a shipped one")

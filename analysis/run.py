@@ -9,6 +9,7 @@ rerun of the same command resumes after the last finished batch.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sys
@@ -23,6 +24,7 @@ from tqdm import tqdm
 import sim
 from mappers import QuantRecipe, map_model
 from sim.config import Arch, load_arch
+from sim.config.loader import to_plain
 from sim.engine import rollup
 from sim.engine.placement import place
 from sim.engine.timing import Timing, schedule
@@ -97,10 +99,10 @@ class Result:
         return asdict(self)
 
 
-def _config_key(arch_path: Path, workload: Workload, samples: int, seed: int,
+def _config_key(arch: Arch, workload: Workload, samples: int, seed: int,
                 batch_size: int) -> str:
     h = hashlib.sha256()
-    h.update(arch_path.read_bytes())
+    h.update(json.dumps(to_plain(arch), sort_keys=True, default=str).encode())
     if workload.source is not None:
         h.update(Path(workload.source).read_bytes())
     if workload.checkpoint_path.is_file():
@@ -109,37 +111,58 @@ def _config_key(arch_path: Path, workload: Workload, samples: int, seed: int,
     return h.hexdigest()
 
 
+@functools.lru_cache(maxsize=4)
+def _cached_data(workload_path: Path, mtime: float, data_dir: str | None, samples: int | None,
+                 calibration: int):
+    """Test samples and calibration samples of a workload, kept per process.
+
+    A sweep evaluates many design points of the same workload in one worker process; loading
+    and decoding the data set once per worker instead of once per point saves seconds a point.
+    ``mtime`` makes an edited workload file a new cache entry.
+    """
+    workload = load_workload(workload_path)
+    x_test, y_test = workload.load_data("test", data_dir)
+    x_train, _ = workload.load_data("train", data_dir)
+    n = len(y_test) if samples is None else min(int(samples), len(y_test))
+    return x_test[:n].clone(), y_test[:n].clone(), x_train[:calibration].clone()
+
+
 def _atomic_json(path: Path, obj: Any) -> None:
     atomic_write(path, lambda fh: json.dump(obj, fh, indent=2), text=True)
 
 
-def simulate(arch_path: str | Path, workload_path: str | Path, *, samples: int | None = None,
+def simulate(arch_path: str | Path | Arch, workload_path: str | Path, *,
+             samples: int | None = None,
              seed: int = 0, data_dir: str | Path | None = None, batch_size: int = 50,
              out_dir: str | Path | None = None, progress: bool = True,
              pipelined: bool = True, trace_layer: str | None = None) -> Result:
     """Run ``workload_path`` on ``arch_path`` bit-true over ``samples`` test samples.
 
-    ``seed`` fixes every random draw (static variation, ADC curves, noise); ``samples=None``
+    ``arch_path`` is an arch YAML or an already loaded :class:`~sim.config.Arch` (a sweep
+    point). ``seed`` fixes every random draw (static variation, ADC curves, noise); ``samples=None``
     uses the whole test split. With ``out_dir`` the run is resumable (see module docstring).
     ``trace_layer`` names a mapped layer whose per-cycle trace for the first test sample is
     written to ``out_dir/trace_<layer>.csv``.
     """
     start = time.perf_counter()
-    arch_path, workload_path = Path(arch_path), Path(workload_path)
-    arch = load_arch(arch_path)
+    workload_path = Path(workload_path)
+    if isinstance(arch_path, Arch):
+        arch, arch_path = arch_path, Path(arch_path.source or "<arch>")
+    else:
+        arch_path = Path(arch_path)
+        arch = load_arch(arch_path)
     workload = load_workload(workload_path)
     model = workload.load_model()
-    x_test, y_test = workload.load_data("test", data_dir)
-    x_train, _ = workload.load_data("train", data_dir)
-    n = len(y_test) if samples is None else min(int(samples), len(y_test))
-    x_test, y_test = x_test[:n], y_test[:n]
-    calib = x_train[: workload.calibration_samples]
+    x_test, y_test, calib = _cached_data(
+        workload_path.resolve(), workload_path.stat().st_mtime,
+        None if data_dir is None else str(data_dir), samples, workload.calibration_samples)
+    n = len(y_test)
     recipe = QuantRecipe(weight_bits=workload.bits.weights,
                          activation_bits=workload.bits.activations)
     mapped = map_model(model, arch, recipe, calib, seed=seed)
 
     n_batches = -(-n // batch_size)
-    state = {"key": _config_key(arch_path, workload, n, seed, batch_size), "done": 0,
+    state = {"key": _config_key(arch, workload, n, seed, batch_size), "done": 0,
              "float_correct": 0, "hw_correct": 0, "agree": 0,
              "events": {rec.name: Events().counts() for rec in mapped.layers}}
     progress_file = None

@@ -200,7 +200,8 @@ class CrossbarLayer:
 
         Used with ``crossbar.adc.range: calibrated``: the full scale of column ``c`` in row group
         ``g`` is the ``calibration_percentile`` of its ideal-ADC partial sums over all steps and
-        samples (at least one level).
+        samples, and its step that full scale over ``codes - 1`` rounded up to a power of two
+        of at least one level (exact when the range fits the codes).
         """
         adc = self.arch.crossbar.adc
         x = np.asarray(x)
@@ -210,7 +211,11 @@ class CrossbarLayer:
                 per_group[gi].append(psum.copy())
         full = np.stack([np.percentile(np.concatenate(ps), adc.calibration_percentile, axis=0)
                          for ps in per_group])
-        self._set_steps(np.maximum(full, 1.0) / (adc.codes - 1))
+        # The step is a power of two of at least one level: the digital side reconstructs by
+        # shifting, and a column whose range fits the codes converts exactly (a finer step
+        # would only add rounding error to the integer partial sums).
+        need = np.maximum(full, 1.0) / (adc.codes - 1)
+        self._set_steps(2.0 ** np.maximum(np.ceil(np.log2(need)), 0.0))
 
     def _run_chunk(self, x: np.ndarray, m0: int, call_seed: tuple, out: np.ndarray) -> Events:
         """Simulate samples ``x`` (a chunk starting at sample ``m0``) into ``out``."""

@@ -1,0 +1,146 @@
+"""Where design points run: in this process, on a local process pool, or on a Dask cluster.
+
+Every executor takes the same picklable tasks and runs the same top-level function
+(:func:`evaluate_point`), so a point's result does not depend on where it ran: each task
+carries its full arch mapping, the workload's absolute path and its seed, and each worker
+runs the bit-true kernels single-threaded (one point per core). Results stream back as they
+finish; the coordinator stores them (:mod:`analysis.store`).
+
+- ``serial`` (``--workers 0``): in this process, for debugging.
+- ``LocalPool`` (default): a ``concurrent.futures`` process pool of ``--workers`` processes
+  (default: the usable cores), started with ``spawn`` so no thread state of the parent is
+  forked. Nothing to install or start.
+- ``DaskExecutor`` (``--scheduler tcp://HOST:PORT``): an existing ``dask.distributed``
+  cluster. Its workers must import this imcsim and see the workload, checkpoint and data
+  files at the same absolute paths (a shared file system or the same container image).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from multiprocessing import get_context
+from typing import Any
+
+from sim.errors import UserError
+
+Task = dict[str, Any]
+Outcome = dict[str, Any]
+
+
+def single_threaded() -> None:
+    """Run the bit-true kernels on one thread in this process (one point per core)."""
+    os.environ["IMCSIM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def evaluate_point(task: Task) -> Outcome:
+    """Simulate one design point; never raises for a user-level problem.
+
+    Returns ``{"key", "status": "ok", "metrics", "seconds"}``, or ``status: "invalid"`` with
+    the reason when the arch cannot be built or the model cannot be mapped onto it, or
+    ``status: "error"`` with a traceback when imcsim itself failed (a bug; not stored, so a
+    rerun retries it).
+    """
+    from analysis.run import simulate
+    from analysis.sweep_spec import METRICS
+    from sim.config.loader import arch_from_dict
+
+    single_threaded()
+    start = time.perf_counter()
+    out: Outcome = {"key": task["key"]}
+    try:
+        arch = arch_from_dict(task["arch"], source=task["label"])
+        result = simulate(arch, task["workload"], samples=task["samples"], seed=task["seed"],
+                          data_dir=task["data_dir"], batch_size=task["batch_size"],
+                          progress=False)
+    except UserError as err:
+        out.update(status="invalid", reason=str(err))
+    except Exception:  # noqa: BLE001 - reported to the coordinator, which keeps going
+        out.update(status="error", reason=traceback.format_exc())
+    else:
+        out.update(status="ok", metrics={m: float(getattr(result, m)) for m in METRICS})
+    out["seconds"] = time.perf_counter() - start
+    return out
+
+
+class Serial:
+    """Runs tasks one after another in this process."""
+
+    name = "serial"
+
+    def run(self, fn: Callable[[Task], Outcome], tasks: list[Task]) -> Iterator[Outcome]:
+        """Yield each task's outcome as it finishes."""
+        for task in tasks:
+            yield fn(task)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class LocalPool:
+    """A process pool on this machine (see module docstring)."""
+
+    def __init__(self, workers: int | None = None):
+        self.workers = workers or len(os.sched_getaffinity(0))
+        self.name = f"local pool, {self.workers} processes"
+        self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=get_context("spawn"),
+                                         initializer=single_threaded)
+
+    def run(self, fn: Callable[[Task], Outcome], tasks: list[Task]) -> Iterator[Outcome]:
+        """Yield outcomes as they finish, keeping at most two tasks queued per worker."""
+        pending = set()
+        queue = list(reversed(tasks))
+        while queue or pending:
+            while queue and len(pending) < 2 * self.workers:
+                pending.add(self._pool.submit(fn, queue.pop()))
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                yield fut.result()
+
+    def close(self) -> None:
+        """Stop the worker processes (cancelling anything not started)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class DaskExecutor:
+    """An existing Dask distributed cluster at ``address`` (see module docstring)."""
+
+    def __init__(self, address: str):
+        try:
+            from distributed import Client
+        except ImportError:
+            raise UserError("--scheduler needs dask.distributed: pip install 'dask[distributed]'"
+                            ) from None
+        try:
+            self._client = Client(address, timeout="15s")
+        except (OSError, TimeoutError) as exc:
+            raise UserError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+        workers = self._client.scheduler_info().get("workers", {})
+        self.name = f"Dask cluster {address}, {len(workers)} workers"
+
+    def run(self, fn: Callable[[Task], Outcome], tasks: list[Task]) -> Iterator[Outcome]:
+        """Yield outcomes as the cluster finishes them."""
+        from distributed import as_completed
+
+        futures = self._client.map(fn, tasks, pure=False)
+        for fut in as_completed(futures):
+            yield fut.result()
+
+    def close(self) -> None:
+        """Disconnect from the cluster (it keeps running)."""
+        self._client.close()
+
+
+def make_executor(workers: int | None = None, scheduler: str | None = None):
+    """The executor for the command-line options ``--workers`` and ``--scheduler``."""
+    if scheduler:
+        return DaskExecutor(scheduler)
+    if workers == 0:
+        return Serial()
+    return LocalPool(workers)

@@ -1,0 +1,121 @@
+"""``imcsim montecarlo``: N simulated chips of one design, in parallel, with statistics.
+
+A chip is one draw of every static non-ideality (cell variation, stuck-at cells, ADC
+curves): chip ``i`` is the arch with ``variation.seed = base_seed + i``, run on the same test
+samples with the same run seed. The chips run as points of a sweep (same executors, same
+resumable ``montecarlo.db``), optionally at several levels of one variation parameter
+(``--vary variation.cell.sigma=0,0.05,0.1``). For each level the mean, the sample standard
+deviation and a Student-t confidence interval of the mean are reported for accuracy, energy
+and latency, and written to ``montecarlo.json`` (the input of the report's variation
+section, see ``docs/reports.md``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from analysis.sweep import run_sweep
+from analysis.sweep_spec import Parameter, SweepSpec
+from sim.errors import UserError
+from sim.fileio import atomic_write
+
+METRICS = ("hardware_accuracy", "float_accuracy", "energy_per_inference_nj",
+           "latency_per_inference_s")
+
+
+def parse_vary(text: str | None) -> tuple[str, tuple[Any, ...]] | None:
+    """``PATH=v1,v2,...`` -> ``(PATH, values)``; values parsed as YAML scalars."""
+    if not text:
+        return None
+    path, sep, values = text.partition("=")
+    items = [yaml.safe_load(v) for v in values.split(",") if v.strip()]
+    if not sep or not path.strip() or not items:
+        raise UserError(f"--vary {text!r}: expected PATH=VALUE,VALUE,... such as "
+                        "variation.cell.sigma=0,0.05,0.1")
+    return path.strip(), tuple(items)
+
+
+def confidence_interval(values: np.ndarray, confidence: float) -> dict[str, float]:
+    """Mean, sample std and the Student-t interval of the mean of ``values``."""
+    from scipy import stats
+
+    x = np.asarray(values, dtype=float)
+    n = len(x)
+    mean = float(x.mean()) if n else math.nan
+    std = float(x.std(ddof=1)) if n > 1 else 0.0
+    half = float(stats.t.ppf((1 + confidence) / 2, n - 1) * std / math.sqrt(n)) if n > 1 else 0.0
+    return {"mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half, "n": n}
+
+
+def run_montecarlo(arch_path: Path, workload_path: Path, *, chips: int, samples: int | None,
+                   seed: int = 0, base_seed: int = 0, vary: str | None = None,
+                   batch_size: int = 100, data_dir: str | None = None,
+                   out_dir: str | Path, workers: int | None = None,
+                   scheduler: str | None = None, confidence: float = 0.95,
+                   progress: bool = True, command: str = "") -> dict[str, Any]:
+    """Run the chips (resuming finished ones) and return the ``montecarlo.json`` mapping."""
+    if chips < 1:
+        raise UserError(f"--chips must be at least 1, got {chips}")
+    if not 0 < confidence < 1:
+        raise UserError(f"--confidence must be between 0 and 1, got {confidence}")
+    levels = parse_vary(vary)
+    params = [Parameter(name="variation.seed", paths=("variation.seed",),
+                        values=tuple(base_seed + i for i in range(chips)))]
+    if levels:
+        params.insert(0, Parameter(name=levels[0], paths=(levels[0],), values=levels[1]))
+    spec = SweepSpec(source=Path(arch_path).resolve(), name="montecarlo",
+                     arch_path=Path(arch_path).resolve(),
+                     workload_path=Path(workload_path).resolve(), samples=samples, seed=seed,
+                     batch_size=batch_size,
+                     data_dir=None if data_dir is None else str(Path(data_dir).resolve()),
+                     fixed={}, parameters=tuple(params), method="grid", points=0,
+                     sampling_seed=0, scaling=False, constraints=(), objectives={})
+    outcome = run_sweep(spec, out_dir, workers=workers, scheduler=scheduler, progress=progress,
+                        db_name="montecarlo.db", command=command)
+    bad = [r for r in outcome.rows if r.status != "ok"]
+    if bad:
+        raise UserError(f"{len(bad)} chip(s) could not be simulated; first: {bad[0].reason}")
+    if outcome.errors:
+        raise UserError(f"{len(outcome.errors)} chip(s) failed with an internal error; "
+                        f"a rerun retries them. First:\n{outcome.errors[0]}")
+    report = {"kind": "imcsim-montecarlo", "arch": str(arch_path), "workload": str(workload_path),
+              "samples": samples, "chips": chips, "base_seed": base_seed, "run_seed": seed,
+              "confidence": confidence, "levels": []}
+    level_values = levels[1] if levels else (None,)
+    for value in level_values:
+        rows = [r for r in outcome.rows if not levels or r.params[levels[0]] == value]
+        chips_out = [{"seed": r.params["variation.seed"],
+                      **{m: r.metrics[m] for m in METRICS}} for r in rows]
+        report["levels"].append({
+            "label": f"{levels[0]}={value}" if levels else "as configured",
+            "param": levels[0] if levels else None, "value": value, "chips": chips_out,
+            "summary": {m: confidence_interval(np.array([c[m] for c in chips_out]), confidence)
+                        for m in METRICS}})
+    out = Path(out_dir)
+    atomic_write(out / "montecarlo.json", lambda fh: json.dump(report, fh, indent=1), text=True)
+    return report
+
+
+def format_montecarlo(report: dict[str, Any]) -> str:
+    """A table of the per-level statistics."""
+    conf = int(round(100 * report["confidence"]))
+    lines = [f"{report['chips']} chips x {report['samples'] or 'all'} test samples, "
+             f"{conf} % confidence intervals of the mean",
+             f"  {'level':<30}{'hw accuracy %':>24}{'energy/inf nJ':>26}{'latency us':>22}"]
+    for lv in report["levels"]:
+        s = lv["summary"]
+        lines.append(f"  {lv['label'][:29]:<30}{_cell(s, 'hardware_accuracy', 100):>24}"
+                     f"{_cell(s, 'energy_per_inference_nj', 1):>26}"
+                     f"{_cell(s, 'latency_per_inference_s', 1e6):>22}")
+    return "\n".join(lines)
+
+
+def _cell(summary: dict[str, Any], metric: str, scale: float) -> str:
+    v = summary[metric]
+    return f"{v['mean'] * scale:.4g} [{v['ci_low'] * scale:.4g}, {v['ci_high'] * scale:.4g}]"

@@ -1,0 +1,301 @@
+"""Design-space sweeps: spec validation, scaling, Pareto fronts, resumption, executors."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import ISAAC_YAML, REPO
+
+from analysis.pareto import pareto_mask
+from analysis.scaling import rescale
+from analysis.sweep import run_sweep
+from analysis.sweep_spec import check_against_base, load_sweep, set_path
+from sim.components.converters import survey_adc_energy_pj
+from sim.config.loader import arch_from_dict, read_yaml
+from sim.errors import ConfigError
+
+# Two ADC resolutions x two crossbar sizes on the digits CNN: the 4-bit points cannot hold
+# ISAAC's partial sums with a fixed, non-clipping range (invalid), the 128x128 point breaks
+# the area constraint (ISAAC's 85.4 mm2; 64x64 crossbars give 82.1 mm2), one point is ok.
+SMALL = {
+    "name": "small",
+    "arch": str(ISAAC_YAML),
+    "workload": "digits_cnn",
+    "samples": 40,
+    "batch_size": 40,
+    "parameters": {
+        "crossbar.adc.bits": [4, 8],
+        "crossbar.size": {"paths": ["crossbar.rows", "crossbar.columns"], "values": [64, 128]},
+    },
+    "constraints": ["area_mm2 <= 84"],
+    "objectives": {"hardware_accuracy": "max", "tops_per_w": "max"},
+}
+
+
+def write_spec(tmp_path: Path, spec: dict, name: str = "sweep.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def problems_of(tmp_path: Path, **changes) -> list[tuple[str, str]]:
+    spec = copy.deepcopy(SMALL)
+    spec.update(changes)
+    with pytest.raises(ConfigError) as info:
+        parsed = load_sweep(write_spec(tmp_path, spec))
+        check_against_base(parsed, read_yaml(parsed.arch_path))
+    return info.value.problems
+
+
+# ----------------------------------------------------------------------------- the YAML
+def test_grid_points_and_linked_parameter(tmp_path):
+    spec = load_sweep(write_spec(tmp_path, SMALL))
+    points = spec.design_points()
+    assert len(points) == 4
+    assert points[0] == {"crossbar.adc.bits": 4, "crossbar.size": 64}
+    assert spec.parameters[1].paths == ("crossbar.rows", "crossbar.columns")
+
+
+def test_random_sampling_is_seeded_and_in_range(tmp_path):
+    spec = dict(SMALL, sampling={"method": "random", "points": 5, "seed": 3},
+                parameters={"variation.cell.sigma": {"low": 0.01, "high": 0.2, "log": True},
+                            "crossbar.adc.bits": [6, 7, 8]})
+    a = load_sweep(write_spec(tmp_path, spec)).design_points()
+    b = load_sweep(write_spec(tmp_path, spec)).design_points()
+    assert a == b and len(a) == 5
+    assert all(0.01 <= p["variation.cell.sigma"] <= 0.2 for p in a)
+    assert {p["crossbar.adc.bits"] for p in a} <= {6, 7, 8}
+
+
+@pytest.mark.parametrize(("changes", "path", "words"), [
+    ({"parameters": {"crossbar.adc.bitz": [4, 8]}}, "parameters.crossbar.adc.bitz",
+     "not an arch setting"),
+    ({"objectives": {"topsw": "max"}}, "objectives.topsw", "unknown metric"),
+    ({"objectives": {"tops_per_w": "up"}}, "objectives.tops_per_w", "max or min"),
+    ({"constraints": ["area < lots"]}, "constraints[0]", "unknown metric"),
+    ({"constraints": ["area_mm2 <= lots"]}, "constraints[0]", "not a number"),
+    ({"parameters": {}}, "parameters", "at least one"),
+    ({"parameters": {"crossbar.rows": {"low": 1, "high": 2}}}, "parameters.crossbar.rows",
+     "needs 'points'"),
+    ({"parameters": {"components[nope].power": ["1mW"]}}, "parameters.components[nope].power",
+     "no components entry named 'nope'"),
+    ({"workload": "no_such_workload"}, "workload", "file not found"),
+    ({"samplez": 3}, "samplez", "unknown key"),
+])
+def test_spec_mistakes_name_their_yaml_path(tmp_path, changes, path, words):
+    problems = problems_of(tmp_path, **changes)
+    assert any(p == path and words in m for p, m in problems), problems
+
+
+def test_set_path_addresses_component_rows_by_name():
+    data = read_yaml(ISAAC_YAML)
+    set_path(data, "components[adc].power", "8mW")
+    set_path(data, "variation.cell.sigma", 0.1)
+    arch = arch_from_dict(data)
+    assert next(c for c in arch.components if c.name == "adc").power_mw == 8.0
+    assert arch.variation.cell.sigma == 0.1
+
+
+# ----------------------------------------------------------------------------- scaling
+def _point(**changes):
+    base = read_yaml(ISAAC_YAML)
+    data = copy.deepcopy(base)
+    for k, v in changes.items():
+        set_path(data, k, v)
+    base_arch = arch_from_dict(base)
+    notes = rescale(base_arch, arch_from_dict(data), data, set(changes))
+    return base_arch, arch_from_dict(data), notes
+
+
+def test_scaling_follows_the_adc_survey_model():
+    base, arch, notes = _point(**{"crossbar.adc.bits": 4, "crossbar.adc.clip": True})
+    ratio = survey_adc_energy_pj(4, 1.28e9, 32) / survey_adc_energy_pj(8, 1.28e9, 32)
+    assert arch.energy.adc_conversion_pj == pytest.approx(base.energy.adc_conversion_pj * ratio,
+                                                          rel=1e-5)
+    adc0 = next(c for c in base.components if c.name == "adc")
+    adc1 = next(c for c in arch.components if c.name == "adc")
+    assert adc1.power_mw == pytest.approx(adc0.power_mw * ratio, rel=1e-5)
+    assert adc1.area_um2 < adc0.area_um2
+    assert any("energy.adc_conversion" in n for n in notes)
+
+
+def test_scaling_follows_the_crossbar_size():
+    base, arch, _ = _point(**{"crossbar.rows": 64, "crossbar.columns": 64})
+    by = {c.name: c for c in arch.components}
+    by0 = {c.name: c for c in base.components}
+    assert by["dac"].count == by0["dac"].count // 2
+    assert by["dac"].power_mw == pytest.approx(by0["dac"].power_mw / 2, rel=1e-5)
+    assert by["sample_hold"].power_mw == pytest.approx(by0["sample_hold"].power_mw * 65 / 129,
+                                                       rel=1e-5)
+    # the array's cells: half the rows, 65 of 129 columns (the unit column included)
+    assert by["crossbar"].area_um2 == pytest.approx(by0["crossbar"].area_um2 * 65 / 258,
+                                                    rel=1e-5)
+    # ADC rate follows the columns so the 100 ns crossbar cycle is kept.
+    assert arch.crossbar.adc.rate_hz == pytest.approx(1.28e9 * 65 / 129, rel=1e-5)
+    assert by["router"] == by0["router"]
+
+
+def test_scaling_keeps_explicit_values_and_unchanged_points():
+    _, arch, _ = _point(**{"crossbar.adc.bits": 4, "crossbar.adc.clip": True,
+                           "energy.adc_conversion": "1pJ"})
+    assert arch.energy.adc_conversion_pj == 1.0
+    base, same, notes = _point(**{"crossbar.cell.bits": 1})
+    assert notes == [] and same.components == base.components
+
+
+# ----------------------------------------------------------------------------- Pareto
+def test_pareto_mask_dominance_ties_and_directions():
+    v = np.array([[1.0, 5.0], [2.0, 4.0], [1.0, 4.0], [2.0, 4.0], [0.5, 6.0]])
+    # maximize both: (1,4) is dominated by (1,5) and (2,4); equal rows stay together.
+    assert pareto_mask(v, ["max", "max"]).tolist() == [True, True, False, True, True]
+    # maximize x, minimize y: the two (2, 4) rows beat every other row in both.
+    assert pareto_mask(v, ["max", "min"]).tolist() == [False, True, False, True, False]
+
+
+# ----------------------------------------------------------------------------- a real sweep
+@pytest.fixture(scope="module")
+def small_sweep(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("small")
+    spec = load_sweep(write_spec(tmp, SMALL))
+    return spec, run_sweep(spec, tmp / "out", workers=0, progress=False), tmp / "out"
+
+
+def test_sweep_statuses_and_reasons(small_sweep):
+    _, outcome, _ = small_sweep
+    status = {(r.params["crossbar.adc.bits"], r.params["crossbar.size"]): r
+              for r in outcome.rows}
+    assert status[4, 64].status == status[4, 128].status == "invalid"
+    assert "crossbar.adc" in status[4, 64].reason and "cannot hold" in status[4, 64].reason
+    assert status[8, 128].status == "infeasible"
+    assert "area_mm2 <= 84" in status[8, 128].reason
+    assert status[8, 128].metrics["area_mm2"] > 84
+    assert status[8, 64].status == "ok"
+    assert [r.idx for r in outcome.front] == [status[8, 64].idx]
+    assert outcome.computed == 4 and outcome.resumed == 0
+
+
+def test_sweep_outputs(small_sweep):
+    _, outcome, out = small_sweep
+    for name in ("sweep.db", "points.csv", "pareto.csv", "pareto.md", "pareto.png",
+                 "sweep.json"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "sweep.json").read_text())
+    assert summary["counts"] == {"invalid": 2, "infeasible": 1, "ok": 1}
+    assert len((out / "points.csv").read_text().strip().splitlines()) == 5
+    assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rerun_recomputes_nothing(small_sweep, tmp_path):
+    spec, first, out = small_sweep
+    again = run_sweep(spec, out, workers=0, progress=False)
+    assert again.computed == 0 and again.resumed == 4
+    assert [(r.key, r.metrics) for r in again.rows] == [(r.key, r.metrics) for r in first.rows]
+
+
+def test_mapping_errors_are_invalid_points_not_failures(tmp_path):
+    spec = dict(SMALL, parameters={"inputs.bits": [4, 16]}, constraints=[])
+    outcome = run_sweep(load_sweep(write_spec(tmp_path, spec)), tmp_path / "o", workers=0,
+                        progress=False)
+    by = {r.params["inputs.bits"]: r for r in outcome.rows}
+    assert by[4].status == "invalid" and "activation" in by[4].reason
+    assert by[16].status == "ok"
+
+
+# ----------------------------------------------------------------------------- kill -9
+KILL_SPEC = {
+    "name": "kill",
+    "arch": str(ISAAC_YAML),
+    "workload": "digits_cnn",
+    "samples": 360,
+    "batch_size": 120,
+    "parameters": {"crossbar.cell.bits": [1, 2],
+                   "crossbar.size": {"paths": ["crossbar.rows", "crossbar.columns"],
+                                     "values": [32, 64, 128]}},
+    "objectives": {"hardware_accuracy": "max", "energy_per_inference_nj": "min"},
+}
+
+
+def _rows(db: Path) -> dict[str, tuple]:
+    con = sqlite3.connect(db)
+    try:
+        return {k: (run, finished) for k, run, finished in
+                con.execute("SELECT key, run, finished FROM points")}
+    finally:
+        con.close()
+
+
+@pytest.mark.slow
+def test_kill_minus_nine_then_resume(tmp_path):
+    spec = write_spec(tmp_path, KILL_SPEC)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "analysis.cli", "sweep", str(spec), "--out", str(out),
+           "--workers", "1", "--quiet"]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = out / "sweep.db"
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline:
+            if db.is_file() and len(_rows(db)) >= 2:
+                break
+            if proc.poll() is not None:
+                pytest.fail("the sweep finished before it could be killed")
+            time.sleep(0.2)
+        else:
+            pytest.fail("no point finished in time")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    before = _rows(db)
+    assert 2 <= len(before) < 6
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    after = _rows(db)
+    assert len(after) == 6
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT COUNT(*), COUNT(DISTINCT key) FROM points").fetchone() == (6, 6)
+    con.close()
+    for key, stored in before.items():
+        assert after[key] == stored  # finished before the kill: kept, not recomputed
+    new_runs = {after[k][0] for k in after if k not in before}
+    assert len(new_runs) == 1 and new_runs.isdisjoint({r for r, _ in before.values()})
+    assert f"{len(before)} were already in" in done.stdout
+    assert f"{6 - len(before)} evaluated now" in done.stdout
+
+
+# ----------------------------------------------------------------------------- executors
+DASK_SPEC = dict(SMALL, name="dask", constraints=[],
+                 parameters={"crossbar.cell.bits": [1, 2],
+                             "variation.cell.sigma": [0.0, 0.02]})
+
+
+@pytest.mark.slow
+def test_dask_local_cluster_matches_local_pool(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    spec = load_sweep(write_spec(tmp_path, DASK_SPEC))
+    local = run_sweep(spec, tmp_path / "local", workers=2, progress=False)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        remote = run_sweep(spec, tmp_path / "dask", scheduler=cluster.scheduler_address,
+                           progress=False)
+    assert remote.computed == local.computed == 4
+    assert all(r.status == "ok" for r in local.rows)
+    assert [(r.key, r.status, r.metrics) for r in remote.rows] == \
+        [(r.key, r.status, r.metrics) for r in local.rows]
+    # the variation points differ from the ideal ones, so the comparison is not vacuous
+    acc = {(r.params["crossbar.cell.bits"], r.params["variation.cell.sigma"]):
+           r.metrics["hardware_accuracy"] for r in local.rows}
+    energy = {r.metrics["energy_per_inference_nj"] for r in local.rows}
+    assert len(energy) >= 2 and len(set(acc.values())) >= 1
