@@ -22,8 +22,10 @@ import yaml
 
 from analysis.sweep import run_sweep
 from analysis.sweep_spec import Parameter, SweepSpec
+from sim.config import load_arch
 from sim.errors import UserError
 from sim.fileio import atomic_write
+from workloads.spec import load_workload
 
 METRICS = ("hardware_accuracy", "float_accuracy", "energy_per_inference_nj",
            "latency_per_inference_s")
@@ -84,7 +86,9 @@ def run_montecarlo(arch_path: Path, workload_path: Path, *, chips: int, samples:
     if outcome.errors:
         raise UserError(f"{len(outcome.errors)} chip(s) failed with an internal error; "
                         f"a rerun retries them. First:\n{outcome.errors[0]}")
-    report = {"kind": "imcsim-montecarlo", "arch": str(arch_path), "workload": str(workload_path),
+    report = {"kind": "imcsim-montecarlo", "arch": load_arch(arch_path).name,
+              "arch_file": str(arch_path), "workload": load_workload(workload_path).name,
+              "workload_file": str(workload_path),
               "samples": samples, "chips": chips, "base_seed": base_seed, "run_seed": seed,
               "confidence": confidence, "levels": []}
     level_values = levels[1] if levels else (None,)

@@ -85,7 +85,7 @@ MISTAKES = [
     ({"colour": "red"}, "colour", "unknown key; valid keys here:"),
     ({"name": None}, "name", "is required"),
     ({"name": "a/b"}, "name", "letters, digits"),
-    ({"model": "resnet99"}, "model", "must be one of digits_cnn, lenet5, resnet20, vgg_small"),
+    ({"model": "resnet99"}, "model", "must be one of cifar_cnn, digits_cnn, lenet5, resnet20, vgg_small"),
     ({"dataset": "imagenet"}, "dataset", "must be one of cifar10, digits, fashion_mnist"),
     ({"dataset": "cifar10"}, "dataset", "takes 1x28x28 inputs but data set cifar10 has 3x32x32"),
     ({"bits": None}, "bits", "is required"),
