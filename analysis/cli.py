@@ -7,6 +7,7 @@ prints one clear message and exits non-zero (2), never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -62,6 +63,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from analysis.sweep_spec import load_sweep
 
     spec = load_sweep(args.spec)
+    if args.data_dir and spec.data_dir is None:
+        spec = dataclasses.replace(spec, data_dir=str(Path(args.data_dir).resolve()))
     outcome = run_sweep(spec, args.out, workers=args.workers, scheduler=args.scheduler,
                         progress=not args.quiet, command=" ".join(sys.argv))
     print(format_outcome(outcome, spec))
@@ -216,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--out", default=None,
                     help="output folder (default results/sweep_NAME); sweep.db there makes a "
                          "rerun resume")
+    sw.add_argument("--data-dir", default=None,
+                    help="data folder when the sweep YAML names none (default: $IMCSIM_DATA)")
     _add_executor_options(sw)
     sw.set_defaults(func=_cmd_sweep)
 
