@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # The CPU wheel of torch, installed before the project so that pip never pulls a CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test lint install bench reproduce clean
+.PHONY: demo test lint install bench sweep-example reproduce clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,23 @@ test: install lint
 
 bench: install
 	$(BIN)/python bench/bench_kernels.py
+
+# The shipped example sweep (digits; runs from a fresh clone, ~2.5 min on two cores).
+sweep-example: install
+	$(BIN)/imcsim sweep examples/sweep_isaac_adc.yaml
+
+# The reports and sweeps in docs/ (needs MNIST and CIFAR-10 in $(DATA); about an hour on two
+# cores). Each step resumes where it stopped.
+DATA ?= ../shared/data
+REPORT := docs/reports/isaac_lenet5
+reproduce: install
+	$(BIN)/imcsim run isaac_32nm lenet5_mnist --samples 2000 --batch-size 100 --data-dir $(DATA) --out $(REPORT) --quiet
+	$(BIN)/imcsim montecarlo isaac_32nm lenet5_mnist --chips 8 --samples 500 --vary variation.cell.sigma=0,0.005,0.01,0.02,0.05 --data-dir $(DATA) --out $(REPORT) --quiet
+	$(BIN)/imcsim report $(REPORT)/result.json --format html
+	$(BIN)/imcsim report $(REPORT)/result.json --format md
+	$(BIN)/imcsim sweep examples/sweep_isaac_adc.yaml --out docs/sweeps/isaac_adc_digits --quiet
+	$(BIN)/imcsim sweep examples/sweep_isaac_cifar10.yaml --data-dir $(DATA) --out docs/sweeps/isaac_cifar10_local --quiet
+	$(BIN)/python bench/sweep_localcluster.py examples/sweep_isaac_cifar10.yaml --workers 2 --data-dir $(DATA) --out docs/sweeps/isaac_cifar10_dask
 
 clean:
 	rm -rf results .pytest_cache .ruff_cache build *.egg-info

@@ -140,12 +140,10 @@ class SweepSpec:
 
     def base_fingerprint(self, extra: str = "") -> str:
         """A hash of everything every point shares (files, samples, seed, fixed settings)."""
-        h = hashlib.sha256()
-        h.update(self.arch_path.read_bytes())
-        h.update(self.workload_path.read_bytes())
-        h.update(json.dumps([self.samples, self.seed, self.batch_size, self.fixed,
-                             self.scaling, extra], sort_keys=True, default=str).encode())
-        return h.hexdigest()
+        # The parsed files, not their bytes: editing a comment must not invalidate results.
+        blob = [read_yaml(self.arch_path), read_yaml(self.workload_path), self.samples,
+                self.seed, self.batch_size, self.fixed, self.scaling, extra]
+        return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def point_key(fingerprint: str, values: dict[str, Any]) -> str:

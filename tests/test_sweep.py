@@ -299,3 +299,15 @@ def test_dask_local_cluster_matches_local_pool(tmp_path):
            r.metrics["hardware_accuracy"] for r in local.rows}
     energy = {r.metrics["energy_per_inference_nj"] for r in local.rows}
     assert len(energy) >= 2 and len(set(acc.values())) >= 1
+
+
+def test_cli_sweep_reports_spec_mistakes_with_exit_2(tmp_path, capsys):
+    from analysis.cli import main
+
+    spec = dict(SMALL, objectives={"topsw": "max"})
+    code = main(["sweep", str(write_spec(tmp_path, spec)), "--out", str(tmp_path / "o"),
+                 "--workers", "0", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "objectives.topsw" in err and "Traceback" not in err
+    assert not (tmp_path / "o" / "sweep.db").exists()
