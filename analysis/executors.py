@@ -25,7 +25,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from typing import Any
 
-from sim.errors import UserError
+from sim.errors import ConfigError, MappingError, UserError
 
 Task = dict[str, Any]
 Outcome = dict[str, Any]
@@ -43,9 +43,10 @@ def evaluate_point(task: Task) -> Outcome:
     """Simulate one design point; never raises for a user-level problem.
 
     Returns ``{"key", "status": "ok", "metrics", "seconds"}``, or ``status: "invalid"`` with
-    the reason when the arch cannot be built or the model cannot be mapped onto it, or
-    ``status: "error"`` with a traceback when imcsim itself failed (a bug; not stored, so a
-    rerun retries it).
+    the reason when the arch cannot be built or the model cannot be mapped onto it,
+    ``status: "failed"`` for a problem outside the point (a missing data set or checkpoint),
+    or ``status: "error"`` with a traceback when imcsim itself failed (a bug). Only ``ok`` and
+    ``invalid`` are stored; the others are retried by a rerun.
     """
     from analysis.run import simulate
     from analysis.sweep_spec import METRICS
@@ -59,8 +60,10 @@ def evaluate_point(task: Task) -> Outcome:
         result = simulate(arch, task["workload"], samples=task["samples"], seed=task["seed"],
                           data_dir=task["data_dir"], batch_size=task["batch_size"],
                           progress=False)
-    except UserError as err:
+    except (ConfigError, MappingError) as err:
         out.update(status="invalid", reason=str(err))
+    except UserError as err:  # missing data or checkpoint: the same for every point
+        out.update(status="failed", reason=str(err))
     except Exception:  # noqa: BLE001 - reported to the coordinator, which keeps going
         out.update(status="error", reason=traceback.format_exc())
     else:
@@ -94,14 +97,15 @@ class LocalPool:
 
     def run(self, fn: Callable[[Task], Outcome], tasks: list[Task]) -> Iterator[Outcome]:
         """Yield outcomes as they finish, keeping at most two tasks queued per worker."""
-        pending = set()
+        pending: dict = {}
         queue = list(reversed(tasks))
         while queue or pending:
             while queue and len(pending) < 2 * self.workers:
-                pending.add(self._pool.submit(fn, queue.pop()))
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                task = queue.pop()
+                pending[self._pool.submit(fn, task)] = task
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
-                yield fut.result()
+                yield _outcome(fut, pending.pop(fut))
 
     def close(self) -> None:
         """Stop the worker processes (cancelling anything not started)."""
@@ -129,18 +133,30 @@ class DaskExecutor:
         from distributed import as_completed
 
         futures = self._client.map(fn, tasks, pure=False)
+        task_of = dict(zip(futures, tasks, strict=True))
         for fut in as_completed(futures):
-            yield fut.result()
+            yield _outcome(fut, task_of[fut])
 
     def close(self) -> None:
         """Disconnect from the cluster (it keeps running)."""
         self._client.close()
 
 
+def _outcome(future: Any, task: Task) -> Outcome:
+    """A finished future's outcome; a lost worker (killed, out of memory) is an error."""
+    try:
+        return future.result()
+    except Exception as exc:  # noqa: BLE001 - BrokenProcessPool, KilledWorker, ...
+        return {"key": task["key"], "status": "error", "seconds": 0.0,
+                "reason": f"the worker running this point died: {exc!r}"}
+
+
 def make_executor(workers: int | None = None, scheduler: str | None = None):
     """The executor for the command-line options ``--workers`` and ``--scheduler``."""
     if scheduler:
         return DaskExecutor(scheduler)
+    if workers is not None and workers < 0:
+        raise UserError(f"--workers must be 0 (in this process) or more, got {workers}")
     if workers == 0:
         return Serial()
     return LocalPool(workers)

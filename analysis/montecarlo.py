@@ -36,22 +36,35 @@ def parse_vary(text: str | None) -> tuple[str, tuple[Any, ...]] | None:
     if not text:
         return None
     path, sep, values = text.partition("=")
-    items = [yaml.safe_load(v) for v in values.split(",") if v.strip()]
+    items = [_scalar(v) for v in values.split(",") if v.strip()]
     if not sep or not path.strip() or not items:
         raise UserError(f"--vary {text!r}: expected PATH=VALUE,VALUE,... such as "
                         "variation.cell.sigma=0,0.05,0.1")
     return path.strip(), tuple(items)
 
 
+def _scalar(text: str) -> Any:
+    """A YAML scalar, with numbers YAML 1.1 leaves as strings (``1e-2``) read as floats."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def confidence_interval(values: np.ndarray, confidence: float) -> dict[str, float]:
-    """Mean, sample std and the Student-t interval of the mean of ``values``."""
+    """Mean, sample std and the Student-t interval of the mean of ``values`` (NaN for the
+    std and the interval of fewer than two values: one chip says nothing of the spread)."""
     from scipy import stats
 
     x = np.asarray(values, dtype=float)
     n = len(x)
     mean = float(x.mean()) if n else math.nan
-    std = float(x.std(ddof=1)) if n > 1 else 0.0
-    half = float(stats.t.ppf((1 + confidence) / 2, n - 1) * std / math.sqrt(n)) if n > 1 else 0.0
+    std = float(x.std(ddof=1)) if n > 1 else math.nan
+    half = float(stats.t.ppf((1 + confidence) / 2, n - 1) * std / math.sqrt(n)) if n > 1 \
+        else math.nan
     return {"mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half, "n": n}
 
 
@@ -62,8 +75,9 @@ def run_montecarlo(arch_path: Path, workload_path: Path, *, chips: int, samples:
                    scheduler: str | None = None, confidence: float = 0.95,
                    progress: bool = True, command: str = "") -> dict[str, Any]:
     """Run the chips (resuming finished ones) and return the ``montecarlo.json`` mapping."""
-    if chips < 1:
-        raise UserError(f"--chips must be at least 1, got {chips}")
+    if chips < 2:
+        raise UserError(f"--chips must be at least 2 (a confidence interval needs two chips), "
+                        f"got {chips}")
     if not 0 < confidence < 1:
         raise UserError(f"--confidence must be between 0 and 1, got {confidence}")
     levels = parse_vary(vary)

@@ -15,7 +15,12 @@ config's stated figures as the anchor and scales them by ratios of models:
   the crossbar cycle (the pipeline's clock) is kept.
 - **DACs** (one per row): group power, area and count by ``rows' / rows``.
 - **Sample-and-holds** (one per column): by the column ratio above.
-- **Crossbar arrays**: power and area by ``rows' x columns' / (rows x columns)``.
+- **Crossbar arrays**: power and area by the cell ratio ``rows' x (columns' + unit') /
+  (rows x (columns + unit))`` (the unit column is cells too).
+
+A group's ``count`` is updated only when it scales to a whole number (ISAAC's 1,024
+sample-and-holds cover 128 data columns, so 65/129 of them is not); its power and area scale
+regardless.
 
 Per-event energies other than the ADC's are per row, per cell or per bit and so stay as
 stated. Registers, buffers, shift-and-add units, routers and links are not rescaled (their

@@ -38,9 +38,10 @@ CREATE TABLE IF NOT EXISTS points (
 );
 """
 
-#: A point evaluated and measured; ``infeasible`` ones break a constraint, ``invalid`` ones
-#: could not be built or mapped (the reason says why).
-STATUSES = ("ok", "infeasible", "invalid")
+#: What is stored: ``ok`` (measured) or ``invalid`` (could not be built or mapped; the reason
+#: says why). Constraints are applied when the outputs are written, so a measured point
+#: is stored ``ok`` whatever the constraints and re-classified when they change.
+STATUSES = ("ok", "invalid")
 
 
 @dataclass(frozen=True)

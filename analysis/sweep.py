@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import hashlib
 import io
 import json
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +34,7 @@ from analysis.scaling import rescale
 from analysis.store import PointRow, SweepStore
 from analysis.sweep_spec import SweepSpec, check_against_base, load_sweep, point_key, set_path
 from sim.config.loader import arch_from_dict, read_yaml
-from sim.errors import ConfigError
+from sim.errors import ConfigError, UserError
 from sim.fileio import atomic_write
 from workloads.spec import load_workload
 
@@ -69,8 +71,7 @@ def run_sweep(spec: SweepSpec | str | Path, out_dir: str | Path | None = None, *
     check_against_base(spec, base)
     workload = load_workload(spec.workload_path)
     fingerprint = spec.base_fingerprint(_checkpoint_digest(workload.checkpoint_path))
-    points = spec.design_points()
-    keys = [point_key(fingerprint, values) for values in points]
+    points, keys = _unique_points(spec, fingerprint)
     store = SweepStore(out / db_name)
     executor = None
     try:
@@ -95,7 +96,9 @@ def run_sweep(spec: SweepSpec | str | Path, out_dir: str | Path | None = None, *
                 meta[key] = (idx, values, notes)
         errors = _execute(executor, tasks, meta, spec, store, run_id, bar) if tasks else []
         bar.close()
-        rows = store.rows(keys)
+        order = {k: i for i, k in enumerate(keys)}
+        rows = [dataclasses.replace(r, idx=order[r.key]) for r in store.rows(keys)]
+        rows = [_classify(r, spec) for r in sorted(rows, key=lambda r: r.idx)]
     finally:
         if executor is not None:
             executor.close()
@@ -147,6 +150,8 @@ def _execute(executor, tasks, meta, spec: SweepSpec, store: SweepStore, run_id: 
     for outcome in executor.run(evaluate_point, tasks):
         idx, values, notes = meta[outcome["key"]]
         status, reason, metrics = outcome["status"], outcome.get("reason", ""), {}
+        if status == "failed":
+            raise UserError(f"point {idx} ({_describe(values)}): {reason}")
         if status == "error":
             errors.append(f"point {idx} ({_describe(values)}): {reason}")
             bar.write(f"imcsim: internal error at point {idx}; it is not stored, a rerun "
@@ -155,16 +160,39 @@ def _execute(executor, tasks, meta, spec: SweepSpec, store: SweepStore, run_id: 
             continue
         if status == "ok":
             metrics = outcome["metrics"]
-            broken = [str(c) for c in spec.constraints if not c.holds(metrics)]
-            if broken:
-                status, reason = "infeasible", "breaks " + "; ".join(broken)
-        elif status == "invalid":
+        else:
             reason = reason.replace("\n", " ")
         store.add(PointRow(key=outcome["key"], idx=idx, params=values, status=status,
                            reason=reason, metrics=metrics, notes=notes,
                            seconds=outcome["seconds"], run=run_id))
         bar.update(1)
     return errors
+
+
+def _unique_points(spec: SweepSpec, fingerprint: str) -> tuple[list[dict], list[str]]:
+    """The design points and their keys, each point once (the first occurrence)."""
+    points, keys, seen = [], [], set()
+    for values in spec.design_points():
+        key = point_key(fingerprint, spec.settings(values))
+        if key not in seen:
+            seen.add(key)
+            points.append(values)
+            keys.append(key)
+    return points, keys
+
+
+def _classify(row: PointRow, spec: SweepSpec) -> PointRow:
+    """A measured point against the spec's current constraints (applied at every run, so
+    editing a constraint re-classifies stored points without recomputing them)."""
+    if row.status != "ok":
+        return row
+    broken = [str(c) for c in spec.constraints if not c.holds(row.metrics)]
+    bad = [m for m in spec.objectives if not math.isfinite(row.metrics.get(m, math.nan))]
+    if bad:
+        broken.append(f"no finite value of {', '.join(bad)}")
+    if not broken:
+        return row
+    return dataclasses.replace(row, status="infeasible", reason="breaks " + "; ".join(broken))
 
 
 def _front(rows: list[PointRow], spec: SweepSpec) -> list[PointRow]:
@@ -213,7 +241,8 @@ def _write_outputs(outcome: SweepOutcome, spec: SweepSpec) -> None:
                "points": [{"point": r.idx, "params": r.params, "status": r.status,
                            "reason": r.reason, "metrics": r.metrics, "notes": r.notes}
                           for r in rows]}
-    atomic_write(out / "sweep.json", lambda fh: json.dump(summary, fh, indent=1), text=True)
+    atomic_write(out / "sweep.json",
+                 lambda fh: json.dump(_finite(summary), fh, indent=1, allow_nan=False), text=True)
     ok = [r for r in rows if r.status == "ok"]
     if len(spec.objectives) >= 1 and ok:
         pareto.plot_front(out / "pareto.png", [r.metrics for r in ok],
@@ -221,6 +250,17 @@ def _write_outputs(outcome: SweepOutcome, spec: SweepSpec) -> None:
                           [r.metrics for r in rows if r.status == "infeasible"],
                           title=f"{spec.name}: {len(ok)} feasible points, "
                                 f"{len(outcome.front)} on the front")
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with NaN and infinities as null (strict JSON)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def front_markdown(outcome: SweepOutcome, spec: SweepSpec) -> str:

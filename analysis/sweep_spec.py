@@ -138,6 +138,10 @@ class SweepSpec:
                 break
         return out
 
+    def settings(self, values: dict[str, Any]) -> dict[str, Any]:
+        """The YAML path -> value settings a point makes (a linked parameter sets several)."""
+        return {path: values[p.name] for p in self.parameters for path in p.paths}
+
     def base_fingerprint(self, extra: str = "") -> str:
         """A hash of everything every point shares (files, samples, seed, fixed settings)."""
         # The parsed files, not their bytes: editing a comment must not invalidate results.
@@ -192,6 +196,8 @@ def load_sweep(path: str | Path) -> SweepSpec:
     if method == "grid":
         for p in parameters:
             p.grid(join("parameters", p.name), problems)
+    if arch_path is not None and arch_path.is_file():
+        _check_paths(fixed, parameters, read_yaml(arch_path), problems)
     problems.raise_if_any()
     if data_dir is not None:
         data_dir = str((here / data_dir).resolve())
@@ -223,7 +229,7 @@ def _parameters(raw: Any, problems: Problems) -> list[Parameter]:
             if not spec:
                 problems.add(where, "needs at least one value")
                 continue
-            if _check_path(name, where, problems):
+            if _repeats(spec, where, problems) and _check_path(name, where, problems):
                 out.append(Parameter(name=name, paths=(name,), values=tuple(spec)))
             continue
         s = Section(spec, where, problems)
@@ -249,11 +255,24 @@ def _parameters(raw: Any, problems: Problems) -> list[Parameter]:
             if n is not None:
                 grid = (np.geomspace(low, high, n) if log else np.linspace(low, high, n))
                 values = [int(round(v)) if integer else float(v) for v in grid]
+                values = list(dict.fromkeys(values))  # integer rounding may repeat values
+        elif not _repeats(values, where, problems):
+            continue
         if ok:
             out.append(Parameter(name=name, paths=paths,
                                  values=None if values is None else tuple(values),
                                  low=low, high=high, log=log, integer=integer))
     return out
+
+
+def _repeats(values: list, where: str, problems: Problems) -> bool:
+    """True when ``values`` has no repeated value; otherwise report it and return False."""
+    seen = [json.dumps(v, sort_keys=True, default=str) for v in values]
+    twice = sorted({v for v in seen if seen.count(v) > 1})
+    if twice:
+        problems.add(where, f"values repeat: {', '.join(twice)}")
+        return False
+    return True
 
 
 def _sampling(raw: Any, problems: Problems) -> tuple[str, int, int]:
@@ -330,7 +349,15 @@ def set_path(data: dict[str, Any], path: str, value: Any) -> None:
 
 
 def check_against_base(spec: SweepSpec, base: dict[str, Any]) -> None:
-    """Report parameter and fixed paths that are not settings of the base arch.
+    """Raise a ConfigError for ``fixed`` and parameter paths that are not arch settings."""
+    problems = Problems(str(spec.source))
+    _check_paths(spec.fixed, list(spec.parameters), base, problems)
+    problems.raise_if_any()
+
+
+def _check_paths(fixed: dict[str, Any], parameters: list[Parameter], base: Any,
+                 problems: Problems) -> None:
+    """Report ``fixed`` and parameter paths that are not settings of the base arch.
 
     Each path is set alone (to its first value) and loaded; an 'unknown key' problem at that
     path means a typo that would make every point invalid, so it is a mistake in the sweep
@@ -340,9 +367,10 @@ def check_against_base(spec: SweepSpec, base: dict[str, Any]) -> None:
 
     from sim.config.loader import arch_from_dict
 
-    problems = Problems(str(spec.source))
-    checks = [(join("fixed", k), k, v) for k, v in spec.fixed.items()]
-    for p in spec.parameters:
+    if not isinstance(base, dict):
+        return
+    checks = [(join("fixed", k), k, v) for k, v in fixed.items()]
+    for p in parameters:
         first = p.values[0] if p.values else p.low
         checks += [(join("parameters", p.name), path, first) for path in p.paths]
     for where, path, value in checks:
@@ -352,11 +380,24 @@ def check_against_base(spec: SweepSpec, base: dict[str, Any]) -> None:
         except KeyError as exc:
             problems.add(where, str(exc.args[0]))
             continue
+        indexed = _indexed(path, base)
         try:
             arch_from_dict(data)
         except ConfigError as err:
             for at, msg in err.problems:
-                if msg.startswith("unknown key") and (path == at or path.startswith(at + ".")
-                                                      or at.startswith(path)):
+                if msg.startswith("unknown key") and (
+                        indexed == at or indexed.startswith(at + ".") or at.startswith(indexed)):
                     problems.add(where, f"{path} is not an arch setting ({msg})")
-    problems.raise_if_any()
+
+
+def _indexed(path: str, base: dict[str, Any]) -> str:
+    """``components[adc].power`` -> ``components[7].power``, as the arch loader names it."""
+    segments = []
+    for seg in path.split("."):
+        key, select = _SEGMENT.match(seg).groups()
+        if select is not None:
+            rows = base.get(key) if isinstance(base, dict) else None
+            names = [str(r.get("name")) if isinstance(r, dict) else None for r in rows or []]
+            seg = f"{key}[{names.index(select)}]" if select in names else seg
+        segments.append(seg)
+    return ".".join(segments)

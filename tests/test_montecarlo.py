@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 
 import pytest
 from conftest import ISAAC_YAML, REPO
@@ -21,11 +22,12 @@ def test_confidence_interval_is_student_t():
     assert s["mean"] == 2.0 and s["std"] == 1.0 and s["n"] == 3
     assert s["ci_low"] == pytest.approx(2.0 - half) and s["ci_high"] == pytest.approx(2 + half)
     one = confidence_interval([0.5], 0.95)
-    assert one["ci_low"] == one["ci_high"] == 0.5
+    assert one["mean"] == 0.5 and math.isnan(one["ci_low"]) and math.isnan(one["std"])
 
 
 def test_parse_vary():
     assert parse_vary("variation.cell.sigma=0,0.05") == ("variation.cell.sigma", (0, 0.05))
+    assert parse_vary("variation.cell.sigma=1e-2") == ("variation.cell.sigma", (0.01,))
     with pytest.raises(UserError, match="PATH=VALUE"):
         parse_vary("variation.cell.sigma")
 
@@ -56,7 +58,11 @@ def test_same_seeds_same_bits_and_resume(mc, tmp_path):
     again = run_montecarlo(ISAAC_YAML, DIGITS, chips=3, samples=40,
                            vary="variation.cell.sigma=0,0.03", batch_size=40, out_dir=out,
                            workers=0, progress=False)
-    assert again == report  # resumed from montecarlo.db: identical numbers
+    assert again == report  # resumed from montecarlo.db: identical numbers ...
+    con = sqlite3.connect(out / "montecarlo.db")
+    runs = con.execute("SELECT DISTINCT run FROM points").fetchall()
+    con.close()
+    assert runs == [(1,)]  # ... and nothing recomputed: every chip is from the first run
     fresh = run_montecarlo(ISAAC_YAML, DIGITS, chips=3, samples=40,
                            vary="variation.cell.sigma=0,0.03", batch_size=40,
                            out_dir=tmp_path, workers=0, progress=False)
@@ -70,3 +76,9 @@ def test_cli_reports_a_bad_vary_path(tmp_path, capsys):
                  "0", "--quiet"])
     assert code == 2
     assert "variation.cell.sigmaa" in capsys.readouterr().err
+
+
+def test_one_chip_is_refused(tmp_path):
+    with pytest.raises(UserError, match="at least 2"):
+        run_montecarlo(ISAAC_YAML, DIGITS, chips=1, samples=10, out_dir=tmp_path, workers=0,
+                       progress=False)
