@@ -271,6 +271,8 @@ def _rows(db: Path) -> dict[str, tuple]:
     try:
         return {k: (run, finished) for k, run, finished in
                 con.execute("SELECT key, run, finished FROM points")}
+    except sqlite3.OperationalError:  # the sweep is still creating its tables
+        return {}
     finally:
         con.close()
 
