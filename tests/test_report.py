@@ -326,3 +326,16 @@ def test_montecarlo_as_run_montecarlo_writes_it(result):
     assert Doc(text).rows("variation", 0)["level 1"][0] == "crossbar.cell.variation.sigma = sram"
     mc["arch"] = "arch_configs/other.yaml"
     assert "Note: this Monte Carlo run" in report.render_html(result, mc)
+
+
+def test_cli_run_report_and_report_command(tmp_path, capsys):
+    from analysis.cli import main
+
+    out = tmp_path / "run"
+    assert main(["run", "isaac_32nm", "digits_cnn", "--samples", "20", "--out", str(out),
+                 "--quiet", "--report", "html"]) == 0
+    assert (out / "report.html").read_text().startswith("<!DOCTYPE html>")
+    assert main(["report", str(out / "result.json"), "--format", "md"]) == 0
+    assert (out / "report.md").is_file()
+    assert main(["report", str(tmp_path / "missing.json")]) == 2
+    assert "missing.json" in capsys.readouterr().err
