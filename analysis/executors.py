@@ -48,7 +48,7 @@ def evaluate_point(task: Task) -> Outcome:
     or ``status: "error"`` with a traceback when imcsim itself failed (a bug). Only ``ok`` and
     ``invalid`` are stored; the others are retried by a rerun.
     """
-    from analysis.run import simulate
+    from analysis.run import estimate, simulate
     from analysis.sweep_spec import METRICS
     from sim.config.loader import arch_from_dict
 
@@ -57,9 +57,13 @@ def evaluate_point(task: Task) -> Outcome:
     out: Outcome = {"key": task["key"]}
     try:
         arch = arch_from_dict(task["arch"], source=task["label"])
-        result = simulate(arch, task["workload"], samples=task["samples"], seed=task["seed"],
-                          data_dir=task["data_dir"], batch_size=task["batch_size"],
-                          progress=False)
+        if task.get("mode") == "analytical":
+            result = estimate(arch, task["workload"], samples=task["samples"] or 64,
+                              seed=task["seed"], data_dir=task["data_dir"])
+        else:
+            result = simulate(arch, task["workload"], samples=task["samples"],
+                              seed=task["seed"], data_dir=task["data_dir"],
+                              batch_size=task["batch_size"], progress=False)
     except (ConfigError, MappingError) as err:
         out.update(status="invalid", reason=str(err))
     except UserError as err:  # missing data or checkpoint: the same for every point

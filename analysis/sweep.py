@@ -137,7 +137,7 @@ def _build_point(spec: SweepSpec, base: dict, base_arch, idx: int, values: dict[
         return None, [], reason
     task = {"key": key, "idx": idx, "arch": data, "label": label,
             "workload": str(spec.workload_path), "samples": spec.samples, "seed": spec.seed,
-            "data_dir": spec.data_dir, "batch_size": spec.batch_size}
+            "data_dir": spec.data_dir, "batch_size": spec.batch_size, "mode": spec.mode}
     return task, notes, ""
 
 

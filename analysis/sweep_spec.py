@@ -14,6 +14,8 @@
       crossbar.size: {paths: [crossbar.rows, crossbar.columns], values: [64, 128, 256]}
       variation.cell.sigma: {low: 0.0, high: 0.2, points: 5}     # or log: true, integer: true
     sampling: grid                        # or {method: random, points: 20, seed: 1}
+    mode: bit_true                        # or analytical: event counts from input
+                                          #   histograms, no hardware accuracy (fast)
     scaling: survey                       # rescale ADC/DAC/array figures (analysis.scaling)
     constraints: ["area_mm2 <= 100", "hardware_accuracy >= 0.5"]
     objectives: {hardware_accuracy: max, tops_per_w: max, area_mm2: min}
@@ -45,6 +47,8 @@ METRICS = ("float_accuracy", "hardware_accuracy", "prediction_agreement",
            "energy_per_inference_nj", "latency_per_inference_s", "inferences_per_s",
            "crossbar_utilization", "crossbars_used", "gops", "tops_per_w", "tops_per_mm2",
            "power_w", "area_mm2", "peak_gops", "peak_gops_per_mm2", "peak_gops_per_w")
+#: Metrics analytical mode does not measure (it runs no bit-true pass).
+UNMEASURED_ANALYTICAL = ("hardware_accuracy", "prediction_agreement")
 _OPS = {"<=": lambda a, b: a <= b, ">=": lambda a, b: a >= b, "<": lambda a, b: a < b,
         ">": lambda a, b: a > b, "==": lambda a, b: a == b}
 _CONSTRAINT = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=|==|<|>)\s*(\S+)\s*$")
@@ -118,6 +122,7 @@ class SweepSpec:
     scaling: bool
     constraints: tuple[Constraint, ...]
     objectives: dict[str, str]
+    mode: str = "bit_true"
 
     def design_points(self) -> list[dict[str, Any]]:
         """Every point to evaluate: parameter name -> value, in a fixed order."""
@@ -147,6 +152,8 @@ class SweepSpec:
         # The parsed files, not their bytes: editing a comment must not invalidate results.
         blob = [read_yaml(self.arch_path), read_yaml(self.workload_path), self.samples,
                 self.seed, self.batch_size, self.fixed, self.scaling, extra]
+        if self.mode != "bit_true":
+            blob.append(self.mode)
         return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -190,9 +197,16 @@ def load_sweep(path: str | Path) -> SweepSpec:
     parameters = _parameters(top.raw("parameters"), problems)
     method, points, sampling_seed = _sampling(top.raw("sampling", "grid"), problems)
     scaling = top.get("scaling", str, "survey", choices=("survey", "none")) == "survey"
+    mode = top.get("mode", str, "bit_true", choices=("bit_true", "analytical"))
     constraints = _constraints(top.get("constraints", list, []), problems)
     objectives = _objectives(top.get("objectives", dict, {}), problems)
     top.finish()
+    if mode == "analytical":
+        for where, metric in ([(f"constraints[{i}]", c.metric) for i, c in enumerate(constraints)]
+                              + [(join("objectives", m), m) for m in objectives]):
+            if metric in UNMEASURED_ANALYTICAL:
+                problems.add(where, f"{metric} is not measured in analytical mode (mode: "
+                                    "bit_true measures it)")
     if method == "grid":
         for p in parameters:
             p.grid(join("parameters", p.name), problems)
@@ -206,7 +220,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
                      batch_size=batch_size, data_dir=data_dir, fixed=fixed,
                      parameters=tuple(parameters), method=method, points=points,
                      sampling_seed=sampling_seed, scaling=scaling,
-                     constraints=tuple(constraints), objectives=objectives)
+                     constraints=tuple(constraints), objectives=objectives, mode=mode)
 
 
 def _check_path(path: str, where: str, problems: Problems) -> bool:

@@ -354,3 +354,30 @@ def test_cli_sweep_reports_spec_mistakes_with_exit_2(tmp_path, capsys):
     assert code == 2
     assert "objectives.topsw" in err and "Traceback" not in err
     assert not (tmp_path / "o" / "sweep.db").exists()
+
+
+# ----------------------------------------------------------------------------- analytical
+def test_analytical_mode_agrees_with_bit_true_and_skips_accuracy(tmp_path):
+    spec = dict(SMALL, constraints=[], mode="analytical",
+                objectives={"tops_per_w": "max", "area_mm2": "min"},
+                parameters={"crossbar.cell.bits": [1, 2]})
+    fast = run_sweep(load_sweep(write_spec(tmp_path, spec)), tmp_path / "a", workers=0,
+                     progress=False)
+    exact = run_sweep(load_sweep(write_spec(tmp_path, dict(spec, mode="bit_true"), "b.yaml")),
+                      tmp_path / "b", workers=0, progress=False)
+    for a, b in zip(fast.rows, exact.rows, strict=True):
+        assert a.params == b.params and a.key != b.key
+        assert np.isnan(a.metrics["hardware_accuracy"])
+        # events from the float model's activations vs the hardware's own: within 1 %
+        assert a.metrics["energy_per_inference_nj"] == pytest.approx(
+            b.metrics["energy_per_inference_nj"], rel=0.01)
+        assert a.metrics["area_mm2"] == b.metrics["area_mm2"]
+        assert a.metrics["latency_per_inference_s"] == pytest.approx(
+            b.metrics["latency_per_inference_s"], rel=0.01)
+    summary = json.loads((tmp_path / "a" / "sweep.json").read_text())  # strict JSON: no NaN
+    assert summary["points"][0]["metrics"]["hardware_accuracy"] is None
+
+
+def test_analytical_mode_refuses_accuracy_goals(tmp_path):
+    problems = problems_of(tmp_path, mode="analytical")
+    assert ("objectives.hardware_accuracy" in dict(problems))
