@@ -133,6 +133,17 @@ def _atomic_json(path: Path, obj: Any) -> None:
     atomic_write(path, lambda fh: json.dump(obj, fh, indent=2), text=True)
 
 
+def _prepare(workload_path: Path, samples: int | None, data_dir: str | Path | None):
+    """The workload, its model, test and calibration samples (cached) and its recipe."""
+    workload = load_workload(workload_path)
+    x_test, y_test, calib = _cached_data(
+        workload_path.resolve(), workload_path.stat().st_mtime,
+        None if data_dir is None else str(data_dir), samples, workload.calibration_samples)
+    recipe = QuantRecipe(weight_bits=workload.bits.weights,
+                         activation_bits=workload.bits.activations)
+    return workload, workload.load_model(), x_test, y_test, calib, recipe
+
+
 def simulate(arch_path: str | Path | Arch, workload_path: str | Path, *,
              samples: int | None = None,
              seed: int = 0, data_dir: str | Path | None = None, batch_size: int = 50,
@@ -153,14 +164,8 @@ def simulate(arch_path: str | Path | Arch, workload_path: str | Path, *,
     else:
         arch_path = Path(arch_path)
         arch = load_arch(arch_path)
-    workload = load_workload(workload_path)
-    model = workload.load_model()
-    x_test, y_test, calib = _cached_data(
-        workload_path.resolve(), workload_path.stat().st_mtime,
-        None if data_dir is None else str(data_dir), samples, workload.calibration_samples)
+    workload, model, x_test, y_test, calib, recipe = _prepare(workload_path, samples, data_dir)
     n = len(y_test)
-    recipe = QuantRecipe(weight_bits=workload.bits.weights,
-                         activation_bits=workload.bits.activations)
     mapped = map_model(model, arch, recipe, calib, seed=seed)
 
     n_batches = -(-n // batch_size)
@@ -234,17 +239,11 @@ def estimate(arch: Arch, workload_path: str | Path, *, samples: int = 16, seed: 
 
     start = time.perf_counter()
     workload_path = Path(workload_path)
-    workload = load_workload(workload_path)
-    model = workload.load_model()
-    x_test, y_test, calib = _cached_data(
-        workload_path.resolve(), workload_path.stat().st_mtime,
-        None if data_dir is None else str(data_dir), samples, workload.calibration_samples)
+    workload, model, x_test, y_test, calib, recipe = _prepare(workload_path, samples, data_dir)
     n = len(y_test)
     # Event counts do not depend on the ADC's range: skip the calibrated range's pass.
     adc = dataclasses.replace(arch.crossbar.adc, range="fixed", clip=True)
     mapped_arch = dataclasses.replace(arch, crossbar=dataclasses.replace(arch.crossbar, adc=adc))
-    recipe = QuantRecipe(weight_bits=workload.bits.weights,
-                         activation_bits=workload.bits.activations)
     mapped = map_model(model, mapped_arch, recipe, calib, seed=seed)
     hw = {m.layer_name: m for m in mapped.model.modules()
           if m.__class__.__name__ == "HardwareLayer"}
