@@ -92,13 +92,16 @@ def write_cifar_batches(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]
 
 
 def write_image_folders(root: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """PNG image folders ``train/<class>/`` and ``test/<class>/`` (lossless, so exact)."""
+    """PNG image folders ``train/<class>/`` and ``test/<class>/`` (lossless, so exact).
+
+    The expected order interleaves the classes: image 0 of every class, then image 1, ...
+    """
     expected = {}
     for split, per_class in (("train", 2), ("test", 1)):
         images, labels = [], []
-        for label, name in enumerate(CIFAR10_CLASSES[:3]):
-            (root / split / name).mkdir(parents=True)
-            for j in range(per_class):
+        for j in range(per_class):
+            for label, name in enumerate(CIFAR10_CLASSES[:3]):
+                (root / split / name).mkdir(parents=True, exist_ok=True)
                 image = np.random.default_rng([label, j, len(split)]).integers(
                     0, 256, (32, 32, 3), dtype=np.uint8)
                 Image.fromarray(image).save(root / split / name / f"{j:04d}.png")
@@ -106,6 +109,12 @@ def write_image_folders(root: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
                 labels.append(label)
         expected[split] = (np.stack(images), np.array(labels))
     return expected
+
+
+def test_image_folders_interleave_classes(tmp_path):
+    expected = write_image_folders(tmp_path / "cifar10")
+    _, labels = load_dataset("cifar10", "train", tmp_path)
+    assert labels.tolist() == [0, 1, 2, 0, 1, 2] == expected["train"][1].tolist()
 
 
 def raw(images: torch.Tensor, name: str) -> np.ndarray:

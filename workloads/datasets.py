@@ -17,7 +17,9 @@ Formats read:
 - ``mnist``, ``fashion_mnist``: the four IDX files, gzip (``.gz``) or uncompressed.
 - ``cifar10``: the python batches (``cifar-10-batches-py/``, or the ``cifar-10-python.tar.gz``
   they come in), or image folders ``train/<class>/*.png|jpg`` and ``test/<class>/*``, plain
-  or inside a ``.tar.gz``. Decoding 60,000 images takes ~15 s, so the decoded uint8 arrays
+  or inside a ``.tar.gz`` (in class-interleaved order, so that the first N samples are
+  class-balanced; the python batches keep their own order). Decoding 60,000 images takes
+  ~15 s, so the decoded uint8 arrays
   are cached as ``.npy`` under ``IMCSIM_CACHE`` (default ``~/.cache/imcsim``), keyed by the
   source's path, size and modification time.
 """
@@ -66,7 +68,7 @@ _CIFAR_TARBALL = "cifar-10-python.tar.gz"
 _CIFAR_BATCH_DIR = "cifar-10-batches-py"
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 # Bump when the cached array layout changes, so stale caches are never read.
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2  # 2: image folders in class-interleaved order
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck")
@@ -519,13 +521,30 @@ def _decode_archive(source: DataSource) -> dict[str, tuple[np.ndarray, np.ndarra
             raise DataError(f"cannot read {archive_path}: {exc}") from None
     result = {}
     for split in SPLITS:
-        entries = sorted(items[split], key=lambda e: (e[0], e[1]))
+        entries = _interleave_classes(items[split])
         if not entries:
             raise DataError(f"{source.files[0]} has no images under {split}/<class>/ "
                             f"(classes: {' '.join(CIFAR10_CLASSES)})")
         result[split] = (np.stack([e[2] for e in entries]),
                          np.array([e[0] for e in entries], dtype=np.int64))
     return result
+
+
+def _interleave_classes(entries: list[tuple[int, str, np.ndarray]]
+                        ) -> list[tuple[int, str, np.ndarray]]:
+    """Image-folder entries ``(label, name, image)`` in a class-balanced order.
+
+    Folders carry no order of their own, and class by class would make the first N samples
+    (``--samples N``, calibration) a single class. Each class is sorted by file name, then
+    classes take turns: the first image of every class, then the second of every class, ...
+    so every prefix is as balanced as the classes allow.
+    """
+    by_class: dict[int, list] = {}
+    for entry in sorted(entries, key=lambda e: (e[0], e[1])):
+        by_class.setdefault(entry[0], []).append(entry)
+    ranked = [(rank, label, entry) for label, group in by_class.items()
+              for rank, entry in enumerate(group)]
+    return [entry for _, _, entry in sorted(ranked, key=lambda r: (r[0], r[1]))]
 
 
 def _decode_cifar_tarball(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
