@@ -93,7 +93,7 @@ def run_montecarlo(arch_path: Path, workload_path: Path, *, chips: int, samples:
                      fixed={}, parameters=tuple(params), method="grid", points=0,
                      sampling_seed=0, scaling=False, constraints=(), objectives={})
     outcome = run_sweep(spec, out_dir, workers=workers, scheduler=scheduler, progress=progress,
-                        db_name="montecarlo.db", command=command)
+                        db_name="montecarlo.db", command=command, write_outputs=False)
     bad = [r for r in outcome.rows if r.status != "ok"]
     if bad:
         raise UserError(f"{len(bad)} chip(s) could not be simulated; first: {bad[0].reason}")

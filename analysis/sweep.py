@@ -61,8 +61,9 @@ class SweepOutcome:
 def run_sweep(spec: SweepSpec | str | Path, out_dir: str | Path | None = None, *,
               workers: int | None = None, scheduler: str | None = None,
               progress: bool = True, db_name: str = "sweep.db",
-              command: str = "") -> SweepOutcome:
-    """Run (or resume) a sweep and write its outputs; see the module docstring."""
+              command: str = "", write_outputs: bool = True) -> SweepOutcome:
+    """Run (or resume) a sweep and write its outputs (unless ``write_outputs`` is false, as
+    for Monte Carlo, which writes its own); see the module docstring."""
     if not isinstance(spec, SweepSpec):
         spec = load_sweep(spec)
     out = Path(out_dir) if out_dir else Path("results") / f"sweep_{spec.name}"
@@ -106,7 +107,8 @@ def run_sweep(spec: SweepSpec | str | Path, out_dir: str | Path | None = None, *
     outcome = SweepOutcome(out_dir=out, rows=rows, front=[], computed=len(todo),
                            resumed=resumed, errors=errors)
     outcome.front = _front(rows, spec)
-    _write_outputs(outcome, spec)
+    if write_outputs:
+        _write_outputs(outcome, spec)
     return outcome
 
 

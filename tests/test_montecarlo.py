@@ -82,3 +82,8 @@ def test_one_chip_is_refused(tmp_path):
     with pytest.raises(UserError, match="at least 2"):
         run_montecarlo(ISAAC_YAML, DIGITS, chips=1, samples=10, out_dir=tmp_path, workers=0,
                        progress=False)
+
+
+def test_montecarlo_writes_only_its_own_outputs(mc):
+    _, out = mc
+    assert not (out / "points.csv").exists() and not (out / "sweep.json").exists()
