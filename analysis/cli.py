@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -257,14 +258,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="imcsim: %(levelname)s: %(message)s")
     if getattr(args, "data_dir", None) is None and "data_dir" in args:
-        import os
-
         args.data_dir = os.environ.get("IMCSIM_DATA") or None
     try:
         return args.func(args)
     except UserError as err:
         print(f"imcsim: error: {err}", file=sys.stderr)
         return err.exit_code
+    except BrokenPipeError:  # output piped into a program that stopped reading (head)
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep interpreter exit quiet
+        return 141
     except KeyboardInterrupt:
         print("imcsim: interrupted; a rerun of the same command resumes", file=sys.stderr)
         return 130

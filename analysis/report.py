@@ -478,8 +478,12 @@ def _latency(r: Mapping[str, Any]) -> Section:
             "the layer's start to its last output.")
     if idle:
         text += f" Zero in every layer, so not drawn: {', '.join(idle)} cycles."
+    clock = r.get("digital_clock_hz") or 0.0
+    if clock:
+        text += f" The digital clock runs at {_num(clock / 1e9)} GHz."
     rows = [(lr["name"], _num(lr.get("duplicates", 1)), _num(lr.get("crossbars")),
              _num(lr["cycles_busy"]), _num(lr["cycles_latency"]),
+             _num(1e6 * lr["cycles_latency"] / clock) if clock else DASH,
              _num(lr.get("cycles_waiting_for_input", 0)),
              _num(lr.get("cycles_limited_by_buffer", 0)), _num(lr.get("cycles_limited_by_noc", 0)),
              _num(lr.get("executed_input_steps")), _pct(_util(lr)))
@@ -489,7 +493,8 @@ def _latency(r: Mapping[str, Any]) -> Section:
         Plot("latency", "Top: cycles per layer for one inference (digital clock cycles). "
              "Bottom: utilization, busy cycles over latency cycles (%).",
              lambda: _latency_figure(r)),
-        Table(("layer", "copies", "crossbars / copy", "busy", "latency", "waiting for input",
+        Table(("layer", "copies", "crossbars / copy", "busy", "latency", "latency (us)",
+               "waiting for input",
                "buffer-limited", "NoC-limited", "input steps run", "busy / latency"), rows),
     ])
 

@@ -93,6 +93,7 @@ class Result:
     peak_gops: float = 0.0
     peak_gops_per_mm2: float = 0.0
     peak_gops_per_w: float = 0.0
+    digital_clock_hz: float = 0.0
     imcsim_version: str = sim.__version__
     notes: list[str] = field(default_factory=list)
 
@@ -184,10 +185,12 @@ def simulate(arch_path: str | Path | Arch, workload_path: str | Path, *,
                 saved = None
             if saved and saved.get("key") == state["key"]:
                 state = saved
+    earlier = state.get("wall_s", 0.0)  # batch time of earlier invocations of this run
     bar = tqdm(total=n_batches, initial=state["done"], desc=f"{workload.name} on {arch.name}",
                unit="batch", disable=not progress, file=sys.stderr)
     with torch.no_grad():
         for b in range(state["done"], n_batches):
+            batch_start = time.perf_counter()
             xb, yb = x_test[b * batch_size:(b + 1) * batch_size], y_test[b * batch_size:
                                                                          (b + 1) * batch_size]
             mapped.reset_events()
@@ -202,6 +205,8 @@ def simulate(arch_path: str | Path | Arch, workload_path: str | Path, *,
                 for k, v in rec.events.counts().items():
                     acc[k] = acc.get(k, 0) + v
             state["done"] = b + 1
+            # Wall time summed over invocations: a resumed run reports the whole run's time.
+            state["wall_s"] = state.get("wall_s", 0.0) + time.perf_counter() - batch_start
             if progress_file is not None:
                 _atomic_json(progress_file, state)
             bar.update(1)
@@ -221,7 +226,7 @@ def simulate(arch_path: str | Path | Arch, workload_path: str | Path, *,
         _write_trace(arch, mapped, placements, timing, trace_layer, x_test[:1],
                      Path(out_dir) if out_dir is not None else Path("."))
     return _result(arch, arch_path, workload, workload_path, mapped, state, n, seed,
-                   time.perf_counter() - start, timing)
+                   earlier + time.perf_counter() - start, timing)
 
 
 def estimate(arch: Arch, workload_path: str | Path, *, samples: int = 16, seed: int = 0,
@@ -357,7 +362,8 @@ def _result(arch: Arch, arch_path: Path, workload: Workload, workload_path: Path
         energy_by_component_pj=by_component,
         peak_gops=pk.ops_per_s / 1e9 if pk else 0.0,
         peak_gops_per_mm2=pk.gops_per_mm2 if pk else 0.0,
-        peak_gops_per_w=pk.gops_per_w if pk else 0.0)
+        peak_gops_per_w=pk.gops_per_w if pk else 0.0,
+        digital_clock_hz=arch.clock.digital_hz)
 
 
 def save(result: Result, out_dir: str | Path) -> Path:

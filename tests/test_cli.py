@@ -68,6 +68,8 @@ def test_run_digits_writes_result_and_resumes(tmp_path, capsys):
     resumed = json.loads((partial / "result.json").read_text())
     for key in ("float_accuracy", "hardware_accuracy", "events_total", "energy_total_pj"):
         assert resumed[key] == result[key]
+    # the wall time counts the batches the first invocation ran too
+    assert resumed["wall_time_s"] > staged["wall_s"] > 0
 
 
 def test_missing_dataset_is_one_clear_error(tmp_path, capsys):

@@ -175,6 +175,8 @@ def test_latency_table_per_layer(html_mc, result):
         row = rows[lr["name"]]
         assert number(row[2]) == lr["cycles_busy"]
         assert number(row[3]) == lr["cycles_latency"]
+        assert number(row[4]) == pytest.approx(
+            1e6 * lr["cycles_latency"] / result["digital_clock_hz"], rel=1e-3)
         assert number(row[-1]) == pytest.approx(
             100 * lr["cycles_busy"] / lr["cycles_latency"], abs=0.05)
 
