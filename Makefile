@@ -30,7 +30,7 @@ test: install lint
 bench: install
 	$(BIN)/python bench/bench_kernels.py
 
-# The shipped example sweep (digits; runs from a fresh clone, ~2.5 min on two cores).
+# The shipped example sweep (digits; runs from a fresh clone, ~1.5 min on two cores).
 sweep-example: install
 	$(BIN)/imcsim sweep examples/sweep_isaac_adc.yaml
 
