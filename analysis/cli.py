@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from analysis.paths import ARCH_DIR, WORKLOAD_DIR, resolve
+from sim.config.loader import read_yaml
 from sim.errors import ConfigError, UserError
 
 
@@ -139,7 +140,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     base = WORKLOAD_DIR / "digits_cnn.yaml"
-    spec = yaml.safe_load(base.read_text())
+    spec = read_yaml(base)
     spec["checkpoint"] = str((out / "digits_cnn.pt").resolve())
     demo_yaml = out / "digits_cnn.yaml"
     demo_yaml.write_text(yaml.safe_dump(spec, sort_keys=False))

@@ -21,8 +21,9 @@ import numpy as np
 import yaml
 
 from analysis.sweep import run_sweep
-from analysis.sweep_spec import Parameter, SweepSpec
+from analysis.sweep_spec import Parameter, SweepSpec, check_against_base
 from sim.config import load_arch
+from sim.config.loader import read_yaml
 from sim.errors import UserError
 from sim.fileio import atomic_write
 from workloads.spec import load_workload
@@ -92,6 +93,7 @@ def run_montecarlo(arch_path: Path, workload_path: Path, *, chips: int, samples:
                      data_dir=None if data_dir is None else str(Path(data_dir).resolve()),
                      fixed={}, parameters=tuple(params), method="grid", points=0,
                      sampling_seed=0, scaling=False, constraints=(), objectives={})
+    check_against_base(spec, read_yaml(spec.arch_path))
     outcome = run_sweep(spec, out_dir, workers=workers, scheduler=scheduler, progress=progress,
                         db_name="montecarlo.db", command=command, write_outputs=False)
     bad = [r for r in outcome.rows if r.status != "ok"]

@@ -38,10 +38,9 @@ CREATE TABLE IF NOT EXISTS points (
 );
 """
 
-#: What is stored: ``ok`` (measured) or ``invalid`` (could not be built or mapped; the reason
-#: says why). Constraints are applied when the outputs are written, so a measured point
-#: is stored ``ok`` whatever the constraints and re-classified when they change.
-STATUSES = ("ok", "invalid")
+# What is stored: ``ok`` (measured) or ``invalid`` (could not be built or mapped; the reason
+# says why). Constraints are applied when the outputs are written, so a measured point is
+# stored ``ok`` whatever the constraints and re-classified when they change.
 
 
 @dataclass(frozen=True)

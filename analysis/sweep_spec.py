@@ -37,16 +37,14 @@ from typing import Any
 
 import numpy as np
 
+from analysis.pareto import LABELS
 from analysis.paths import ARCH_DIR, WORKLOAD_DIR
 from sim.config.loader import read_yaml
 from sim.config.validate import Problems, Section, join
 from sim.errors import ConfigError
 
-#: Numeric fields of a run's Result a constraint or objective may name.
-METRICS = ("float_accuracy", "hardware_accuracy", "prediction_agreement",
-           "energy_per_inference_nj", "latency_per_inference_s", "inferences_per_s",
-           "crossbar_utilization", "crossbars_used", "gops", "tops_per_w", "tops_per_mm2",
-           "power_w", "area_mm2", "peak_gops", "peak_gops_per_mm2", "peak_gops_per_w")
+#: Numeric fields of a run's Result a constraint or objective may name (each with its label).
+METRICS = tuple(LABELS)
 #: Metrics analytical mode does not measure (it runs no bit-true pass).
 UNMEASURED_ANALYTICAL = ("hardware_accuracy", "prediction_agreement")
 _OPS = {"<=": lambda a, b: a <= b, ">=": lambda a, b: a >= b, "<": lambda a, b: a < b,
@@ -66,13 +64,6 @@ class Parameter:
     high: float | None = None
     log: bool = False
     integer: bool = False
-
-    def grid(self, yaml_path: str, problems: Problems) -> tuple[Any, ...]:
-        """The values of this parameter on a grid."""
-        if self.values is not None:
-            return self.values
-        problems.add(yaml_path, "a range needs 'points' for grid sampling")
-        return ()
 
     def draw(self, rng: np.random.Generator) -> Any:
         """One random value: a choice from the list, or uniform (log-uniform) in the range."""
@@ -209,7 +200,9 @@ def load_sweep(path: str | Path) -> SweepSpec:
                                     "bit_true measures it)")
     if method == "grid":
         for p in parameters:
-            p.grid(join("parameters", p.name), problems)
+            if p.values is None:
+                problems.add(join("parameters", p.name), "a range needs 'points' for grid "
+                                                          "sampling")
     if arch_path is not None and arch_path.is_file():
         _check_paths(fixed, parameters, read_yaml(arch_path), problems)
     problems.raise_if_any()

@@ -29,7 +29,7 @@ from sim.config.loader import arch_from_dict, read_yaml
 from sim.engine.analytical import InputHistogram, estimate_events
 from sim.engine.placement import LayerShape, place
 from sim.engine.timing import schedule
-from sim.stats import energy_by_event_pj
+from sim.stats import energy_by_event_pj, total_pj
 from workloads.models import BasicBlock
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,11 +127,11 @@ def bench_analytical(base: dict) -> None:
         d["crossbar"]["cell"]["bits"] = cell_bits
         archs.append(arch_from_dict(d, "point"))
     t1 = time.perf_counter()
-    total_pj = 0.0
+    energy_pj = 0.0
     for arch in archs:
         for s, h in zip(shapes, hists, strict=True):
             ev = estimate_events(arch, s.k, s.n, s.vectors, h)
-            total_pj += sum(energy_by_event_pj(ev.counts(), arch.energy).values())
+            energy_pj += total_pj(energy_by_event_pj(ev.counts(), arch.energy))
     t2 = time.perf_counter()
     n = len(grid) * len(shapes)
     rate = n / (t2 - t1)

@@ -112,7 +112,7 @@ def train(workload: Workload, *, data_dir: str | os.PathLike[str] | None = None,
                    else value.detach().cpu()).clone()
              for key, value in model.state_dict().items()}
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out_path, lambda stream: torch.save(state, stream))
+    atomic_write(out_path, lambda stream: torch.save(state, stream))
     manifest = {
         "workload": workload.name,
         # Relative to the manifest, so a committed manifest names no one's home folder.
@@ -145,7 +145,7 @@ def train(workload: Workload, *, data_dir: str | os.PathLike[str] | None = None,
         "checkpoint_sha256": _sha256(out_path),
     }
     text = json.dumps(manifest, indent=2) + "\n"
-    _atomic_write(out_path.with_suffix(".json"), lambda stream: stream.write(text.encode()))
+    atomic_write(out_path.with_suffix(".json"), lambda stream: stream.write(text.encode()))
     partial_path.unlink(missing_ok=True)
     return manifest
 
@@ -261,7 +261,7 @@ def _save_partial(path: Path, fingerprint: str, epoch: int, model: nn.Module,
     state = {"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, lambda stream: torch.save(state, stream))
+    atomic_write(path, lambda stream: torch.save(state, stream))
 
 
 def _describe_source(source: DataSource) -> dict[str, Any]:
@@ -292,9 +292,3 @@ def _digest(path: Path, algorithm: str) -> str:
         for chunk in iter(lambda: stream.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
-    """Write ``path`` through ``write(stream)`` crash-safely (:func:`sim.fileio.atomic_write`)."""
-    atomic_write(path, write)
-
