@@ -137,22 +137,21 @@ def verify(path: Path, remote: RemoteFile) -> bool:
     if remote.content_md5 is None:
         return False
     try:
-        digest = hashlib.md5()
         with gzip.open(path, "rb") as stream:
-            for chunk in iter(lambda: stream.read(_CHUNK), b""):
-                digest.update(chunk)
+            return hashlib.file_digest(stream, "md5").hexdigest() == remote.content_md5
     except (OSError, EOFError):
         return False
-    return digest.hexdigest() == remote.content_md5
 
 
 def file_md5(path: Path) -> str:
     """Hex MD5 of a file, read in chunks."""
-    digest = hashlib.md5()
+    return file_digest(path, "md5")
+
+
+def file_digest(path: Path, algorithm: str) -> str:
+    """Hex digest of a file with ``hashlib`` algorithm ``algorithm``, read in chunks."""
     with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(stream, algorithm).hexdigest()
 
 
 def fetch(url: str, target: Path, remote: RemoteFile, *, progress: bool = True) -> None:

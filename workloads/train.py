@@ -14,7 +14,7 @@ an uninterrupted run.
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import json
 import math
 import os
@@ -34,6 +34,7 @@ from torch import nn
 
 from sim.fileio import atomic_write
 from workloads.datasets import DataSource, locate_dataset
+from workloads.download import file_digest
 from workloads.spec import TrainSettings, Workload
 
 _PARTIAL_FORMAT = 1
@@ -122,12 +123,8 @@ def train(workload: Workload, *, data_dir: str | os.PathLike[str] | None = None,
         "command": command if command is not None else shlex.join(sys.argv),
         "seed": seed,
         "epochs": epochs,
-        "train_settings": {
-            "batch_size": settings.batch_size, "lr": settings.lr,
-            "optimizer": settings.optimizer, "momentum": settings.momentum,
-            "weight_decay": settings.weight_decay, "schedule": settings.schedule,
-            "augment": settings.augment,
-        },
+        "train_settings": {k: v for k, v in dataclasses.asdict(settings).items()
+                           if k not in ("epochs", "seed")},
         "dataset": workload.dataset,
         "data": _describe_source(source),
         "train_samples": n_train,
@@ -142,7 +139,7 @@ def train(workload: Workload, *, data_dir: str | os.PathLike[str] | None = None,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "train_seconds": round(time.perf_counter() - started, 1),
         "checkpoint": out_path.name,
-        "checkpoint_sha256": _sha256(out_path),
+        "checkpoint_sha256": file_digest(out_path, "sha256"),
     }
     text = json.dumps(manifest, indent=2) + "\n"
     atomic_write(out_path.with_suffix(".json"), lambda stream: stream.write(text.encode()))
@@ -278,17 +275,5 @@ def _describe_source(source: DataSource) -> dict[str, Any]:
                           "size_bytes": sum(p.stat().st_size for p in images)})
         else:
             files.append({"name": path.name, "size_bytes": path.stat().st_size,
-                          "md5": _digest(path, "md5")})
+                          "md5": file_digest(path, "md5")})
     return {"kind": source.kind, "folder": str(source.folder), "files": files}
-
-
-def _sha256(path: Path) -> str:
-    return _digest(path, "sha256")
-
-
-def _digest(path: Path, algorithm: str) -> str:
-    digest = hashlib.new(algorithm)
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -201,7 +201,7 @@ def _energy(s: Section) -> EventEnergy:
     }
     values = {field: s.get(key, units.energy_pj, 0.0) for key, field in keys.items()}
     s.finish()
-    return EventEnergy(**{k: (0.0 if v is None else v) for k, v in values.items()})
+    return EventEnergy(**values)
 
 
 def _components(raw: Any, problems: Problems) -> tuple[Component, ...]:

@@ -189,19 +189,6 @@ class Variation:
     adc: AdcVariation = field(default_factory=AdcVariation)
 
 
-#: Events the functional pass counts, with the energy key each is charged to.
-EVENTS = (
-    "adc_conversions",
-    "adc_conversions_skipped",
-    "dac_pulses",
-    "cell_reads",
-    "sample_holds",
-    "shift_adds",
-    "input_buffer_read_bits",
-    "input_register_write_bits",
-    "output_buffer_write_bits",
-)
-
 #: Event -> key of :class:`EventEnergy` (``None``: the event costs nothing, e.g. skipped).
 EVENT_ENERGY_KEY = {
     "adc_conversions": "adc_conversion_pj",

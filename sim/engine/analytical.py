@@ -85,11 +85,5 @@ def estimate_events(arch: Arch, k: int, n: int, vectors: int, hist: InputHistogr
     driven = vectors * k * rho.sum()
     ev.dac_pulses = round(driven * g.col_tiles)
     ev.cell_reads = round(driven * g.columns_total)
-    ev.sample_holds = ev.shift_adds = ev.adc_conversions
-    bx = arch.inputs.bits
-    ev.input_buffer_read_bits = vectors * k * bx
-    ev.input_register_write_bits = vectors * k * bx * g.col_tiles
-    ev.output_buffer_write_bits = vectors * n * arch.outputs.bits
-    ev.macs = vectors * k * n
-    ev.cell_macs = vectors * g.row_groups * r * g.columns_total * g.steps
+    ev.set_fixed(arch, vectors, k, n, g.col_tiles, g.row_groups * r, g.columns_total, g.steps)
     return ev

@@ -38,14 +38,16 @@ def layer_trace(arch: Arch, x: np.ndarray, n: int, duplicates: int = 1,
     sc = step_cycles(arch, cols)
     skip = arch.inputs.zero_skip
     clock = [start_cycle] * duplicates
+    active_groups = active.sum(0)  # (P, M): row groups with a driven row
+    driven_rows = nnz.sum(0)
     rows = []
     for v in range(x.shape[0]):
         copy = v % duplicates
         for p in range(g.steps):
-            act = int(active[:, p, v].sum())
+            act = int(active_groups[p, v])
             executed = act > 0 or not skip
             groups_converted = (act if skip else g.row_groups)
-            rows.append((clock[copy], v, copy, p, int(nnz[:, p, v].sum()), act,
+            rows.append((clock[copy], v, copy, p, int(driven_rows[p, v]), act,
                          groups_converted * g.columns_total,
                          (g.row_groups - groups_converted) * g.columns_total))
             if executed:

@@ -58,6 +58,23 @@ class Events:
         """The counts as a plain mapping (name -> count)."""
         return {k: int(v) for k, v in self.__dict__.items()}
 
+    def set_fixed(self, arch: Arch, vectors: int, k: int, n: int, column_tiles: int,
+                  rows_padded: int, columns_total: int, steps: int) -> None:
+        """Set the counts that follow from the shapes alone, given the conversions.
+
+        One sample-and-hold and one shift-and-add per conversion; every input bit read from
+        the buffer once and written into the input register of each column tile; every
+        output written once; MACs of the layer and of the padded cell array over all steps.
+        Shared by the bit-true pass and the analytical mode so the two cannot drift apart.
+        """
+        self.sample_holds = self.shift_adds = self.adc_conversions
+        bx = arch.inputs.bits
+        self.input_buffer_read_bits = vectors * k * bx
+        self.input_register_write_bits = vectors * k * bx * column_tiles
+        self.output_buffer_write_bits = vectors * n * arch.outputs.bits
+        self.macs = vectors * k * n
+        self.cell_macs = vectors * rows_padded * columns_total * steps
+
 
 class CrossbarLayer:
     """One weight matrix mapped onto crossbars of ``arch`` (see module docstring).
@@ -82,7 +99,6 @@ class CrossbarLayer:
         self.groups = g = -(-self.k // r)
         self.rows_padded = g * r
         ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
-        self._seed = ss
         cell_ss, adc_ss, self._call_ss = ss.spawn(3)
 
         levels, col_out, col_weight, bias, sign = weights_k.encode_weights(
@@ -183,7 +199,7 @@ class CrossbarLayer:
         # One buffer per chunk: a fresh 8 MiB array per GEMM would page-fault every time.
         buf = np.empty((steps.shape[0] * x.shape[0], self.columns_total), dtype=np.float32)
         for gi in range(self.groups):
-            xg = steps[:, :, gi * r:(gi + 1) * r].reshape(-1, r).astype(np.float32)
+            xg = steps[:, :, gi * r:(gi + 1) * r].astype(np.float32).reshape(-1, r)  # one copy
             psum = np.matmul(xg, self.conductance[gi * r:(gi + 1) * r], out=buf)
             if sigma_r and noise_seed is not None:
                 rng = np.random.default_rng([*noise_seed, m0, gi, 0])
@@ -278,14 +294,8 @@ class CrossbarLayer:
         ev = Events()
         for part in parts:
             ev.add(part)
-        ev.sample_holds = ev.adc_conversions
-        ev.shift_adds = ev.adc_conversions
-        bx = arch.inputs.bits
-        ev.input_buffer_read_bits = m_total * self.k * bx
-        ev.input_register_write_bits = m_total * self.k * bx * self.column_tiles
-        ev.output_buffer_write_bits = m_total * self.n * arch.outputs.bits
-        ev.macs = m_total * self.k * self.n
-        ev.cell_macs = m_total * self.rows_padded * self.columns_total * self.steps
+        ev.set_fixed(arch, m_total, self.k, self.n, self.column_tiles, self.rows_padded,
+                     self.columns_total, self.steps)
         return out, ev
 
 
