@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -26,6 +26,7 @@ from sim.kernels import inputs as inputs_k
 from sim.kernels import variation as var_k
 from sim.kernels import weights as weights_k
 from sim.kernels.adc import draw_adc_instances
+from sim.macros.activity import StepActivity
 
 #: Budget for one chunk's partial sums (bytes); bounds peak memory on large layers.
 #: Small enough to stay in the last-level cache between the GEMM that writes a chunk and the
@@ -48,15 +49,24 @@ class Events:
     output_buffer_write_bits: int = 0
     macs: int = 0
     cell_macs: int = 0
+    #: Per-step activity of the crossbars (for the schedule); not a count, so not in
+    #: :meth:`counts`. ``None`` until a producer fills it.
+    activity: StepActivity | None = field(default=None, compare=False, repr=False)
 
     def add(self, other: Events) -> None:
         """Accumulate ``other`` into this record."""
         for name in self.counts():
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        if other.activity is not None:
+            if self.activity is None:
+                self.activity = StepActivity.empty(other.activity.steps,
+                                                   other.activity.row_tiles,
+                                                   other.activity.groups_per_crossbar)
+            self.activity.add(other.activity)
 
     def counts(self) -> dict[str, int]:
         """The counts as a plain mapping (name -> count)."""
-        return {k: int(v) for k, v in self.__dict__.items()}
+        return {k: int(v) for k, v in self.__dict__.items() if k != "activity"}
 
     def set_fixed(self, arch: Arch, vectors: int, k: int, n: int, column_tiles: int,
                   rows_padded: int, columns_total: int, steps: int) -> None:
