@@ -92,7 +92,7 @@ def run_montecarlo(arch_path: Path, workload_path: Path, *, chips: int, samples:
                      batch_size=batch_size,
                      data_dir=None if data_dir is None else str(Path(data_dir).resolve()),
                      fixed={}, parameters=tuple(params), method="grid", points=0,
-                     sampling_seed=0, scaling=False, constraints=(), objectives={})
+                     sampling_seed=0, constraints=(), objectives={})
     check_against_base(spec, read_yaml(spec.arch_path))
     outcome = run_sweep(spec, out_dir, workers=workers, scheduler=scheduler, progress=progress,
                         db_name="montecarlo.db", command=command, write_outputs=False)

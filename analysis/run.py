@@ -330,10 +330,14 @@ def _result(arch: Arch, arch_path: Path, workload: Workload, workload_path: Path
             totals[k] = totals.get(k, 0) + v
         for k, v in energy.items():
             by_event[k] = by_event.get(k, 0.0) + v
-    total = total_pj(by_event)
     per_inf_events = {k: v / max(n, 1) for k, v in totals.items()}
     by_component = rollup.energy_by_component_pj(arch, per_inf_events, timing.latency_s)
+    # One total: events plus leakage x latency; energy per inference and TOPS/W both use it.
     per_inf_pj = total_pj(by_component)
+    leak_pj = total_pj(rollup.leakage_pj(arch, timing.latency_s))
+    if leak_pj:
+        by_event["leakage"] = leak_pj * n
+    total = per_inf_pj * n
     macs = totals.get("macs", 0) / max(n, 1)
     ops = 2 * macs
     area_by = rollup.area_by_component_um2(arch)
@@ -342,7 +346,7 @@ def _result(arch: Arch, arch_path: Path, workload: Workload, workload_path: Path
     ips = timing.inferences_per_s
     gops = ops * ips / 1e9
     energy_j = per_inf_pj * 1e-12
-    notes = []
+    notes = list(arch.notes)  # how stated figures were scaled to this config's point
     if mapped.folded_batchnorms:
         notes.append(f"batch norm folded into the preceding layer: "
                      f"{', '.join(mapped.folded_batchnorms)}")

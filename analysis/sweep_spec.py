@@ -16,7 +16,6 @@
     sampling: grid                        # or {method: random, points: 20, seed: 1}
     mode: bit_true                        # or analytical: event counts from input
                                           #   histograms, no hardware accuracy (fast)
-    scaling: survey                       # rescale ADC/DAC/array figures (analysis.scaling)
     constraints: ["area_mm2 <= 100", "hardware_accuracy >= 0.5"]
     objectives: {hardware_accuracy: max, tops_per_w: max, area_mm2: min}
 
@@ -110,7 +109,6 @@ class SweepSpec:
     method: str
     points: int
     sampling_seed: int
-    scaling: bool
     constraints: tuple[Constraint, ...]
     objectives: dict[str, str]
     mode: str = "bit_true"
@@ -142,7 +140,7 @@ class SweepSpec:
         """A hash of everything every point shares (files, samples, seed, fixed settings)."""
         # The parsed files, not their bytes: editing a comment must not invalidate results.
         blob = [read_yaml(self.arch_path), read_yaml(self.workload_path), self.samples,
-                self.seed, self.batch_size, self.fixed, self.scaling, extra]
+                self.seed, self.batch_size, self.fixed, extra]
         if self.mode != "bit_true":
             blob.append(self.mode)
         return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
@@ -187,7 +185,11 @@ def load_sweep(path: str | Path) -> SweepSpec:
             fixed[str(key)] = value
     parameters = _parameters(top.raw("parameters"), problems)
     method, points, sampling_seed = _sampling(top.raw("sampling", "grid"), problems)
-    scaling = top.get("scaling", str, "survey", choices=("survey", "none")) == "survey"
+    if top.has("scaling"):
+        problems.add("scaling", "is no longer a setting: every point's energy and area now come "
+                                "from the component models at the point's own parameters, "
+                                "scaled from the stated figures (always on, in runs, sweeps "
+                                "and Monte Carlo alike; docs/components.md); remove this key")
     mode = top.get("mode", str, "bit_true", choices=("bit_true", "analytical"))
     constraints = _constraints(top.get("constraints", list, []), problems)
     objectives = _objectives(top.get("objectives", dict, {}), problems)
@@ -212,7 +214,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
                      workload_path=workload_path, samples=samples, seed=seed,
                      batch_size=batch_size, data_dir=data_dir, fixed=fixed,
                      parameters=tuple(parameters), method=method, points=points,
-                     sampling_seed=sampling_seed, scaling=scaling,
+                     sampling_seed=sampling_seed,
                      constraints=tuple(constraints), objectives=objectives, mode=mode)
 
 

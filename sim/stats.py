@@ -4,25 +4,32 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sim.config.schema import EVENT_ENERGY_KEY, EventEnergy
+from sim.config.schema import EVENTS, EventEnergy
 from sim.errors import InvariantError
 
 
-def energy_by_event_pj(counts: Mapping[str, int], energy: EventEnergy) -> dict[str, float]:
+def energy_by_event_pj(counts: Mapping[str, float], energy: EventEnergy) -> dict[str, float]:
     """Energy in pJ charged to each counted event: ``count x energy per event``.
 
-    Events that cost nothing (skipped conversions) and counters that are not events (MACs)
-    are left out. Raises :class:`InvariantError` on a negative count or energy.
+    Every name in ``counts`` must be in :data:`sim.config.schema.EVENTS`: one that is not
+    raises :class:`InvariantError` (a counted event is never dropped silently). Names that
+    cost nothing there (skipped conversions, the MAC counters) are left out of the result.
+    Raises :class:`InvariantError` on a negative count or energy too.
     """
+    per = dict(energy.per_event_pj)
     result = {}
-    for event, key in EVENT_ENERGY_KEY.items():
-        if key is None:
+    for event, count in counts.items():
+        if event not in EVENTS:
+            raise InvariantError(f"event {event!r} has no entry in sim.config.schema.EVENTS; "
+                                 "every counted event must say which component it charges")
+        if EVENTS[event] is None:
             continue
-        count = counts.get(event, 0)
-        per = getattr(energy, key)
-        if count < 0 or per < 0:
+        if event not in per:
+            raise InvariantError(f"no energy per event for {event!r} (the arch was not "
+                                 "calibrated by sim.config.load_arch)")
+        if count < 0 or per[event] < 0:
             raise InvariantError(f"negative {'count' if count < 0 else 'energy'} for {event}")
-        result[event] = float(count) * per
+        result[event] = float(count) * per[event]
     return result
 
 

@@ -57,11 +57,14 @@ BASE_ARCH: dict[str, Any] = {
         "buffer_write_bit": "0.08pJ",
         "register_write_bit": "0.12pJ",
     },
+    # The point the figures above and below were stated at (docs/arch_yaml.md).
+    "stated_at": {"technology": "32nm", "crossbars_per_ima": 4, "rows": 16, "columns": 8},
     "components": [
         {"name": "adc", "level": "ima", "class": "sar_adc", "count": 4, "power": "8mW",
-         "area": "0.005mm2", "spec": "6 bits"},
+         "area": "0.005mm2", "spec": "6 bits",
+         "at": {"bits": 6, "rate": "90MS/s", "per_crossbar": 1}},
         {"name": "crossbar", "level": "ima", "class": "reram_crossbar", "count": 4,
-         "power": "1.2mW", "area": "100um2"},
+         "power": "1.2mW", "area": "100um2", "at": {"bits": 2}},
     ],
 }
 

@@ -49,6 +49,39 @@ SURVEY_NODE_RANGE_NM = (4.0, 1000.0)
 SURVEY_RATE_RANGE_HZ = (1e3, 9e10)
 
 
+#: Lowest ENOB at which the survey fit is used; below it the comparator-count model takes over.
+#: 4 bits: the survey has designs down to ENOB 3.4 (its 10th percentile is 4.8), and the fit
+#: is monotone from 4 bits up, while below ~3 bits its energy rises again (2.5 x at 1 bit vs
+#: 3 bits), which no converter does.
+LOW_ENOB_LIMIT = 4.0
+
+
+def comparator_ratio(enob: float, ref_enob: float) -> float:
+    """Energy ratio of a flash-style converter at ``enob`` vs ``ref_enob``: comparator count.
+
+    A flash (or any converter whose energy is dominated by its comparator decisions) of N
+    bits has ``2^N - 1`` comparators firing per conversion, so its energy per conversion scales
+    as ``(2^N - 1)``; the ADC model uses it below :data:`LOW_ENOB_LIMIT` bits, anchored to the
+    survey fit at 4 bits (continuous there; 1 bit costs 1/15 of 4 bits).
+    """
+    return (2.0**enob - 1.0) / (2.0**ref_enob - 1.0)
+
+
+def check_survey_range(enob: float, rate_hz: float, technology_nm: float) -> None:
+    """Refuse a rate or node outside the survey's designs (ENOB is handled by the model)."""
+    lo, hi = SURVEY_RATE_RANGE_HZ
+    if not lo <= rate_hz <= hi:
+        raise ValueError(f"ADC rate {rate_hz:.4g} S/s is outside the ADC survey model's range "
+                         f"({lo:.0e}-{hi:.0e} S/s); state the ADC's figures instead")
+    lo, hi = SURVEY_NODE_RANGE_NM
+    if not lo <= technology_nm <= hi:
+        raise ValueError(f"technology {technology_nm:g} nm is outside the ADC survey model's "
+                         f"range ({lo:g}-{hi:g} nm)")
+    if enob > SURVEY_ENOB_RANGE[1]:
+        raise ValueError(f"ENOB {enob:g} is above the ADC survey model's range "
+                         f"(up to {SURVEY_ENOB_RANGE[1]:g})")
+
+
 def ideal_sndr_db(enob: float) -> float:
     """SNDR of an ideal ``enob``-bit quantizer with a full-scale sine: 6.02 N + 1.76 dB."""
     return 20.0 * math.log10(2.0) * enob + 10.0 * math.log10(1.5)
@@ -78,6 +111,12 @@ def survey_adc_energy_pj(enob: float, rate_hz: float, technology_nm: float) -> f
     if enob <= 0 or rate_hz <= 0 or technology_nm <= 0:
         raise ValueError("ADC model needs positive enob, rate and technology node, got "
                          f"{enob!r}, {rate_hz!r}, {technology_nm!r}")
+    check_survey_range(enob, rate_hz, technology_nm)
+    if enob < LOW_ENOB_LIMIT:
+        # Below the fitted range the fit turns up again (its ln ENOB correction grows faster
+        # than the bound falls): use the comparator-count model instead.
+        return (survey_adc_energy_pj(LOW_ENOB_LIMIT, rate_hz, technology_nm)
+                * comparator_ratio(enob, LOW_ENOB_LIMIT))
     bound = 10.0 ** ((ideal_sndr_db(enob) - survey_foms_db(enob, rate_hz)) / 10.0) / 2.0
     correction = math.exp(ENERGY_TECH_INTERCEPT + ENERGY_TECH_SLOPE * math.log(technology_nm)
                           + ENERGY_ENOB_SLOPE * math.log(enob) + ENERGY_RESIDUAL)
@@ -108,8 +147,10 @@ class _SurveyAdc(Component):
     :func:`survey_adc_area_um2` at (rate, node, energy), with the stated energy when one is
     given (energy is a regressor of the fit); latency = 1 / rate; leakage 0 (the survey
     energies are total power / rate, so static power is already inside; hwcomponents-adc books
-    20 % of it as leakage instead). Valid where the survey has designs: ENOB 3.4-17.2, nodes
-    4-1000 nm, 1 kS/s-90 GS/s; it is a best-case (optimistic) bound, not a specific design.
+    20 % of it as leakage instead). Valid where the survey has designs: ENOB 4-17.2, nodes
+    4-1000 nm, 1 kS/s-90 GS/s (a rate or node outside is refused); it is a best-case
+    (optimistic) bound, not a specific design. Below 4 bits the comparator-count model
+    (:func:`comparator_ratio`, anchored to the fit at 4 bits) gives the energy.
     """
 
     actions: ClassVar[tuple[str, ...]] = ("convert",)

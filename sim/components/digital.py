@@ -96,3 +96,55 @@ class Register(PerBitComponent):
         if size == 0:
             s.problems.add(join(s.path, "size"), "must be at least 1 byte")
         return {"size_bytes": size, "width_bits": cls._read_width(s)}
+
+
+#: ISAAC (ISCA 2016) Table I, per tile: 2 sigmoid units, 0.52 mW, 0.0006 mm^2; one activation
+#: per unit per 1.2 GHz digital cycle: 0.52 mW / (2 x 1.2 GHz) = 0.2167 pJ; 300 um^2 each.
+ISAAC_SIGMOID = Anchor(energy_pj=0.52 * 1e9 / (2 * 1.2e9), area_um2=600.0 / 2, technology_nm=32.0,
+                       source="ISAAC Table I: sigmoid x2, 0.52 mW, 0.0006 mm2, 1.2 GHz")
+#: ISAAC Table I, per tile: one max-pool unit, 0.4 mW, 0.00024 mm^2; one element compared per
+#: 1.2 GHz cycle: 0.4 mW / 1.2 GHz = 0.333 pJ per element read.
+ISAAC_MAXPOOL = Anchor(energy_pj=0.4 * 1e9 / 1.2e9, area_um2=240.0, technology_nm=32.0,
+                       source="ISAAC Table I: max-pool, 0.4 mW, 0.00024 mm2, 1.2 GHz")
+
+
+@dataclass(frozen=True, kw_only=True)
+class _AnchoredUnit(Component):
+    """A digital unit whose one action costs its anchor's energy, scaled by node only."""
+
+    ANCHOR: ClassVar[Anchor]
+    DEFAULT_RATE_HZ: ClassVar[float | None] = 1.2e9
+
+    def _model_energy_pj(self, action: str) -> float:
+        a = self.ANCHOR
+        return a.energy_pj * energy_factor(self.technology_nm, a.technology_nm)
+
+    def _model_area_um2(self) -> float:
+        a = self.ANCHOR
+        return a.area_um2 * area_factor(self.technology_nm, a.technology_nm)
+
+
+@register("sigmoid")
+@dataclass(frozen=True, kw_only=True)
+class Sigmoid(_AnchoredUnit):
+    """Activation unit (ISAAC's sigmoid/ReLU unit); ``activate`` is one element.
+
+    Model: ISAAC's unit (:data:`ISAAC_SIGMOID`: 0.2167 pJ per element, 300 um^2 at 32 nm)
+    times Stillmaker-Baas node factors. Valid for 16-bit look-up/compare units, 22-130 nm.
+    """
+
+    actions: ClassVar[tuple[str, ...]] = ("activate",)
+    ANCHOR: ClassVar[Anchor] = ISAAC_SIGMOID
+
+
+@register("maxpool")
+@dataclass(frozen=True, kw_only=True)
+class MaxPool(_AnchoredUnit):
+    """Pooling unit (ISAAC's max-pool); ``pool`` is one element read by a window.
+
+    Model: ISAAC's unit (:data:`ISAAC_MAXPOOL`: 0.333 pJ per element, 240 um^2 at 32 nm)
+    times Stillmaker-Baas node factors. Valid for 16-bit comparators, 22-130 nm.
+    """
+
+    actions: ClassVar[tuple[str, ...]] = ("pool",)
+    ANCHOR: ClassVar[Anchor] = ISAAC_MAXPOOL

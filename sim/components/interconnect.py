@@ -119,3 +119,16 @@ class OffchipLink(PerBitComponent):
     @classmethod
     def _read_params(cls, s: Section, *, need_energy: bool, need_area: bool) -> dict[str, Any]:
         return {"width_bits": cls._read_width(s)}
+
+
+@register("bus")
+@dataclass(frozen=True, kw_only=True)
+class Bus(NocLink):
+    """A tile's shared bus (ISAAC's 384-wire eDRAM-to-IMA bus); ``transfer`` moves one bit.
+
+    Model: the :class:`NocLink` tile-span wire (0.054 pJ/bit, 234 um^2 per wire at 32 nm,
+    Stillmaker-Baas node factors). Parameters: ``width`` (wires, default 384).
+    """
+
+    EXAMPLE: ClassVar = MappingProxyType({"width": 384})
+    DEFAULT_WIDTH_BITS: ClassVar[int] = 384

@@ -300,3 +300,84 @@ class EdramBuffer(_Buffer):
     ANCHOR: ClassVar[Anchor] = ISAAC_EDRAM_BIT
     ANCHOR_BYTES: ClassVar[int] = ISAAC_EDRAM_BYTES
     EXAMPLE: ClassVar = MappingProxyType({"size": "64KiB"})
+
+
+# ----------------------------------------------------------------------------- arrays
+@register("reram_crossbar")
+@dataclass(frozen=True, kw_only=True)
+class ReramCrossbar(Component):
+    """One ReRAM crossbar array (ISAAC's 128 x 128 2-bit arrays); ``read`` reads one cell.
+
+    Parameters: ``rows``, ``columns`` (every column with cells, the unit column included),
+    ``bits`` (per cell, default 1).
+
+    Model: a cell read is the :class:`ReramCell` Ohm's-law read at ``bits`` with its default
+    device figures (node independent: the energy is set by the device's conductances and the
+    read voltage, not by the CMOS node); area = ``rows x columns x 4 F^2`` (F = node), so the
+    node moves the area as F^2. Valid for 1T1R / crosspoint arrays whose peripheral drivers are
+    counted separately (DACs, S+H, ADCs). Used as a ratio against a stated table row: the
+    cell-read energy ratio between two cell resolutions and the area ratio between two sizes.
+    """
+
+    actions: ClassVar[tuple[str, ...]] = ("read",)
+    EXAMPLE: ClassVar = MappingProxyType({"rows": 128, "columns": 129, "bits": 2})
+
+    rows: int = 128
+    columns: int = 128
+    bits: int = 1
+
+    def _model_energy_pj(self, action: str) -> float:
+        return ReramCell(technology_nm=self.technology_nm, bits=self.bits).energy_pj("read")
+
+    def _model_area_um2(self) -> float:
+        feature_um = self.technology_nm * 1e-3
+        return self.rows * self.columns * CROSSPOINT_CELL_AREA_F2 * feature_um**2
+
+    @classmethod
+    def _read_params(cls, s: Section, *, need_energy: bool, need_area: bool) -> dict[str, Any]:
+        return {"rows": s.get("rows", int, 128, lo=1, hi=1 << 16),
+                "columns": s.get("columns", int, 128, lo=1, hi=1 << 16),
+                "bits": s.get("bits", int, 1, lo=1, hi=8)}
+
+
+@register("sram_array")
+@dataclass(frozen=True, kw_only=True)
+class SramArray(Component):
+    """One 6T-SRAM compute array; ``read`` reads one cell onto its bit line.
+
+    Parameters: ``rows``, ``columns``, ``capacitance`` and ``supply_voltage`` (as
+    :class:`SramCell`; required only when the energy is not stated).
+
+    Model: cell read energy of :class:`SramCell` (``C x V_dd x V_swing``, no default: CAP-RAM
+    publishes none); area = ``rows x columns x`` CAP-RAM's 1.71 um^2 per bit at 65 nm scaled by
+    Stillmaker-Baas area factors. Valid 22-130 nm for the area.
+    """
+
+    actions: ClassVar[tuple[str, ...]] = ("read",)
+    EXAMPLE: ClassVar = MappingProxyType({"rows": 512, "columns": 128,
+                                          "capacitance": "0.2fF", "supply_voltage": "1.2V"})
+
+    rows: int = 128
+    columns: int = 128
+    capacitance_ff: float | None = None
+    supply_voltage_v: float | None = None
+
+    def _model_energy_pj(self, action: str) -> float:
+        self._need(capacitance=self.capacitance_ff, supply_voltage=self.supply_voltage_v)
+        return self.capacitance_ff * self.supply_voltage_v**2 * 1e-3
+
+    def _model_area_um2(self) -> float:
+        a = CAPRAM_SRAM_BIT
+        return (self.rows * self.columns * a.area_um2
+                * area_factor(self.technology_nm, a.technology_nm))
+
+    @classmethod
+    def _read_params(cls, s: Section, *, need_energy: bool, need_area: bool) -> dict[str, Any]:
+        values = {"rows": s.get("rows", int, 128, lo=1, hi=1 << 16),
+                  "columns": s.get("columns", int, 128, lo=1, hi=1 << 16),
+                  "capacitance_ff": s.get("capacitance", q.capacitance_ff, None),
+                  "supply_voltage_v": s.get("supply_voltage", q.voltage_v, None)}
+        cls._require(s, "capacitance", values["capacitance_ff"], need_energy, cls.class_name)
+        cls._require(s, "supply_voltage", values["supply_voltage_v"], need_energy,
+                     cls.class_name)
+        return values

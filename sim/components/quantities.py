@@ -2,8 +2,8 @@
 
 :mod:`sim.config.units` parses time, frequency, power, energy, area, size and length. The
 physical cell and capacitor models also take voltages, resistances, capacitances and
-capacitance densities; they are parsed here the same way (a string with a unit, or a bare
-number already in the unit named by the function), once, at load time.
+capacitance densities; they are parsed here the same way (a string with its unit; a bare
+number other than zero is an error whose message shows the unit expected), once, at load time.
 """
 
 from __future__ import annotations
@@ -22,11 +22,15 @@ def _parse(text: object, bases: tuple[str, ...], to_unit_factor: float, example:
         raise ValueError(f"expected a quantity such as {example!r}, got boolean {text!r}")
     if isinstance(text, int | float):
         value, unit = float(text), ""
+        if value != 0:
+            raise ValueError(f"{text!r} needs its unit, e.g. {example!r}")
     elif isinstance(text, str):
         m = _RE.match(text)
         if not m:
             raise ValueError(f"cannot parse quantity {text!r} (e.g. {example!r})")
         value, unit = float(m.group(1)), m.group(2)
+        if not unit and value != 0:
+            raise ValueError(f"{text!r} needs its unit, e.g. {example!r}")
     else:
         raise ValueError(f"expected a quantity such as {example!r}, got {type(text).__name__}")
     if unit:
@@ -44,22 +48,22 @@ def _parse(text: object, bases: tuple[str, ...], to_unit_factor: float, example:
 
 
 def voltage_v(text: object) -> float:
-    """Voltage in V: ``"0.3V"``, ``"900mV"``, or a bare number of volts."""
+    """Voltage in V: ``"0.3V"``, ``"900mV"``, (a unit is required)."""
     return _parse(text, ("V",), 1.0, "0.3V")
 
 
 def resistance_ohm(text: object) -> float:
-    """Resistance in ohm: ``"2kohm"``, ``"3Mohm"``, ``"20kΩ"``, or a bare number of ohms."""
+    """Resistance in ohm: ``"2kohm"``, ``"3Mohm"``, ``"20kΩ"``, (a unit is required)."""
     return _parse(text, ("ohm", "Ohm", "Ω"), 1.0, "2kohm")
 
 
 def capacitance_ff(text: object) -> float:
-    """Capacitance in fF: ``"1.5fF"``, ``"0.2pF"``, or a bare number of fF."""
+    """Capacitance in fF: ``"1.5fF"``, ``"0.2pF"``, (a unit is required)."""
     return _parse(text, ("F",), 1e-15, "1.5fF")
 
 
 def capacitance_density_ff_per_um2(text: object) -> float:
-    """Capacitance per area in fF/um^2: ``"2fF/um2"``, or a bare number of fF/um^2."""
+    """Capacitance per area in fF/um^2: ``"2fF/um2"``, (a unit is required)."""
     if isinstance(text, str) and text.strip().endswith("/um2"):
         text = text.strip()[: -len("/um2")]
         return capacitance_ff(text)

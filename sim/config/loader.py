@@ -27,6 +27,7 @@ from sim.config.schema import (
     CellVariation,
     Clock,
     Component,
+    EVENTS,
     Crossbar,
     Dac,
     EventEnergy,
@@ -44,16 +45,11 @@ from sim.config.schema import (
 from sim.config.validate import Problems, Section
 from sim.errors import ConfigError
 
-#: Table rows whose kind has no energy model in ``sim.components`` yet (a published table
-#: states their figures; reports and area use them as stated).
-TABLE_ONLY_CLASSES = ("reram_crossbar", "sram_array", "bus", "sigmoid", "maxpool")
-
-
 def component_class_names() -> tuple[str, ...]:
-    """Valid ``class:`` values: the component registry's classes, then table-only ones."""
+    """Valid ``class:`` values: the component registry's classes."""
     from sim.components.registry import component_classes  # late: components import config
 
-    return tuple(component_classes()) + TABLE_ONLY_CLASSES
+    return tuple(component_classes())
 
 
 COMPONENT_LEVELS = ("chip", "tile", "ima")
@@ -115,8 +111,12 @@ def arch_from_dict(data: Any, source: str = "<arch>") -> Arch:
     out.finish()
 
     variation = _variation(top.section("variation"))
-    energy = _energy(top.section("energy", required=True))
-    components = _components(top.raw("components", []), problems)
+    stated_energy = _energy(top.section("energy"))
+    from sim.components.calibrate import read_at, read_rows  # late: components import config
+
+    rows = read_rows(top.raw("components", []), problems, COMPONENT_LEVELS,
+                     component_class_names())
+    stated_at = read_at(top.raw("stated_at", None), "stated_at", problems)
     noc = tile_buffer = None
     if top.has("noc"):
         n = top.section("noc")
@@ -132,11 +132,20 @@ def arch_from_dict(data: Any, source: str = "<arch>") -> Arch:
 
     arch = Arch(name=name, description=description, technology_nm=tech, clock=clock,
                 organization=organization, crossbar=crossbar, weights=weights, inputs=inputs,
-                outputs=outputs, variation=variation, energy=energy,
-                components=components, noc=noc, tile_buffer=tile_buffer, source=source)
+                outputs=outputs, variation=variation, energy=EventEnergy(),
+                noc=noc, tile_buffer=tile_buffer, source=source)
     _cross_checks(arch, problems)
+    if not problems.bad(*_CALIBRATION_INPUTS):
+        from sim.components.calibrate import calibrate
+
+        arch = calibrate(arch, rows, stated_at, stated_energy, problems)
     problems.raise_if_any()
     return arch
+
+
+#: Sections the calibration reads: it runs only when none of them has a problem.
+_CALIBRATION_INPUTS = ("technology", "clock", "organization", "crossbar", "outputs", "noc",
+                       "tile_buffer", "stated_at")
 
 
 def _crossbar(s: Section) -> Crossbar:
@@ -192,39 +201,16 @@ def _variation(s: Section) -> Variation:
     return Variation(seed=seed, cell=cell, adc=adc)
 
 
-def _energy(s: Section) -> EventEnergy:
-    keys = {
-        "adc_conversion": "adc_conversion_pj", "dac_pulse": "dac_pulse_pj",
-        "cell_read": "cell_read_pj", "sample_hold": "sample_hold_pj",
-        "shift_add": "shift_add_pj", "buffer_read_bit": "buffer_read_bit_pj",
-        "buffer_write_bit": "buffer_write_bit_pj", "register_write_bit": "register_write_bit_pj",
-    }
-    values = {field: s.get(key, units.energy_pj, 0.0) for key, field in keys.items()}
+def _energy(s: Section) -> dict[str, float]:
+    """Stated per-event figures (``energy:`` key -> pJ); every event's key is accepted."""
+    values = {}
+    for kind in EVENTS.values():
+        if kind is not None and s.has(kind.key):
+            value = s.get(kind.key, units.energy_pj, None)
+            if value is not None:
+                values[kind.key] = value
     s.finish()
-    return EventEnergy(**values)
-
-
-def _components(raw: Any, problems: Problems) -> tuple[Component, ...]:
-    if not isinstance(raw, list):
-        problems.add("components", "must be a list of component rows")
-        return ()
-    result = []
-    for idx, item in enumerate(raw):
-        s = Section(item, f"components[{idx}]", problems)
-        comp = Component(
-            name=s.get("name", str),
-            level=s.get("level", str, choices=COMPONENT_LEVELS),
-            component_class=s.get("class", str, choices=component_class_names()),
-            count=s.get("count", int, 1, lo=1),
-            power_mw=s.get("power", units.power_mw),
-            area_um2=s.get("area", units.area_um2),
-            shared_by=s.get("shared_by", int, 1, lo=1),
-            leakage_mw=s.get("leakage", units.power_mw, 0.0),
-            spec=s.get("spec", str, ""),
-        )
-        s.finish()
-        result.append(comp)
-    return tuple(result)
+    return values
 
 
 def _cross_checks(arch: Arch, problems: Problems) -> None:
@@ -306,9 +292,21 @@ def _rule_adc_count(arch: Arch, problems: Problems) -> None:
 
 def _rule_adc_range(arch: Arch, problems: Problems) -> None:
     xb, w, adc = arch.crossbar, arch.weights, arch.crossbar.adc
-    if adc.range != "fixed" or adc.clip:
+    if adc.clip:
         return
     worst = max_partial_sum(arch)
+    if adc.range == "calibrated":
+        # A calibrated full scale comes from data and can be below the largest partial sum,
+        # which must then clip: without clip, the ADC has to hold it at a unit step.
+        if adc.codes - 1 < worst:
+            problems.add(
+                "crossbar.adc",
+                f"range: calibrated with clip: false is contradictory: a calibrated full "
+                f"scale is set from data, so partial sums above it (up to {worst}: "
+                f"{xb.group_rows} rows x {xb.cell.levels - 1} cell levels x "
+                f"{2**xb.dac.bits - 1} DAC levels) must clip, and a {adc.bits}-bit ADC cannot "
+                "hold them at a unit step; set crossbar.adc.clip: true")
+        return
     fs = adc_full_scale(arch)
     if fs < worst:
         flip = ", halved by column flipping" if w.column_flip else ""

@@ -189,40 +189,82 @@ class Variation:
     adc: AdcVariation = field(default_factory=AdcVariation)
 
 
-#: Event -> key of :class:`EventEnergy` (``None``: the event costs nothing, e.g. skipped).
-EVENT_ENERGY_KEY = {
-    "adc_conversions": "adc_conversion_pj",
+@dataclass(frozen=True)
+class EventKind:
+    """How one counted event is charged: by which component classes, with which action.
+
+    ``key`` is the event's key in the YAML ``energy:`` section (a stated per-event figure);
+    ``classes`` are the component classes that perform it, the first one the model uses when
+    no table row performs it. Per-bit events (``*_bits``) use per-bit actions.
+    """
+
+    key: str
+    classes: tuple[str, ...]
+    action: str
+
+
+#: Every name an event count may carry -> how it is charged (``None``: not an energy event:
+#: a skipped conversion costs nothing, ``macs`` and ``cell_macs`` are counters). The rollup
+#: raises on a name that is not here, so no counted event is dropped silently.
+EVENTS: dict[str, EventKind | None] = {
+    "adc_conversions": EventKind("adc_conversion", ("sar_adc", "cisar_adc", "flash_adc"),
+                                 "convert"),
     "adc_conversions_skipped": None,
-    "dac_pulses": "dac_pulse_pj",
-    "cell_reads": "cell_read_pj",
-    "sample_holds": "sample_hold_pj",
-    "shift_adds": "shift_add_pj",
-    "input_buffer_read_bits": "buffer_read_bit_pj",
-    "input_register_write_bits": "register_write_bit_pj",
-    "output_buffer_write_bits": "buffer_write_bit_pj",
+    "dac_pulses": EventKind("dac_pulse", ("dac",), "drive"),
+    "cell_reads": EventKind("cell_read", ("reram_crossbar", "sram_array", "capacitor_array"),
+                            "read"),
+    "sample_holds": EventKind("sample_hold", ("sample_hold",), "sample"),
+    "shift_adds": EventKind("shift_add", ("shift_add",), "add"),
+    "input_buffer_read_bits": EventKind("buffer_read_bit", ("edram_buffer", "sram_buffer"),
+                                        "read"),
+    "output_buffer_write_bits": EventKind("buffer_write_bit", ("edram_buffer", "sram_buffer"),
+                                          "write"),
+    "input_register_write_bits": EventKind("register_write_bit", ("register",), "write"),
+    "output_register_write_bits": EventKind("output_register_write_bit", ("register",),
+                                            "write"),
+    "bus_transfer_bits": EventKind("bus_bit", ("bus", "noc_link"), "transfer"),
+    "noc_bit_hops": EventKind("noc_link_bit", ("noc_link",), "transfer"),
+    "router_bits": EventKind("router_bit", ("router",), "transfer"),
+    "activation_ops": EventKind("activation", ("sigmoid",), "activate"),
+    "pooling_ops": EventKind("pooling", ("maxpool",), "pool"),
+    "add_ops": EventKind("add", ("shift_add",), "add"),
+    "offchip_bits": EventKind("offchip_bit", ("offchip_link",), "transfer"),
+    "macs": None,
+    "cell_macs": None,
 }
 
 
 @dataclass(frozen=True, kw_only=True)
 class EventEnergy:
-    """Energy per event, in pJ, as stated (or derived and cited) in the YAML."""
+    """Energy per event, in pJ, at the config's own operating point, and who is charged.
 
-    adc_conversion_pj: float = 0.0
-    dac_pulse_pj: float = 0.0
-    cell_read_pj: float = 0.0
-    sample_hold_pj: float = 0.0
-    shift_add_pj: float = 0.0
-    buffer_read_bit_pj: float = 0.0
-    buffer_write_bit_pj: float = 0.0
-    register_write_bit_pj: float = 0.0
+    Built by :func:`sim.components.calibrate.calibrate`: each figure is a stated calibration
+    point scaled by its component model, or the model itself. ``per_event_pj`` and
+    ``component`` are ``(event, value)`` pairs for every event of :data:`EVENTS` that costs
+    energy.
+    """
+
+    per_event_pj: tuple[tuple[str, float], ...] = ()
+    component: tuple[tuple[str, str], ...] = ()
+
+    def pj(self, event: str) -> float:
+        """Energy of one ``event``, in pJ."""
+        return dict(self.per_event_pj)[event]
+
+    def component_of(self, event: str) -> str:
+        """Name of the component (table row, or ``<class> (model)``) charged for ``event``."""
+        return dict(self.component)[event]
 
 
 @dataclass(frozen=True, kw_only=True)
 class Component:
-    """One row of a published component table (group totals), kept for reports and area.
+    """One row of the component table at the config's own operating point.
 
     ``level`` is where the group sits (``chip``, ``tile``, ``ima``); ``power_mw`` and
-    ``area_um2`` are totals for the ``count`` instances of one group at that level.
+    ``area_um2`` are totals for the ``count`` instances of one group at that level, after
+    calibration: the row's stated figures (``stated_*``, which held at the parameters ``at``)
+    scaled by its component model to the config's parameters. ``events`` names the events
+    charged to this row explicitly (otherwise by class).
     """
 
     name: str
@@ -234,6 +276,12 @@ class Component:
     shared_by: int = 1
     leakage_mw: float = 0.0
     spec: str = ""
+    at: tuple[tuple[str, object], ...] = ()
+    events: tuple[str, ...] = ()
+    stated_count: int = 0
+    stated_power_mw: float = 0.0
+    stated_area_um2: float = 0.0
+    stated_leakage_mw: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -271,6 +319,10 @@ class Arch:
     noc: Noc | None = None
     tile_buffer: TileBuffer | None = None
     source: str = ""
+    #: Node at which the stated figures (``energy:``, ``components:``) hold.
+    stated_technology_nm: float | None = None
+    #: How the stated figures were scaled to this config's point (copied into results).
+    notes: tuple[str, ...] = ()
 
 
 def magnitude_bits(weights: WeightFormat) -> int:

@@ -2,8 +2,10 @@
 
 YAML may say ``"64KiB"``, ``"100ns"``, ``"1.28GHz"``, ``"16mW"``, ``"1.67pJ"``,
 ``"0.0096mm2"``; the loaders turn them into plain floats in the unit named by the field
-(``_bytes``, ``_ns``, ``_hz``, ``_mw``, ``_pj``, ``_um2``). A bare number is taken to be in
-the field's unit already.
+(``_bytes``, ``_ns``, ``_hz``, ``_mw``, ``_pj``, ``_um2``). A bare number is an error (its
+unit is not written, and ``area: 0.0096`` read as um^2 when mm^2 was meant is off by 10^6):
+the message shows the unit expected. Zero is the one bare number accepted (it is zero in
+every unit).
 """
 
 from __future__ import annotations
@@ -35,12 +37,19 @@ def _split(text: object) -> tuple[float, str]:
     return value, unit
 
 
+def _bare(value: float, text: object, example: str) -> float:
+    """A number written without its unit: only zero is accepted."""
+    if value == 0:
+        return 0.0
+    raise ValueError(f"{text!r} needs its unit, e.g. {example!r}")
+
+
 def _scaled(text: object, base: str, to_unit_factor: float, example: str,
             split: tuple[float, str] | None = None) -> float:
     """Parse ``text`` whose unit ends in ``base``; return value / to_unit_factor (SI)."""
     value, unit = split if split is not None else _split(text)
     if unit == "":
-        return value
+        return _bare(value, text, example)
     if not unit.endswith(base):
         raise ValueError(f"expected a quantity in {base} (e.g. {example!r}), got {text!r}")
     prefix = unit[: -len(base)]
@@ -59,12 +68,12 @@ def _nonneg(x: float, text: object) -> float:
 
 
 def time_ns(text: object) -> float:
-    """Time in ns: ``"100ns"``, ``"1.6us"``, ``"2ms"``, or a bare number of ns."""
+    """Time in ns: ``"100ns"``, ``"1.6us"``, ``"2ms"`` (a unit is required)."""
     return _nonneg(_scaled(text, "s", 1e-9, "100ns"), text)
 
 
 def frequency_hz(text: object) -> float:
-    """Frequency in Hz: ``"1.2GHz"``, ``"1.28GS/s"`` (samples per second), or bare Hz."""
+    """Frequency in Hz: ``"1.2GHz"``, ``"1.28GS/s"`` (samples per second; a unit is required)."""
     value, unit = _split(text)
     for samples in ("S/s", "Sps", "SPS"):  # samples per second: the same as Hz here
         if unit.endswith(samples):
@@ -73,12 +82,12 @@ def frequency_hz(text: object) -> float:
 
 
 def power_mw(text: object) -> float:
-    """Power in mW: ``"16mW"``, ``"10uW"``, ``"65.8W"``, or a bare number of mW."""
+    """Power in mW: ``"16mW"``, ``"10uW"``, ``"65.8W"`` (a unit is required)."""
     return _nonneg(_scaled(text, "W", 1e-3, "16mW"), text)
 
 
 def energy_pj(text: object) -> float:
-    """Energy in pJ: ``"1.67pJ"``, ``"0.4fJ"``, ``"2nJ"``, or a bare number of pJ."""
+    """Energy in pJ: ``"1.67pJ"``, ``"0.4fJ"``, ``"2nJ"`` (a unit is required)."""
     return _nonneg(_scaled(text, "J", 1e-12, "1.67pJ"), text)
 
 
@@ -86,10 +95,10 @@ _AREA = {"um2": 1.0, "µm2": 1.0, "mm2": 1e6, "nm2": 1e-6, "m2": 1e12, "cm2": 1e
 
 
 def area_um2(text: object) -> float:
-    """Area in um^2: ``"0.0096mm2"``, ``"1200um2"``, or a bare number of um^2."""
+    """Area in um^2: ``"0.0096mm2"``, ``"1200um2"`` (a unit, um2 or mm2, is required)."""
     value, unit = _split(text)
     if unit == "":
-        return _nonneg(value, text)
+        return _nonneg(_bare(value, text, "0.0096mm2' or '1200um2"), text)
     if unit not in _AREA:
         raise ValueError(f"expected an area in um2 or mm2 (e.g. '0.0096mm2'), got {text!r}")
     result = value * _AREA[unit]
@@ -103,13 +112,15 @@ _BYTES = {"B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "KiB": 1024, "MiB": 
 
 
 def size_bytes(text: object) -> int:
-    """Memory size in bytes: ``"64KiB"``, ``"2KB"``, ``"256B"``, ``"3kB"``, or bare bytes.
+    """Memory size in bytes: ``"64KiB"``, ``"2KB"``, ``"256B"``, ``"3kB"`` (a unit is required).
 
     ``KB`` is taken as 1000 bytes and ``KiB`` as 1024, as in SI/IEC usage; published tables
     that write "64 KB" for 65,536 bytes should be transcribed as ``64KiB``.
     """
     value, unit = _split(text)
-    factor = 1 if unit == "" else _BYTES.get(unit)
+    if unit == "":
+        return int(_nonneg(_bare(value, text, "64KiB"), text))
+    factor = _BYTES.get(unit)
     if factor is None:
         raise ValueError(f"expected a size such as '64KiB' or '2KB', got {text!r}")
     result = value * factor
@@ -119,5 +130,5 @@ def size_bytes(text: object) -> int:
 
 
 def length_nm(text: object) -> float:
-    """Length in nm (technology node): ``"32nm"``, ``65``."""
+    """Length in nm (technology node): ``"32nm"``, ``"0.065um"`` (a unit is required)."""
     return _nonneg(_scaled(text, "m", 1e-9, "32nm"), text)

@@ -3,32 +3,25 @@
 - area of the chip: every component row's group area x how many of its level the chip has
   (tiles, tiles x IMAs), divided among the ``shared_by`` units sharing it;
 - peak power the same way from the rows' group powers (the published table's totals);
-- dynamic energy: each counted event x its per-event energy, charged to the component class
-  that performs it; leakage power x latency on top (zero where the table gives none);
+- dynamic energy: each counted event x its per-event energy, charged to the component that
+  performs it (``sim.config.schema.EVENTS``; the figures are calibrated at the config's own
+  point by ``sim.components.calibrate``); leakage power x latency on top (zero where neither
+  the table nor a model gives static power); the parts sum to the total (checked);
 - peak throughput from the organization and the step time: every crossbar busy with dense
   inputs, ``rows x weights per crossbar row`` MACs per input vector of ``steps`` steps.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sim.config.schema import Arch, columns_per_weight, input_steps
 from sim.engine.timing import step_cycles
-from sim.stats import energy_by_event_pj
+from sim.errors import InvariantError
+from sim.stats import energy_by_event_pj, total_pj
 
-#: Which component classes perform each event (the first present in the table is charged).
-EVENT_CLASSES = {
-    "adc_conversions": ("sar_adc", "cisar_adc", "flash_adc"),
-    "dac_pulses": ("dac",),
-    "cell_reads": ("reram_crossbar", "sram_array", "capacitor_array"),
-    "sample_holds": ("sample_hold",),
-    "shift_adds": ("shift_add",),
-    "input_buffer_read_bits": ("edram_buffer", "sram_buffer"),
-    "output_buffer_write_bits": ("edram_buffer", "sram_buffer"),
-    "input_register_write_bits": ("register",),
-}
 _LEVEL_ORDER = {"ima": 0, "tile": 1, "chip": 2}
 
 
@@ -64,27 +57,41 @@ def per_level_total(arch: Arch, level: str, values: Mapping[str, float]) -> floa
 
 
 def event_component(arch: Arch, event: str) -> str:
-    """The component-table row an event's energy is charged to (or ``other: <event>``)."""
-    for cls in EVENT_CLASSES.get(event, ()):
-        rows = sorted((c for c in arch.components if c.component_class == cls),
-                      key=lambda c: _LEVEL_ORDER[c.level])
-        if rows:
-            return rows[0].name
-    return f"other: {event}"
+    """The component (table row, or ``<class> (model)``) an event's energy is charged to."""
+    return arch.energy.component_of(event)
 
 
-def energy_by_component_pj(arch: Arch, events: Mapping[str, int], latency_s: float
+def energy_by_component_pj(arch: Arch, events: Mapping[str, float], latency_s: float
                            ) -> dict[str, float]:
-    """Dynamic energy of ``events`` by component, plus leakage x ``latency_s``."""
+    """Energy of ``events`` by component, plus leakage x ``latency_s``; sums to the total.
+
+    Every event is charged through :data:`sim.config.schema.EVENTS` (an unknown name raises
+    :class:`InvariantError`). The result's sum equals the dynamic energy of the events plus
+    the leakage energy, which is checked.
+    """
     out: dict[str, float] = {}
-    for event, e in energy_by_event_pj(events, arch.energy).items():
-        if e:
-            name = event_component(arch, event)
-            out[name] = out.get(name, 0.0) + e
+    by_event = energy_by_event_pj(events, arch.energy)
+    for event, e in by_event.items():
+        name = event_component(arch, event)
+        out[name] = out.get(name, 0.0) + e
+    leakage = leakage_pj(arch, latency_s)
+    for name, e in leakage.items():
+        out[name] = out.get(name, 0.0) + e
+    expected = total_pj(by_event) + total_pj(leakage)
+    got = total_pj(out)
+    if not math.isclose(got, expected, rel_tol=1e-9, abs_tol=1e-9):
+        raise InvariantError(f"energy by component sums to {got} pJ, events and leakage to "
+                             f"{expected} pJ")
+    return out
+
+
+def leakage_pj(arch: Arch, latency_s: float) -> dict[str, float]:
+    """Leakage energy of each row with static power over ``latency_s`` (pJ)."""
+    out = {}
     for c in arch.components:
         if c.leakage_mw:
             leak = c.leakage_mw * level_count(arch, c.level) / c.shared_by * 1e-3 * latency_s
-            out[c.name] = out.get(c.name, 0.0) + leak * 1e12
+            out[c.name] = leak * 1e12
     return out
 
 

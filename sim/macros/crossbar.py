@@ -47,6 +47,8 @@ class Events:
     input_buffer_read_bits: int = 0
     input_register_write_bits: int = 0
     output_buffer_write_bits: int = 0
+    output_register_write_bits: int = 0
+    bus_transfer_bits: int = 0
     macs: int = 0
     cell_macs: int = 0
     #: Per-step activity of the crossbars (for the schedule); not a count, so not in
@@ -76,12 +78,20 @@ class Events:
         the buffer once and written into the input register of each column tile; every
         output written once; MACs of the layer and of the padded cell array over all steps.
         Shared by the bit-true pass and the analytical mode so the two cannot drift apart.
+
+        Output registers: each row tile (crossbar rows holding a slice of K) shift-adds its
+        partial output of every output column into its IMA's output register, one write of
+        ``outputs.bits`` per output per row tile. The tile bus carries the inputs to the IMAs
+        (as written into their input registers) and those partial outputs back.
         """
         self.sample_holds = self.shift_adds = self.adc_conversions
         bx = arch.inputs.bits
+        row_tiles = -(-k // arch.crossbar.rows)
         self.input_buffer_read_bits = vectors * k * bx
         self.input_register_write_bits = vectors * k * bx * column_tiles
         self.output_buffer_write_bits = vectors * n * arch.outputs.bits
+        self.output_register_write_bits = vectors * n * arch.outputs.bits * row_tiles
+        self.bus_transfer_bits = self.input_register_write_bits + self.output_register_write_bits
         self.macs = vectors * k * n
         self.cell_macs = vectors * rows_padded * columns_total * steps
 
