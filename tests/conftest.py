@@ -49,10 +49,10 @@ BASE_ARCH: dict[str, Any] = {
     "outputs": {"bits": 16},
     "energy": {
         "adc_conversion": "1.5pJ",
-        "dac_pulse": "0.4pJ",
+        "dac_pulse": {"energy": "0.4pJ", "at": {"bits": 1}},
         "cell_read": "0.002pJ",
         "sample_hold": "0.001pJ",
-        "shift_add": "0.02pJ",
+        "shift_add": {"energy": "0.02pJ", "at": {"width": 16}},
         "buffer_read_bit": "0.08pJ",
         "buffer_write_bit": "0.08pJ",
         "register_write_bit": "0.12pJ",

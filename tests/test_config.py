@@ -59,8 +59,10 @@ def test_isaac_loads(isaac_arch):
     assert a.inputs == schema.InputFormat(bits=16, signed=True, zero_skip=False)
     assert a.outputs.bits == 16
     assert a.variation == schema.Variation()  # ideal devices unless stated
-    assert a.energy.adc_conversion_pj == pytest.approx(1.6667, rel=REL)
-    assert a.energy.cell_read_pj == pytest.approx(0.00183, rel=REL)
+    # 16 mW / (8 ADCs x 1.28 GS/s), the adc row at its stated point (no energy: figure)
+    assert a.energy.pj("adc_conversions") == pytest.approx(1.5625, rel=REL)
+    assert a.energy.pj("cell_reads") == pytest.approx(0.00183, rel=REL)
+    assert a.energy.component_of("adc_conversions") == "adc"
     assert len(a.components) == 15
     adc = next(c for c in a.components if c.name == "adc")
     assert (adc.level, adc.component_class, adc.count) == ("ima", "sar_adc", 8)
@@ -107,8 +109,8 @@ def test_yaml_file_round_trip(make_arch, tmp_path):
 
 
 TOP_KEYS = ("clock", "components", "crossbar", "description", "energy", "inputs", "name",
-            "noc", "organization", "outputs", "technology", "tile_buffer", "variation",
-            "weights")
+            "noc", "organization", "outputs", "stated_at", "technology", "tile_buffer",
+            "variation", "weights")
 
 
 @pytest.mark.parametrize(("path", "valid"), [
@@ -124,16 +126,14 @@ TOP_KEYS = ("clock", "components", "crossbar", "description", "energy", "inputs"
     ("weights.sign", ("bits", "column_flip", "encoding")),
     ("inputs.zeroskip", ("bits", "signed", "zero_skip")),
     ("outputs.signed", ("bits",)),
-    ("energy.adc_conversions", ("adc_conversion", "buffer_read_bit", "buffer_write_bit",
-                                "cell_read", "dac_pulse", "register_write_bit", "sample_hold",
-                                "shift_add")),
+    ("energy.adc_conversions", tuple(sorted(k.key for k in schema.EVENTS.values() if k))),
     ("variation.sed", ("adc", "cell", "seed")),
     ("variation.cell.sigmaa", ("distribution", "read_noise_sigma", "sigma", "stuck_at_0",
                                "stuck_at_1")),
     ("variation.adc.inl", ("cap_mismatch_sigma", "gain_sigma", "noise_sigma_lsb",
                            "offset_sigma_lsb")),
-    ("components[1].colour", ("area", "class", "count", "leakage", "level", "name", "power",
-                              "shared_by", "spec")),
+    ("components[1].colour", ("area", "at", "class", "count", "events", "leakage", "level",
+                              "name", "power", "shared_by", "spec")),
 ])
 def test_unknown_key(make_arch, path, valid):
     problems = make_arch.problems(**{path: 1})
@@ -241,14 +241,13 @@ def test_missing_required_key(make_arch, path):
 
 
 @pytest.mark.parametrize("path", ["clock", "organization", "crossbar", "crossbar.cell",
-                                  "crossbar.dac", "crossbar.adc", "weights", "inputs",
-                                  "energy"])
+                                  "crossbar.dac", "crossbar.adc", "weights", "inputs"])
 def test_missing_required_section(make_arch, path):
     problems = make_arch.problems(**{path: make_arch.DELETE})
     assert (path, "is required") in problems
 
 
-@pytest.mark.parametrize("path", ["description", "outputs", "components",
+@pytest.mark.parametrize("path", ["description", "outputs",
                                   "crossbar.unit_column", "crossbar.adc.per_crossbar",
                                   "crossbar.adc.range", "crossbar.adc.clip",
                                   "crossbar.adc.rounding", "weights.column_flip",
@@ -363,7 +362,7 @@ def test_empty_file_reports_every_required_key(tmp_path):
         load_arch(path)
     paths = [p for p, _ in info.value.problems]
     for required in ("name", "technology", "clock", "organization", "crossbar", "weights",
-                     "inputs", "energy"):
+                     "inputs"):
         assert required in paths
 
 
@@ -440,6 +439,10 @@ CROSS_CASES = {
     "calibrated range with a full scale": (
         {"crossbar.adc.range": "calibrated", "crossbar.adc.full_scale": 48},
         "crossbar.adc.full_scale", ["is set by calibration", "remove it"]),
+    "calibrated range without clip cannot hold the largest partial sum": (
+        {"crossbar.adc.range": "calibrated", "crossbar.adc.bits": 3},
+        "crossbar.adc", ["range: calibrated with clip: false is contradictory",
+                         "up to 48", "3-bit ADC", "crossbar.adc.clip: true"]),
     "stuck-at probabilities exceed 1": (
         {"variation.cell.stuck_at_0": 0.6, "variation.cell.stuck_at_1": 0.5},
         "variation.cell", ["stuck_at_0 + stuck_at_1 exceeds 1"]),
@@ -466,8 +469,10 @@ def test_cross_field_contradiction(make_arch, overrides, path, fragments):
     {"weights.encoding": "polarized", "weights.bits": 9, "crossbar.fragment_rows": 4,
      "crossbar.unit_column": False, "crossbar.adc.bits": 4},
     {"weights.encoding": "polarized", "weights.bits": 9, "crossbar.fragment_rows": 16},
-    # calibrated range: no fixed full scale to check
-    {"crossbar.adc.range": "calibrated", "crossbar.adc.bits": 3},
+    # calibrated range that clips: no fixed full scale to check
+    {"crossbar.adc.range": "calibrated", "crossbar.adc.bits": 3, "crossbar.adc.clip": True},
+    # calibrated without clip is consistent when the ADC holds every partial sum (48 <= 63)
+    {"crossbar.adc.range": "calibrated"},
     # boundaries that are allowed
     {"crossbar.adc.per_crossbar": 9},
     {"crossbar.dac.bits": 8, "crossbar.adc.bits": 14},

@@ -176,8 +176,8 @@ def read_rows(raw: Any, problems: Problems, level_choices: tuple[str, ...],
         rows.append(StatedRow(
             index=idx, name=s.get("name", str), level=s.get("level", str, choices=level_choices),
             class_name=s.get("class", str, choices=class_choices),
-            count=s.get("count", int, 1, lo=1), power_mw=s.get("power", units.power_mw, None),
-            area_um2=s.get("area", units.area_um2, None),
+            count=s.get("count", int, 1, lo=1), power_mw=s.get("power", units.power_mw),
+            area_um2=s.get("area", units.area_um2),
             shared_by=s.get("shared_by", int, 1, lo=1),
             leakage_mw=s.get("leakage", units.power_mw, 0.0), spec=s.get("spec", str, ""),
             at=read_at(s.raw("at", None), join(path, "at"), problems),
@@ -203,8 +203,8 @@ def _point(values: Mapping[str, Any], keys: tuple[str, ...]) -> str:
 class _Calibrator:
     """Scales one architecture's stated figures to its own point (see module docstring)."""
 
-    def __init__(self, arch: Arch, stated_at: Mapping[str, Any], energy: Mapping[str, float],
-                 problems: Problems):
+    def __init__(self, arch: Arch, stated_at: Mapping[str, Any],
+                 energy: Mapping[str, tuple[float, Mapping[str, Any]]], problems: Problems):
         self.arch = arch
         self.stated_at = stated_at
         self.energy = energy
@@ -310,6 +310,8 @@ class _Calibrator:
         done = {}
         comps = []
         for row in rows:
+            if row.class_name not in REGISTRY or row.power_mw is None or row.area_um2 is None:
+                continue  # its problem is already reported
             own = binding(row.class_name).own(arch)
             got = self.calibrate_row(row, own)
             if got is not None:
@@ -321,6 +323,8 @@ class _Calibrator:
             if kind is None:
                 continue
             row = explicit.get(event)
+            if row is not None and row.index not in done:
+                continue  # the row's own problem is already reported
             if row is not None and row.class_name not in kind.classes:
                 self.problems.add(join(row.path, "events"),
                                   f"{event} is performed by a {' or '.join(kind.classes)}, not "
@@ -342,11 +346,22 @@ class _Calibrator:
     def event_energy(self, event: str, kind, row: StatedRow | None, cal) -> tuple[float, str] | None:
         """Energy of one ``event`` at this config's point and the component charged."""
         path = join("energy", kind.key)
-        stated = self.energy.get(kind.key)
+        stated, stated_point = self.energy.get(kind.key, (None, {}))
         if row is not None:
             _, e_ratio, _, at = cal
-            if stated is not None:
+            if stated is not None and not stated_point:
                 return stated * e_ratio, row.name
+            if stated is not None:  # the figure records its own point
+                point = {**at, **stated_point}
+                own = {**{k: v for k, v in point.items() if k in binding(row.class_name).model},
+                       **binding(row.class_name).own(self.arch)}
+                try:
+                    ratio, _ = self.ratio(row.class_name, kind.action, point,
+                                          point["technology"], own)
+                except ValueError as exc:
+                    self.problems.add(path, f"the {row.class_name} model cannot scale it: {exc}")
+                    return None
+                return stated * ratio, row.name
             rate = at.get("rate")
             if row.power_mw is not None and rate:
                 per = row.power_mw * 1e9 / (row.count * rate * self.per_access(row, at))
@@ -357,16 +372,19 @@ class _Calibrator:
         if stated is not None:
             b = binding(cls)
             own = b.own(self.arch)
-            tech = self.stated_at.get("technology")
-            missing = [k for k in b.model if k in own and k not in self.stated_at]
+            point = {**self.stated_at, **stated_point}
+            tech = point.get("technology")
+            missing = [k for k in b.model if k in own and k not in point]
             if tech is None or missing:
                 need = ["technology"] * (tech is None) + missing
                 self.problems.add(path, f"no components row performs {event}, so nothing "
                                         f"records the {', '.join(need)} this figure was "
-                                        f"stated at; add a {cls} row with at: (or stated_at:)")
+                                        f"stated at; write it as {{energy: ..., at: {{"
+                                        f"{', '.join(f'{k}: ...' for k in need)}}}}} (or add a "
+                                        f"{cls} row with at:)")
                 return None
             try:
-                e_ratio, _ = self.ratio(cls, kind.action, self.stated_at, tech, own)
+                e_ratio, _ = self.ratio(cls, kind.action, point, tech, own)
             except ValueError as exc:
                 self.problems.add(path, f"the {cls} model cannot scale it: {exc}")
                 return None
@@ -396,11 +414,13 @@ class _Calibrator:
 
 
 def calibrate(arch: Arch, rows: list[StatedRow], stated_at: Mapping[str, Any],
-              energy: Mapping[str, float], problems: Problems) -> Arch:
+              energy: Mapping[str, tuple[float, Mapping[str, Any]]], problems: Problems
+              ) -> Arch:
     """``arch`` with its component table and per-event energies at its own parameters.
 
     ``rows`` are the table as stated, ``stated_at`` the file-wide stated point, ``energy``
-    the stated per-event figures (``energy:`` key -> pJ). Problems go to ``problems``.
+    the stated per-event figures (``energy:`` key -> (pJ, their own ``at:``)). Problems go to
+    ``problems``.
     """
     _load_families()
     if (rows or energy) and "technology" not in stated_at and not all(

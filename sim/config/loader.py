@@ -42,7 +42,7 @@ from sim.config.schema import (
     magnitude_bits,
     max_partial_sum,
 )
-from sim.config.validate import Problems, Section
+from sim.config.validate import Problems, Section, join
 from sim.errors import ConfigError
 
 def component_class_names() -> tuple[str, ...]:
@@ -201,14 +201,28 @@ def _variation(s: Section) -> Variation:
     return Variation(seed=seed, cell=cell, adc=adc)
 
 
-def _energy(s: Section) -> dict[str, float]:
-    """Stated per-event figures (``energy:`` key -> pJ); every event's key is accepted."""
+def _energy(s: Section) -> dict[str, tuple[float, dict[str, Any]]]:
+    """Stated per-event figures: ``energy:`` key -> (pJ, the ``at:`` it was stated at).
+
+    A value is an energy (stated at the point of the row charged for the event) or a mapping
+    ``{energy: 0.4pJ, at: {bits: 1}}`` recording its own point.
+    """
+    from sim.components.calibrate import read_at  # late: components import config
+
     values = {}
     for kind in EVENTS.values():
-        if kind is not None and s.has(kind.key):
-            value = s.get(kind.key, units.energy_pj, None)
-            if value is not None:
-                values[kind.key] = value
+        if kind is None or not s.has(kind.key):
+            continue
+        raw = s.data[kind.key]
+        if isinstance(raw, Mapping):
+            e = Section(raw, join(s.path, kind.key), s.problems)
+            value = e.get("energy", units.energy_pj)
+            at = read_at(e.raw("at", None), join(e.path, "at"), s.problems)
+            e.finish()
+        else:
+            value, at = s.get(kind.key, units.energy_pj, None), {}
+        if value is not None:
+            values[kind.key] = (value, at)
     s.finish()
     return values
 

@@ -41,7 +41,7 @@ def _bare(value: float, text: object, example: str) -> float:
     """A number written without its unit: only zero is accepted."""
     if value == 0:
         return 0.0
-    raise ValueError(f"{text!r} needs its unit, e.g. {example!r}")
+    raise ValueError(f"{text!r} needs its unit, e.g. '{example}'")
 
 
 def _scaled(text: object, base: str, to_unit_factor: float, example: str,
