@@ -21,7 +21,7 @@ REGISTRY: dict[str, type[Component]] = {}
 
 #: Keys of a component-table row that belong to the table, not to the model (the row may be
 #: passed to :func:`build` whole: they are accepted and ignored here).
-ROW_KEYS = ("name", "level", "class", "spec", "shared_by")
+ROW_KEYS = ("name", "level", "class", "spec", "shared_by", "at", "events")
 
 #: Modules whose import registers the component families.
 _FAMILIES = ("memory", "converters", "digital", "interconnect")
