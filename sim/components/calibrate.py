@@ -211,6 +211,8 @@ class _Calibrator:
         self.problems = problems
         self.notes: list[str] = []
         self.tech = arch.technology_nm
+        #: (stated node, energy ratio, area ratio) -> rows whose only change is the node.
+        self.node_only: dict[tuple[float, str, str], list[str]] = {}
 
     # ------------------------------------------------------------------ models
     def model(self, class_name: str, params: Mapping[str, Any], tech: float):
@@ -278,7 +280,10 @@ class _Calibrator:
         area = (row.area_um2 or 0.0) * a_ratio * count_ratio
         leakage = row.leakage_mw * e_ratio * count_ratio
         changed = [k for k in b.model + b.count if k in own and own[k] != at.get(k)]
-        if changed or at_tech != self.tech:
+        if not changed and at_tech != self.tech:  # node only: one note for all such rows
+            key = (at_tech, f"{e_ratio:.4g}", f"{a_ratio:.4g}")
+            self.node_only.setdefault(key, []).append(row.name)
+        elif changed:
             keys = tuple(changed) + ("technology",)
             own_pt = {**own, "technology": self.tech}
             at_pt = {**at, "technology": at_tech}
@@ -306,6 +311,7 @@ class _Calibrator:
         return 1.0
 
     def run(self, rows: list[StatedRow]) -> tuple[tuple[Component, ...], EventEnergy]:
+        """Calibrate every row, then price every event; problems go to ``self.problems``."""
         arch = self.arch
         done = {}
         comps = []
@@ -317,6 +323,10 @@ class _Calibrator:
             if got is not None:
                 comps.append(got[0])
                 done[row.index] = (row, *got[1:])
+        for (at_tech, e, a), names in self.node_only.items():
+            self.notes.append(f"technology {at_tech:g} -> {self.tech:g} nm: energy per action "
+                              f"x{e}, area x{a} (component models' node scaling) for "
+                              f"{', '.join(names)}")
         explicit = {ev: r for r in rows for ev in r.events}
         per_event, charged = [], []
         for event, kind in EVENTS.items():
@@ -343,7 +353,8 @@ class _Calibrator:
                 charged.append((event, value[1]))
         return tuple(comps), EventEnergy(per_event_pj=tuple(per_event), component=tuple(charged))
 
-    def event_energy(self, event: str, kind, row: StatedRow | None, cal) -> tuple[float, str] | None:
+    def event_energy(self, event: str, kind, row: StatedRow | None, cal
+                     ) -> tuple[float, str] | None:
         """Energy of one ``event`` at this config's point and the component charged."""
         path = join("energy", kind.key)
         stated, stated_point = self.energy.get(kind.key, (None, {}))

@@ -18,6 +18,7 @@ from sim.config.schema import (
     ADC_RANGES,
     ADC_ROUNDING,
     CELL_TECHNOLOGIES,
+    EVENTS,
     VARIATION_DISTRIBUTIONS,
     WEIGHT_ENCODINGS,
     Adc,
@@ -26,8 +27,6 @@ from sim.config.schema import (
     Cell,
     CellVariation,
     Clock,
-    Component,
-    EVENTS,
     Crossbar,
     Dac,
     EventEnergy,
@@ -44,6 +43,7 @@ from sim.config.schema import (
 )
 from sim.config.validate import Problems, Section, join
 from sim.errors import ConfigError
+
 
 def component_class_names() -> tuple[str, ...]:
     """Valid ``class:`` values: the component registry's classes."""
