@@ -135,7 +135,8 @@ class StatedRow:
     leakage_mw: float
     spec: str
     at: Mapping[str, Any]
-    events: tuple[str, ...]
+    #: Events charged to this row explicitly; ``None``: those of its class (see ``run``).
+    events: tuple[str, ...] | None
 
     @property
     def path(self) -> str:
@@ -167,7 +168,7 @@ def read_rows(raw: Any, problems: Problems, level_choices: tuple[str, ...],
     for idx, item in enumerate(raw):
         path = f"components[{idx}]"
         s = Section(item, path, problems)
-        events = s.get("events", list, [])
+        events = s.get("events", list, None)  # absent: charged by class; []: charged nothing
         for j, ev in enumerate(events or []):
             if ev not in EVENTS or EVENTS[ev] is None:
                 valid = ", ".join(k for k, v in EVENTS.items() if v is not None)
@@ -181,7 +182,7 @@ def read_rows(raw: Any, problems: Problems, level_choices: tuple[str, ...],
             shared_by=s.get("shared_by", int, 1, lo=1),
             leakage_mw=s.get("leakage", units.power_mw, 0.0), spec=s.get("spec", str, ""),
             at=read_at(s.raw("at", None), join(path, "at"), problems),
-            events=tuple(e for e in events or () if isinstance(e, str))))
+            events=None if events is None else tuple(e for e in events if isinstance(e, str))))
         s.finish()
     return rows
 
@@ -296,7 +297,7 @@ class _Calibrator:
             name=row.name, level=row.level, component_class=row.class_name, count=count,
             power_mw=power, area_um2=area, shared_by=row.shared_by, leakage_mw=leakage,
             spec=row.spec, at=tuple(sorted((k, v) for k, v in row.at.items())),
-            events=row.events, stated_count=row.count, stated_power_mw=row.power_mw or 0.0,
+            events=row.events or (), stated_count=row.count, stated_power_mw=row.power_mw or 0.0,
             stated_area_um2=row.area_um2 or 0.0, stated_leakage_mw=row.leakage_mw)
         return comp, e_ratio, a_ratio, at
 
@@ -327,7 +328,7 @@ class _Calibrator:
             self.notes.append(f"technology {at_tech:g} -> {self.tech:g} nm: energy per action "
                               f"x{e}, area x{a} (component models' node scaling) for "
                               f"{', '.join(names)}")
-        explicit = {ev: r for r in rows for ev in r.events}
+        explicit = {ev: r for r in rows for ev in r.events or ()}
         per_event, charged = [], []
         for event, kind in EVENTS.items():
             if kind is None:
@@ -341,7 +342,8 @@ class _Calibrator:
                                   f"a {row.class_name}")
                 continue
             if row is None:
-                candidates = [r for r in rows if r.class_name in kind.classes and not r.events]
+                candidates = [r for r in rows
+                              if r.class_name in kind.classes and r.events is None]
                 candidates.sort(key=lambda r: (kind.classes.index(r.class_name),
                                                _LEVEL_ORDER.get(r.level, 3), r.index))
                 row = candidates[0] if candidates else None
