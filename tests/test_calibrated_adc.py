@@ -17,7 +17,8 @@ from sim.macros.crossbar import CrossbarLayer
 
 
 def _layer(make_arch, bits: int, percentile: float = 100.0, **extra):
-    arch = make_arch(**{"crossbar.adc.range": "calibrated", "crossbar.adc.bits": bits,
+    arch = make_arch(**{"crossbar.adc.range": "calibrated", "crossbar.adc.clip": True,
+                        "crossbar.adc.bits": bits,
                         "crossbar.adc.calibration_percentile": percentile, **extra})
     rng = np.random.default_rng(1)
     w = rng.integers(-128, 128, (40, 6))
@@ -52,6 +53,7 @@ def test_calibrated_steps_are_powers_of_two(make_arch):
 def test_calibrated_isaac_keeps_digits_accuracy(changes):
     data = read_yaml(ISAAC_YAML)
     data["crossbar"]["adc"]["range"] = "calibrated"
+    data["crossbar"]["adc"]["clip"] = True  # a range set from data clips what lies above it
     data.update(changes)
     result = simulate(arch_from_dict(data), REPO / "workloads" / "digits_cnn.yaml", samples=100,
                       progress=False)
