@@ -319,8 +319,11 @@ def _collect(data: DataLoader | Dataset, what: str, limit: int | None, need_labe
                 x, y = item[0], item[1]
             elif isinstance(item, dict) and {"input", "label"} <= item.keys():
                 x, y = item["input"], item["label"]
-            elif _is_array(item) and not need_labels:
+            elif not need_labels and _is_array(item):
                 x, y = item, None
+            elif (not need_labels and isinstance(item, tuple | list) and len(item) == 1
+                  and _is_array(item[0])):  # TensorDataset(inputs) and its DataLoader
+                x, y = item[0], None
             else:
                 raise UserError(f"{what}: each {kind} must be (inputs, labels)"
                                 f"{'' if need_labels else ' or inputs'}, got {_describe(item)}")
