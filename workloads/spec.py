@@ -226,6 +226,7 @@ class Workload:
             DataError: the checkpoint is missing, unreadable, or does not fit the model; the
                 message names the file and the ``imcsim train`` command that makes it.
         """
+        model = self.build_model()  # a mistake in the model comes before a missing checkpoint
         path = self.checkpoint_path
         if not path.is_file():
             raise DataError(f"checkpoint of workload {self.name!r} not found: {path}\n"
@@ -238,7 +239,6 @@ class Workload:
         if not isinstance(state, Mapping):
             raise DataError(f"checkpoint {path} is not a state_dict (got "
                             f"{type(state).__name__})")
-        model = self.build_model()
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
