@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from sim.errors import DataError, UserError
+from workloads.download import file_digest
 from workloads.models import MODELS, build_model, model_input_shape
 from workloads.spec import load_workload
-from workloads.download import file_digest
 from workloads.train import augment, evaluate, train
 
 train_module = sys.modules["workloads.train"]

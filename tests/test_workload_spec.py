@@ -254,8 +254,8 @@ USER_MISTAKES = [
     ("nets/user_net.py:Nett", USER_MODEL, "has no 'Nett'; nn.Module classes defined there: "
                                           "Net, Shaped"),
     ("nets/user_net.py:Net", USER_MODEL + "\nraise RuntimeError('boom')\n",
-     "importing {file} failed: RuntimeError: boom ({file}, line %d)"
-     % (USER_MODEL.count("\n") + 2)),
+     "importing {file} failed: RuntimeError: boom ({file}, line "
+     + str(USER_MODEL.count("\n") + 2) + ")"),
     ("nets/user_net.py:Net", "import no_such_package_xyz\n",
      "failed: ModuleNotFoundError: No module named 'no_such_package_xyz' ({file}, line 1)"),
     ("nets/user_net.py:Net", "def broken(:\n", "failed: SyntaxError: "),
