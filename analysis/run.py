@@ -135,6 +135,9 @@ def _config_key(arch: Arch, workload: Workload, samples: int, seed: int,
     h.update(json.dumps(to_plain(arch), sort_keys=True, default=str).encode())
     if workload.source is not None:
         h.update(Path(workload.source).read_bytes())
+        model_file = workload.model_ref.file  # a user's model: its code decides the outputs
+        if model_file is not None and model_file.is_file():
+            h.update(model_file.read_bytes())
     if workload.checkpoint_path.is_file():
         h.update(workload.checkpoint_path.read_bytes())
     h.update(f"{samples}|{seed}|{batch_size}|{sim.__version__}".encode())

@@ -205,6 +205,16 @@ def test_example_user_model_from_training_to_report(tmp_path, capsys):
     with torch.no_grad():
         plain = float((model(images[:8]).argmax(1) == labels[:8]).float().mean())
     assert result["float_accuracy"] == plain
+    # Editing the model's code makes the run a new one (no stale resume from progress.json).
+    from analysis.run import _config_key
+    from sim.config import load_arch
+
+    arch = load_arch(Path(__file__).resolve().parent.parent / "arch_configs" / "isaac_32nm.yaml")
+    before = _config_key(arch, workload, 8, 0, 50)
+    code = (tmp_path / "my_model.py").read_text()
+    (tmp_path / "my_model.py").write_text(code.replace("self.act = nn.ReLU6()",
+                                                       "self.act = nn.ReLU()"))
+    assert _config_key(arch, workload, 8, 0, 50) != before
 
 
 def test_user_model_mistakes_exit_2_naming_the_yaml(tmp_path, capsys):
