@@ -14,7 +14,8 @@
 - :func:`estimate`: the analytical mode (event counts from input statistics, no bit-true pass).
 - :func:`map_model`: the model with its Conv2d/Linear products on simulated crossbars, as a
   module you can call.
-- :func:`simulate_workload`: ``imcsim run`` itself, from a workload YAML.
+- :func:`simulate_workload`: ``imcsim run`` itself, from a workload YAML;
+  :func:`load_workload` reads one (its model, preprocessed data and bits) for use here.
 
 Data may be an ``(inputs, labels)`` pair of tensors (or numpy arrays), a ``Dataset`` of
 ``(input, label)`` items, or a ``DataLoader`` of ``(inputs, labels)`` batches; calibration
@@ -29,6 +30,7 @@ from mappers.torch_bridge import MappedModel
 from sim import __version__
 from sim.config import Arch
 from sim.errors import ConfigError, DataError, MappingError, UserError
+from workloads.spec import Workload, load_workload
 
 __all__ = [
     "Arch",
@@ -39,12 +41,14 @@ __all__ = [
     "MappingError",
     "Result",
     "UserError",
+    "Workload",
     "__version__",
     "as_inputs",
     "as_labelled",
     "estimate",
     "format_result",
     "load_arch",
+    "load_workload",
     "map_model",
     "save",
     "simulate",

@@ -14,7 +14,6 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import imcsim
 from analysis.run import simulate as simulate_yaml
-from workloads.spec import load_workload
 
 ISAAC = "isaac_32nm"
 N = 12  # test samples per run: enough for non-trivial events, fast on 2 cores
@@ -23,7 +22,7 @@ N = 12  # test samples per run: enough for non-trivial events, fast on 2 cores
 @pytest.fixture(scope="module")
 def digits():
     """The shipped digits CNN, test inputs/labels and calibration inputs."""
-    workload = load_workload("digits_cnn")
+    workload = imcsim.load_workload("digits_cnn")
     if not workload.checkpoint_path.is_file():
         pytest.skip(f"{workload.checkpoint_path} not trained")
     x_test, y_test = workload.load_data("test")
