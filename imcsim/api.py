@@ -209,6 +209,11 @@ def _loaded(model, arch, test_data, calibration_data, weight_bits, activation_bi
 def _check_model(model: Any) -> None:
     if not isinstance(model, nn.Module):
         raise UserError(f"model: expected a torch.nn.Module, got {_describe(model)}")
+    devices = {str(t.device) for t in [*model.parameters(), *model.buffers()]
+               if t.device.type != "cpu"}
+    if devices:
+        raise UserError(f"model: has tensors on {', '.join(sorted(devices))}; imcsim "
+                        "simulates on the CPU: pass model.cpu()")
 
 
 def _recipe(weight_bits: Any, activation_bits: Any) -> QuantRecipe:

@@ -136,6 +136,8 @@ def _bad_calls():
          "each batch must be (inputs, labels), got"),
         (lambda: imcsim.simulate(m, ISAAC, (x[:0], y[:0]), x), "test_data: no samples"),
         (lambda: imcsim.map_model(m, ISAAC, x, weight_bits=17), "weight_bits: must be"),
+        (lambda: imcsim.simulate(_Tiny().to("meta"), ISAAC, (x, y), x),
+         "model: has tensors on meta; imcsim simulates on the CPU: pass model.cpu()"),
     ]
 
 

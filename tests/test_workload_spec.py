@@ -202,6 +202,10 @@ class Net(nn.Module):
         return self.fc2(torch.relu(self.fc1(x.flatten(1))))
 
 
+def make(hidden=32):
+    return Net(hidden=hidden)
+
+
 class Shaped(Net):
     input_shape = (1, 12, 12)
 
@@ -246,6 +250,13 @@ def test_user_model_by_absolute_path_and_by_module_name(tmp_path):
     assert by_module.model_ref.module == "nets.user_net"
     assert by_module.build_model().fc1.out_features == 24
     assert load_workload(path).build_model().fc1.out_features == 24
+    # A factory function instead of a class.
+    factory = load_workload(write(tmp_path, USER_YAML.replace(":Net", ":make"), "fn.yaml"))
+    assert type(factory.build_model()).__name__ == "Net"
+    not_a_module = load_workload(write(tmp_path, USER_YAML.replace(":Net", ":torch.zeros")
+                                       .replace("{hidden: 24}", "{size: [2]}"), "t.yaml"))
+    with pytest.raises(UserError, match="made a Tensor, not a torch.nn.Module"):
+        not_a_module.build_model()
 
 
 USER_MISTAKES = [
