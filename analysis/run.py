@@ -33,7 +33,7 @@ from sim.engine.timing import Timing, schedule
 from sim.fileio import atomic_write
 from sim.macros import Events
 from sim.stats import energy_by_event_pj, total_pj
-from workloads.spec import Workload, load_workload
+from workloads.spec import Bits, Workload, load_workload
 
 
 @dataclass
@@ -101,12 +101,43 @@ class Result:
         return asdict(self)
 
 
+@dataclass(frozen=True, kw_only=True, eq=False)
+class LoadedWorkload:
+    """A workload already in memory, accepted by :func:`simulate` and :func:`estimate` in place
+    of a workload YAML: how the Python API (``imcsim.simulate``) runs a user's ``nn.Module``
+    on tensors through the same code path as ``imcsim run``.
+
+    Attributes:
+        name: the workload's name in the result.
+        model: the float model, in eval mode.
+        test_inputs, test_labels: float inputs ``(N, ...)`` and int64 labels ``(N,)``.
+        calibration: inputs that fix the activation ranges.
+        bits: weight and activation precision.
+        label: what the result's ``workload_file`` says.
+    """
+
+    name: str
+    model: torch.nn.Module
+    test_inputs: torch.Tensor
+    test_labels: torch.Tensor
+    calibration: torch.Tensor
+    bits: Bits
+    label: str = "(python)"
+    source = None  # no YAML: a run of a loaded workload cannot be resumed from an out_dir
+
+    def __str__(self) -> str:
+        return self.label
+
+
 def _config_key(arch: Arch, workload: Workload, samples: int, seed: int,
                 batch_size: int) -> str:
     h = hashlib.sha256()
     h.update(json.dumps(to_plain(arch), sort_keys=True, default=str).encode())
     if workload.source is not None:
         h.update(Path(workload.source).read_bytes())
+        model_file = workload.model_ref.file  # a user's model: its code decides the outputs
+        if model_file is not None and model_file.is_file():
+            h.update(model_file.read_bytes())
     if workload.checkpoint_path.is_file():
         h.update(workload.checkpoint_path.read_bytes())
     h.update(f"{samples}|{seed}|{batch_size}|{sim.__version__}".encode())
@@ -133,8 +164,14 @@ def _atomic_json(path: Path, obj: Any) -> None:
     atomic_write(path, lambda fh: json.dump(obj, fh, indent=2), text=True)
 
 
-def _prepare(workload_path: Path, samples: int | None, data_dir: str | Path | None):
+def _prepare(workload_path: Path | LoadedWorkload, samples: int | None,
+             data_dir: str | Path | None):
     """The workload, its model, test and calibration samples (cached) and its recipe."""
+    if isinstance(workload_path, LoadedWorkload):
+        w = workload_path
+        n = len(w.test_labels) if samples is None else min(int(samples), len(w.test_labels))
+        return (w, w.model, w.test_inputs[:n], w.test_labels[:n], w.calibration,
+                QuantRecipe(weight_bits=w.bits.weights, activation_bits=w.bits.activations))
     workload = load_workload(workload_path)
     x_test, y_test, calib = _cached_data(
         workload_path.resolve(), workload_path.stat().st_mtime,
@@ -144,7 +181,7 @@ def _prepare(workload_path: Path, samples: int | None, data_dir: str | Path | No
     return workload, workload.load_model(), x_test, y_test, calib, recipe
 
 
-def simulate(arch_path: str | Path | Arch, workload_path: str | Path, *,
+def simulate(arch_path: str | Path | Arch, workload_path: str | Path | LoadedWorkload, *,
              samples: int | None = None,
              seed: int = 0, data_dir: str | Path | None = None, batch_size: int = 50,
              out_dir: str | Path | None = None, progress: bool = True,
@@ -155,10 +192,11 @@ def simulate(arch_path: str | Path | Arch, workload_path: str | Path, *,
     point). ``seed`` fixes every random draw (static variation, ADC curves, noise); ``samples=None``
     uses the whole test split. With ``out_dir`` the run is resumable (see module docstring).
     ``trace_layer`` names a mapped layer whose per-cycle trace for the first test sample is
-    written to ``out_dir/trace_<layer>.csv``.
+    written to ``out_dir/trace_<layer>.csv``. ``workload_path`` may be a
+    :class:`LoadedWorkload` (then ``data_dir`` is unused and ``out_dir`` must be ``None``).
     """
     start = time.perf_counter()
-    workload_path = Path(workload_path)
+    workload_path = _workload_arg(workload_path, out_dir)
     if isinstance(arch_path, Arch):
         arch, arch_path = arch_path, Path(arch_path.source or "<arch>")
     else:
@@ -225,8 +263,8 @@ def simulate(arch_path: str | Path | Arch, workload_path: str | Path, *,
                    earlier + time.perf_counter() - start, timing)
 
 
-def estimate(arch: Arch, workload_path: str | Path, *, samples: int = 16, seed: int = 0,
-             data_dir: str | Path | None = None) -> Result:
+def estimate(arch: Arch, workload_path: str | Path | LoadedWorkload, *, samples: int = 16,
+             seed: int = 0, data_dir: str | Path | None = None) -> Result:
     """Analytical mode: a :class:`Result` without the bit-true pass, for large sweeps.
 
     The float model runs on ``samples`` test samples; each mapped layer's integer inputs (the
@@ -239,7 +277,7 @@ def estimate(arch: Arch, workload_path: str | Path, *, samples: int = 16, seed: 
     from sim.engine.analytical import InputHistogram, estimate_events
 
     start = time.perf_counter()
-    workload_path = Path(workload_path)
+    workload_path = _workload_arg(workload_path, None)
     workload, model, x_test, y_test, calib, recipe = _prepare(workload_path, samples, data_dir)
     n = len(y_test)
     # Event counts do not depend on the ADC's range: skip the calibrated range's pass.
@@ -272,6 +310,45 @@ def estimate(arch: Arch, workload_path: str | Path, *, samples: int = 16, seed: 
     result.notes.append(f"analytical mode: events estimated from the input histograms of {n} "
                         "test samples; hardware accuracy not measured")
     return result
+
+
+def _workload_arg(workload: str | Path | LoadedWorkload, out_dir) -> Path | LoadedWorkload:
+    if not isinstance(workload, LoadedWorkload):
+        return Path(workload)
+    if out_dir is not None:
+        from sim.errors import UserError
+
+        raise UserError("a LoadedWorkload run is not resumable: pass out_dir=None and save "
+                         "the result with save()")
+    return workload
+
+
+def _precision_note(arch: Arch, mapped) -> str | None:
+    """Say plainly when the workload's precision is padded into the arch's wider slots."""
+    from sim.config.schema import precision_padding
+
+    recs = mapped.layers
+    lo = min(r.activation.lo + r.activation.zero_point for r in recs)
+    hi = max(r.activation.hi + r.activation.zero_point for r in recs)
+    wb = max(r.weight_bits for r in recs)
+    p = precision_padding(arch, wb, lo, hi)
+    if not p.padded:
+        return None
+    parts = []
+    if p.weight_columns > p.weight_columns_needed:
+        parts.append(f"{wb}-bit weights are stored as {arch.weights.bits}-bit weights in "
+                     f"{p.weight_columns} cell columns each ({p.weight_columns_needed} would "
+                     f"hold {wb} bits)")
+    if p.input_steps > p.input_steps_needed:
+        parts.append(f"layer inputs needing {p.input_bits_needed} bits are streamed as "
+                     f"{arch.inputs.bits}-bit inputs in {p.input_steps} crossbar steps "
+                     f"({p.input_steps_needed} would do)")
+    skip = (" unless zero-skipping finds a padded step all zero (see adc_conversions_skipped)"
+            if arch.inputs.zero_skip else "")
+    return (f"precision padded by the hardware: {' and '.join(parts)}; the padding costs "
+            f"about {p.conversion_ratio:.2f}x the ADC conversions{skip} and "
+            f"{p.column_ratio:.2f}x the cell columns and cell reads of a design at the "
+            f"workload's precision (the arch's weights.bits and inputs.bits are fixed)")
 
 
 def _executed_fractions(events: dict[str, dict[str, int]]) -> dict[str, float]:
@@ -350,6 +427,9 @@ def _result(arch: Arch, arch_path: Path, workload: Workload, workload_path: Path
     if mapped.folded_batchnorms:
         notes.append(f"batch norm folded into the preceding layer: "
                      f"{', '.join(mapped.folded_batchnorms)}")
+    precision = _precision_note(arch, mapped)
+    if precision is not None:
+        notes.append(precision)
     return Result(
         arch=arch.name, arch_file=str(arch_path), workload=workload.name,
         workload_file=str(workload_path), samples=n, seed=seed,

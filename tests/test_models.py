@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import shutil
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
 from sim.errors import DataError, UserError
+from workloads.download import file_digest
 from workloads.models import MODELS, build_model, model_input_shape
 from workloads.spec import load_workload
 from workloads.train import augment, evaluate, train
@@ -163,3 +167,77 @@ def test_training_without_data_is_a_data_error(tmp_path, monkeypatch):
     monkeypatch.delenv("IMCSIM_DATA", raising=False)
     with pytest.raises(DataError, match="imcsim data download mnist"):
         train(load_workload("lenet5_mnist"), out=tmp_path / "x.pt", progress=False)
+
+
+# ---------------------------------------------------------------------------------------
+# A user's own model, from the YAML: examples/my_model.py + examples/my_model_digits.yaml
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def test_example_user_model_from_training_to_report(tmp_path, capsys):
+    """The worked example of docs/workloads.md, as a user runs it (1 epoch, 8 samples)."""
+    from analysis.cli import main
+
+    for name in ("my_model.py", "my_model_digits.yaml"):
+        shutil.copy(EXAMPLES / name, tmp_path / name)
+    spec = tmp_path / "my_model_digits.yaml"
+    with one_thread():
+        assert main(["train", str(spec), "--epochs", "1", "--quiet"]) == 0
+    manifest = json.loads((tmp_path / "checkpoints" / "my_model_digits.json").read_text())
+    assert manifest["model"] == "my_model.py:SmallResNet"
+    assert manifest["model_args"] == {"width": 16, "num_classes": 10}
+    assert manifest["preprocessing"]["resize"] == [12, 12]
+    assert manifest["model_file_sha256"] == file_digest(tmp_path / "my_model.py", "sha256")
+    out = tmp_path / "out"
+    assert main(["run", "isaac_32nm", str(spec), "--samples", "8", "--quiet", "--out", str(out),
+                 "--report", "md"]) == 0
+    assert "my_model_digits on isaac_ce_32nm: 8 test samples" in capsys.readouterr().out
+    result = json.loads((out / "result.json").read_text())
+    assert [lr["name"] for lr in result["layers"]] == ["stem.0", "block.0", "block.3",
+                                                       "classifier"]
+    assert (out / "report.md").is_file()
+    # The float accuracy is plain PyTorch on the same 8 preprocessed (12x12) samples.
+    workload = load_workload(spec)
+    images, labels = workload.load_data("test")
+    assert images.shape[1:] == (1, 12, 12)
+    model = workload.load_model()
+    with torch.no_grad():
+        plain = float((model(images[:8]).argmax(1) == labels[:8]).float().mean())
+    assert result["float_accuracy"] == plain
+    # Editing the model's code makes the run a new one (no stale resume from progress.json).
+    from analysis.run import _config_key
+    from sim.config import load_arch
+
+    arch = load_arch(Path(__file__).resolve().parent.parent / "arch_configs" / "isaac_32nm.yaml")
+    before = _config_key(arch, workload, 8, 0, 50)
+    code = (tmp_path / "my_model.py").read_text()
+    (tmp_path / "my_model.py").write_text(code.replace("self.act = nn.ReLU6()",
+                                                       "self.act = nn.ReLU()"))
+    assert _config_key(arch, workload, 8, 0, 50) != before
+
+
+def test_user_model_mistakes_exit_2_naming_the_yaml(tmp_path, capsys):
+    from analysis.cli import main
+
+    shutil.copy(EXAMPLES / "my_model.py", tmp_path / "my_model.py")
+    text = (EXAMPLES / "my_model_digits.yaml").read_text()
+    cases = [
+        (text.replace("my_model.py:SmallResNet", "my_model.py:BigResNet"),
+         "my_model.py has no 'BigResNet'; nn.Module classes defined there: SmallResNet"),
+        (text.replace("my_model.py:SmallResNet", "other.py:SmallResNet"),
+         "model: model file not found"),
+        (text.replace("width: 16", "widht: 16"), "unexpected keyword argument 'widht'"),
+        (text.replace("resize: [12, 12]", "resize: [10, 10]"),
+         "takes 1x12x12 inputs but data set digits has 1x10x10 images after"),
+    ]
+    for i, (body, fragment) in enumerate(cases):
+        spec = tmp_path / f"bad{i}.yaml"
+        spec.write_text(body)
+        for command in (["train", str(spec), "--quiet"],
+                        ["run", "isaac_32nm", str(spec), "--quiet", "--samples", "2",
+                         "--out", str(tmp_path / "out")]):
+            assert main(command) == 2, (i, command)
+            err = capsys.readouterr().err
+            assert str(spec) in err and fragment in err, err
+            assert "Traceback" not in err

@@ -182,3 +182,182 @@ def test_shipped_checkpoints_load_in_eval_mode():
         model = workload.load_model()
         assert not model.training
         assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+# ---------------------------------------------------------------------------------------
+# A user's own model: model: file.py:Class or package.module:Class, model_args, preprocessing
+
+USER_MODEL = """\
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, hidden=32, num_classes=10):
+        super().__init__()
+        self.fc1 = nn.Linear(64, hidden)
+        self.fc2 = nn.Linear(hidden, num_classes)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x.flatten(1))))
+
+
+def make(hidden=32):
+    return Net(hidden=hidden)
+
+
+class Shaped(Net):
+    input_shape = (1, 12, 12)
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(144, 32)
+"""
+
+USER_YAML = """\
+name: mine
+model: nets/user_net.py:Net
+model_args: {hidden: 24}
+dataset: digits
+bits: {weights: 8, activations: 8}
+"""
+
+
+def user_files(tmp_path: Path, yaml_text: str = USER_YAML, model_text: str = USER_MODEL):
+    (tmp_path / "nets").mkdir(exist_ok=True)
+    (tmp_path / "nets" / "user_net.py").write_text(model_text)
+    return write(tmp_path, yaml_text)
+
+
+def test_user_model_file_relative_to_the_yaml_with_constructor_arguments(tmp_path):
+    workload = load_workload(user_files(tmp_path))
+    assert workload.model == "nets/user_net.py:Net" and workload.model_args == {"hidden": 24}
+    assert workload.model_ref.file == (tmp_path / "nets" / "user_net.py").resolve()
+    model = workload.build_model()
+    assert type(model).__name__ == "Net" and model.fc1.out_features == 24
+    assert workload.train_command == f"imcsim train {tmp_path / 'workload.yaml'}"
+
+
+def test_user_model_by_absolute_path_and_by_module_name(tmp_path):
+    path = user_files(tmp_path)
+    absolute = load_workload(write(tmp_path, USER_YAML.replace(
+        "nets/user_net.py", str(tmp_path / "nets" / "user_net.py")), "abs.yaml"))
+    assert absolute.build_model().fc1.out_features == 24
+    # package.module:Class, found from the YAML's folder first.
+    (tmp_path / "nets" / "__init__.py").write_text("")
+    by_module = load_workload(write(tmp_path, USER_YAML.replace(
+        "nets/user_net.py:Net", "nets.user_net:Net"), "mod.yaml"))
+    assert by_module.model_ref.module == "nets.user_net"
+    assert by_module.build_model().fc1.out_features == 24
+    assert load_workload(path).build_model().fc1.out_features == 24
+    # A factory function instead of a class.
+    factory = load_workload(write(tmp_path, USER_YAML.replace(":Net", ":make"), "fn.yaml"))
+    assert type(factory.build_model()).__name__ == "Net"
+    not_a_module = load_workload(write(tmp_path, USER_YAML.replace(":Net", ":torch.zeros")
+                                       .replace("{hidden: 24}", "{size: [2]}"), "t.yaml"))
+    with pytest.raises(UserError, match="made a Tensor, not a torch.nn.Module"):
+        not_a_module.build_model()
+
+
+USER_MISTAKES = [
+    # (model entry, model file text, fragment of the problem at `model`)
+    ("nets/missing.py:Net", USER_MODEL, "model file not found: "),
+    ("nets/user_net.py:Nett", USER_MODEL, "has no 'Nett'; nn.Module classes defined there: "
+                                          "Net, Shaped"),
+    ("nets/user_net.py:Net", USER_MODEL + "\nraise RuntimeError('boom')\n",
+     "importing {file} failed: RuntimeError: boom ({file}, line "
+     + str(USER_MODEL.count("\n") + 2) + ")"),
+    ("nets/user_net.py:Net", "import no_such_package_xyz\n",
+     "failed: ModuleNotFoundError: No module named 'no_such_package_xyz' ({file}, line 1)"),
+    ("nets/user_net.py:Net", "def broken(:\n", "failed: SyntaxError: "),
+    ("no_such_module_xyz:Net", USER_MODEL, "no module named 'no_such_module_xyz'"),
+    ("nets/user_net.py:1x", USER_MODEL, "is not of the form path/to/file.py:Class"),
+    ("lenet", USER_MODEL, "must be one of cifar_cnn, digits_cnn, lenet5, resnet20, vgg_small, "
+                          "or a model class of your own"),
+]
+
+
+@pytest.mark.parametrize("entry, text, fragment", USER_MISTAKES,
+                         ids=[m[0] for m in USER_MISTAKES])
+def test_user_model_mistakes_are_one_problem_at_model(tmp_path, entry, text, fragment):
+    path = user_files(tmp_path, USER_YAML.replace("nets/user_net.py:Net", entry), text)
+    with pytest.raises(ConfigError) as info:
+        load_workload(path)
+    assert len(info.value.problems) == 1, info.value.problems
+    where, message = info.value.problems[0]
+    assert where == "model"
+    assert fragment.format(file=tmp_path / "nets" / "user_net.py") in message, message
+    assert str(info.value).startswith(f"{path}: 1 problem(s)")
+
+
+def test_constructor_and_forward_failures_name_the_yaml(tmp_path):
+    path = user_files(tmp_path, USER_YAML.replace("{hidden: 24}", "{hidden: 24, depth: 3}"))
+    with pytest.raises(UserError) as info:
+        load_workload(path).build_model()
+    message = str(info.value)
+    assert message.startswith(f"{path}: model: nets/user_net.py:Net(hidden=24, depth=3) failed")
+    assert "unexpected keyword argument 'depth'" in message and "model_args" in message
+    # Wrong number of classes: the output shape is checked against the data set.
+    path = user_files(tmp_path, USER_YAML.replace("{hidden: 24}", "{num_classes: 3}"))
+    with pytest.raises(UserError, match=r"returns \(2, 3\) for a batch of 2, expected logits "
+                                        r"of shape \(2, 10\)"):
+        load_workload(path).build_model()
+    # A model for other inputs: the forward pass on the data set's shape fails.
+    path = user_files(tmp_path, USER_YAML.replace("dataset: digits", "dataset: mnist"))
+    with pytest.raises(UserError, match=r"fails on inputs of shape 1x28x28 \(data set mnist\): "
+                                        r"RuntimeError"):
+        load_workload(path).build_model()
+    assert not isinstance(info.value, ConfigError)
+
+
+def test_model_args_keys_must_be_argument_names(tmp_path):
+    problems = problems_of(tmp_path, edited(model_args={"1x": 2}))
+    assert problems == [("model_args", "keys must be Python argument names, got '1x'")]
+    problems = problems_of(tmp_path, edited(model_args=[1, 2]))
+    assert problems[0][0] == "model_args" and "must be a mapping" in problems[0][1]
+
+
+def test_preprocessing_defaults_to_the_data_set_constants(tmp_path):
+    from workloads.datasets import DATASETS, default_preprocessing, load_dataset
+
+    workload = load_workload(user_files(tmp_path))
+    assert workload.preprocessing is None
+    assert workload.input_preprocessing == default_preprocessing(DATASETS["digits"])
+    assert workload.input_preprocessing.mean == (0.3053,)  # documented in docs/workloads.md
+    x, _ = workload.load_data("test")
+    assert torch.equal(x, load_dataset("digits", "test")[0])
+
+
+def test_preprocessing_mean_std_and_resize_move_the_inputs(tmp_path):
+    yaml_text = USER_YAML.replace("nets/user_net.py:Net", "nets/user_net.py:Shaped") \
+        .replace("model_args: {hidden: 24}\n", "") + \
+        "preprocessing: {resize: 12, mean: 0.5, std: [0.25]}\n"
+    workload = load_workload(user_files(tmp_path, yaml_text))
+    assert workload.preprocessing.resize == (12, 12) and workload.input_shape == (1, 12, 12)
+    x, _ = workload.load_data("test")
+    assert x.shape[1:] == (1, 12, 12)
+    # Scaled pixels are in [0, 1]: with mean 0.5 and std 0.25 the inputs span [-2, 2].
+    assert float(x.min()) >= -2.0 - 1e-6 and float(x.max()) <= 2.0 + 1e-6
+    assert float(x.min()) == pytest.approx(-2.0)
+    workload.build_model()  # the model's 12x12 input_shape matches the resized data
+    # Leaving resize out: the declared input_shape no longer matches, at load time.
+    problems = problems_of(tmp_path, yaml_text.replace("resize: 12, ", ""))
+    assert problems == [("dataset", "model nets/user_net.py:Shaped takes 1x12x12 inputs but "
+                                    "data set digits has 1x8x8 images")]
+
+
+PREPROCESSING_MISTAKES = [
+    ({"std": 0}, "preprocessing.std", "must be greater than 0"),
+    ({"mean": [0.1, 0.2]}, "preprocessing.mean", "has 2 values; give 1 or one per channel (1)"),
+    ({"mean": ["a"]}, "preprocessing.mean", "must be a number or a list of numbers"),
+    ({"resize": [8]}, "preprocessing.resize", "must be a size in pixels or [height, width]"),
+    ({"resize": 0}, "preprocessing.resize", "at least 1"),
+    ({"crop": 4}, "preprocessing.crop", "unknown key; valid keys here: mean, resize, std"),
+]
+
+
+@pytest.mark.parametrize("section, path, fragment", PREPROCESSING_MISTAKES,
+                         ids=[f"{m[1]}-{i}" for i, m in enumerate(PREPROCESSING_MISTAKES)])
+def test_preprocessing_mistakes_have_their_yaml_path(tmp_path, section, path, fragment):
+    problems = problems_of(tmp_path, edited(preprocessing=section))
+    assert len(problems) == 1 and problems[0][0] == path and fragment in problems[0][1], problems

@@ -1,8 +1,11 @@
 """Data set loaders: the standard on-disk formats, from any folder the user names.
 
 :func:`load_dataset` returns ``(images, labels)``: float32 images ``(N, C, H, W)`` already
-normalized with the fixed per-data-set constants in :data:`DATASETS` (``(x / max_value -
-mean) / std`` per channel), and int64 labels. Nothing is downloaded here; see
+preprocessed, and int64 labels. Preprocessing (:class:`Preprocessing`) is: scale pixels to
+``[0, 1]`` (``x / max_value``), optionally resize (bilinear) to ``resize``, then normalize
+per channel, ``(x - mean) / std``. Its default is each data set's fixed constants in
+:data:`DATASETS` (what every shipped workload and checkpoint uses); a workload YAML may name
+its own ``preprocessing:`` (see ``docs/workloads.md``). Nothing is downloaded here; see
 :mod:`workloads.download` (``imcsim data download NAME``).
 
 Where the files are looked for, in order: the ``data_dir`` argument (the CLI's
@@ -156,6 +159,32 @@ DATASETS: dict[str, DatasetInfo] = {
 
 
 @dataclass(frozen=True, kw_only=True)
+class Preprocessing:
+    """How raw images become model inputs: scale to ``[0, 1]``, resize, normalize.
+
+    Attributes:
+        mean, std: per-channel constants (one value, or one per channel) applied after scaling
+            (and resizing): ``(x - mean) / std``.
+        resize: ``(height, width)`` to resize to (bilinear, antialiased when shrinking), or
+            ``None`` to keep the data set's size.
+    """
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    resize: tuple[int, int] | None = None
+
+    def shape(self, info: DatasetInfo) -> tuple[int, int, int]:
+        """``(channels, height, width)`` of one preprocessed image of data set ``info``."""
+        c, h, w = info.shape
+        return (c, *self.resize) if self.resize is not None else (c, h, w)
+
+
+def default_preprocessing(info: DatasetInfo) -> Preprocessing:
+    """The data set's fixed normalization, no resize: the default of every workload."""
+    return Preprocessing(mean=info.mean, std=info.std)
+
+
+@dataclass(frozen=True, kw_only=True)
 class DataSource:
     """Where a data set was found on disk.
 
@@ -182,9 +211,10 @@ def dataset_info(name: str) -> DatasetInfo:
                         f"{', '.join(sorted(DATASETS))}") from None
 
 
-def load_dataset(name: str, split: str, data_dir: str | os.PathLike[str] | None = None
+def load_dataset(name: str, split: str, data_dir: str | os.PathLike[str] | None = None,
+                 preprocessing: Preprocessing | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Load one split of a data set, normalized.
+    """Load one split of a data set, preprocessed.
 
     Args:
         name: a key of :data:`DATASETS` (``digits``, ``mnist``, ``fashion_mnist``,
@@ -192,10 +222,11 @@ def load_dataset(name: str, split: str, data_dir: str | os.PathLike[str] | None 
         split: ``"train"`` or ``"test"``.
         data_dir: folder holding the files (or their usual subfolder); default
             ``$IMCSIM_DATA``. Not needed for ``digits``.
+        preprocessing: resize and normalization (default: :func:`default_preprocessing`, the
+            data set's fixed mean and std, no resize).
 
     Returns:
-        ``(images, labels)``: float32 ``(N, C, H, W)`` normalized with the data set's fixed
-        mean and std, and int64 ``(N,)``.
+        ``(images, labels)``: float32 ``(N, C, H, W)`` preprocessed, and int64 ``(N,)``.
 
     Raises:
         DataError: the files are missing or malformed (one message saying how to fix it).
@@ -206,15 +237,24 @@ def load_dataset(name: str, split: str, data_dir: str | os.PathLike[str] | None 
         raise UserError(f"unknown split {split!r} of data set {name!r}; choose train or test")
     source = locate_dataset(name, data_dir)
     images, labels = load_raw(source, split)
-    return normalize(images, info), torch.from_numpy(labels.astype(np.int64))
+    return normalize(images, info, preprocessing), torch.from_numpy(labels.astype(np.int64))
 
 
-def normalize(images: np.ndarray, info: DatasetInfo) -> torch.Tensor:
-    """Raw integer images ``(N, C, H, W)`` -> float32 ``(x / max_value - mean) / std``."""
+def normalize(images: np.ndarray, info: DatasetInfo,
+              preprocessing: Preprocessing | None = None) -> torch.Tensor:
+    """Raw integer images ``(N, C, H, W)`` -> float32 model inputs.
+
+    ``x / max_value``, resized to ``preprocessing.resize`` if set, then ``(x - mean) / std``
+    per channel; ``preprocessing`` defaults to the data set's fixed constants.
+    """
+    pre = preprocessing if preprocessing is not None else default_preprocessing(info)
     x = torch.from_numpy(np.ascontiguousarray(images)).to(torch.float32)
     x.div_(float(info.max_value))
-    mean = torch.tensor(info.mean, dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(info.std, dtype=torch.float32).view(1, -1, 1, 1)
+    if pre.resize is not None and tuple(x.shape[-2:]) != tuple(pre.resize):
+        x = torch.nn.functional.interpolate(x, size=tuple(pre.resize), mode="bilinear",
+                                            align_corners=False, antialias=True)
+    mean = torch.tensor(pre.mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(pre.std, dtype=torch.float32).view(1, -1, 1, 1)
     return x.sub_(mean).div_(std)
 
 

@@ -7,11 +7,23 @@ ReLUs), so the torch bridge in :mod:`mappers` can find every matrix product by w
 
 Each model class carries ``input_shape`` (channels, height, width) so a workload can be
 checked against its data set before anything runs.
+
+A workload may also name a user's own model class instead of a key of :data:`MODELS`:
+``path/to/file.py:Class`` (a Python file, relative to the workload YAML's folder or absolute)
+or ``package.module:Class`` (an importable module; the YAML's folder is searched first). See
+:func:`resolve_model` and ``docs/workloads.md``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import importlib.util
+import sys
+import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -232,3 +244,146 @@ def _lookup(name: str) -> Callable[..., nn.Module]:
     except (KeyError, TypeError):
         raise UserError(f"unknown model {name!r}; choose one of "
                         f"{', '.join(sorted(MODELS))}") from None
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A parsed ``model:`` entry of a workload YAML.
+
+    Attributes:
+        text: the entry as written.
+        builtin: the key of :data:`MODELS` when it names a shipped model, else ``None``.
+        file: the absolute Python file of a ``file.py:Class`` reference, else ``None``.
+        module: the module name of a ``package.module:Class`` reference, else ``None``.
+        attribute: the class (or factory function) name after the colon; dotted names reach
+            nested attributes (``Outer.Inner``).
+    """
+
+    text: str
+    builtin: str | None = None
+    file: Path | None = None
+    module: str | None = None
+    attribute: str = ""
+
+
+def parse_model_ref(text: str, base_dir: Path | None = None) -> ModelRef:
+    """Parse a ``model:`` entry: a :data:`MODELS` key, ``file.py:Class`` or ``module:Class``.
+
+    A reference whose part before the last colon ends in ``.py`` or contains a path separator
+    is a file, taken relative to ``base_dir`` (the YAML's folder) unless absolute.
+
+    Raises:
+        UserError: neither a shipped model nor a well-formed reference (says which forms
+            are accepted).
+    """
+    if ":" not in text:
+        if text in MODELS:
+            return ModelRef(text=text, builtin=text)
+        raise UserError(f"must be one of {', '.join(sorted(MODELS))}, or a model class of "
+                        f"your own as path/to/file.py:Class or package.module:Class; got "
+                        f"{text!r}")
+    where, _, attribute = text.rpartition(":")
+    if not where or not attribute or not all(p.isidentifier() for p in attribute.split(".")):
+        raise UserError(f"{text!r} is not of the form path/to/file.py:Class or "
+                        "package.module:Class (the part after the colon must be a Python name)")
+    if where.endswith(".py") or "/" in where or "\\" in where:
+        file = Path(where).expanduser()
+        if not file.is_absolute():
+            file = (base_dir if base_dir is not None else Path.cwd()) / file
+        return ModelRef(text=text, file=file.resolve(), attribute=attribute)
+    if not all(p.isidentifier() for p in where.split(".")):
+        raise UserError(f"{where!r} in {text!r} is neither a Python file (ending in .py) nor a "
+                        "dotted module name")
+    return ModelRef(text=text, module=where, attribute=attribute)
+
+
+def resolve_model(ref: ModelRef, base_dir: Path | None = None) -> Callable[..., nn.Module]:
+    """The class (or factory) a :class:`ModelRef` names, importing its file or module.
+
+    A file is imported once per content (its SHA-256 names the module in ``sys.modules``), with
+    its own folder on ``sys.path`` during the import so it can import its neighbours. A
+    module is imported with ``base_dir`` (the YAML's folder) searched first.
+
+    Raises:
+        UserError: the file is missing, its import fails (the message quotes the exception
+            and the line of the user's file where it happened), or it has no such attribute.
+    """
+    if ref.builtin is not None:
+        return MODELS[ref.builtin]
+    if ref.file is not None:
+        if not ref.file.is_file():
+            raise UserError(f"model file not found: {ref.file}")
+        module = _import_file(ref.file)
+        origin = str(ref.file)
+    else:
+        module = _import_module(str(ref.module), base_dir)
+        origin = f"module {ref.module}"
+    obj: object = module
+    for part in ref.attribute.split("."):
+        if not hasattr(obj, part):
+            names = sorted(n for n, v in vars(module).items()
+                           if isinstance(v, type) and issubclass(v, nn.Module)
+                           and v.__module__ == module.__name__)
+            raise UserError(f"{origin} has no {ref.attribute!r}; nn.Module classes defined "
+                            f"there: {', '.join(names) or '(none)'}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise UserError(f"{ref.attribute!r} in {origin} is not a class or function")
+    return obj  # type: ignore[return-value]
+
+
+def _import_file(path: Path):
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    name = f"imcsim_user_model_{path.stem}_{digest}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise UserError(f"cannot import {path}: not a Python source file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # before executing: dataclasses and pickling look it up
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - any error in the user's file is theirs to fix
+        del sys.modules[name]
+        raise UserError(f"importing {path} failed: {_where(exc, path)}") from None
+    finally:
+        _remove_path(str(path.parent))
+    return module
+
+
+def _import_module(name: str, base_dir: Path | None):
+    folder = str(base_dir) if base_dir is not None else None
+    if folder is not None:
+        sys.path.insert(0, folder)
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
+            searched = f" (searched {folder} and sys.path)" if folder else ""
+            raise UserError(f"no module named {exc.name!r}{searched}") from None
+        raise UserError(f"importing module {name} failed: {_where(exc, None)}") from None
+    except Exception as exc:  # noqa: BLE001 - any error in the user's module is theirs
+        raise UserError(f"importing module {name} failed: {_where(exc, None)}") from None
+    finally:
+        if folder is not None:
+            _remove_path(folder)
+
+
+def _remove_path(folder: str) -> None:
+    try:
+        sys.path.remove(folder)
+    except ValueError:  # the user's code took it off already
+        pass
+
+
+def _where(exc: BaseException, path: Path | None) -> str:
+    """``Type: message (file, line N)`` for the innermost frame in the user's code."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"SyntaxError: {exc.msg} ({exc.filename}, line {exc.lineno})"
+    user = [f for f in frames if path is None or Path(f.filename) == path]
+    user = [f for f in user if "importlib" not in f.filename] or user
+    at = f" ({user[-1].filename}, line {user[-1].lineno})" if user else ""
+    return f"{type(exc).__name__}: {exc}{at}"

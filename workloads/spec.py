@@ -1,19 +1,23 @@
 """Workload YAML -> :class:`Workload`: which model, data set, precision and checkpoint.
 
-A workload file looks like::
+A workload file looks like (``docs/workloads.md`` describes every key)::
 
     name: lenet5_mnist
-    model: lenet5                 # a key of workloads.models.MODELS
+    model: lenet5                 # a key of workloads.models.MODELS, or your own class:
+                                  #   path/to/file.py:Class or package.module:Class
+    model_args: {}                # keyword arguments of the model's constructor
     dataset: mnist                # a key of workloads.datasets.DATASETS
+    preprocessing: {mean: [0.1307], std: [0.3081]}   # default: the data set's constants
     bits: {weights: 8, activations: 8}
     checkpoint: checkpoints/lenet5_mnist.pt   # relative to this file's folder
     calibration_samples: 256      # training samples used to calibrate activation ranges
     train: {epochs: 3, batch_size: 128, lr: 0.01, seed: 0}   # used by `imcsim train`
 
 Every problem in the file is collected with its YAML path and reported in one
-:class:`~sim.errors.ConfigError`; unknown keys are problems. A missing checkpoint is not a
-problem of the file: it is reported by :meth:`Workload.load_model`, with the command that
-makes it.
+:class:`~sim.errors.ConfigError`; unknown keys are problems. A user's model file is imported
+when the YAML is loaded, so a missing file, a missing class or an error inside the file is a
+problem at ``model``. A missing checkpoint is not a problem of the file: it is reported by
+:meth:`Workload.load_model`, with the command that makes it.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ import pickle
 import re
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -32,8 +37,14 @@ from torch import nn
 
 from sim.config.validate import Problems, Section
 from sim.errors import ConfigError, DataError, UserError
-from workloads.datasets import DATASETS, DatasetInfo, load_dataset
-from workloads.models import MODELS, build_model, model_input_shape
+from workloads.datasets import (
+    DATASETS,
+    DatasetInfo,
+    Preprocessing,
+    default_preprocessing,
+    load_dataset,
+)
+from workloads.models import ModelRef, parse_model_ref, resolve_model
 
 #: Folder of the workload YAML files shipped with imcsim.
 BUILTIN_DIR = Path(__file__).resolve().parent
@@ -84,7 +95,9 @@ class Workload:
 
     Attributes:
         name: identifier used in file names and reports.
-        model: key of :data:`workloads.models.MODELS`.
+        model: key of :data:`workloads.models.MODELS`, or a user's class as
+            ``path/to/file.py:Class`` or ``package.module:Class`` (see
+            :func:`workloads.models.parse_model_ref`).
         dataset: key of :data:`workloads.datasets.DATASETS`.
         bits: weight and activation precision.
         checkpoint_path: absolute path of the float checkpoint (a ``state_dict``).
@@ -92,6 +105,10 @@ class Workload:
         train: settings for ``imcsim train``.
         description: free text.
         source: the YAML file this came from, if any.
+        model_args: keyword arguments of the model's constructor (a shipped model also gets
+            ``num_classes`` from the data set unless given here).
+        preprocessing: resize and normalization of the inputs; ``None`` means the data set's
+            fixed constants (:func:`workloads.datasets.default_preprocessing`).
     """
 
     name: str
@@ -103,6 +120,8 @@ class Workload:
     train: TrainSettings = TrainSettings()
     description: str = ""
     source: Path | None = None
+    model_args: Mapping[str, Any] = field(default_factory=dict)
+    preprocessing: Preprocessing | None = None
 
     @property
     def dataset_info(self) -> DatasetInfo:
@@ -123,9 +142,82 @@ class Workload:
             command += " --data-dir FOLDER"
         return command
 
+    @property
+    def model_ref(self) -> ModelRef:
+        """The parsed ``model:`` entry (relative files taken from the YAML's folder)."""
+        return parse_model_ref(self.model, self._base_dir)
+
+    @property
+    def input_preprocessing(self) -> Preprocessing:
+        """The preprocessing in effect: the YAML's, or the data set's fixed constants."""
+        if self.preprocessing is not None:
+            return self.preprocessing
+        return default_preprocessing(self.dataset_info)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """``(channels, height, width)`` of one preprocessed input."""
+        return self.input_preprocessing.shape(self.dataset_info)
+
+    @property
+    def _base_dir(self) -> Path | None:
+        return self.source.parent if self.source is not None else None
+
+    @property
+    def _where(self) -> str:
+        return str(self.source) if self.source is not None else f"workload {self.name!r}"
+
     def build_model(self) -> nn.Module:
-        """A freshly initialized (untrained) model of this workload."""
-        return build_model(self.model, num_classes=self.num_classes)
+        """A freshly initialized (untrained) model of this workload, checked on one input.
+
+        Raises:
+            UserError: the model's file or class cannot be found or imported, its constructor
+                fails with ``model_args``, or its forward pass fails on (or returns the wrong
+                shape for) a zero batch of the preprocessed input shape; the message names
+                the workload YAML.
+        """
+        ref = self.model_ref
+        try:
+            cls = resolve_model(ref, self._base_dir)
+        except UserError as exc:
+            raise UserError(f"{self._where}: model: {exc}") from None
+        kwargs = dict(self.model_args)
+        if ref.builtin is not None:
+            kwargs.setdefault("num_classes", self.num_classes)
+        try:
+            model = cls(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - a constructor failure is the user's to fix
+            args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+            raise UserError(f"{self._where}: model: {self.model}({args}) failed: "
+                            f"{type(exc).__name__}: {exc} (check model_args)") from None
+        if not isinstance(model, nn.Module):
+            raise UserError(f"{self._where}: model: {self.model} made a "
+                            f"{type(model).__name__}, not a torch.nn.Module")
+        self._check_forward(model)
+        return model
+
+    def _check_forward(self, model: nn.Module) -> None:
+        """Run a zero batch through ``model`` so a shape mistake is one clear message."""
+        shape = self.input_shape
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                out = model(torch.zeros(2, *shape))
+        except Exception as exc:  # noqa: BLE001 - the user's forward() is theirs to fix
+            raise UserError(
+                f"{self._where}: model {self.model} fails on inputs of shape "
+                f"{_shape(shape)} (data set {self.dataset}"
+                f"{', resized' if self.input_preprocessing.resize else ''}): "
+                f"{type(exc).__name__}: {exc}") from None
+        finally:
+            model.train(was_training)
+        want = (2, self.num_classes)
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise UserError(f"{self._where}: model {self.model} returns {got} for a batch of "
+                            f"2, expected logits of shape {want} for the {self.num_classes} "
+                            f"classes of {self.dataset} (check model_args)")
 
     def load_model(self) -> nn.Module:
         """The model with the checkpoint's weights, in eval mode, on the CPU.
@@ -134,6 +226,7 @@ class Workload:
             DataError: the checkpoint is missing, unreadable, or does not fit the model; the
                 message names the file and the ``imcsim train`` command that makes it.
         """
+        model = self.build_model()  # a mistake in the model comes before a missing checkpoint
         path = self.checkpoint_path
         if not path.is_file():
             raise DataError(f"checkpoint of workload {self.name!r} not found: {path}\n"
@@ -146,7 +239,6 @@ class Workload:
         if not isinstance(state, Mapping):
             raise DataError(f"checkpoint {path} is not a state_dict (got "
                             f"{type(state).__name__})")
-        model = self.build_model()
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
@@ -156,8 +248,8 @@ class Workload:
 
     def load_data(self, split: str, data_dir: str | os.PathLike[str] | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One normalized split of the workload's data set (see :func:`load_dataset`)."""
-        return load_dataset(self.dataset, split, data_dir)
+        """One preprocessed split of the workload's data set (see :func:`load_dataset`)."""
+        return load_dataset(self.dataset, split, data_dir, self.preprocessing)
 
 
 def builtin_workloads() -> dict[str, Path]:
@@ -213,13 +305,33 @@ def parse_workload(data: object, *, source: Path | None = None) -> Workload:
         problems.add("name", "must be letters, digits, '_', '.' or '-' (it names files), got "
                              f"{name!r}")
         name = None
-    model = top.get("model", str, choices=sorted(MODELS))
+    base = source.parent if source is not None else Path.cwd()
+    model = top.get("model", str)
+    model_class = None
+    if model is not None:
+        try:
+            model_class = resolve_model(parse_model_ref(model, base), base)
+        except UserError as exc:
+            problems.add("model", str(exc))
+            model = None
+    model_args = top.get("model_args", dict, {})
+    if model_args and not all(isinstance(k, str) and k.isidentifier() for k in model_args):
+        problems.add("model_args", "keys must be Python argument names, got "
+                                   f"{', '.join(map(repr, model_args))}")
     dataset = top.get("dataset", str, choices=sorted(DATASETS))
-    if model is not None and dataset is not None:
-        want, have = model_input_shape(model), DATASETS[dataset].shape
-        if want != have:
-            problems.add("dataset", f"model {model} takes {_shape(want)} inputs but data set "
-                                    f"{dataset} has {_shape(have)} images")
+    preprocessing = None
+    if top.has("preprocessing"):
+        preprocessing = _preprocessing(top.section("preprocessing"),
+                                       DATASETS.get(dataset) if dataset else None)
+    want = getattr(model_class, "input_shape", None)  # optional on a user's class
+    if want is not None and dataset is not None and not problems.bad("preprocessing"):
+        info = DATASETS[dataset]
+        have = (preprocessing or default_preprocessing(info)).shape(info)
+        if tuple(want) != have:
+            resized = " after preprocessing.resize" if preprocessing and preprocessing.resize \
+                else ""
+            problems.add("dataset", f"model {model} takes {_shape(tuple(want))} inputs but "
+                                    f"data set {dataset} has {_shape(have)} images{resized}")
     description = top.get("description", str, "")
 
     bits_section = top.section("bits", required=True)
@@ -235,7 +347,6 @@ def parse_workload(data: object, *, source: Path | None = None) -> Workload:
     top.finish()
     problems.raise_if_any()
 
-    base = source.parent if source is not None else Path.cwd()
     checkpoint_path = Path(checkpoint).expanduser()
     if not checkpoint_path.is_absolute():
         checkpoint_path = base / checkpoint_path
@@ -245,7 +356,53 @@ def parse_workload(data: object, *, source: Path | None = None) -> Workload:
         checkpoint_path=Path(os.path.normpath(checkpoint_path.absolute())),
         calibration_samples=calibration_samples, train=train, description=description,
         source=source.absolute() if source is not None else None,
+        model_args=dict(model_args), preprocessing=preprocessing,
     )
+
+
+def _preprocessing(section: Section, info: DatasetInfo | None) -> Preprocessing | None:
+    """The ``preprocessing:`` section; keys left out take the data set's constants."""
+    channels = info.shape[0] if info is not None else None
+
+    def per_channel(key: str, positive: bool) -> tuple[float, ...] | None:
+        default = getattr(info, key) if info is not None else None
+        value = section.get(key, (list, float), default)
+        if value is None or value is default:
+            return value
+        values = value if isinstance(value, list) else [value]
+        path = f"{section.path}.{key}"
+        if not values or not all(isinstance(v, int | float) and not isinstance(v, bool)
+                                 for v in values):
+            section.problems.add(path, f"must be a number or a list of numbers, got {value!r}")
+            return None
+        if channels is not None and len(values) not in (1, channels):
+            section.problems.add(path, f"has {len(values)} values; give 1 or one per channel "
+                                       f"({channels})")
+            return None
+        if positive and min(values) <= 0:
+            section.problems.add(path, "must be greater than 0")
+            return None
+        if channels is not None and len(values) == 1:
+            values = values * channels
+        return tuple(float(v) for v in values)
+
+    mean = per_channel("mean", positive=False)
+    std = per_channel("std", positive=True)
+    raw = section.get("resize", (int, list), None)
+    resize = None
+    if isinstance(raw, int):
+        raw = [raw, raw]
+    if raw is not None:
+        if (len(raw) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                                     for v in raw)):
+            section.problems.add(f"{section.path}.resize", "must be a size in pixels or "
+                                 f"[height, width], each at least 1, got {raw!r}")
+        else:
+            resize = (int(raw[0]), int(raw[1]))
+    section.finish()
+    if mean is None or std is None:
+        return None
+    return Preprocessing(mean=mean, std=std, resize=resize)
 
 
 def _train_settings(section: Section) -> TrainSettings:

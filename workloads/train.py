@@ -120,6 +120,7 @@ def train(workload: Workload, *, data_dir: str | os.PathLike[str] | None = None,
         "workload_file": (os.path.relpath(workload.source, out_path.parent)
                           if workload.source is not None else None),
         "model": workload.model,
+        **_model_provenance(workload),
         "command": command if command is not None else shlex.join(sys.argv),
         "seed": seed,
         "epochs": epochs,
@@ -230,9 +231,24 @@ def _fingerprint(workload: Workload, settings: TrainSettings, epochs: int, seed:
                  n_train: int, device: str) -> str:
     """What a ``.partial`` file must match to be resumed: the run's every setting."""
     return json.dumps({"format": _PARTIAL_FORMAT, "model": workload.model,
-                       "dataset": workload.dataset, "settings": repr(settings),
+                       **_model_provenance(workload), "dataset": workload.dataset,
+                       "settings": repr(settings),
                        "epochs": epochs, "seed": seed, "n_train": n_train, "device": device,
                        "torch": torch.__version__}, sort_keys=True)
+
+
+def _model_provenance(workload: Workload) -> dict[str, Any]:
+    """What else decides the trained weights besides the ``model:`` entry: the constructor's
+    arguments, the input preprocessing, and the content of a user's model file."""
+    out: dict[str, Any] = {}
+    if workload.model_args:
+        out["model_args"] = dict(workload.model_args)
+    if workload.preprocessing is not None:
+        out["preprocessing"] = dataclasses.asdict(workload.preprocessing)
+    file = workload.model_ref.file
+    if file is not None and file.is_file():
+        out["model_file_sha256"] = file_digest(file, "sha256")
+    return out
 
 
 def _resume(path: Path, fingerprint: str, model: nn.Module, optimizer: torch.optim.Optimizer,

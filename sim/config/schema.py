@@ -378,3 +378,78 @@ def adc_full_scale(arch: Arch) -> float:
     """The fixed full scale of the ADC in level units (unit step when not stated)."""
     adc = arch.crossbar.adc
     return adc.full_scale if adc.full_scale is not None else float(adc.codes - 1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrecisionPadding:
+    """How much of the arch's fixed weight and input precision a workload leaves unused.
+
+    The crossbars always store ``weights.bits``-bit weights and stream ``inputs.bits``-bit
+    inputs; a workload of fewer bits is padded into them (upper cell slices hold the offset,
+    sign or zero bits; upper input steps carry sign-extension or zero bits) and costs what the
+    full precision costs. ``*_needed`` is what the same encoding would need at the workload's
+    precision.
+
+    Attributes:
+        weight_bits: the workload's weight bits.
+        weight_columns, weight_columns_needed: crossbar columns per weight, at the arch's
+            precision and at the workload's.
+        input_bits_needed: bits the widest integer layer input needs in the arch's
+            signedness (an unsigned 8-bit ReLU output needs 9 signed bits).
+        input_steps, input_steps_needed: crossbar cycles per input vector, at the arch's
+            precision and at ``input_bits_needed``.
+    """
+
+    weight_bits: int
+    weight_columns: int
+    weight_columns_needed: int
+    input_bits_needed: int
+    input_steps: int
+    input_steps_needed: int
+
+    @property
+    def padded(self) -> bool:
+        """Whether any column or input step carries only padding."""
+        return (self.weight_columns > self.weight_columns_needed
+                or self.input_steps > self.input_steps_needed)
+
+    @property
+    def conversion_ratio(self) -> float:
+        """ADC conversions (one per column and input step) at the arch's precision over those
+        at the workload's; approximate (unit columns, crossbar tiling, zero-skipping)."""
+        return (self.weight_columns * self.input_steps
+                / (self.weight_columns_needed * self.input_steps_needed))
+
+    @property
+    def column_ratio(self) -> float:
+        """Cell columns per weight (and so cell reads per driven row) at the arch's precision
+        over those at the workload's."""
+        return self.weight_columns / self.weight_columns_needed
+
+
+def integer_bits(lo: int, hi: int, signed: bool) -> int:
+    """Fewest bits of an integer format (two's complement if ``signed``) holding ``[lo, hi]``."""
+    if not signed:
+        return max(1, int(hi).bit_length())
+    need_hi = int(hi).bit_length() + 1 if hi > 0 else 1
+    need_lo = (-int(lo) - 1).bit_length() + 1 if lo < 0 else 1
+    return max(need_hi, need_lo)
+
+
+def precision_padding(arch: Arch, weight_bits: int, input_lo: int, input_hi: int
+                      ) -> PrecisionPadding:
+    """The padding of ``weight_bits``-bit weights and inputs spanning ``[input_lo, input_hi]``
+    (the integers the rows receive, zero point included) on ``arch``."""
+    from dataclasses import replace
+
+    xb = arch.crossbar
+    need_in = min(integer_bits(input_lo, input_hi, arch.inputs.signed), arch.inputs.bits)
+    return PrecisionPadding(
+        weight_bits=weight_bits,
+        weight_columns=columns_per_weight(arch.weights, xb.cell),
+        weight_columns_needed=columns_per_weight(replace(arch.weights, bits=weight_bits),
+                                                 xb.cell),
+        input_bits_needed=need_in,
+        input_steps=input_steps(arch.inputs, xb.dac),
+        input_steps_needed=input_steps(replace(arch.inputs, bits=need_in), xb.dac),
+    )
