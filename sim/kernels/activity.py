@@ -1,0 +1,140 @@
+"""Per-step row-group activity: histograms for the schedule, and activity from bit-planes.
+
+Two producers feed one histogram kernel (:func:`tile_histograms`):
+
+- the bit-true pass counts, per (row tile, step, vector), the active row groups it saw
+  (:func:`sim.kernels.inputs.group_activity`) and hands the counts over;
+- the analytical mode keeps the non-zero bit-planes of a layer's real integer inputs packed
+  64 rows to a word (:func:`pack_planes`, arch-independent) and derives the same counts for
+  any DAC width, row-group height and crossbar height (:func:`planes_tile_counts`).
+
+Arrays and scalars in, arrays out; :class:`sim.macros.activity.StepActivity` is built by the
+callers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sim.kernels._jit import jit
+
+
+@jit
+def _tile_histograms(tile_count, gpc, hist_max, hist_tile):
+    row_tiles, n_steps, m_count = tile_count.shape
+    for p in range(n_steps):
+        for m in range(m_count):
+            best = 0
+            for r in range(row_tiles):
+                c = tile_count[r, p, m]
+                hist_tile[r, c] += 1
+                if c > best:
+                    best = c
+            hist_max[best] += 1
+
+
+def tile_histograms(tile_count: np.ndarray, groups_per_crossbar: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Histograms of active row groups per (vector, step) from per-tile counts.
+
+    ``tile_count[r, p, m]`` is the number of active row groups of row tile ``r`` at step
+    ``p`` of vector ``m`` (at most ``groups_per_crossbar``). Returns ``hist_max``
+    ``(groups_per_crossbar + 1,)`` (pairs by the busiest tile's count) and ``hist_tile``
+    ``(row_tiles, groups_per_crossbar + 1)``, both int64 (see
+    :class:`sim.macros.activity.StepActivity`).
+    """
+    tile_count = np.ascontiguousarray(tile_count)
+    g = int(groups_per_crossbar)
+    if tile_count.size and int(tile_count.max()) > g:
+        raise ValueError(f"a row tile counts more than its {g} row groups")
+    hist_max = np.zeros(g + 1, np.int64)
+    hist_tile = np.zeros((tile_count.shape[0], g + 1), np.int64)
+    _tile_histograms(tile_count, g, hist_max, hist_tile)
+    return hist_max, hist_tile
+
+
+def pack_planes(x: np.ndarray) -> tuple[np.ndarray, int]:
+    """The non-zero bit-planes of integer inputs ``x`` ``(M, K)``, packed along ``K``.
+
+    Returns ``planes`` uint64 ``(M, B, ceil(K / 64))``, whose word ``w`` bit ``j`` of plane
+    ``b`` is bit ``b`` of ``x[m, 64 w + j]`` in two's complement, and ``B``: the fewest bits
+    that hold every value of ``x`` (a sign bit included when ``x`` has negative values; wider
+    two's-complement words repeat the top plane, narrower unsigned ones are zero above ``B``).
+    """
+    x = np.asarray(x, dtype=np.int64)
+    if x.ndim != 2:
+        raise ValueError(f"inputs must be a (vectors, K) matrix, got shape {x.shape}")
+    m, k = x.shape
+    lo = int(x.min()) if x.size else 0
+    hi = int(x.max()) if x.size else 0
+    if lo < 0:
+        nb = max(hi.bit_length(), (-lo - 1).bit_length()) + 1
+    else:
+        nb = max(hi.bit_length(), 1)
+    words = -(-k // 64)
+    planes = np.zeros((m, nb, words * 8), dtype=np.uint8)
+    for b in range(nb):
+        packed = np.packbits(((x >> b) & 1).astype(np.bool_), axis=1, bitorder="little")
+        planes[:, b, :packed.shape[1]] = packed
+    return np.ascontiguousarray(planes).view("<u8").astype(np.uint64, copy=False), nb
+
+
+def row_segments(k: int, group_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The packed words and bit masks covering each row group of ``group_rows`` rows.
+
+    Returns ``ptr`` int64 ``(G + 1,)`` and per segment ``word`` int64 and ``mask`` uint64:
+    row group ``g`` is rows ``[g r, min((g + 1) r, K))``, made of segments
+    ``ptr[g] .. ptr[g + 1]``.
+    """
+    groups = -(-k // group_rows)
+    ptr, word, mask = [0], [], []
+    for g in range(groups):
+        a, b = g * group_rows, min((g + 1) * group_rows, k)
+        while a < b:
+            w = a // 64
+            e = min(b, (w + 1) * 64)
+            bits = e - a
+            mask.append(((1 << bits) - 1) << (a - w * 64))
+            word.append(w)
+            a = e
+        ptr.append(len(word))
+    return (np.array(ptr, np.int64), np.array(word, np.int64),
+            np.array(mask, dtype=np.uint64))
+
+
+@jit
+def _planes_tile_counts(planes, step_planes, ptr, word, mask, gpc, out):
+    m_count, n_planes, n_words = planes.shape
+    n_steps = step_planes.shape[0]
+    groups = ptr.shape[0] - 1
+    buf = np.empty(n_words, np.uint64)
+    for m in range(m_count):
+        for p in range(n_steps):
+            for w in range(n_words):
+                buf[w] = 0
+            for b in range(n_planes):
+                if step_planes[p, b]:
+                    for w in range(n_words):
+                        buf[w] |= planes[m, b, w]
+            for g in range(groups):
+                for s in range(ptr[g], ptr[g + 1]):
+                    if buf[word[s]] & mask[s]:
+                        out[g // gpc, p, m] += 1
+                        break
+
+
+def planes_tile_counts(planes: np.ndarray, step_planes: np.ndarray, k: int, group_rows: int,
+                       groups_per_crossbar: int) -> np.ndarray:
+    """Active row groups per (row tile, step, vector) from packed bit-planes.
+
+    ``step_planes[p, b]`` says whether plane ``b`` feeds DAC step ``p`` (a step is active in
+    a row when any of its planes is non-zero there). Returns uint16 ``(row_tiles, P, M)``,
+    the same counts the bit-true pass takes from its DAC steps.
+    """
+    ptr, word, mask = row_segments(k, group_rows)
+    groups = ptr.shape[0] - 1
+    row_tiles = -(-groups // groups_per_crossbar)
+    out = np.zeros((row_tiles, step_planes.shape[0], planes.shape[0]), np.uint16)
+    _planes_tile_counts(planes, np.ascontiguousarray(step_planes, dtype=np.bool_), ptr, word,
+                        mask, int(groups_per_crossbar), out)
+    return out
