@@ -137,7 +137,8 @@ def test_activity_independent_of_chunks_and_threads(make_arch, monkeypatch):
 def test_packed_planes_give_the_reference_activity(bits, dac, signed, group_rows, gpc, k):
     rng = np.random.default_rng(k + dac)
     x = _inputs(rng, 120, k, bits, signed, 0.5, 0.2)
-    planes, nb = activity_k.pack_planes(x)
+    planes = activity_k.pack_planes(x)
+    nb = planes.shape[1]
     # planes of the step, with two's-complement sign extension above the stored width
     mag = bits - 1 if signed else bits
     n = -(-mag // dac)

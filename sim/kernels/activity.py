@@ -53,13 +53,21 @@ def tile_histograms(tile_count: np.ndarray, groups_per_crossbar: int
     return hist_max, hist_tile
 
 
-def pack_planes(x: np.ndarray) -> tuple[np.ndarray, int]:
+def plane_bits(lo: int, hi: int) -> int:
+    """The fewest two's-complement bits that hold every value in ``[lo, hi]`` (a sign bit
+    included when ``lo < 0``; at least one)."""
+    if lo < 0:
+        return max(hi.bit_length(), (-lo - 1).bit_length()) + 1
+    return max(hi.bit_length(), 1)
+
+
+def pack_planes(x: np.ndarray, bits: int | None = None) -> np.ndarray:
     """The non-zero bit-planes of integer inputs ``x`` ``(M, K)``, packed along ``K``.
 
-    Returns ``planes`` uint64 ``(M, B, ceil(K / 64))``, whose word ``w`` bit ``j`` of plane
-    ``b`` is bit ``b`` of ``x[m, 64 w + j]`` in two's complement, and ``B``: the fewest bits
-    that hold every value of ``x`` (a sign bit included when ``x`` has negative values; wider
-    two's-complement words repeat the top plane, narrower unsigned ones are zero above ``B``).
+    Returns uint64 ``(M, bits, ceil(K / 64))``, whose word ``w`` bit ``j`` of plane ``b`` is
+    bit ``b`` of ``x[m, 64 w + j]`` in ``bits``-bit two's complement (default: the fewest
+    that hold ``x``, :func:`plane_bits`; wider words repeat the top plane when values can be
+    negative, and are zero above it when not).
     """
     x = np.asarray(x, dtype=np.int64)
     if x.ndim != 2:
@@ -67,16 +75,16 @@ def pack_planes(x: np.ndarray) -> tuple[np.ndarray, int]:
     m, k = x.shape
     lo = int(x.min()) if x.size else 0
     hi = int(x.max()) if x.size else 0
-    if lo < 0:
-        nb = max(hi.bit_length(), (-lo - 1).bit_length()) + 1
-    else:
-        nb = max(hi.bit_length(), 1)
+    need = plane_bits(lo, hi)
+    nb = need if bits is None else int(bits)
+    if nb < need:
+        raise ValueError(f"inputs in [{lo}, {hi}] need {need} bit-planes, not {nb}")
     words = -(-k // 64)
     planes = np.zeros((m, nb, words * 8), dtype=np.uint8)
     for b in range(nb):
         packed = np.packbits(((x >> b) & 1).astype(np.bool_), axis=1, bitorder="little")
         planes[:, b, :packed.shape[1]] = packed
-    return np.ascontiguousarray(planes).view("<u8").astype(np.uint64, copy=False), nb
+    return np.ascontiguousarray(planes).view("<u8").astype(np.uint64, copy=False)
 
 
 def row_segments(k: int, group_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
