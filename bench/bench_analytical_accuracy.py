@@ -15,7 +15,8 @@ samples). Prints, per layer and in total, the relative error of the ADC conversi
 the energy (``sim.stats.energy_by_event_pj``).
 
 Run: ``python bench/bench_analytical_accuracy.py [--test 100] [--stats 200]
-[--data-dir ../shared/data]``.
+[--data-dir ../shared/data]``; ``--speed`` instead times analytical events with zero-skip on
+``bench/bench_engine.py``'s ResNet-18 design grid.
 """
 
 from __future__ import annotations
@@ -127,14 +128,55 @@ def compare(arch, workload_name: str, n_test: int, n_stats: int, data_dir) -> No
     print(f"  {'total':<12}{'':>6}  " + "  ".join(parts))
 
 
+def bench_speed() -> None:
+    """Analytical events with zero-skip on over bench_engine's ResNet-18 design grid: the
+    per-step activity is derived once per (DAC, row-group, crossbar) geometry and layer."""
+    import itertools
+    import sys
+    import time
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bench_engine import ResNet18, layer_stats
+
+    torch.manual_seed(0)
+    t0 = time.perf_counter()
+    shapes, hists = layer_stats(ResNet18().eval(), torch.randn(1, 3, 224, 224), 8)
+    t1 = time.perf_counter()
+    base = read_yaml(ROOT / "arch_configs" / "isaac_32nm.yaml")
+    base["inputs"]["zero_skip"] = True
+    archs = []
+    for adc_bits, rows, cell_bits in itertools.product([4, 5, 6, 7, 8], [64, 128, 256],
+                                                       [1, 2, 4]):
+        d = copy.deepcopy(base)
+        d["crossbar"]["adc"].update(bits=adc_bits, clip=True)
+        d["crossbar"]["rows"] = rows
+        d["crossbar"]["cell"]["bits"] = cell_bits
+        archs.append(arch_from_dict(d, "point"))
+    t2 = time.perf_counter()
+    for arch in archs:
+        for sh, h in zip(shapes, hists, strict=True):
+            estimate_events(arch, sh.k, sh.n, sh.vectors, h)
+    t3 = time.perf_counter()
+    n = len(archs) * len(shapes)
+    print(f"ResNet-18 224x224, one image: float pass + input statistics {t1 - t0:.3f} s; "
+          f"{len(archs)} design points x {len(shapes)} layers with zero-skip: "
+          f"{n / (t3 - t2):,.0f} (design point x layer)/s (activity derived for 3 crossbar "
+          "heights, reused by the other parameters)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--test", type=int, default=100, help="test samples run bit-true")
     ap.add_argument("--stats", type=int, default=200, help="test samples for 'disjoint'")
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--workloads", nargs="*", default=list(WORKLOADS))
+    ap.add_argument("--speed", action="store_true",
+                    help="only time analytical events with zero-skip on ResNet-18")
     args = ap.parse_args()
     torch.set_num_threads(2)
+    if args.speed:
+        bench_speed()
+        return
     for label, arch in designs().items():
         print(f"{label}: relative error of analytical vs bit-true (conversions, energy)")
         for wl in args.workloads:

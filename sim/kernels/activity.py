@@ -79,12 +79,25 @@ def pack_planes(x: np.ndarray, bits: int | None = None) -> np.ndarray:
     nb = need if bits is None else int(bits)
     if nb < need:
         raise ValueError(f"inputs in [{lo}, {hi}] need {need} bit-planes, not {nb}")
-    words = -(-k // 64)
-    planes = np.zeros((m, nb, words * 8), dtype=np.uint8)
-    for b in range(nb):
-        packed = np.packbits(((x >> b) & 1).astype(np.bool_), axis=1, bitorder="little")
-        planes[:, b, :packed.shape[1]] = packed
-    return np.ascontiguousarray(planes).view("<u8").astype(np.uint64, copy=False)
+    planes = np.zeros((m, nb, -(-k // 64)), dtype=np.uint64)
+    _pack_planes(np.ascontiguousarray(x), planes)
+    return planes
+
+
+@jit
+def _pack_planes(x, planes):
+    m_count, k_count = x.shape
+    n_planes = planes.shape[1]
+    for m in range(m_count):
+        for k in range(k_count):
+            v = x[m, k]
+            if v == 0:
+                continue
+            w = k >> 6
+            bit = np.uint64(1) << np.uint64(k & 63)
+            for b in range(n_planes):
+                if (v >> b) & 1:
+                    planes[m, b, w] |= bit
 
 
 def row_segments(k: int, group_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -111,24 +124,27 @@ def row_segments(k: int, group_rows: int) -> tuple[np.ndarray, np.ndarray, np.nd
 
 
 @jit
-def _planes_tile_counts(planes, step_planes, ptr, word, mask, gpc, out):
-    m_count, n_planes, n_words = planes.shape
-    n_steps = step_planes.shape[0]
+def _planes_tile_counts(planes, step_mask, ptr, word, mask, gpc, out):
+    m_count, n_planes, _ = planes.shape
+    n_steps = step_mask.shape[0]
     groups = ptr.shape[0] - 1
-    buf = np.empty(n_words, np.uint64)
+    # Per vector, each group's non-zero planes as one bit-mask; then a step is active in a
+    # group when the group's mask meets the step's planes: one AND per (step, group).
+    group_planes = np.empty(groups, np.uint64)
     for m in range(m_count):
-        for p in range(n_steps):
-            for w in range(n_words):
-                buf[w] = 0
+        for g in range(groups):
+            acc = np.uint64(0)
             for b in range(n_planes):
-                if step_planes[p, b]:
-                    for w in range(n_words):
-                        buf[w] |= planes[m, b, w]
-            for g in range(groups):
                 for s in range(ptr[g], ptr[g + 1]):
-                    if buf[word[s]] & mask[s]:
-                        out[g // gpc, p, m] += 1
+                    if planes[m, b, word[s]] & mask[s]:
+                        acc |= np.uint64(1) << np.uint64(b)
                         break
+            group_planes[g] = acc
+        for p in range(n_steps):
+            sm = step_mask[p]
+            for g in range(groups):
+                if group_planes[g] & sm:
+                    out[g // gpc, p, m] += 1
 
 
 def planes_tile_counts(planes: np.ndarray, step_planes: np.ndarray, k: int, group_rows: int,
@@ -139,10 +155,15 @@ def planes_tile_counts(planes: np.ndarray, step_planes: np.ndarray, k: int, grou
     a row when any of its planes is non-zero there). Returns uint16 ``(row_tiles, P, M)``,
     the same counts the bit-true pass takes from its DAC steps.
     """
+    step_planes = np.asarray(step_planes, dtype=np.bool_)
+    if step_planes.shape[1] != planes.shape[1] or planes.shape[1] > 64:
+        raise ValueError("step_planes must name each of the (at most 64) stored planes")
+    step_mask = (step_planes.astype(np.uint64)
+                 << np.arange(step_planes.shape[1], dtype=np.uint64)).sum(axis=1,
+                                                                          dtype=np.uint64)
     ptr, word, mask = row_segments(k, group_rows)
     groups = ptr.shape[0] - 1
     row_tiles = -(-groups // groups_per_crossbar)
     out = np.zeros((row_tiles, step_planes.shape[0], planes.shape[0]), np.uint16)
-    _planes_tile_counts(planes, np.ascontiguousarray(step_planes, dtype=np.bool_), ptr, word,
-                        mask, int(groups_per_crossbar), out)
+    _planes_tile_counts(planes, step_mask, ptr, word, mask, int(groups_per_crossbar), out)
     return out
