@@ -44,17 +44,22 @@ WORKLOADS = ("digits_cnn", "lenet5_mnist", "cifar_cnn_cifar10")
 
 def designs() -> dict[str, object]:
     """ISAAC with zero-skip; with a 2-bit DAC (and the 10-bit ADC that keeps it exact); with
-    64-row crossbars. Every variant goes through the YAML validation."""
+    64-row crossbars; and a lossy one: a 2-bit DAC with ISAAC's 8-bit ADC clipping (its
+    hardware activations depart from the float model's). Every variant goes through the YAML
+    validation."""
     base = read_yaml(ROOT / "arch_configs" / "isaac_32nm.yaml")
     base["inputs"]["zero_skip"] = True
     out = {}
     for label, change in (("isaac+skip", {}),
                           ("isaac+skip dac2", {"dac": {"bits": 2}, "adc_bits": 10}),
-                          ("isaac+skip rows64", {"rows": 64})):
+                          ("isaac+skip rows64", {"rows": 64}),
+                          ("isaac+skip dac2 adc8 clip (lossy)",
+                           {"dac": {"bits": 2}, "adc_bits": 8, "clip": True})):
         d = copy.deepcopy(base)
         if "dac" in change:
             d["crossbar"]["dac"] = change["dac"]
             d["crossbar"]["adc"]["bits"] = change["adc_bits"]
+            d["crossbar"]["adc"]["clip"] = change.get("clip", False)
         if "rows" in change:
             d["crossbar"]["rows"] = change["rows"]
         out[label] = arch_from_dict(d, label)
