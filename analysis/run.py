@@ -248,8 +248,11 @@ def estimate(arch: Arch, workload_path: str | Path, *, samples: int = 16, seed: 
     adc = dataclasses.replace(arch.crossbar.adc, range="fixed", clip=True)
     mapped_arch = dataclasses.replace(arch, crossbar=dataclasses.replace(arch.crossbar, adc=adc))
     mapped = map_model(model, mapped_arch, recipe, calib, seed=seed)
-    key = (str(workload_path.resolve()), workload_path.stat().st_mtime, n,
-           None if data_dir is None else str(data_dir), seed, arch.inputs.signed, recipe)
+    # A workload in memory (not a file) is its own key.
+    source = ((str(workload_path.resolve()), workload_path.stat().st_mtime)
+              if isinstance(workload_path, Path) else workload_path)
+    key = (source, n, None if data_dir is None else str(data_dir), seed, arch.inputs.signed,
+           recipe)
     if key not in _STATS:
         with torch.no_grad():
             pf = model(x_test).argmax(1)  # map_model left ``model`` as it was

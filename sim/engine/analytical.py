@@ -34,8 +34,9 @@ from sim.macros import Events
 from sim.macros.activity import StepActivity
 
 #: Input vectors per layer whose bit-planes are kept (a seeded random subset beyond): bounds
-#: the memory and the per-design-point cost of the activity; the sampling error of the
-#: executed share it adds is about ``0.5 / sqrt(MAX_PLANE_VECTORS)`` (0.4 %) at worst.
+#: the memory and the per-design-point cost of the activity. The subset's standard error on
+#: the share of active (step, group) cycles is at most ``0.5 / sqrt(MAX_PLANE_VECTORS)``
+#: (0.004 absolute) when vectors are independent.
 MAX_PLANE_VECTORS = 16384
 
 
