@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from mappers.quantize import activation_quant
 from sim.config.loader import arch_from_dict, read_yaml
@@ -55,14 +56,20 @@ class ResNet18(nn.Module):
 
 
 def layer_stats(model: nn.Module, x: torch.Tensor, bits: int):
-    """(LayerShape, histogram of 8-bit quantized inputs) per Conv2d/Linear, in call order."""
+    """(LayerShape, statistics of the 8-bit quantized input vectors) per Conv2d/Linear, in
+    call order."""
     records = []
 
     def hook(name):
         def fn(mod, args, out):
             inp = args[0]
             q = activation_quant(float(inp.min()), float(inp.max()), bits, True)
-            hist = InputHistogram.of(q.to_int(inp).numpy())
+            x = q.to_int(inp)
+            if isinstance(mod, nn.Conv2d):  # the layer's input vectors (vectors, K)
+                x = F.unfold(x.double(), mod.kernel_size, dilation=mod.dilation,
+                             padding=mod.padding, stride=mod.stride)
+                x = x.transpose(1, 2).reshape(-1, x.shape[1])
+            hist = InputHistogram.of(x.to(torch.int64).numpy())
             if isinstance(mod, nn.Conv2d):
                 k = mod.in_channels * mod.kernel_size[0] * mod.kernel_size[1]
                 shape = dict(k=k, n=mod.out_channels, vectors=out.shape[2] * out.shape[3],

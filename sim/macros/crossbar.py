@@ -21,6 +21,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from sim.config.schema import Arch, adc_full_scale
+from sim.kernels import activity as activity_k
 from sim.kernels import adc as adc_k
 from sim.kernels import inputs as inputs_k
 from sim.kernels import variation as var_k
@@ -171,6 +172,7 @@ class CrossbarLayer:
         groups_per_tile = xb.rows // r
         row_tiles = -(-g // groups_per_tile)
         self.crossbars = row_tiles * nc
+        self.row_tiles, self.groups_per_crossbar = row_tiles, groups_per_tile
         pos = np.concatenate([np.arange(j) - tile_of * xb.columns,
                               np.full(n_unit, xb.columns)])
         col_tile = np.concatenate([tile_of, np.arange(n_unit)])
@@ -262,6 +264,9 @@ class CrossbarLayer:
         empty_noise = np.zeros((0, 0), dtype=np.float32)
         ct = self.columns_total
         ev = Events()
+        # Per-step activity (sim.macros.activity): active row groups per (row tile, step, sample).
+        tile_count = (np.zeros((self.row_tiles, self.steps, x.shape[0]), np.uint16)
+                      if skip else None)
         for gi, psum, active, nnz in self._group_psums(x, m0, call_seed):
             if noise_sigma:
                 rng = np.random.default_rng([*call_seed, m0, gi, 1])
@@ -279,7 +284,20 @@ class CrossbarLayer:
             driven = int(nnz.sum(dtype=np.int64))
             ev.dac_pulses += driven * self.column_tiles
             ev.cell_reads += driven * ct
+            if tile_count is not None:
+                tile_count[gi // self.groups_per_crossbar] += active
+        ev.activity = self._step_activity(tile_count, x.shape[0])
         return ev
+
+    def _step_activity(self, tile_count: np.ndarray | None, vectors: int) -> StepActivity:
+        """The chunk's :class:`StepActivity`: from the per-tile counts of active row groups,
+        or every pair fully active without zero-skip (``tile_count`` ``None``)."""
+        gpc = self.groups_per_crossbar
+        if tile_count is None:
+            return StepActivity.dense(self.steps, self.groups, gpc, vectors)
+        hist_max, hist_tile = activity_k.tile_histograms(tile_count, gpc)
+        return StepActivity(steps=self.steps, row_tiles=self.row_tiles, groups_per_crossbar=gpc,
+                            vectors=vectors, hist_max=hist_max, hist_tile=hist_tile)
 
     def matmul(self, x: np.ndarray, *, seed: int = 0) -> tuple[np.ndarray, Events]:
         """Multiply integer inputs ``x`` (M, K) by the programmed weights, bit-true.
