@@ -126,6 +126,15 @@ class LayerGraph:
             out += [s for s in srcs if s not in out]
         return tuple(out)
 
+    def nearest_matmul(self, name: str) -> str | None:
+        """The matrix product upstream of ``name``, following first inputs through other
+        nodes (``None``: the network input). For the single ``LayerShape.source``."""
+        src = self._by_name[name].inputs[0] if self._by_name[name].inputs else NETWORK_INPUT
+        while src != NETWORK_INPUT and self._by_name[src].kind != "matmul":
+            nd = self._by_name[src]
+            src = nd.inputs[0] if nd.inputs else NETWORK_INPUT
+        return None if src == NETWORK_INPUT else src
+
     def matmuls(self) -> list[str]:
         """Matrix-product nodes in execution order."""
         return [nd.name for nd in self.nodes if nd.kind == "matmul"]
@@ -167,3 +176,48 @@ def digital_ops(node: GraphNode) -> dict[str, int]:
     if node.kind == "activation":
         return {"activation_ops": node.out_elements}
     return {}
+
+
+def graph_events(arch, graph: LayerGraph, placements) -> dict[str, dict[str, int]]:
+    """Graph-level events of one inference, per work node (matmul or digital), in execution
+    order (see :data:`GRAPH_EVENTS`):
+
+    - ``noc_bit_hops`` / ``router_bits``: for every producer -> consumer edge whose tiles
+      differ, the producer's output bits (``outputs.bits`` each) x mesh hops of the XY route
+      between the producer's output tile and the consumer's input tile / x routers traversed
+      (hops + 1); charged to the consumer. Data that stays on its tile uses no router.
+    - ``add_ops`` / ``pooling_ops`` / ``activation_ops``: :func:`digital_ops`.
+    - ``offchip_bits``: the network input (``inputs.bits`` per element), charged to the
+      first node reading it, and each final output (``outputs.bits`` per element), charged
+      to the node producing it.
+
+    The schedule (:mod:`sim.engine.timing`) moves the same bits over the same routes.
+    """
+    from sim.engine.placement import Mesh, node_tiles
+
+    mesh = Mesh.of(arch.organization.tiles)
+    sites = node_tiles(graph, placements)
+    obits = arch.outputs.bits
+    out: dict[str, dict[str, int]] = {}
+    input_charged = False
+    finals = set(graph.work_outputs())
+    for nd in graph.nodes:
+        if not graph.is_work(nd.name):
+            continue
+        ev = dict.fromkeys(GRAPH_EVENTS, 0)
+        ev.update(digital_ops(nd))
+        for src in graph.work_inputs(nd.name):
+            if src == NETWORK_INPUT:
+                if not input_charged:
+                    ev["offchip_bits"] += graph.input_elements * arch.inputs.bits
+                    input_charged = True
+                continue
+            hops = mesh.hops(sites[src][1], sites[nd.name][0])
+            if hops:
+                bits = graph.node(src).out_elements * obits
+                ev["noc_bit_hops"] += bits * hops
+                ev["router_bits"] += bits * (hops + 1)
+        if nd.name in finals:
+            ev["offchip_bits"] += nd.out_elements * obits
+        out[nd.name] = ev
+    return out
