@@ -310,14 +310,15 @@ def schedule(arch: Arch, placements: list[Placement],
 
     # Which ports and links more than one node uses: only those can queue.
     port_users: dict[int, set[str]] = {}
-    link_users: dict[tuple, set[str]] = {}
+    link_users: dict[tuple, set[tuple[str, str]]] = {}
     for pl in plans.values():
         for t, _ in pl.port_shares:
             port_users.setdefault(t, set()).add(pl.name)
         port_users.setdefault(pl.out_tile, set()).add(pl.name)
-        for _, links, _, _ in pl.flows:
-            for lk in links:
-                link_users.setdefault(lk, set()).add(pl.name)
+        for src, links, _, _ in pl.flows:
+            for lk in links:  # per flow: two inputs of one node can queue on a link too
+                link_users.setdefault(lk, set()).add((pl.name, src))
+
     def simulate(n_inf: int):
         env = simpy.Environment()
         ports = {t: simpy.Resource(env, 1) for t, u in port_users.items() if len(u) > 1 and bus}
@@ -364,10 +365,13 @@ def schedule(arch: Arch, placements: list[Placement],
                     elif i == 0:
                         t.wait_input_cycles += int(env.now - wait_from)
                     if v0 == 0 and pl.conflicts:
+                        asked = env.now
                         for ima in pl.conflicts:
                             rq = xbar_res[ima].request()
                             yield rq
                             held.append((xbar_res[ima], rq))
+                        if i == 0:
+                            t.wait_resource_cycles += int(env.now - asked)
                     op_start = env.now
                     n_vec = v1 - v0
                     compute = 0
