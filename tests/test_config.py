@@ -122,7 +122,7 @@ TOP_KEYS = ("clock", "components", "crossbar", "description", "energy", "inputs"
     ("clock.digitial", ("crossbar_cycle", "digital")),
     ("organization.chips", ("crossbars_per_ima", "imas_per_tile", "reprogram", "tiles")),
     ("weights.sign", ("bits", "column_flip", "encoding")),
-    ("inputs.zeroskip", ("bits", "signed", "zero_skip")),
+    ("inputs.zeroskip", ("bits", "signed", "zero_skip", "zero_skip_timing")),
     ("outputs.signed", ("bits",)),
     ("energy.adc_conversions", ("adc_conversion", "buffer_read_bit", "buffer_write_bit",
                                 "cell_read", "dac_pulse", "register_write_bit", "sample_hold",
