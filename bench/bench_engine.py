@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import os
 import resource
 import time
 from pathlib import Path
@@ -173,6 +174,8 @@ def bench_analytical(base: dict) -> None:
 def main() -> None:
     base = read_yaml(ROOT / "arch_configs" / "isaac_32nm.yaml")
     torch.set_num_threads(2)
+    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (figures "
+          "are only comparable on an otherwise idle machine)")
     bench_schedule(base)
     bench_analytical(base)
 

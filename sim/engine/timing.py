@@ -319,11 +319,16 @@ def schedule(arch: Arch, placements: list[Placement],
             for lk in links:  # per flow: two inputs of one node can queue on a link too
                 link_users.setdefault(lk, set()).add((pl.name, src))
 
+    shared_ports = {t for t, u in port_users.items() if len(u) > 1 and bus}
+    shared_links = {lk for lk, u in link_users.items() if len(u) > 1 and link_bits}
+    # Every operation's needs and durations, worked out once (the stream repeats them).
+    op_specs = {name: _operations(pl, plans, pipelined, bus, link_bits, link_cycle,
+                                  shared_ports, shared_links) for name, pl in plans.items()}
+
     def simulate(n_inf: int):
         env = simpy.Environment()
-        ports = {t: simpy.Resource(env, 1) for t, u in port_users.items() if len(u) > 1 and bus}
-        links = {lk: simpy.Resource(env, 1) for lk, u in link_users.items()
-                 if len(u) > 1 and link_bits}
+        ports = {t: simpy.Resource(env, 1) for t in shared_ports}
+        links = {lk: simpy.Resource(env, 1) for lk in shared_links}
         xbar_res = {i: simpy.Resource(env, 1) for pl in plans.values() for i in pl.conflicts}
 
         produced = {name: 0 for name in plans}
@@ -351,20 +356,17 @@ def schedule(arch: Arch, placements: list[Placement],
             started = False
             for i in range(n_inf):
                 held = []
-                for v0 in range(0, pl.vectors, pl.chunk):
-                    v1 = min(pl.vectors, v0 + pl.chunk)
+                for op in op_specs[pl.name]:
                     wait_from = env.now
-                    for src in pl.producers:
-                        if src == NETWORK_INPUT:
-                            continue
-                        need = i * plans[src].vectors + _need(plans[src], pl, v1, pipelined)
+                    for src, need_local, src_vectors in op.needs:
+                        need = i * src_vectors + need_local
                         while produced[src] < need:
                             yield progress[src]
                     if not started:
                         t.start_cycle, started = int(env.now), True
                     elif i == 0:
                         t.wait_input_cycles += int(env.now - wait_from)
-                    if v0 == 0 and pl.conflicts:
+                    if op.v0 == 0 and pl.conflicts:
                         asked = env.now
                         for ima in pl.conflicts:
                             rq = xbar_res[ima].request()
@@ -373,52 +375,25 @@ def schedule(arch: Arch, placements: list[Placement],
                         if i == 0:
                             t.wait_resource_cycles += int(env.now - asked)
                     op_start = env.now
-                    n_vec = v1 - v0
-                    compute = 0
-                    if pl.kind == "matmul":
-                        d = pl.duplicates
-                        compute = (math.ceil(-(-v1 // d) * pl.per_vector - 1e-9)
-                                   - math.ceil(-(-v0 // d) * pl.per_vector - 1e-9))
-                    fixed, subs, buf_max, noc_max = compute, [], 0, 0
-                    if bus:
-                        uses: dict[int, float] = {}
-                        for tile, share in pl.port_shares:
-                            uses[tile] = uses.get(tile, 0.0) + n_vec * pl.in_bits_per_vector * share
-                        uses[pl.out_tile] = uses.get(pl.out_tile, 0.0) + \
-                            n_vec * pl.out_bits_per_vector
-                        for tile, bits in uses.items():
-                            c = math.ceil(bits / bus - 1e-9)
-                            buf_max = max(buf_max, c)
-                            if tile in ports:
-                                subs.append(env.process(hold((ports[tile],), c)))
-                            else:
-                                fixed = max(fixed, c)
-                    if link_bits:
-                        for _src, route, bits, hops in pl.flows:
-                            if not route:
-                                continue
-                            c = math.ceil(n_vec * bits / link_bits * link_cycle - 1e-9) + hops
-                            noc_max = max(noc_max, c)
-                            shared = sorted(lk for lk in route if lk in links)
-                            if shared:
-                                subs.append(env.process(hold([links[lk] for lk in shared], c)))
-                            else:
-                                fixed = max(fixed, c)
-                    fixed = max(fixed, 1)
+                    subs = [env.process(hold((ports[tile],), c)) for tile, c in op.port_holds]
+                    subs += [env.process(hold([links[lk] for lk in route], c))
+                             for route, c in op.link_holds]
                     if subs:
-                        yield simpy.AllOf(env, [*subs, env.timeout(fixed)])
+                        yield simpy.AllOf(env, [*subs, env.timeout(op.fixed)])
                     else:
-                        yield env.timeout(fixed)
+                        yield env.timeout(op.fixed)
                     cycles = int(env.now - op_start)
                     if i == 0:
-                        intrinsic = max(compute, buf_max, noc_max, 1)
+                        intrinsic = max(op.compute, op.buf_max, op.noc_max, 1)
                         t.wait_resource_cycles += cycles - min(cycles, intrinsic)
-                        t.buffer_limited_cycles += max(0, buf_max - max(compute, noc_max))
-                        t.noc_limited_cycles += max(0, noc_max - max(compute, buf_max))
+                        t.buffer_limited_cycles += max(0, op.buf_max - max(op.compute,
+                                                                           op.noc_max))
+                        t.noc_limited_cycles += max(0, op.noc_max - max(op.compute,
+                                                                        op.buf_max))
                         t.busy_cycles += cycles
                         t.operations += 1
-                        busy_xbar[0] += compute * pl.crossbars
-                    produced[pl.name] = i * pl.vectors + v1
+                        busy_xbar[0] += op.compute * pl.crossbars
+                    produced[pl.name] = i * pl.vectors + op.v1
                     ev, progress[pl.name] = progress[pl.name], env.event()
                     ev.succeed()
                 for r, rq in held:
@@ -468,6 +443,68 @@ def schedule(arch: Arch, placements: list[Placement],
                   crossbars_total=org.crossbars, busy_crossbar_cycles=busy,
                   notes=notes, inferences=n_inf, interval_cycles=interval,
                   inference_end_cycles=ends)
+
+
+@dataclass(frozen=True)
+class _Op:
+    """One operation of a node: its vectors, input needs and durations (cycles)."""
+
+    v0: int
+    v1: int
+    #: (producer, vectors of it needed within one inference, its vectors per inference)
+    needs: tuple[tuple[str, int, int], ...]
+    compute: int
+    #: Duration of the parts that cannot queue (at least 1).
+    fixed: int
+    buf_max: int
+    noc_max: int
+    port_holds: tuple[tuple[int, int], ...]
+    link_holds: tuple[tuple[tuple, int], ...]
+
+
+def _operations(pl: _Plan, plans: dict[str, _Plan], pipelined: bool, bus: int, link_bits: int,
+                link_cycle: float, shared_ports: set, shared_links: set) -> list[_Op]:
+    """The operations of one node (see the module docstring for what each part costs)."""
+    ops = []
+    for v0 in range(0, pl.vectors, pl.chunk):
+        v1 = min(pl.vectors, v0 + pl.chunk)
+        needs = tuple((src, _need(plans[src], pl, v1, pipelined), plans[src].vectors)
+                      for src in pl.producers if src != NETWORK_INPUT)
+        n_vec = v1 - v0
+        compute = 0
+        if pl.kind == "matmul":
+            d = pl.duplicates
+            # cumulative rounding: the operations of a layer add up to its exact cycles
+            compute = (math.ceil(-(-v1 // d) * pl.per_vector - 1e-9)
+                       - math.ceil(-(-v0 // d) * pl.per_vector - 1e-9))
+        fixed, buf_max, noc_max, port_holds, link_holds = compute, 0, 0, [], []
+        if bus:
+            uses: dict[int, float] = {}
+            for tile, share in pl.port_shares:
+                uses[tile] = uses.get(tile, 0.0) + n_vec * pl.in_bits_per_vector * share
+            uses[pl.out_tile] = uses.get(pl.out_tile, 0.0) + n_vec * pl.out_bits_per_vector
+            for tile, bits in uses.items():
+                c = math.ceil(bits / bus - 1e-9)
+                buf_max = max(buf_max, c)
+                if tile in shared_ports:
+                    port_holds.append((tile, c))
+                else:
+                    fixed = max(fixed, c)
+        if link_bits:
+            for _src, route, bits, hops in pl.flows:
+                if not route:
+                    continue
+                c = math.ceil(n_vec * bits / link_bits * link_cycle - 1e-9) + hops
+                noc_max = max(noc_max, c)
+                shared = tuple(sorted(lk for lk in route if lk in shared_links))
+                if shared:
+                    link_holds.append((shared, c))
+                else:
+                    fixed = max(fixed, c)
+        ops.append(_Op(v0=v0, v1=v1, needs=needs, compute=compute, fixed=max(fixed, 1),
+                       buf_max=buf_max, noc_max=noc_max, port_holds=tuple(port_holds),
+                       link_holds=tuple(link_holds)))
+    return ops
 
 
 def _need(src: _Plan, dst: _Plan, v1: int, pipelined: bool) -> int:
