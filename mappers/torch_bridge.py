@@ -519,6 +519,17 @@ def trace_graph(model: nn.Module, example: torch.Tensor, layer_names: list[str]
         return None, (f"the model cannot be traced by torch.fx ({type(exc).__name__}: "
                       f"{str(exc)[:120]}); layers scheduled as a chain in execution order, "
                       "residual adds, pooling and activations not modelled")
+    try:
+        return _graph_of(gm, example, layer_names)
+    except Exception as exc:  # noqa: BLE001 - an odd trace must not stop the run
+        return None, (f"the torch.fx trace could not be read as a layer graph "
+                      f"({type(exc).__name__}: {str(exc)[:120]}); layers scheduled as a chain "
+                      "in execution order")
+
+
+def _graph_of(gm, example: torch.Tensor, layer_names: list[str]
+              ) -> tuple[LayerGraph | None, str]:
+    """The :class:`LayerGraph` of a shape-propagated ``torch.fx`` graph module."""
     modules = dict(gm.named_modules())
     names: dict = {}  # fx node -> graph node name (or NETWORK_INPUT)
     nodes: list[GraphNode] = []
