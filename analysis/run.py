@@ -333,6 +333,17 @@ def _schedule_activity(arch: Arch, state: dict) -> dict:
     return out
 
 
+def _activity_note(arch: Arch, state: dict) -> list[str]:
+    """A note naming the layers whose zero-skip was timed by a mean fraction."""
+    acts = state.get("activity") or {}
+    missing = [name for name in state["events"] if name not in acts]
+    if not arch.inputs.zero_skip or not missing:
+        return []
+    return [f"zero-skip of {', '.join(missing)} timed from the mean executed fraction of its "
+            "conversions (no per-step activity was recorded), which cannot see which row "
+            "groups idled together"]
+
+
 def _hardware_layers(mapped) -> dict:
     """The mapped model's hardware layers by module name."""
     from mappers.torch_bridge import HardwareLayer
@@ -407,7 +418,7 @@ def _result(arch: Arch, arch_path: Path, workload: Workload, workload_path: Path
     ips = timing.inferences_per_s
     gops = ops * ips / 1e9
     energy_j = per_inf_pj * 1e-12
-    notes = list(timing.notes)
+    notes = list(timing.notes) + _activity_note(arch, state)
     if mapped.folded_batchnorms:
         notes.append(f"batch norm folded into the preceding layer: "
                      f"{', '.join(mapped.folded_batchnorms)}")
