@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -210,3 +212,22 @@ def test_graph_rejects_a_reference_to_a_later_node():
     b = GraphNode(name="b", kind="activation", inputs=(NETWORK_INPUT,), out_elements=1)
     with pytest.raises(InvariantError, match="not an earlier node"):
         LayerGraph(nodes=(a, b), outputs=("a",))
+
+
+def test_run_counts_graph_events_per_node(isaac_arch):
+    """A run's per-layer list has the digital nodes in execution order with their events,
+    scaled to the samples like every other count."""
+    from analysis.run import simulate
+
+    n = 4
+    workload = Path(__file__).resolve().parents[1] / "workloads" / "digits_cnn.yaml"
+    r = simulate(isaac_arch, workload, samples=n, progress=False)
+    by = {lr.name: lr for lr in r.layers}
+    assert [lr.name for lr in r.layers] == ["conv1", "relu1", "conv2", "relu2", "pool", "fc"]
+    assert by["relu1"].events["activation_ops"] == n * 16 * 8 * 8
+    assert by["pool"].events["pooling_ops"] == n * 32 * 8 * 8  # 2x2 windows read every input
+    assert by["pool"].kind == "pool" and by["pool"].crossbars == 0
+    assert by["conv1"].events["offchip_bits"] == n * 64 * isaac_arch.inputs.bits
+    assert by["fc"].events["offchip_bits"] == n * 10 * isaac_arch.outputs.bits
+    assert r.events_total["offchip_bits"] == n * (64 * 16 + 10 * 16)
+    assert r.inferences_simulated == 4 and r.interval_cycles > 0
