@@ -231,3 +231,12 @@ def test_run_counts_graph_events_per_node(isaac_arch):
     assert by["fc"].events["offchip_bits"] == n * 10 * isaac_arch.outputs.bits
     assert r.events_total["offchip_bits"] == n * (64 * 16 + 10 * 16)
     assert r.inferences_simulated == 4 and r.interval_cycles > 0
+
+
+def test_mesh_shape_and_xy_routes():
+    assert (Mesh.of(168).width, Mesh.of(168).height) == (14, 12)  # ISAAC's 14 x 12 tiles
+    assert (Mesh.of(7).width, Mesh.of(7).height) == (3, 3)  # a prime: square with holes
+    m = Mesh.of(16)
+    route = m.route(1, 14)  # (1, 0) -> (2, 3): along the row, then the column
+    assert route == [(1, 2), (2, 6), (6, 10), (10, 14)]
+    assert len(route) == m.hops(1, 14) == 4 and m.route(5, 5) == []
