@@ -180,3 +180,18 @@ def test_shared_noc_link_makes_transfers_wait(make_arch):
     shared = run({"c2": ("p1", "p2")})
     assert shared["c2"].wait_resource_cycles > 0
     assert shared["c2"].busy_cycles > apart["c2"].busy_cycles
+
+
+def test_stream_through_shared_crossbars_is_serial(make_arch):
+    """Layers reprogrammed onto the same crossbars cannot overlap, across inferences either:
+    the steady interval is the sum of their busy times (a stream measured first-come-first-
+    served would let later inferences overtake the first and understate it)."""
+    arch = make_arch(**{"organization.tiles": 1, "organization.imas_per_tile": 1,
+                        "organization.crossbars_per_ima": 2, "organization.reprogram": True})
+    shapes = [LayerShape(name="c1", k=27, n=16, vectors=64, out_width=8, kernel_height=3),
+              LayerShape(name="c2", k=144, n=32, vectors=16, out_width=4, kernel_height=3,
+                         source="c1"),
+              LayerShape(name="fc", k=512, n=10, vectors=1, source="c2")]
+    t = schedule(arch, place(arch, shapes), inferences=4)
+    assert t.interval_cycles == sum(x.busy_cycles for x in t.layers)
+    assert t.inference_end_cycles[0] == t.latency_cycles  # the first is not overtaken

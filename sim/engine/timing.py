@@ -30,8 +30,9 @@ An operation
      cycle, holding every link of the route (wormhole) plus one cycle per hop.
 
 Ports and links used by more than one node, and (with ``organization.reprogram``) the
-crossbars of an IMA that several layers were placed on, are simpy resources with FIFO queues,
-so the operations of different nodes contend for them. A resource only one node uses cannot
+crossbars of an IMA that several layers were placed on, are simpy resources with queues
+(older inferences first, then first come first served), so the operations of different nodes
+contend for them. A resource only one node uses cannot
 make anything wait, so it is a plain delay (that keeps ResNet-18 fast). A layer sharing
 crossbars holds them for a whole inference (its weights are written for it).
 
@@ -327,9 +328,12 @@ def schedule(arch: Arch, placements: list[Placement],
 
     def simulate(n_inf: int):
         env = simpy.Environment()
-        ports = {t: simpy.Resource(env, 1) for t in shared_ports}
-        links = {lk: simpy.Resource(env, 1) for lk in shared_links}
-        xbar_res = {i: simpy.Resource(env, 1) for pl in plans.values() for i in pl.conflicts}
+        # Queues serve older inferences first (a pipeline works on its oldest data), then
+        # in order of arrival.
+        ports = {t: simpy.PriorityResource(env, 1) for t in shared_ports}
+        links = {lk: simpy.PriorityResource(env, 1) for lk in shared_links}
+        xbar_res = {i: simpy.PriorityResource(env, 1) for pl in plans.values()
+                    for i in pl.conflicts}
 
         produced = {name: 0 for name in plans}
         progress = {name: env.event() for name in plans}
@@ -339,10 +343,10 @@ def schedule(arch: Arch, placements: list[Placement],
         finished = {name: 0 for name in plans}
         busy_xbar = [0]
 
-        def hold(res_list, cycles):
+        def hold(res_list, cycles, inference):
             reqs = []
             for r in res_list:
-                rq = r.request()
+                rq = r.request(priority=inference)
                 yield rq
                 reqs.append((r, rq))
             yield env.timeout(cycles)
@@ -369,14 +373,15 @@ def schedule(arch: Arch, placements: list[Placement],
                     if op.v0 == 0 and pl.conflicts:
                         asked = env.now
                         for ima in pl.conflicts:
-                            rq = xbar_res[ima].request()
+                            rq = xbar_res[ima].request(priority=i)
                             yield rq
                             held.append((xbar_res[ima], rq))
                         if i == 0:
                             t.wait_resource_cycles += int(env.now - asked)
                     op_start = env.now
-                    subs = [env.process(hold((ports[tile],), c)) for tile, c in op.port_holds]
-                    subs += [env.process(hold([links[lk] for lk in route], c))
+                    subs = [env.process(hold((ports[tile],), c, i))
+                            for tile, c in op.port_holds]
+                    subs += [env.process(hold([links[lk] for lk in route], c, i))
                              for route, c in op.link_holds]
                     if subs:
                         yield simpy.AllOf(env, [*subs, env.timeout(op.fixed)])
