@@ -292,11 +292,18 @@ def schedule(arch: Arch, placements: list[Placement],
                          out_tile=sites[nd.name][1], crossbars=p.crossbars)
         else:
             v = max(1, nd.vectors)
+            # An activation right after a layer, on its tile, is applied on the layer's output
+            # path (ISAAC's sigmoid units sit between the output register and the eDRAM): it
+            # moves no data through the buffer port of its own.
+            fused = (nd.kind == "activation" and len(prods) == 1 and prods[0] in by_place
+                     and sites[prods[0]][1] == sites[nd.name][0])
+            bits = 0.0 if fused else obits / v
             plan = _Plan(name=nd.name, kind=nd.kind, vectors=v, out_width=max(1, nd.out_width),
                          kernel_height=nd.kernel_height, chunk=max(1, nd.out_width),
-                         producers=prods, in_bits_per_vector=nd.in_elements * obits / v,
-                         out_bits_per_vector=nd.out_elements * obits / v,
-                         port_shares=((sites[nd.name][0], 1.0),), out_tile=sites[nd.name][1])
+                         producers=prods, in_bits_per_vector=nd.in_elements * bits,
+                         out_bits_per_vector=nd.out_elements * bits,
+                         port_shares=() if fused else ((sites[nd.name][0], 1.0),),
+                         out_tile=sites[nd.name][1])
         flows = []
         for src in prods:
             if src == NETWORK_INPUT:
@@ -315,7 +322,8 @@ def schedule(arch: Arch, placements: list[Placement],
     for pl in plans.values():
         for t, _ in pl.port_shares:
             port_users.setdefault(t, set()).add(pl.name)
-        port_users.setdefault(pl.out_tile, set()).add(pl.name)
+        if pl.out_bits_per_vector:
+            port_users.setdefault(pl.out_tile, set()).add(pl.name)
         for src, links, _, _ in pl.flows:
             for lk in links:  # per flow: two inputs of one node can queue on a link too
                 link_users.setdefault(lk, set()).add((pl.name, src))
@@ -487,7 +495,8 @@ def _operations(pl: _Plan, plans: dict[str, _Plan], pipelined: bool, bus: int, l
             uses: dict[int, float] = {}
             for tile, share in pl.port_shares:
                 uses[tile] = uses.get(tile, 0.0) + n_vec * pl.in_bits_per_vector * share
-            uses[pl.out_tile] = uses.get(pl.out_tile, 0.0) + n_vec * pl.out_bits_per_vector
+            if pl.out_bits_per_vector:
+                uses[pl.out_tile] = uses.get(pl.out_tile, 0.0) + n_vec * pl.out_bits_per_vector
             for tile, bits in uses.items():
                 c = math.ceil(bits / bus - 1e-9)
                 buf_max = max(buf_max, c)
