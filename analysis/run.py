@@ -98,6 +98,8 @@ class Result:
     peak_gops_per_mm2: float = 0.0
     peak_gops_per_w: float = 0.0
     digital_clock_hz: float = 0.0
+    #: The layer graph the schedule followed (``LayerGraph.to_json``: nodes, kinds, producers).
+    layer_graph: dict = field(default_factory=dict)
     imcsim_version: str = sim.__version__
     notes: list[str] = field(default_factory=list)
 
@@ -443,7 +445,8 @@ def _result(arch: Arch, arch_path: Path, workload: Workload, workload_path: Path
         peak_gops=pk.ops_per_s / 1e9 if pk else 0.0,
         peak_gops_per_mm2=pk.gops_per_mm2 if pk else 0.0,
         peak_gops_per_w=pk.gops_per_w if pk else 0.0,
-        digital_clock_hz=arch.clock.digital_hz)
+        digital_clock_hz=arch.clock.digital_hz,
+        layer_graph=graph.to_json() if graph is not None else {})
 
 
 def save(result: Result, out_dir: str | Path) -> Path:

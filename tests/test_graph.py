@@ -231,6 +231,8 @@ def test_run_counts_graph_events_per_node(isaac_arch):
     assert by["fc"].events["offchip_bits"] == n * 10 * isaac_arch.outputs.bits
     assert r.events_total["offchip_bits"] == n * (64 * 16 + 10 * 16)
     assert r.inferences_simulated == 4 and r.interval_cycles > 0
+    assert r.layer_graph["traced"] and [nd["kind"] for nd in r.layer_graph["nodes"]][:3] == [
+        "matmul", "other", "activation"]  # conv1, its folded batch norm, relu1
 
 
 def test_mesh_shape_and_xy_routes():
