@@ -24,7 +24,8 @@ An operation
    - the tile buffer's port (``tile_buffer.bus_bits`` per digital cycle) on every tile the
      node uses: a layer reads its inputs there (spread over its tiles by their share of its
      crossbars) and writes its outputs on its output tile; a digital node reads its inputs
-     and writes its outputs through its tile's port, which is all its time;
+     and writes its outputs through its tile's port, which is all its time (an activation
+     right after a layer on its tile is on the layer's output path: no port use);
    - NoC transfers from each producer's output tile to this node's input tile along the XY
      route of the mesh (:class:`~sim.engine.placement.Mesh`), ``noc.link_bits`` per link
      cycle, holding every link of the route (wormhole) plus one cycle per hop.
@@ -32,13 +33,13 @@ An operation
 Ports and links used by more than one node, and (with ``organization.reprogram``) the
 crossbars of an IMA that several layers were placed on, are simpy resources with queues
 (older inferences first, then first come first served), so the operations of different nodes
-contend for them. A resource only one node uses cannot
-make anything wait, so it is a plain delay (that keeps ResNet-18 fast). A layer sharing
-crossbars holds them for a whole inference (its weights are written for it).
+contend for them. A resource only one node (one flow, for links) uses cannot make anything
+wait, so it is a plain delay (that keeps ResNet-18 fast). A layer sharing crossbars holds them
+for a whole inference (its weights are written for it).
 
-Throughput comes from the stream: ``inferences`` inferences enter together and the steady
-interval is the spacing of their completions; latency is the first one's. Time is counted in
-whole digital clock cycles.
+Throughput comes from a stream: ``inferences`` inferences enter together and the steady
+interval is the spacing of their completions; the latency and the per-node figures come from
+one inference scheduled alone. Time is counted in whole digital clock cycles.
 """
 
 from __future__ import annotations
