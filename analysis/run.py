@@ -55,6 +55,8 @@ class LayerResult:
     cycles_limited_by_buffer: int = 0
     cycles_limited_by_noc: int = 0
     executed_input_steps: float = 0.0
+    #: Cycles queued for a buffer port, NoC link or shared crossbar another node held.
+    cycles_waiting_for_resources: int = 0
 
 
 @dataclass
@@ -79,6 +81,9 @@ class Result:
     latency_per_inference_s: float = 0.0
     inferences_per_s: float = 0.0
     pipelined: bool = True
+    #: Inferences of the simulated stream and cycles between their completions.
+    inferences_simulated: int = 1
+    interval_cycles: int = 0
     crossbar_utilization: float = 0.0
     crossbars_used: int = 0
     crossbars_total: int = 0
@@ -93,6 +98,8 @@ class Result:
     peak_gops_per_mm2: float = 0.0
     peak_gops_per_w: float = 0.0
     digital_clock_hz: float = 0.0
+    #: The layer graph the schedule followed (``LayerGraph.to_json``: nodes, kinds, producers).
+    layer_graph: dict = field(default_factory=dict)
     imcsim_version: str = sim.__version__
     notes: list[str] = field(default_factory=list)
 
@@ -209,7 +216,8 @@ def simulate(arch_path: str | Path | Arch, workload_path: str | Path | LoadedWor
     n_batches = -(-n // batch_size)
     state = {"key": None, "done": 0,
              "float_correct": 0, "hw_correct": 0, "agree": 0,
-             "events": {rec.name: Events().counts() for rec in mapped.layers}}
+             "events": {rec.name: Events().counts() for rec in mapped.layers},
+             "activity": {}}
     progress_file = None
     if out_dir is not None:
         out = Path(out_dir)
@@ -242,6 +250,7 @@ def simulate(arch_path: str | Path | Arch, workload_path: str | Path | LoadedWor
                 acc = state["events"][rec.name]
                 for k, v in rec.events.counts().items():
                     acc[k] = acc.get(k, 0) + v
+                _add_activity(state, rec.name, rec.events.activity)
             state["done"] = b + 1
             # Wall time summed over invocations: a resumed run reports the whole run's time.
             state["wall_s"] = state.get("wall_s", 0.0) + time.perf_counter() - batch_start
@@ -254,13 +263,14 @@ def simulate(arch_path: str | Path | Arch, workload_path: str | Path | LoadedWor
         mapped(x_test[:1])  # resumed with nothing left: one pass to learn the layer shapes
         mapped.reset_events()
     placements = place(arch, mapped.layer_shapes())
-    timing = schedule(arch, placements, _executed_fractions(state["events"]),
+    graph = mapped.layer_graph()
+    timing = schedule(arch, placements, _schedule_activity(arch, state), graph=graph,
                       pipelined=pipelined)
     if trace_layer is not None:
         _write_trace(arch, mapped, placements, timing, trace_layer, x_test[:1],
                      Path(out_dir) if out_dir is not None else Path("."))
     return _result(arch, arch_path, workload, workload_path, mapped, state, n, seed,
-                   earlier + time.perf_counter() - start, timing)
+                   earlier + time.perf_counter() - start, timing, graph, placements)
 
 
 def estimate(arch: Arch, workload_path: str | Path | LoadedWorkload, *, samples: int = 16,
@@ -300,18 +310,20 @@ def estimate(arch: Arch, workload_path: str | Path | LoadedWorkload, *, samples:
     float_correct, stats = _STATS[key]
     with torch.no_grad():
         mapped(x_test[:1])  # one bit-true sample: the layers' execution order and shapes
-    layer_events = {}
+    events: dict[str, dict[str, int]] = {}
+    state = {"float_correct": float_correct, "hw_correct": math.nan,
+             "agree": math.nan, "events": events, "activity": {}}
     for name, layer in _hardware_layers(mapped).items():
         ev = Events()
         for xb, hist in zip(layer.crossbar_layers, stats[name], strict=True):
             ev.add(estimate_events(arch, xb.k, xb.n, hist.vectors, hist))
-        layer_events[name] = ev  # ``ev.activity``: the per-step activity for the schedule
-    events = {name: ev.counts() for name, ev in layer_events.items()}
-    state = {"float_correct": float_correct, "hw_correct": math.nan,
-             "agree": math.nan, "events": events}
-    timing = schedule(arch, place(arch, mapped.layer_shapes()), _executed_fractions(events))
+        events[name] = ev.counts()
+        _add_activity(state, name, ev.activity)  # the per-step activity for the schedule
+    placements = place(arch, mapped.layer_shapes())
+    graph = mapped.layer_graph()
+    timing = schedule(arch, placements, _schedule_activity(arch, state), graph=graph)
     result = _result(arch, Path(arch.source or "<arch>"), workload, workload_path, mapped,
-                     state, n, seed, time.perf_counter() - start, timing)
+                     state, n, seed, time.perf_counter() - start, timing, graph, placements)
     result.notes.append(f"analytical mode: events estimated from the input statistics of {n} "
                         "test samples; hardware accuracy not measured")
     return result
@@ -390,6 +402,56 @@ def _executed_fractions(events: dict[str, dict[str, int]]) -> dict[str, float]:
     return out
 
 
+def _add_activity(state: dict, name: str, act) -> None:
+    """Accumulate a layer's per-step activity into ``state`` (kept as JSON: resumable)."""
+    if act is None:
+        return
+    acc = state.setdefault("activity", {})
+    if name in acc:
+        total = _activity_from_json(acc[name])
+        total.add(act)
+        act = total
+    acc[name] = act.to_json()
+
+
+def _activity_from_json(d: dict):
+    """Inverse of :meth:`StepActivity.to_json`."""
+    import numpy as np
+
+    from sim.macros.activity import StepActivity
+
+    return StepActivity(steps=d["steps"], row_tiles=d["row_tiles"],
+                        groups_per_crossbar=d["groups_per_crossbar"], vectors=d["vectors"],
+                        hist_max=np.asarray(d["hist_max"], np.int64),
+                        hist_tile=np.asarray(d["hist_tile"], np.int64))
+
+
+def _schedule_activity(arch: Arch, state: dict) -> dict:
+    """What the schedule times each layer's zero-skip from: its per-step activity, or, for
+    a layer whose producer gave none, the mean executed fraction of its conversions (a
+    two-point distribution: it cannot see which row groups idled together)."""
+    acts = state.get("activity") or {}
+    fractions = _executed_fractions(state["events"])
+    out: dict = {}
+    for name in state["events"]:
+        if name in acts:
+            out[name] = _activity_from_json(acts[name])
+        elif arch.inputs.zero_skip:
+            out[name] = fractions[name]
+    return out
+
+
+def _activity_note(arch: Arch, state: dict) -> list[str]:
+    """A note naming the layers whose zero-skip was timed by a mean fraction."""
+    acts = state.get("activity") or {}
+    missing = [name for name in state["events"] if name not in acts]
+    if not arch.inputs.zero_skip or not missing:
+        return []
+    return [f"zero-skip of {', '.join(missing)} timed from the mean executed fraction of its "
+            "conversions (no per-step activity was recorded), which cannot see which row "
+            "groups idled together"]
+
+
 def _hardware_layers(mapped) -> dict:
     """The mapped model's hardware layers by module name."""
     from mappers.torch_bridge import HardwareLayer
@@ -417,22 +479,37 @@ def _write_trace(arch, mapped, placements, timing, name, sample, out: Path) -> P
 
 
 def _result(arch: Arch, arch_path: Path, workload: Workload, workload_path: Path, mapped,
-            state: dict, n: int, seed: int, wall: float, timing: Timing) -> Result:
+            state: dict, n: int, seed: int, wall: float, timing: Timing, graph=None,
+            placements=None) -> Result:
+    from sim.engine.graph import graph_events
+
     layers = []
-    tl = {t.name: t for t in timing.layers}
+    tl = {t.name: t for t in timing.layers + timing.nodes}
+    recs = {rec.name: rec for rec in mapped.layers}
+    # Per-node events of the layer graph (NoC, routers, digital units, off-chip), per
+    # inference; scaled to the run's samples like every other count.
+    gev = graph_events(arch, graph, placements) if graph is not None else {}
+    order = [name for name in gev] or [rec.name for rec in mapped.layers]
     totals: dict[str, int] = {}
     by_event: dict[str, float] = {}
-    for rec in mapped.layers:
-        counts = state["events"][rec.name]
+    for name in order:
+        rec = recs.get(name)
+        counts = dict(state["events"][name]) if rec is not None else {}
+        for k, v in gev.get(name, {}).items():
+            counts[k] = counts.get(k, 0) + v * n
         energy = energy_by_event_pj(counts, arch.energy)
-        t = tl[rec.name]
+        t = tl[name]
+        node = graph.node(name) if graph is not None else None
         layers.append(LayerResult(
-            name=rec.name, kind=rec.kind, rows_k=rec.k, columns_n=rec.n,
-            crossbars=rec.crossbars, events=dict(counts), energy_pj=energy,
-            energy_total_pj=total_pj(energy), duplicates=t.duplicates, cycles_busy=t.busy_cycles,
-            cycles_latency=t.latency_cycles, cycles_waiting_for_input=t.wait_input_cycles,
+            name=name, kind=rec.kind if rec is not None else node.kind,
+            rows_k=rec.k if rec is not None else 0, columns_n=rec.n if rec is not None else 0,
+            crossbars=rec.crossbars if rec is not None else 0, events=counts,
+            energy_pj=energy, energy_total_pj=total_pj(energy), duplicates=t.duplicates,
+            cycles_busy=t.busy_cycles, cycles_latency=t.latency_cycles,
+            cycles_waiting_for_input=t.wait_input_cycles,
             cycles_limited_by_buffer=t.buffer_limited_cycles,
-            cycles_limited_by_noc=t.noc_limited_cycles, executed_input_steps=t.executed_steps))
+            cycles_limited_by_noc=t.noc_limited_cycles, executed_input_steps=t.executed_steps,
+            cycles_waiting_for_resources=t.wait_resource_cycles))
         for k, v in counts.items():
             totals[k] = totals.get(k, 0) + v
         for k, v in energy.items():
@@ -453,7 +530,8 @@ def _result(arch: Arch, arch_path: Path, workload: Workload, workload_path: Path
     ips = timing.inferences_per_s
     gops = ops * ips / 1e9
     energy_j = per_inf_pj * 1e-12
-    notes = list(arch.notes)  # how stated figures were scaled to this config's point
+    # how stated figures were scaled to this config's point, then the schedule's notes
+    notes = list(arch.notes) + list(timing.notes) + _activity_note(arch, state)
     if mapped.folded_batchnorms:
         notes.append(f"batch norm folded into the preceding layer: "
                      f"{', '.join(mapped.folded_batchnorms)}")
@@ -470,6 +548,7 @@ def _result(arch: Arch, arch_path: Path, workload: Workload, workload_path: Path
         energy_total_pj=total, energy_per_inference_nj=total / n / 1e3 if n else float("nan"),
         wall_time_s=wall, notes=notes, latency_per_inference_s=timing.latency_s,
         inferences_per_s=ips, pipelined=timing.pipelined,
+        inferences_simulated=timing.inferences, interval_cycles=timing.interval_cycles,
         crossbar_utilization=timing.utilization, crossbars_used=timing.crossbars_used,
         crossbars_total=timing.crossbars_total, gops=gops,
         tops_per_w=ops / energy_j / 1e12 if energy_j else 0.0,
@@ -480,7 +559,8 @@ def _result(arch: Arch, arch_path: Path, workload: Workload, workload_path: Path
         peak_gops=pk.ops_per_s / 1e9 if pk else 0.0,
         peak_gops_per_mm2=pk.gops_per_mm2 if pk else 0.0,
         peak_gops_per_w=pk.gops_per_w if pk else 0.0,
-        digital_clock_hz=arch.clock.digital_hz)
+        digital_clock_hz=arch.clock.digital_hz,
+        layer_graph=graph.to_json() if graph is not None else {})
 
 
 def save(result: Result, out_dir: str | Path) -> Path:
@@ -506,21 +586,27 @@ def format_result(result: Result) -> str:
     n = max(result.samples, 1)
     for lr in result.layers:
         e = lr.events
+        shape = f"{lr.rows_k}x{lr.columns_n}" if lr.crossbars else lr.kind
         lines.append(
-            f"  {lr.name[:21]:<22}{f'{lr.rows_k}x{lr.columns_n}':>12}{lr.crossbars:>7}"
-            f"{e['adc_conversions'] / n:>12.4g}{e['adc_conversions_skipped'] / n:>10.3g}"
-            f"{e['dac_pulses'] / n:>12.4g}{e['cell_reads'] / n:>13.4g}"
+            f"  {lr.name[:21]:<22}{shape:>12}{lr.crossbars:>7}"
+            f"{e.get('adc_conversions', 0) / n:>12.4g}"
+            f"{e.get('adc_conversions_skipped', 0) / n:>10.3g}"
+            f"{e.get('dac_pulses', 0) / n:>12.4g}{e.get('cell_reads', 0) / n:>13.4g}"
             f"{lr.energy_total_pj / n / 1e3:>10.4g} nJ")
-    lines.append("  (event counts are per inference)")
+    lines.append("  (event counts are per inference; layers and digital nodes in execution "
+                 "order)")
     lines.append("")
     lines.append(f"  {'layer':<22}{'copies':>7}{'busy cyc':>11}{'latency cyc':>13}"
-                 f"{'wait input':>12}{'buffer-lim':>12}{'NoC-lim':>10}{'steps run':>11}")
+                 f"{'wait input':>12}{'wait res':>10}{'buffer-lim':>12}{'NoC-lim':>10}"
+                 f"{'steps run':>11}")
     for lr in result.layers:
         lines.append(f"  {lr.name[:21]:<22}{lr.duplicates:>7}{lr.cycles_busy:>11}"
                      f"{lr.cycles_latency:>13}{lr.cycles_waiting_for_input:>12}"
+                     f"{lr.cycles_waiting_for_resources:>10}"
                      f"{lr.cycles_limited_by_buffer:>12}{lr.cycles_limited_by_noc:>10}"
                      f"{lr.executed_input_steps:>11.2f}")
-    mode = "pipelined" if result.pipelined else "layer by layer"
+    mode = (f"pipelined, stream of {result.inferences_simulated}" if result.pipelined
+            else "layer by layer")
     lines += [
         "",
         f"  latency {result.latency_per_inference_s * 1e6:.4g} us/inference, throughput "

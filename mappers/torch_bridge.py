@@ -8,6 +8,12 @@ forward pass quantizes its input, runs im2col (for convolutions) and the bit-tru
 dequantizes. Everything else (activations, pooling, residual additions, unfolded batch norm)
 stays in torch. A module doing a matrix product we cannot map is a :class:`MappingError`
 naming it.
+
+It also records the model's dataflow graph for the engine (:func:`trace_graph`): a
+``torch.fx`` trace of the folded model with shapes from one sample, turned into a
+:class:`~sim.engine.graph.LayerGraph` of matrix products, adds, concatenations, pooling,
+activations and flattens. A model ``torch.fx`` cannot trace falls back to execution order
+(a chain), with a note saying so.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from torch import nn
 
 from mappers.quantize import ActQuant, activation_quant, quantize_weights
 from sim.config.schema import Arch
+from sim.engine.graph import NETWORK_INPUT, GraphNode, LayerGraph
 from sim.errors import MappingError
 from sim.macros import CrossbarLayer, Events
 
@@ -171,11 +178,16 @@ class MappedModel:
     model: nn.Module
     layers: list[LayerRecord]
     folded_batchnorms: list[str]
+    #: The traced dataflow graph, or ``None`` when the model could not be traced.
+    graph: LayerGraph | None = None
+    #: Why there is no traced graph (empty when there is one).
+    graph_note: str = ""
 
     def layer_shapes(self):
         """The mapped layers as engine :class:`~sim.engine.placement.LayerShape` objects, in
-        execution order, each fed by the layer executed before it (a chain: residual branches
-        are approximated by the execution order). Needs one forward pass first."""
+        execution order. ``source`` is the nearest matrix product upstream in the traced graph
+        (following first inputs through adds, pooling and activations); without a graph, the
+        layer executed before. Needs one forward pass first."""
         from sim.engine.placement import LayerShape
 
         recs = sorted(self.layers, key=lambda r: r.call_order)
@@ -183,12 +195,20 @@ class MappedModel:
             raise RuntimeError("run a forward pass before asking for layer shapes")
         shapes, prev = [], None
         for r in recs:
+            src = self.graph.nearest_matmul(r.name) if self.graph is not None else prev
             shapes.append(LayerShape(name=r.name, k=r.k, n=r.n,
                                      vectors=max(1, r.vectors_per_sample),
                                      out_width=r.out_width, kernel_height=r.kernel_height,
-                                     source=prev))
+                                     source=src))
             prev = r.name
         return shapes
+
+    def layer_graph(self) -> LayerGraph:
+        """The graph the engine schedules: the traced one, or a chain in execution order
+        (with a note) when the model could not be traced."""
+        if self.graph is not None:
+            return self.graph
+        return LayerGraph.chain(self.layer_shapes(), note=self.graph_note)
 
     def reset_events(self) -> None:
         """Zero the accumulated event counts of every layer."""
@@ -310,6 +330,7 @@ def map_model(model: nn.Module, arch: Arch, recipe: QuantRecipe,
     if not targets:
         raise MappingError("the model has no nn.Conv2d or nn.Linear layer to map")
     ranges, samples = _calibrate_ranges(model, targets, batches)
+    graph, graph_note = trace_graph(model, batches[0][:1], [n for n, _ in targets])
     # The arch's variation.seed and the run seed together pick the chip: same pair, same bits.
     seeds = np.random.SeedSequence([arch.variation.seed, seed]).spawn(len(targets))
     records = []
@@ -324,7 +345,8 @@ def map_model(model: nn.Module, arch: Arch, recipe: QuantRecipe,
                 xb.calibrate(mat.numpy())
         _set_module(model, name, hw)
         records.append(hw.record)
-    return MappedModel(model=model, layers=records, folded_batchnorms=folded)
+    return MappedModel(model=model, layers=records, folded_batchnorms=folded, graph=graph,
+                       graph_note=graph_note)
 
 
 def _check_bits(arch: Arch, recipe: QuantRecipe) -> None:
@@ -378,3 +400,181 @@ def _calibrate_ranges(model, targets, batches):
     if missing:
         raise MappingError(f"layers never called in forward(): {', '.join(missing)}")
     return {k: (v[0], v[1]) for k, v in ranges.items()}, samples
+
+
+# ------------------------------------------------------------------------------ layer graph
+_ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.GELU, nn.SiLU,
+                       nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid,
+                       nn.Softmax, nn.LogSoftmax, nn.Mish)
+_POOL_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d,
+                 nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
+_ACTIVATION_FUNCTIONS = {F.relu, torch.relu, F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu,
+                         torch.sigmoid, F.sigmoid, torch.tanh, F.tanh, F.hardtanh, F.softmax,
+                         F.log_softmax, torch.softmax}
+_POOL_FUNCTIONS = {F.max_pool1d, F.max_pool2d, F.avg_pool1d, F.avg_pool2d,
+                   F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_max_pool1d,
+                   F.adaptive_max_pool2d}
+_ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
+_CAT_FUNCTIONS = {torch.cat, torch.concat}
+_FLATTEN_FUNCTIONS = {torch.flatten, torch.reshape}
+_ACTIVATION_METHODS = {"relu", "relu_", "sigmoid", "tanh", "softmax"}
+_FLATTEN_METHODS = {"view", "reshape", "flatten", "contiguous", "squeeze", "unsqueeze"}
+_ADD_METHODS = {"add", "add_"}
+
+
+def _numel(node) -> int | None:
+    """Elements per sample of an fx node's tensor output (the trace ran on one sample)."""
+    meta = node.meta.get("tensor_meta")
+    if meta is None or not hasattr(meta, "shape"):
+        return None
+    return int(np.prod(meta.shape)) if len(meta.shape) else 1
+
+
+def _spatial(node) -> tuple[int, int]:
+    """(positions, row width) of a node's output: H x W and W for a feature map, else 1."""
+    shape = tuple(node.meta["tensor_meta"].shape)
+    if len(shape) == 4:
+        return shape[2] * shape[3], shape[3]
+    if len(shape) == 3:
+        return shape[2], shape[2]
+    return 1, 1
+
+
+def _pair(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[-1]))
+
+
+def _classify(node, modules) -> tuple[str, str]:
+    """(graph kind, op name) of one fx node."""
+    if node.op == "call_module":
+        mod = modules[node.target]
+        name = type(mod).__name__
+        if isinstance(mod, nn.Conv2d | nn.Linear):
+            return "matmul", name
+        if isinstance(mod, _ACTIVATION_MODULES):
+            return "activation", name
+        if isinstance(mod, _POOL_MODULES):
+            return "pool", name
+        if isinstance(mod, nn.Flatten | nn.Unflatten):
+            return "flatten", name
+        return "other", name
+    if node.op == "call_function":
+        fn = node.target
+        name = getattr(fn, "__name__", str(fn))
+        tensors = [a for a in node.all_input_nodes if _numel(a) is not None]
+        if fn in _ADD_FUNCTIONS:
+            return ("add" if len(tensors) >= 2 else "other"), name
+        if fn in _CAT_FUNCTIONS:
+            return "concat", name
+        if fn in _ACTIVATION_FUNCTIONS:
+            return "activation", name
+        if fn in _POOL_FUNCTIONS:
+            return "pool", name
+        if fn in _FLATTEN_FUNCTIONS:
+            return "flatten", name
+        return "other", name
+    if node.op == "call_method":
+        tensors = [a for a in node.all_input_nodes if _numel(a) is not None]
+        if node.target in _ADD_METHODS:
+            return ("add" if len(tensors) >= 2 else "other"), node.target
+        if node.target in _ACTIVATION_METHODS:
+            return "activation", node.target
+        if node.target in _FLATTEN_METHODS:
+            return "flatten", node.target
+        return "other", node.target
+    return "other", node.op
+
+
+def _window_reads(node, modules, out_elements: int, in_elements: int) -> tuple[int, int]:
+    """(elements read by a pooling node's windows, its kernel height)."""
+    if node.op == "call_module":
+        mod = modules[node.target]
+        kernel = getattr(mod, "kernel_size", None)
+    else:
+        kernel = node.args[1] if len(node.args) > 1 else node.kwargs.get("kernel_size")
+        if "adaptive" in getattr(node.target, "__name__", ""):
+            kernel = None
+    if kernel is None:  # adaptive: non-overlapping windows cover the input once
+        shape = tuple(node.all_input_nodes[0].meta["tensor_meta"].shape)
+        return in_elements, int(shape[2]) if len(shape) == 4 else 1
+    kh, kw = _pair(kernel)
+    return out_elements * kh * kw, kh
+
+
+def trace_graph(model: nn.Module, example: torch.Tensor, layer_names: list[str]
+                ) -> tuple[LayerGraph | None, str]:
+    """The dataflow graph of ``model`` (Conv2d/Linear still in place) on one ``example``.
+
+    Returns ``(graph, "")``, or ``(None, note)`` when ``torch.fx`` cannot trace the model or
+    the trace does not show every mapped layer exactly once (a layer called twice); the
+    engine then falls back to execution order.
+    """
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    try:
+        gm = torch.fx.symbolic_trace(model)
+        with torch.no_grad():
+            ShapeProp(gm).propagate(example)
+    except Exception as exc:  # noqa: BLE001 - any trace failure means: fall back
+        return None, (f"the model cannot be traced by torch.fx ({type(exc).__name__}: "
+                      f"{str(exc)[:120]}); layers scheduled as a chain in execution order, "
+                      "residual adds, pooling and activations not modelled")
+    try:
+        return _graph_of(gm, example, layer_names)
+    except Exception as exc:  # noqa: BLE001 - an odd trace must not stop the run
+        return None, (f"the torch.fx trace could not be read as a layer graph "
+                      f"({type(exc).__name__}: {str(exc)[:120]}); layers scheduled as a chain "
+                      "in execution order")
+
+
+def _graph_of(gm, example: torch.Tensor, layer_names: list[str]
+              ) -> tuple[LayerGraph | None, str]:
+    """The :class:`LayerGraph` of a shape-propagated ``torch.fx`` graph module."""
+    modules = dict(gm.named_modules())
+    names: dict = {}  # fx node -> graph node name (or NETWORK_INPUT)
+    nodes: list[GraphNode] = []
+    used: dict[str, int] = {}
+    input_elements = 0
+    outputs: list[str] = []
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            names[node] = NETWORK_INPUT
+            input_elements += _numel(node) or 0
+            continue
+        if node.op == "output":
+            outputs = [names[a] for a in node.all_input_nodes if a in names]
+            continue
+        out = _numel(node)
+        if out is None or node.op == "get_attr":
+            continue  # not a tensor (a size, a tuple), or a constant: not dataflow
+        kind, op = _classify(node, modules)
+        srcs = []
+        for a in node.all_input_nodes:
+            if a in names and names[a] not in srcs:
+                srcs.append(names[a])
+        if node.op == "call_module":
+            k = used.get(node.target, 0)
+            used[node.target] = k + 1
+            if kind == "matmul" and k:
+                return None, (f"layer '{node.target}' is called {k + 1} times in forward(); "
+                              "layers scheduled as a chain in execution order")
+            name = node.target if not k else f"{node.target}#{k}"
+        else:
+            name = node.name
+        in_el = sum(_numel(a) or 0 for a in node.all_input_nodes if a in names)
+        kh = 1
+        if kind == "pool":
+            in_el, kh = _window_reads(node, modules, out, in_el)
+        vectors, width = _spatial(node)
+        nodes.append(GraphNode(name=name, kind=kind, inputs=tuple(srcs), out_elements=out,
+                               in_elements=in_el, vectors=vectors, out_width=width,
+                               kernel_height=kh, op=op))
+        names[node] = name
+    found = {nd.name for nd in nodes if nd.kind == "matmul"}
+    if found != set(layer_names):
+        return None, ("the torch.fx trace does not show the mapped layers "
+                      f"({sorted(found ^ set(layer_names))}); layers scheduled as a chain in "
+                      "execution order")
+    return LayerGraph(nodes=tuple(nodes), outputs=tuple(outputs),
+                      input_elements=input_elements // max(1, int(example.shape[0])),
+                      traced=True), ""

@@ -192,7 +192,11 @@ def test_estimate_end_to_end_with_zero_skip_and_statistics_reused():
     run._STATS.clear()
     est = run.estimate(arch, digits, samples=12)
     exact = run.simulate(arch, digits, samples=12, progress=False)
+    assert [a.name for a in est.layers] == [b.name for b in exact.layers]
     for a, b in zip(est.layers, exact.layers, strict=True):
+        if not b.crossbars:  # a digital node of the layer graph: same counts in both modes
+            assert a.events == b.events, a.name
+            continue
         assert a.events["adc_conversions"] == pytest.approx(b.events["adc_conversions"],
                                                             rel=0.02), a.name
         assert a.events["adc_conversions_skipped"] > 0

@@ -132,3 +132,36 @@ def test_workload_bits_wider_than_arch(make_arch):
     arch = make_arch()  # 8-bit weights
     with pytest.raises(MappingError, match="weights.bits"):
         map_model(nn.Linear(3, 2), arch, QuantRecipe(weight_bits=12), torch.randn(2, 3))
+
+
+def test_map_model_records_the_layer_graph(make_arch):
+    """The bridge traces the folded model: a residual join and a shared input reach the
+    engine, and each layer's single ``source`` follows the graph, not the execution order."""
+
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(1, 2, 3, padding=1)
+            self.b = nn.Conv2d(2, 2, 3, padding=1)
+            self.c = nn.Conv2d(2, 2, 1)  # reads a's output, executed after b
+            self.relu = nn.ReLU()
+            self.fc = nn.Linear(2 * 4 * 4, 3)
+
+        def forward(self, x):
+            y = self.relu(self.a(x))
+            z = self.b(y) + self.c(y)
+            return self.fc(torch.flatten(z, 1))
+
+    torch.manual_seed(0)
+    mapped = map_model(Branchy().eval(), make_arch(), QuantRecipe(activation_bits=7),
+                       torch.randn(4, 1, 4, 4))
+    assert mapped.graph is not None and mapped.graph_note == ""
+    g = mapped.layer_graph()
+    assert g.traced
+    assert g.work_inputs("c") == ("relu",) == g.work_inputs("b")
+    (add,) = [nd.name for nd in g.nodes if nd.kind == "add"]
+    assert set(g.work_inputs(add)) == {"b", "c"}
+    assert g.work_inputs("fc") == (add,)  # through the flatten
+    mapped(torch.randn(1, 1, 4, 4))
+    sources = {s.name: s.source for s in mapped.layer_shapes()}
+    assert sources == {"a": None, "b": "a", "c": "a", "fc": "b"}

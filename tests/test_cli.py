@@ -50,7 +50,9 @@ def test_run_digits_writes_result_and_resumes(tmp_path, capsys):
         assert key in result
     assert result["samples"] == 40
     assert abs(result["float_accuracy"] - result["hardware_accuracy"]) <= 0.05
-    assert {layer["name"] for layer in result["layers"]} == {"conv1", "conv2", "fc"}
+    # layers and the graph's digital nodes, in execution order
+    assert [layer["name"] for layer in result["layers"]] == ["conv1", "relu1", "conv2", "relu2",
+                                                             "pool", "fc"]
     total = sum(layer["energy_total_pj"] for layer in result["layers"])
     assert total == pytest.approx(result["energy_total_pj"], rel=1e-12)
 

@@ -124,7 +124,7 @@ TOP_KEYS = ("clock", "components", "crossbar", "description", "energy", "inputs"
     ("clock.digitial", ("crossbar_cycle", "digital")),
     ("organization.chips", ("crossbars_per_ima", "imas_per_tile", "reprogram", "tiles")),
     ("weights.sign", ("bits", "column_flip", "encoding")),
-    ("inputs.zeroskip", ("bits", "signed", "zero_skip")),
+    ("inputs.zeroskip", ("bits", "signed", "zero_skip", "zero_skip_timing")),
     ("outputs.signed", ("bits",)),
     ("energy.adc_conversions", tuple(sorted(k.key for k in schema.EVENTS.values() if k))),
     ("variation.sed", ("adc", "cell", "seed")),

@@ -21,6 +21,7 @@ from sim.config.schema import (
     EVENTS,
     VARIATION_DISTRIBUTIONS,
     WEIGHT_ENCODINGS,
+    ZERO_SKIP_TIMING,
     Adc,
     AdcVariation,
     Arch,
@@ -104,7 +105,9 @@ def arch_from_dict(data: Any, source: str = "<arch>") -> Arch:
     w.finish()
     i = top.section("inputs", required=True)
     inputs = InputFormat(bits=i.get("bits", int, lo=1, hi=32), signed=i.get("signed", bool),
-                         zero_skip=i.get("zero_skip", bool, False))
+                         zero_skip=i.get("zero_skip", bool, False),
+                         zero_skip_timing=i.get("zero_skip_timing", str, "shared_step",
+                                                choices=ZERO_SKIP_TIMING))
     i.finish()
     out = top.section("outputs")
     outputs = OutputFormat(bits=out.get("bits", int, 16, lo=1, hi=64))

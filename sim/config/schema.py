@@ -18,6 +18,8 @@ ADC_ROUNDING = ("nearest", "floor")
 VARIATION_DISTRIBUTIONS = ("normal", "lognormal")
 #: Cell technologies.
 CELL_TECHNOLOGIES = ("reram", "sram")
+#: How zero-skipping shortens a step (``inputs.zero_skip_timing``; see ``docs/engine.md``).
+ZERO_SKIP_TIMING = ("shared_step", "per_crossbar")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -128,11 +130,17 @@ class InputFormat:
 
     With ``zero_skip`` a crossbar cycle whose inputs to a row group are all zero is skipped:
     no rows are driven and no conversions are made for that group (FORMS).
+
+    ``zero_skip_timing`` says when a skipped group saves time. ``shared_step`` (default): the
+    row tiles of a layer share one step clock, so a step ends when its busiest crossbar ends
+    and is saved only when every row group of the step skips. ``per_crossbar``: each crossbar
+    has its own shift control and skips its idle steps on its own.
     """
 
     bits: int
     signed: bool
     zero_skip: bool = False
+    zero_skip_timing: str = "shared_step"
 
 
 @dataclass(frozen=True, kw_only=True)

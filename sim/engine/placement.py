@@ -9,6 +9,7 @@ vectors per copy), as ISAAC replicates its early layers, while crossbars remain.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from sim.config.schema import Arch, columns_per_weight, input_steps
@@ -117,3 +118,85 @@ def place(arch: Arch, layers: list[LayerShape], *, duplicate: bool = True) -> li
                                 last_tile=(start + used - 1) // per_tile))
         cursor += used
     return result
+
+
+# ---------------------------------------------------------------------------- mesh and routes
+@dataclass(frozen=True, kw_only=True)
+class Mesh:
+    """Tiles on a 2-D mesh, numbered row-major: tile ``t`` sits at ``(t % width, t // width)``.
+
+    The shape is the most nearly square factorization of the tile count (ISAAC's 168 tiles:
+    14 x 12); when that is more than twice as wide as tall (a prime count), a
+    ``ceil(sqrt(tiles))``-wide grid with empty router slots at the end of its last row.
+    """
+
+    width: int
+    height: int
+
+    @classmethod
+    def of(cls, tiles: int) -> Mesh:
+        """The mesh of ``tiles`` tiles (see the class docstring)."""
+        tiles = max(1, tiles)
+        h = max(d for d in range(1, int(tiles**0.5) + 1) if tiles % d == 0)
+        w = tiles // h
+        if w > 2 * h:
+            w = math.isqrt(tiles - 1) + 1  # ceil(sqrt(tiles))
+            h = -(-tiles // w)
+        return cls(width=w, height=h)
+
+    def xy(self, tile: int) -> tuple[int, int]:
+        """Mesh position of ``tile``."""
+        return tile % self.width, tile // self.width
+
+    def hops(self, a: int, b: int) -> int:
+        """Links between tiles ``a`` and ``b`` on the XY route (Manhattan distance)."""
+        (xa, ya), (xb, yb) = self.xy(a), self.xy(b)
+        return abs(xa - xb) + abs(ya - yb)
+
+    def route(self, a: int, b: int) -> list[tuple[int, int]]:
+        """Directed links ``(from, to)`` (router slots) of the XY route from ``a`` to ``b``:
+        along the row first, then along the column. Empty when ``a == b``."""
+        (x, y), (xb, yb) = self.xy(a), self.xy(b)
+        links = []
+        while x != xb:
+            nx = x + (1 if xb > x else -1)
+            links.append((y * self.width + x, y * self.width + nx))
+            x = nx
+        while y != yb:
+            ny = y + (1 if yb > y else -1)
+            links.append((y * self.width + x, ny * self.width + x))
+            y = ny
+        return links
+
+
+def input_tile(p: Placement) -> int:
+    """Where a layer's inputs arrive: its first tile."""
+    return p.first_tile
+
+
+def output_tile(p: Placement) -> int:
+    """Where a layer's outputs leave from: its last tile (partial sums of its row tiles
+    are combined there)."""
+    return p.last_tile
+
+
+def node_tiles(graph, placements: list[Placement]) -> dict[str, tuple[int, int]]:
+    """``(input tile, output tile)`` of every node of ``graph``.
+
+    A matmul node is where it was placed; a node without crossbars (add, pool, activation,
+    flatten...) runs on the tile where its first producer's outputs are (tile 0 for a node
+    reading the network input).
+    """
+    from sim.engine.graph import NETWORK_INPUT
+
+    by = {p.layer.name: p for p in placements}
+    sites: dict[str, tuple[int, int]] = {}
+    for nd in graph.nodes:
+        if nd.kind == "matmul":
+            p = by[nd.name]
+            sites[nd.name] = (input_tile(p), output_tile(p))
+        else:
+            first = nd.inputs[0] if nd.inputs else NETWORK_INPUT
+            t = 0 if first == NETWORK_INPUT else sites[first][1]
+            sites[nd.name] = (t, t)
+    return sites
