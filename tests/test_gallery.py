@@ -171,8 +171,9 @@ def test_gallery_model_runs_with_float_accuracy_of_plain_pytorch(digits, cls):
     assert plain >= 0.5, "the short training should learn something"
     # Every matrix-product module is a mapped layer that did work on the crossbars.
     products = [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
-    assert sorted(lr.name for lr in result.layers) == sorted(products)
-    assert all(lr.events["adc_conversions"] > 0 for lr in result.layers)
+    on_crossbars = [lr for lr in result.layers if lr.crossbars]
+    assert sorted(lr.name for lr in on_crossbars) == sorted(products)
+    assert all(lr.events["adc_conversions"] > 0 for lr in on_crossbars)
     assert result.energy_total_pj > 0 and result.latency_per_inference_s > 0
     # 8-bit weights and activations on ISAAC: the hardware mostly agrees with float.
     assert result.prediction_agreement >= 0.75
