@@ -387,7 +387,8 @@ def test_cli_compress_writes_a_workload_that_run_can_use(tmp_path, capsys):
     spec = tmp_path / "c.yaml"
     spec.write_text("name: tiny\nadmm: {epochs: 1}\nfinetune: {epochs: 0}\n"
                     "train: {batch_size: 256, lr: 0.001, optimizer: adam}\n"
-                    "layers:\n  fc: {unstructured: {rate: 8}, quantize: {bits: 8}}\n")
+                    "layers:\n  fc: {unstructured: {rate: 8}, quantize: {bits: 6}}\n"
+                    "  conv1: {quantize: {bits: 6}}\n  conv2: {quantize: {bits: 6}}\n")
     out = tmp_path / "out"
     assert main(["compress", "digits_cnn", str(spec), "--out", str(out), "--quiet"]) == 0
     printed = capsys.readouterr().out
@@ -399,7 +400,10 @@ def test_cli_compress_writes_a_workload_that_run_can_use(tmp_path, capsys):
     assert manifest["layers"]["fc.weight"]["nonzero"] == 640
     assert not (out / "tiny.pt.partial").exists()
     workload = load_workload(out / "tiny.yaml")
+    assert workload.bits.weights == 6  # every layer on a 6-bit grid: mapped at 6 bits
     model = workload.load_model()
+    for layer in (model.conv1, model.conv2, model.fc):
+        assert Quantize(6).satisfied(layer.weight.detach())
     assert int((model.fc.weight != 0).sum()) == 640
     assert main(["run", ISAAC, str(out / "tiny.yaml"), "--samples", "10", "--batch-size",
                  "10", "--out", str(tmp_path / "run"), "--quiet"]) == 0

@@ -383,6 +383,16 @@ def _totals(model: nn.Module, comp: Compressor) -> dict[str, Any]:
             "model_pruning_rate": all_w / all_nnz if all_nnz else math.inf}
 
 
+def _uniform_weight_bits(model: nn.Module, spec: CompressionSpec) -> int | None:
+    """The quantize bits shared by every Conv2d/Linear of ``model``, if they all have one."""
+    bits = {ls.name: ls.methods["quantize"]["bits"] for ls in spec.layers
+            if "quantize" in ls.methods}
+    mapped = [n for n, (kind, _) in layer_kinds(model).items() if kind != "gru"]
+    if mapped and all(n in bits for n in mapped) and len({bits[n] for n in mapped}) == 1:
+        return bits[mapped[0]]
+    return None
+
+
 def _load_partial(path: Path | None, fingerprint: str) -> dict | None:
     if path is None or not path.is_file():
         return None
@@ -460,6 +470,9 @@ def compress(workload: Workload, spec: CompressionSpec, *,
         "model": workload.model, "dataset": workload.dataset,
         "bits": asdict(workload.bits), "calibration_samples": workload.calibration_samples}
     base.pop("train", None)
+    weight_bits = _uniform_weight_bits(model, spec)
+    if weight_bits is not None:  # every mapped layer sits on one grid: map it at those bits
+        base["bits"] = {**base.get("bits", {}), "weights": weight_bits}
     base["name"] = name
     base["checkpoint"] = ckpt.name
     base["description"] = (f"{workload.name} compressed by "
@@ -498,6 +511,7 @@ def compress(workload: Workload, spec: CompressionSpec, *,
         "checkpoint": ckpt.name,
         "checkpoint_sha256": file_digest(ckpt, "sha256"),
         "workload_file": yaml_path.name,
+        "workload_weight_bits": base["bits"]["weights"],
     }
     text = json.dumps(manifest, indent=2, default=str) + "\n"
     atomic_write(ckpt.with_suffix(".json"), lambda stream: stream.write(text.encode()))
