@@ -277,5 +277,8 @@ def _layer_methods(section: Section, kind: str, module: nn.Module, problems: Pro
         if method in ("polarize", "unify") and getattr(module, "groups", 1) != 1:
             problems.add(path, "grouped convolutions are not supported")
         methods[method] = p
+    for method in ORDER:  # name every method this layer takes in an "unknown key" message
+        if method in APPLIES[kind]:
+            section.has(method)
     section.finish()
     return methods
