@@ -421,3 +421,16 @@ def test_cli_compress_errors_exit_2(tmp_path, capsys):
     good.write_text("layers:\n  fc: {unstructured: {rate: 2}}\n")
     assert main(["compress", "digits_cnn", str(good), "--epochs", "-1"]) == 2
     assert "--epochs" in capsys.readouterr().err
+
+
+def test_a_polarized_quantized_layer_encodes_on_polarized_crossbars():
+    from sim.kernels.weights import encode_weights
+
+    w = rand(12, 4, 3, 3, seed=17)  # K = 36 crossbar rows, fragments of 8 rows
+    got = project_all([Polarize(8), Quantize(5)], w)
+    q, _ = quantize_weights(got, 5)  # the bridge's integers
+    wq = q.reshape(12, -1).T.numpy()
+    encode_weights(wq, 5, 2, "polarized", 8)  # raises on a fragment of mixed signs
+    with pytest.raises(ValueError, match="both signs"):
+        encode_weights(quantize_weights(w, 5)[0].reshape(12, -1).T.numpy(), 5, 2,
+                       "polarized", 8)
