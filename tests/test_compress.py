@@ -434,3 +434,38 @@ def test_a_polarized_quantized_layer_encodes_on_polarized_crossbars():
     with pytest.raises(ValueError, match="both signs"):
         encode_weights(quantize_weights(w, 5)[0].reshape(12, -1).T.numpy(), 5, 2,
                        "polarized", 8)
+
+
+class _RowGRU(nn.Module):
+    """A GRU reading the 8x8 digits row by row (8 steps of 8 features)."""
+
+    def __init__(self):
+        super().__init__()
+        self.gru = nn.GRU(input_size=8, hidden_size=16, batch_first=True)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):  # noqa: D102
+        out, _ = self.gru(x.reshape(x.shape[0], 8, 8))
+        return self.fc(out[:, -1])
+
+
+def test_admm_trains_a_gru_into_bsp_blocks():
+    torch.manual_seed(0)
+    model = _RowGRU()
+    spec = parse_compression({
+        "admm": {"epochs": 1, "updates_per_epoch": 2}, "finetune": {"epochs": 1},
+        "train": {"batch_size": 64, "lr": 0.01, "optimizer": "adam"},
+        "layers": {"gru": {"bsp": {"block": [8, 8], "column_rate": 2, "row_rate": 2},
+                           "quantize": {"bits": 4}},
+                   "fc": {"bsp": {"block": [5, 8], "column_rate": 4}}}}, model)
+    info = fit(model, spec, _digits(128), seed=0, progress=False)
+    for key in ("gru.weight_ih_l0", "gru.weight_hh_l0"):
+        layer = info["layers"][key]
+        assert layer["methods"]["bsp"]["satisfied"] and layer["methods"]["quantize"]["satisfied"]
+        assert layer["nonzero"] <= layer["weights"] // 4  # half the rows x half the columns
+    for gate in model.gru.weight_hh_l0.chunk(3, dim=0):  # (16, 16): 2 x 2 blocks per gate
+        for r in (0, 8):
+            for c in (0, 8):
+                block = gate[r:r + 8, c:c + 8] != 0
+                assert int(block.any(0).sum()) <= 4 and int(block.any(1).sum()) <= 4
+    assert info["layers"]["fc.weight"]["nonzero"] <= 4 * 5 * 2  # 4 blocks x 5 rows x 2 columns
