@@ -121,6 +121,31 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compress(args: argparse.Namespace) -> int:
+    # `imcsim compress` (issue 10): ADMM compression of a trained workload; see
+    # docs/compression.md. Kept in one block, apart from the other subcommands.
+    from mappers.compress import compress, load_compression
+    from workloads.spec import load_workload
+
+    workload = load_workload(resolve(args.workload, WORKLOAD_DIR, "workload"))
+    spec = load_compression(args.compression, workload.build_model())
+    manifest = compress(workload, spec, out=args.out, data_dir=args.data_dir,
+                        admm_epochs=args.epochs, finetune_epochs=args.finetune_epochs,
+                        seed=args.seed, progress=not args.quiet,
+                        command=" ".join(["imcsim", *sys.argv[1:]]))
+    totals = manifest["totals"]
+    print(f"test accuracy {100 * manifest['baseline_accuracy']:.2f} % (float) -> "
+          f"{100 * manifest['test_accuracy']:.2f} % (compressed); compressed layers keep "
+          f"{totals['compressed_nonzero']} of {totals['compressed_weights']} weights "
+          f"({totals['compressed_pruning_rate']:.2f}x)")
+    for key, layer in manifest["layers"].items():
+        print(f"  {key}: {layer['nonzero']}/{layer['weights']} nonzero "
+              f"({layer['pruning_rate']:.2f}x), {', '.join(layer['methods'])}")
+    print(f"wrote {manifest['workload_file']} and {manifest['checkpoint']} (+ manifest .json) "
+          f"in {Path(args.out) if args.out else 'results/compress/' + manifest['workload']}")
+    return 0
+
+
 def _cmd_data_download(args: argparse.Namespace) -> int:
     from workloads.download import download
 
@@ -234,6 +259,22 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data-dir", default=None, help="data folder (default: $IMCSIM_DATA)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_cmd_train)
+
+    # -- imcsim compress (issue 10) --
+    cp = sub.add_parser("compress", help="ADMM-compress a trained workload (pruning, "
+                                         "patterns, unification, BSP, polarization, "
+                                         "quantization) into a new workload")
+    cp.add_argument("workload", help="workload YAML file, or the name of a shipped one")
+    cp.add_argument("compression", help="compression YAML (see docs/compression.md)")
+    cp.add_argument("--out", default=None,
+                    help="output folder (default results/compress/NAME); a rerun resumes")
+    cp.add_argument("--epochs", type=int, default=None, help="override admm.epochs")
+    cp.add_argument("--finetune-epochs", type=int, default=None,
+                    help="override finetune.epochs")
+    cp.add_argument("--seed", type=int, default=None, help="override train.seed")
+    cp.add_argument("--data-dir", default=None, help="data folder (default: $IMCSIM_DATA)")
+    cp.add_argument("--quiet", action="store_true", help="no progress bar")
+    cp.set_defaults(func=_cmd_compress)
 
     d = sub.add_parser("data", help="data sets")
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION")
