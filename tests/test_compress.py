@@ -225,9 +225,6 @@ def test_polarize_fragments_follow_the_crossbar_rows_of_a_convolution():
             assert bool((vals >= 0).all()) or bool((vals <= 0).all())
 
 
-@pytest.mark.xfail(strict=True, reason="sim.kernels.weights.polarize keeps the sign with the "
-                   "larger sum of magnitudes (L1); the Euclidean projection compares sums of "
-                   "squares (docs/compression.md). Fix it there, then remove this xfail.")
 def test_polarize_is_the_euclidean_nearest():
     w = torch.tensor([[3.0, -2.0, -2.0, 0.5]])  # one fragment: L1 keeps -, L2 keeps +
     got = Polarize(4).project(w)

@@ -115,9 +115,11 @@ def fragment_signs(w: np.ndarray, group_rows: int) -> np.ndarray:
 
 def polarize(w: np.ndarray, group_rows: int) -> np.ndarray:
     """Project ``w`` (K, N) onto sign-polarized fragments: in each fragment-column keep the
-    sign with the larger sum of magnitudes and zero the weights of the other sign.
+    sign with the larger sum of squares and zero the weights of the other sign.
 
-    This is the projection step of ADMM polarization, without the retraining around it.
+    That is the Euclidean projection (the Z-step of ADMM polarization): zeroing one sign
+    costs the sum of its squares, so the nearest polarized point drops the sign whose
+    squares sum less (a larger sum of magnitudes is not enough: [3, -2, -2] keeps the 3).
     """
     w = np.asarray(w)
     k, n = w.shape
@@ -125,8 +127,9 @@ def polarize(w: np.ndarray, group_rows: int) -> np.ndarray:
     pad = np.zeros((g * group_rows, n), dtype=w.dtype)
     pad[:k] = w
     frag = pad.reshape(g, group_rows, n)
-    pos = np.where(frag > 0, frag, 0).sum(axis=1)
-    neg = -np.where(frag < 0, frag, 0).sum(axis=1)
+    sq = frag.astype(np.float64) ** 2
+    pos = np.where(frag > 0, sq, 0.0).sum(axis=1)
+    neg = np.where(frag < 0, sq, 0.0).sum(axis=1)
     keep_pos = (pos >= neg)[:, None, :]
     out = np.where(keep_pos, np.maximum(frag, 0), np.minimum(frag, 0))
     return out.reshape(g * group_rows, n)[:k]
