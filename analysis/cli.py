@@ -37,6 +37,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
           f"in {columns_per_weight(arch.weights, xb.cell)} columns, "
           f"{input_steps(arch.inputs, xb.dac)} input steps, {xb.adc.bits}-bit ADC "
           f"(largest partial sum {max_partial_sum(arch)})")
+    for note in arch.notes:  # what the calibration scaled, and how (docs/components.md)
+        print(f"  note: {note}")
     return 0
 
 

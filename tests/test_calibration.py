@@ -107,17 +107,31 @@ def test_adc_rate_unstated_is_what_keeps_the_crossbar_cycle(isaac_arch, isaac_di
         isaac_arch.energy.pj("adc_conversions") * ratio, rel=1e-9)
 
 
+#: Digital cycles (1.2 GHz) of one ISAAC-like step: the 100 ns read (120 cycles), or the one
+#: ADC at 1.28 GS/s converting columns + the unit column, whichever is longer.
+STEP_CYCLES = {64: 120, 128: 121, 256: 241}   # 65 -> 61 (read-bound), 129 -> 121, 257 -> 241
+
+
 @pytest.mark.parametrize("size", [64, 256])
 def test_crossbar_size_scales_arrays_dacs_and_sample_holds(isaac_arch, isaac_dict, size):
     arch = variant(isaac_dict, **{"crossbar.rows": size, "crossbar.columns": size,
                                   "crossbar.adc.clip": True})
     r0, r1 = rows(isaac_arch), rows(arch)
     k = size / 128
-    # one DAC per row and one S+H per column of each crossbar: counts, power, area x k
+    # steps per second of one crossbar, this config over ISAAC's (the schedule's step time)
+    step = STEP_CYCLES[128] / STEP_CYCLES[size]
+    # one DAC per row and one S+H per column of each crossbar: counts and area x k; each
+    # acts once per step, so power x k x the step-rate ratio
     for name in ("dac", "sample_hold"):
         assert r1[name].count == round(r0[name].count * k)
-        assert r1[name].power_mw == pytest.approx(r0[name].power_mw * k, rel=REL)
+        assert r1[name].power_mw == pytest.approx(r0[name].power_mw * k * step, rel=REL)
         assert r1[name].area_um2 == pytest.approx(r0[name].area_um2 * k, rel=REL)
+    # the array reads k^2 the cells per step: power x k^2 x step rate (256: about x2)
+    assert r1["crossbar"].power_mw == pytest.approx(r0["crossbar"].power_mw * k * k * step,
+                                                    rel=REL)
+    # the input register is written once per step
+    assert r1["input_register"].power_mw == pytest.approx(r0["input_register"].power_mw * step,
+                                                          rel=REL)
     # the array's cells: x k^2 area (reram_crossbar model: rows x columns x 4 F^2)
     model = ReramCrossbar(technology_nm=32.0, rows=size, columns=size, bits=2).area_um2 / \
         ReramCrossbar(technology_nm=32.0, rows=128, columns=128, bits=2).area_um2
@@ -231,8 +245,8 @@ def test_empty_energy_section_derives_every_figure(isaac_arch, isaac_dict):
 def test_underivable_figure_is_an_error_naming_its_path(make_arch):
     # An SRAM array with no stated cell-read energy: its model needs the capacitance.
     problems = make_arch.problems(**{
-        "crossbar.cell.technology": "sram", "energy.cell_read": make_arch.DELETE,
-        "components": [make_arch.dict()["components"][0]]})
+        "crossbar.cell.technology": "sram", "crossbar.cell.bits": 1,
+        "energy.cell_read": make_arch.DELETE, "components[1].class": "sram_array"})
     assert any(p == "energy.cell_read" and "sram_array model cannot derive" in m
                and "capacitance" in m for p, m in problems), problems
 
@@ -247,11 +261,18 @@ def test_stated_figure_must_record_its_point(make_arch):
 
 
 def test_event_without_a_row_records_its_own_point(make_arch):
-    # the base arch states dac_pulse as {energy: 0.4pJ, at: {bits: 1}}: a 2-bit DAC costs
+    # With no components table at all, the stated figures record their own point: the base
+    # arch states dac_pulse as {energy: 0.4pJ, at: {bits: 1}}: a 2-bit DAC costs
     # 0.4 pJ x (2^2 - 1) / (2^1 - 1) by the DAC model
-    arch = make_arch(**{"crossbar.dac.bits": 2, "crossbar.adc.clip": True})
+    no_table = {"components": make_arch.DELETE,
+                "energy.adc_conversion": {"energy": "1.5pJ",
+                                          "at": {"bits": 6, "rate": "90MS/s"}},
+                "energy.cell_read": {"energy": "0.002pJ", "at": {"bits": 2}}}
+    arch = make_arch(**no_table, **{"crossbar.dac.bits": 2, "crossbar.adc.clip": True})
     assert arch.energy.pj("dac_pulses") == pytest.approx(0.4 * 3, rel=REL)
-    problems = make_arch.problems(**{"energy.dac_pulse": "0.4pJ"})
+    assert arch.components == ()
+    assert any("no components table" in n for n in arch.notes)
+    problems = make_arch.problems(**no_table, **{"energy.dac_pulse": "0.4pJ"})
     assert any(p == "energy.dac_pulse" and "at: {bits: ...}" in m for p, m in problems)
 
 
@@ -286,7 +307,7 @@ def test_every_event_is_charged_to_its_component(isaac_arch):
         "input_buffer_read_bits": "edram_buffer", "output_buffer_write_bits": "edram_buffer",
         "input_register_write_bits": "input_register",
         "output_register_write_bits": "ima_output_register",
-        "bus_transfer_bits": "edram_ima_bus", "noc_bit_hops": "noc_link (model)",
+        "bus_transfer_bits": "edram_ima_bus", "noc_bit_hops": "noc_link",
         "router_bits": "router", "activation_ops": "sigmoid", "pooling_ops": "maxpool",
         "add_ops": "tile_shift_add", "offchip_bits": "hypertransport",
     }
@@ -334,3 +355,94 @@ def test_crossbar_counts_output_register_and_bus_bits(make_arch):
     assert ev.output_register_write_bits == m * n * arch.outputs.bits * row_tiles
     assert ev.bus_transfer_bits == ev.input_register_write_bits + ev.output_register_write_bits
     assert ev.output_register_write_bits > 0
+
+
+# ----------------------------------------------------------------------------- review fixes
+def test_cell_technology_must_match_the_array_rows_class(make_arch, isaac_dict):
+    # SRAM cells with the ReRAM array row: ReRAM cell reads and area would price SRAM cells
+    sram = {"crossbar.cell.technology": "sram", "crossbar.cell.bits": 1}
+    problems = make_arch.problems(**sram)
+    assert any(p == "components[1].class" and "reram_crossbar" in m and "sram" in m
+               and "sram_array" in m for p, m in problems), problems
+    with pytest.raises(ConfigError) as info:
+        variant(isaac_dict, **sram)
+    assert any(p == "components[10].class" for p, _ in info.value.problems)
+    # a row of the matching class loads and is the one charged with the cell reads
+    arch = make_arch(**sram, **{"components[1].class": "sram_array"})
+    assert rows(arch)["crossbar"].component_class == "sram_array"
+    assert arch.energy.component_of("cell_reads") == "crossbar"
+
+
+def test_clock_moves_the_power_of_rows_acting_per_step_or_per_cycle(isaac_arch, isaac_dict):
+    r0 = rows(isaac_arch)
+    per_step = ("crossbar", "dac", "sample_hold", "input_register")
+    digital = ("sigmoid", "maxpool", "tile_shift_add", "ima_shift_add",
+               "tile_output_register", "ima_output_register")
+    # a 200 ns read: the step is read-bound, 240 cycles instead of 121 (ADC-bound)
+    slow = rows(variant(isaac_dict, **{"clock.crossbar_cycle": "200ns"}))
+    for name, c in slow.items():
+        k = STEP_CYCLES[128] / 240 if name in per_step else 1.0
+        assert c.power_mw == pytest.approx(r0[name].power_mw * k, rel=REL), name
+    # a 2.4 GHz digital clock: the digital units act twice as often; the step (242 cycles at
+    # 2.4 GHz) lasts as long as before, so per-step rows keep their power
+    fast = rows(variant(isaac_dict, **{"clock.digital": "2.4GHz"}))
+    for name, c in fast.items():
+        k = 2.0 if name in digital else 1.0
+        assert c.power_mw == pytest.approx(r0[name].power_mw * k, rel=1e-9), name
+    # the stated point must record the clock those powers held at
+    data = copy.deepcopy(isaac_dict)
+    del data["stated_at"]["crossbar_cycle"]
+    with pytest.raises(ConfigError) as info:
+        arch_from_dict(data)
+    assert any(p == "components[8].at" and "crossbar_cycle" in m
+               for p, m in info.value.problems), info.value.problems
+
+
+def test_peak_power_follows_the_step_rate(isaac_arch, isaac_dict):
+    slow = variant(isaac_dict, **{"clock.crossbar_cycle": "200ns"})
+    p0, p1 = rollup.peak(isaac_arch), rollup.peak(slow)
+    # the per-step rows' chip power x 121/240, everything else unchanged
+    pw0 = rollup.power_by_component_mw(isaac_arch)
+    moved = sum(pw0[n] for n in ("crossbar", "dac", "sample_hold", "input_register"))
+    assert p1.power_w == pytest.approx(
+        p0.power_w - moved * (1 - STEP_CYCLES[128] / 240) / 1e3, rel=REL)
+    assert p1.power_w < p0.power_w
+
+
+def test_a_counted_event_needs_a_performing_row(isaac_dict, make_arch):
+    data = copy.deepcopy(isaac_dict)
+    assert data["components"][7]["name"] == "adc"
+    del data["components"][7]
+    with pytest.raises(ConfigError) as info:
+        arch_from_dict(data)
+    assert any(p == "components" and "no components row performs adc_conversions" in m
+               and "sar_adc" in m for p, m in info.value.problems), info.value.problems
+    base = make_arch.dict()
+    no_router = [r for r in base["components"] if r["class"] != "router"]
+    problems = make_arch.problems(components=no_router)
+    assert [m for p, m in problems if p == "components"] == [
+        "no components row performs router_bits: its area and power would be unknown; add a "
+        "row of class router (or list router_bits in the events: of a router row)"]
+
+
+def test_leakage_follows_the_node_and_the_instances_only(isaac_dict):
+    leaky = {"components[7].leakage": "1mW"}  # the adc row
+    base = rows(variant(isaac_dict, **leaky))["adc"].leakage_mw
+    assert base == pytest.approx(1.0, rel=REL)
+    # ADC bits and rate move the energy per conversion, not the static power
+    other = variant(isaac_dict, **leaky, **{"crossbar.adc.bits": 6, "crossbar.adc.clip": True,
+                                            "crossbar.adc.rate": "1GS/s"})
+    assert rows(other)["adc"].power_mw != pytest.approx(rows(variant(isaac_dict))["adc"].power_mw)
+    assert rows(other)["adc"].leakage_mw == pytest.approx(1.0, rel=REL)
+    # twice the crossbars per IMA: twice the ADCs
+    more = variant(isaac_dict, **leaky, **{"organization.crossbars_per_ima": 16})
+    assert rows(more)["adc"].leakage_mw == pytest.approx(2.0, rel=REL)
+    # the node: the ADC model's node law
+    node = variant(isaac_dict, **leaky, technology="65nm")
+    survey = survey_adc_energy_pj(8, 1.28e9, 65.0) / survey_adc_energy_pj(8, 1.28e9, 32.0)
+    assert rows(node)["adc"].leakage_mw == pytest.approx(survey, rel=REL)
+
+
+def test_an_unreadable_at_value_is_one_problem(make_arch):
+    problems = make_arch.problems(**{"components[0].at.rate": "fast"})
+    assert [p for p, _ in problems] == ["components[0].at.rate"], problems

@@ -63,7 +63,7 @@ def test_isaac_loads(isaac_arch):
     assert a.energy.pj("adc_conversions") == pytest.approx(1.5625, rel=REL)
     assert a.energy.pj("cell_reads") == pytest.approx(0.00183, rel=REL)
     assert a.energy.component_of("adc_conversions") == "adc"
-    assert len(a.components) == 15
+    assert len(a.components) == 16
     adc = next(c for c in a.components if c.name == "adc")
     assert (adc.level, adc.component_class, adc.count) == ("ima", "sar_adc", 8)
     assert adc.power_mw == pytest.approx(16.0, rel=REL)

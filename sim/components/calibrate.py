@@ -30,12 +30,13 @@ from sim.components.registry import REGISTRY, _load_families
 from sim.config import units
 from sim.config.schema import EVENTS, Arch, Component, EventEnergy
 from sim.config.validate import Problems, Section, join
+from sim.engine.timing import step_cycles
 
 #: Keys an ``at:`` mapping may hold, with their parsers.
 AT_PARSERS: dict[str, Callable[[Any], Any]] = {
     "technology": units.length_nm, "bits": int, "rate": units.frequency_hz, "rows": int,
     "columns": int, "size": units.size_bytes, "width": int, "per_crossbar": int,
-    "crossbars_per_ima": int,
+    "crossbars_per_ima": int, "crossbar_cycle": units.time_ns, "digital": units.frequency_hz,
 }
 #: ``at:`` key -> field of the component model's dataclass.
 MODEL_FIELD = {"bits": "bits", "rate": "rate_hz", "rows": "rows", "columns": "columns",
@@ -45,6 +46,11 @@ _LEVEL_ORDER = {"ima": 0, "tile": 1, "chip": 2}
 _ADC = ("sar_adc", "cisar_adc", "flash_adc")
 _ARRAYS = ("reram_crossbar", "sram_array")
 _BUFFERS = ("edram_buffer", "sram_buffer")
+#: ``crossbar.cell.technology`` -> the array classes that model such cells.
+CELL_CLASSES: dict[str, tuple[str, ...]] = {"reram": ("reram_crossbar",),
+                                            "sram": ("sram_array", "capacitor_array")}
+#: Classes acting once per digital clock cycle at most (their power follows ``clock.digital``).
+_DIGITAL = ("shift_add", "sigmoid", "maxpool", "register")
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,41 @@ BINDINGS: dict[str, Binding] = {
     "noc_link": Binding(("width",), (), _noc_own),
 }
 _NODE_ONLY = Binding((), (), lambda a: {})
+
+#: How often one instance of a row acts (see :func:`rate_law`) -> the ``at:`` keys it needs.
+LAW_KEYS: dict[str | None, tuple[str, ...]] = {
+    "cells": ("rows", "columns", "crossbar_cycle", "digital"),
+    "step": ("columns", "crossbar_cycle", "digital"),
+    "digital": ("digital",),
+}
+
+
+def step_rate_hz(arch: Arch, columns: int | None = None) -> float:
+    """Input steps per second of one crossbar converting every column (``columns`` data
+    columns, the crossbar's by default): the step time the schedule and the peak use,
+    :func:`sim.engine.timing.step_cycles`."""
+    xb = arch.crossbar
+    cols = (xb.columns if columns is None else columns) + int(xb.unit_column)
+    return arch.clock.digital_hz / step_cycles(arch, cols)
+
+
+def rate_law(class_name: str, performs: set[str]) -> str | None:
+    """How the actions per second of one instance of a row follow the config.
+
+    ``"cells"``: arrays read every cell once per input step; ``"step"``: DACs, S+Hs and the
+    input register act once per step; ``"digital"``: digital units (shift-and-add, sigmoid,
+    max-pool, registers) act at most once per digital cycle; ``None``: ADCs (their rate is
+    a model parameter) and rows working at their own stated rate (buffers, bus, NoC, off-chip).
+    ``performs`` are the events the row is charged.
+    """
+    if class_name in _ARRAYS or class_name == "capacitor_array":
+        return "cells"
+    if class_name in ("dac", "sample_hold") or (
+            class_name == "register" and "input_register_write_bits" in performs):
+        return "step"
+    if class_name in _DIGITAL:
+        return "digital"
+    return None
 
 
 def binding(class_name: str) -> Binding:
@@ -197,6 +238,13 @@ def _fmt(key: str, value: Any) -> str:
     return f"{key}={value}"
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Equal, or equal to float rounding (a rate derived from the cycle vs. a typed one)."""
+    if isinstance(a, float | int) and isinstance(b, float | int):
+        return math.isclose(a, b, rel_tol=1e-12)
+    return a == b
+
+
 def _point(values: Mapping[str, Any], keys: tuple[str, ...]) -> str:
     return ", ".join(_fmt(k, values[k]) for k in keys if k in values)
 
@@ -214,6 +262,8 @@ class _Calibrator:
         self.tech = arch.technology_nm
         #: (stated node, energy ratio, area ratio) -> rows whose only change is the node.
         self.node_only: dict[tuple[float, str, str], list[str]] = {}
+        #: The ADC row's stated point (its rate and sharing set the stated step time).
+        self.adc_at: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ models
     def model(self, class_name: str, params: Mapping[str, Any], tech: float):
@@ -241,16 +291,25 @@ class _Calibrator:
         at = {**self.stated_at, **row.at}
         return at, at.get("technology")
 
-    def calibrate_row(self, row: StatedRow, own: dict[str, Any]
+    def calibrate_row(self, row: StatedRow, own: dict[str, Any], law: str | None
                       ) -> tuple[Component, float, float, dict[str, Any]] | None:
-        """The row at the config's point, its energy and area ratios, and its stated point."""
+        """The row at the config's point, its energy and area ratios, and its stated point.
+
+        ``law``: how often one instance acts (:func:`rate_law`), whose ratio between the two
+        points multiplies the row's power.
+        """
         b = binding(row.class_name)
         at, at_tech = self.row_at(row)
         at_path = join(row.path, "at")
+        law_keys = LAW_KEYS.get(law, ())
+        own = {**own, **{k: v for k, v in self.clock_own().items() if k in law_keys}}
         # Parameters this config does not define (no tile_buffer, no noc) keep the stated ones.
         own = {**{k: at[k] for k in b.model + b.count if k in at}, **own}
-        missing = [k for k in b.model + (b.count if row.level == "ima" else ())
-                   if k in own and k not in at]
+        needed = b.model + (b.count if row.level == "ima" else ()) + law_keys
+        # A key whose value could not be read has its own problem already: one mistake, one
+        # message.
+        missing = [k for k in dict.fromkeys(needed) if k in own and k not in at
+                   and not self.problems.bad(join(at_path, k))]
         if at_tech is None:
             self.problems.add("stated_at.technology",
                               f"is required: {row.path} ({row.name}) states figures, and the "
@@ -261,9 +320,15 @@ class _Calibrator:
                                        f"this {row.class_name} were stated at (the model scales "
                                        "them to this config's values; see docs/arch_yaml.md)")
             return None
+        if any(k in own and k not in at for k in needed):
+            return None  # an unreadable at: value, already reported
         action = REGISTRY[row.class_name].actions[0]
         try:
             e_ratio, a_ratio = self.ratio(row.class_name, action, at, at_tech, own)
+            # Static power follows the node only (the model's node law), not the parameters
+            # that change the energy of an action.
+            node_ratio, _ = self.ratio(row.class_name, action, at, at_tech,
+                                       {k: at[k] for k in b.model if k in at})
         except ValueError as exc:
             self.problems.add(row.path, f"the {row.class_name} model cannot scale the stated "
                                         f"figures to this config: {exc}")
@@ -276,11 +341,13 @@ class _Calibrator:
         rate_ratio = 1.0
         if "rate" in b.model and "rate" in own:
             rate_ratio = own["rate"] / at["rate"]
+        rate_ratio *= self.action_ratio(law, own, at)
         count = max(1, round(row.count * count_ratio))
         power = (row.power_mw or 0.0) * e_ratio * rate_ratio * count_ratio
         area = (row.area_um2 or 0.0) * a_ratio * count_ratio
-        leakage = row.leakage_mw * e_ratio * count_ratio
-        changed = [k for k in b.model + b.count if k in own and own[k] != at.get(k)]
+        leakage = row.leakage_mw * node_ratio * count_ratio
+        keys = tuple(dict.fromkeys(b.model + b.count + law_keys))
+        changed = [k for k in keys if k in own and not _same(own[k], at.get(k))]
         if not changed and at_tech != self.tech:  # node only: one note for all such rows
             key = (at_tech, f"{e_ratio:.4g}", f"{a_ratio:.4g}")
             self.node_only.setdefault(key, []).append(row.name)
@@ -291,8 +358,9 @@ class _Calibrator:
             self.notes.append(
                 f"{row.name} ({row.class_name}) stated at {_point(at_pt, keys)}, this config "
                 f"has {_point(own_pt, keys)}: energy per action x{e_ratio:.4g}, area per "
-                f"instance x{a_ratio:.4g}, instances x{count_ratio:.4g}, power "
-                f"x{e_ratio * rate_ratio * count_ratio:.4g} ({row.class_name} model)")
+                f"instance x{a_ratio:.4g}, instances x{count_ratio:.4g}, actions per instance "
+                f"per second x{rate_ratio:.4g}, power x{e_ratio * rate_ratio * count_ratio:.4g}"
+                f" ({row.class_name} model)")
         comp = Component(
             name=row.name, level=row.level, component_class=row.class_name, count=count,
             power_mw=power, area_um2=area, shared_by=row.shared_by, leakage_mw=leakage,
@@ -300,6 +368,36 @@ class _Calibrator:
             events=row.events or (), stated_count=row.count, stated_power_mw=row.power_mw or 0.0,
             stated_area_um2=row.area_um2 or 0.0, stated_leakage_mw=row.leakage_mw)
         return comp, e_ratio, a_ratio, at
+
+    # ------------------------------------------------------------------ action rates
+    def clock_own(self) -> dict[str, Any]:
+        """The config's clock and crossbar size, as ``at:`` keys."""
+        a = self.arch
+        return {"crossbar_cycle": a.clock.crossbar_cycle_ns, "digital": a.clock.digital_hz,
+                "rows": a.crossbar.rows, "columns": a.crossbar.columns}
+
+    def stated_step_arch(self, at: Mapping[str, Any]) -> Arch:
+        """This arch at a stated point's clock and ADC (the ADC row's stated rate and sharing),
+        for the step time of :func:`step_rate_hz`."""
+        a = self.arch
+        adc = a.crossbar.adc
+        adc_at = self.adc_at or {}
+        adc = replace(adc, rate_hz=adc_at.get("rate", adc.rate_hz),
+                      per_crossbar=adc_at.get("per_crossbar", adc.per_crossbar))
+        clock = replace(a.clock, crossbar_cycle_ns=at["crossbar_cycle"], digital_hz=at["digital"])
+        return replace(a, clock=clock, crossbar=replace(a.crossbar, adc=adc))
+
+    def action_ratio(self, law: str | None, own: Mapping[str, Any], at: Mapping[str, Any]
+                     ) -> float:
+        """Actions per instance per second at the config's point over those at ``at``."""
+        if law is None:
+            return 1.0
+        if law == "digital":
+            return own["digital"] / at["digital"]
+        ratio = step_rate_hz(self.arch) / step_rate_hz(self.stated_step_arch(at), at["columns"])
+        if law == "cells":
+            ratio *= own["rows"] * own["columns"] / (at["rows"] * at["columns"])
+        return ratio
 
     # ------------------------------------------------------------------ events
     def per_access(self, row: StatedRow, at: Mapping[str, Any]) -> float:
@@ -311,16 +409,63 @@ class _Calibrator:
             return at["rows"] * at["columns"]
         return 1.0
 
+    def assign(self, rows: list[StatedRow]) -> dict[str, StatedRow | None]:
+        """The row charged with each energy event: the row listing it in ``events:``, else the
+        first row of a performing class (IMA level first) that lists no events; ``None``: no
+        row performs it."""
+        explicit = {ev: r for r in rows for ev in r.events or ()}
+        out: dict[str, StatedRow | None] = {}
+        for event, kind in EVENTS.items():
+            if kind is None:
+                continue
+            row = explicit.get(event)
+            if row is None:
+                candidates = [r for r in rows
+                              if r.class_name in kind.classes and r.events is None]
+                candidates.sort(key=lambda r: (kind.classes.index(r.class_name),
+                                               _LEVEL_ORDER.get(r.level, 3), r.index))
+                row = candidates[0] if candidates else None
+            out[event] = row
+        return out
+
+    def check_cells(self, rows: list[StatedRow]) -> set[int]:
+        """Rows whose array class does not model this config's cells (a problem each)."""
+        tech = self.arch.crossbar.cell.technology
+        fits = CELL_CLASSES.get(tech, ())
+        arrays = {c for classes in CELL_CLASSES.values() for c in classes}
+        bad = set()
+        for r in rows:
+            if r.class_name in arrays and r.class_name not in fits:
+                self.problems.add(join(r.path, "class"),
+                                  f"{r.class_name} models other cells than this config's "
+                                  f"crossbar.cell.technology: {tech}; its figures would "
+                                  f"price {tech} cells as a {r.class_name}: use class "
+                                  f"{' or '.join(fits)} (with figures stated for it)")
+                bad.add(r.index)
+        return bad
+
     def run(self, rows: list[StatedRow]) -> tuple[tuple[Component, ...], EventEnergy]:
         """Calibrate every row, then price every event; problems go to ``self.problems``."""
         arch = self.arch
+        assigned = self.assign(rows)
+        performs: dict[int, set[str]] = {}
+        for event, row in assigned.items():
+            if row is not None:
+                performs.setdefault(row.index, set()).add(event)
+        bad_cells = self.check_cells(rows)
+        adc_row = assigned.get("adc_conversions")
+        if adc_row is not None:
+            self.adc_at = self.row_at(adc_row)[0]
         done = {}
         comps = []
         for row in rows:
             if row.class_name not in REGISTRY or row.power_mw is None or row.area_um2 is None:
                 continue  # its problem is already reported
+            if row.index in bad_cells:
+                continue
             own = binding(row.class_name).own(arch)
-            got = self.calibrate_row(row, own)
+            law = rate_law(row.class_name, performs.get(row.index, set()))
+            got = self.calibrate_row(row, own, law)
             if got is not None:
                 comps.append(got[0])
                 done[row.index] = (row, *got[1:])
@@ -328,12 +473,9 @@ class _Calibrator:
             self.notes.append(f"technology {at_tech:g} -> {self.tech:g} nm: energy per action "
                               f"x{e}, area x{a} (component models' node scaling) for "
                               f"{', '.join(names)}")
-        explicit = {ev: r for r in rows for ev in r.events or ()}
         per_event, charged = [], []
-        for event, kind in EVENTS.items():
-            if kind is None:
-                continue
-            row = explicit.get(event)
+        for event, row in assigned.items():
+            kind = EVENTS[event]
             if row is not None and row.index not in done:
                 continue  # the row's own problem is already reported
             if row is not None and row.class_name not in kind.classes:
@@ -341,18 +483,21 @@ class _Calibrator:
                                   f"{event} is performed by a {' or '.join(kind.classes)}, not "
                                   f"a {row.class_name}")
                 continue
-            if row is None:
-                candidates = [r for r in rows
-                              if r.class_name in kind.classes and r.events is None]
-                candidates.sort(key=lambda r: (kind.classes.index(r.class_name),
-                                               _LEVEL_ORDER.get(r.level, 3), r.index))
-                row = candidates[0] if candidates else None
-            if row is not None and row.index not in done:
-                continue  # the row's own problem is already reported
+            if row is None and rows:
+                cls = self.model_class(kind)
+                self.problems.add("components",
+                                  f"no components row performs {event}: its area and power "
+                                  f"would be unknown; add a row of class {cls} (or list "
+                                  f"{event} in the events: of a "
+                                  f"{' or '.join(kind.classes)} row)")
+                continue
             value = self.event_energy(event, kind, row, done.get(row.index) if row else None)
             if value is not None:
                 per_event.append((event, value[0]))
                 charged.append((event, value[1]))
+        if not rows:
+            self.notes.append("no components table: per-event energies from energy: and the "
+                              "component models; chip area and power are not known")
         return tuple(comps), EventEnergy(per_event_pj=tuple(per_event), component=tuple(charged))
 
     def event_energy(self, event: str, kind, row: StatedRow | None, cal
@@ -406,8 +551,8 @@ class _Calibrator:
 
     def model_class(self, kind) -> str:
         """The class whose model prices an event no row performs."""
-        if kind.classes[0] in _ARRAYS and self.arch.crossbar.cell.technology == "sram":
-            return "sram_array"
+        if kind.classes[0] in _ARRAYS:
+            return CELL_CLASSES[self.arch.crossbar.cell.technology][0]
         return kind.classes[0]
 
     def model_energy(self, event: str, kind, path: str, cls: str, name: str

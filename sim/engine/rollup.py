@@ -2,7 +2,9 @@
 
 - area of the chip: every component row's group area x how many of its level the chip has
   (tiles, tiles x IMAs), divided among the ``shared_by`` units sharing it;
-- peak power the same way from the rows' group powers (the published table's totals);
+- peak power the same way from the rows' group powers at the config's point (the published
+  table's totals at its stated point; elsewhere each row's power scaled by the calibration,
+  including how often its instances act: ``sim.components.calibrate.rate_law``);
 - dynamic energy: each counted event x its per-event energy, charged to the component that
   performs it (``sim.config.schema.EVENTS``; the figures are calibrated at the config's own
   point by ``sim.components.calibrate``); leakage power x latency on top (zero where neither
@@ -38,7 +40,7 @@ def area_by_component_um2(arch: Arch) -> dict[str, float]:
 
 
 def power_by_component_mw(arch: Arch) -> dict[str, float]:
-    """Chip power of each component-table row at the table's operating point (mW)."""
+    """Chip power of each component-table row at the config's operating point (mW)."""
     return {c.name: c.power_mw * level_count(arch, c.level) / c.shared_by
             for c in arch.components}
 
