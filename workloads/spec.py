@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 from torch import nn
 
-from sim.config.validate import Problems, Section
+from sim.config.loader import MAX_YAML_BYTES, parse_yaml_text
+from sim.config.validate import Problems, Section, short_repr
 from sim.errors import ConfigError, DataError, UserError
 from workloads.datasets import DATASETS, DatasetInfo, load_dataset
 from workloads.models import MODELS, build_model, model_input_shape
@@ -141,7 +141,7 @@ class Workload:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
-            raise DataError(f"cannot read checkpoint {path}: {exc}\n"
+            raise DataError(f"cannot read checkpoint {path}: {checkpoint_problem(path, exc)}\n"
                             f"Make it again with: {self.train_command}") from None
         if not isinstance(state, Mapping):
             raise DataError(f"checkpoint {path} is not a state_dict (got "
@@ -158,6 +158,26 @@ class Workload:
                   ) -> tuple[torch.Tensor, torch.Tensor]:
         """One normalized split of the workload's data set (see :func:`load_dataset`)."""
         return load_dataset(self.dataset, split, data_dir)
+
+
+def checkpoint_problem(path: Path, exc: BaseException) -> str:
+    """Why ``torch.load(path, weights_only=True)`` failed, in words a user can act on.
+
+    Torch's own message for a file it cannot unpickle advises loading it with
+    ``weights_only=False``, which would run whatever code the file holds: that advice is not
+    passed on.
+    """
+    try:
+        if path.stat().st_size == 0:
+            return "the file is empty"
+    except OSError as err:
+        return err.strerror or str(err)
+    text = str(exc)
+    if "Weights only load failed" in text:
+        return ("not a checkpoint of plain tensors (a corrupt file, or one holding other "
+                "Python objects, which imcsim never unpickles)")
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return f"not a readable PyTorch checkpoint ({first[:200]})"
 
 
 def builtin_workloads() -> dict[str, Path]:
@@ -185,16 +205,12 @@ def load_workload(path: str | os.PathLike[str]) -> Workload:
             raise UserError(f"workload file not found: {file}; give a YAML path or one of the "
                             f"built-in workloads: {', '.join(builtin) or '(none)'}")
     try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        raw = file.read_bytes() if file.stat().st_size <= MAX_YAML_BYTES else None
+    except OSError as exc:
         raise UserError(f"cannot read workload file {file}: {exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(str(file), [("", f"invalid YAML at {where}{problem}")]) from None
+    if raw is None:
+        raise ConfigError(str(file), [("", f"file is larger than {MAX_YAML_BYTES:,} bytes")])
+    data = parse_yaml_text(raw, str(file))  # bounded: size, aliases, UTF-8
     return parse_workload(data, source=file)
 
 
@@ -211,7 +227,7 @@ def parse_workload(data: object, *, source: Path | None = None) -> Workload:
     name = top.get("name", str)
     if name is not None and not _NAME.match(name):
         problems.add("name", "must be letters, digits, '_', '.' or '-' (it names files), got "
-                             f"{name!r}")
+                             f"{short_repr(name)}")
         name = None
     model = top.get("model", str, choices=sorted(MODELS))
     dataset = top.get("dataset", str, choices=sorted(DATASETS))
