@@ -35,7 +35,7 @@ from analysis.store import PointRow, SweepStore
 from analysis.sweep_spec import SweepSpec, load_sweep, point_key, set_path
 from sim.config.loader import arch_from_dict, read_yaml
 from sim.errors import ConfigError, UserError
-from sim.fileio import atomic_write
+from sim.fileio import atomic_write, ensure_writable_dir
 from workloads.spec import load_workload
 
 
@@ -67,6 +67,7 @@ def run_sweep(spec: SweepSpec | str | Path, out_dir: str | Path | None = None, *
     if not isinstance(spec, SweepSpec):
         spec = load_sweep(spec)
     out = Path(out_dir) if out_dir else Path("results") / f"sweep_{spec.name}"
+    ensure_writable_dir(out)  # before any point is built or run
     base = read_yaml(spec.arch_path)
     base_arch = arch_from_dict(base, source=str(spec.arch_path))
     workload = load_workload(spec.workload_path)
