@@ -158,7 +158,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(f"test accuracy {100 * manifest['test_accuracy']:.2f} % -> {out}")
     if out.resolve() != workload.checkpoint_path.resolve():
         print(f"(workload {workload.name} uses {workload.checkpoint_path}; to use this model, "
-              f"point its checkpoint: at {out}, or train with --out "
+              f"point its checkpoint: at {out.resolve()}, or train with --out "
               f"{workload.checkpoint_path} --force)")
     return 0
 
