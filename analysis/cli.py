@@ -179,13 +179,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from workloads.spec import load_workload
     from workloads.train import train
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    from sim.fileio import atomic_write, ensure_writable_dir
+
+    out = ensure_writable_dir(Path(args.out))
     base = WORKLOAD_DIR / "digits_cnn.yaml"
     spec = read_yaml(base)
     spec["checkpoint"] = str((out / "digits_cnn.pt").resolve())
     demo_yaml = out / "digits_cnn.yaml"
-    demo_yaml.write_text(yaml.safe_dump(spec, sort_keys=False))
+    atomic_write(demo_yaml, lambda fh: fh.write(yaml.safe_dump(spec, sort_keys=False)),
+                 text=True)
     print(f"[1/2] training the digits CNN on scikit-learn digits (seed {args.seed})")
     manifest = train(load_workload(demo_yaml), seed=args.seed, out=out / "digits_cnn.pt",
                      progress=not args.quiet)

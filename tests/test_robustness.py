@@ -227,6 +227,15 @@ def test_alias_bomb_in_a_workload_description_is_refused(tmp_path, capsys):
     assert_user_error(code, err, "refused before building it")
 
 
+def test_an_alias_inside_its_own_anchor_is_refused(tmp_path, capsys):
+    # PyYAML would build a list that contains itself; every later step would loop or fail.
+    path = tmp_path / "cycle.yaml"
+    path.write_text(ISAAC.read_text().replace("components:", "loop: &loop [1, *loop]\n"
+                                              "components:", 1))
+    code, _, err = imcsim(capsys, "validate", path)
+    assert_user_error(code, err, "a cycle")
+
+
 def test_small_aliases_still_work_and_long_values_are_cut_in_messages(tmp_path, capsys):
     # An alias that expands to a few thousand values is legitimate YAML: it is read, and the
     # message about its wrong type shows a short excerpt, not all of it.

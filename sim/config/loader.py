@@ -41,7 +41,7 @@ from sim.config.schema import (
     magnitude_bits,
     max_partial_sum,
 )
-from sim.config.validate import Problems, Section
+from sim.config.validate import Problems, Section, short_repr
 from sim.errors import ConfigError
 
 #: Table rows whose kind has no energy model in ``sim.components`` yet (a published table
@@ -135,6 +135,9 @@ def _check_expansion(text: str, source: str) -> None:
     total = 0
     for event in yaml.parse(text, Loader=_Loader):
         if isinstance(event, yaml.AliasEvent):
+            if any(anchor == event.anchor for _, anchor in stack):
+                raise ConfigError(source, [("", f"the alias *{short_repr(event.anchor)[1:-1]} "
+                                                "is inside the node it names (a cycle)")])
             n = sizes.get(event.anchor, 1)
             stack[-1][0] += n
             total += n
