@@ -176,10 +176,9 @@ def _cmd_data_download(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     """Train the digits CNN in seconds and simulate it bit-true on the ISAAC config."""
     from analysis.run import format_result, save, simulate
+    from sim.fileio import atomic_write, ensure_writable_dir
     from workloads.spec import load_workload
     from workloads.train import train
-
-    from sim.fileio import atomic_write, ensure_writable_dir
 
     out = ensure_writable_dir(Path(args.out))
     base = WORKLOAD_DIR / "digits_cnn.yaml"
