@@ -574,15 +574,21 @@ _ODD_SCALARS: list[Any] = [
 ]
 
 
-def _paths(node: Any, prefix: tuple = ()) -> list[tuple]:
-    """Every path (tuple of keys/indices) to a node of a parsed YAML document."""
+def _paths(node: Any, prefix: tuple = (), seen: set[int] | None = None) -> list[tuple]:
+    """Every path (tuple of keys/indices) to a node of a parsed YAML document; a node shared
+    by aliases is entered once (a mutated document may hold an alias bomb)."""
+    seen = set() if seen is None else seen
     out = [prefix] if prefix else []
+    if isinstance(node, (dict, list)):
+        if id(node) in seen:
+            return out
+        seen.add(id(node))
     if isinstance(node, dict):
         for k, v in node.items():
-            out += _paths(v, (*prefix, k))
+            out += _paths(v, (*prefix, k), seen)
     elif isinstance(node, list):
         for i, v in enumerate(node):
-            out += _paths(v, (*prefix, i))
+            out += _paths(v, (*prefix, i), seen)
     return out
 
 
