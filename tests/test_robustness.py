@@ -779,6 +779,20 @@ def _cli_case(rng: random.Random, tmp_path: Path, result: Path) -> list[str]:
     }[command]
     args = list(base)
     options = _ARG_OPTIONS[command]
+    if rng.random() < 0.25:  # a legitimate variation, which must run (cheaply) and exit 0
+        extra = {
+            "run": [["--seed", str(rng.randrange(2**32))], ["--layer-by-layer"],
+                    ["--report", rng.choice(["md", "html"])], ["--samples", "3"]],
+            "montecarlo": [["--confidence", "0.9"], ["--base-seed", "4294967290"],
+                           ["--vary", "variation.cell.sigma=0,0.01"]],
+            "report": [["--format", "html"]],
+            "validate": [[str(ISAAC)]],
+        }.get(command)
+        if extra:
+            choice = rng.choice(extra)
+            if command == "validate":
+                return ["validate", *choice]
+            return args + choice
     for _ in range(rng.randint(1, 2)):
         value = rng.choice(_ARG_VALUES + ["nosuch", str(tmp_path), str(tmp_path / "a_file")])
         if options and rng.random() < 0.8:
