@@ -550,13 +550,17 @@ def test_a_deleted_energy_figure_is_an_error_or_derived_and_stated(tmp_path, cap
     assert any("dac" in n.lower() for n in result["notes"])  # and stated
 
 
-@pytest.mark.parametrize("content, fragment", [
-    (os.urandom(4096), "not a checkpoint of plain tensors"),
-    (b"", "the file is empty"),
+@pytest.mark.parametrize("garbage_seed, fragment", [
+    # Seeds of random bytes on which torch's loader fails in different ways (an unpickling
+    # error, IndexError, KeyError, UnicodeDecodeError); None: an empty file.
+    (0, "not a checkpoint of plain tensors"), (2, "not a readable PyTorch checkpoint"),
+    (20, "not a readable PyTorch checkpoint"), (195, "not a readable PyTorch checkpoint"),
+    (None, "the file is empty"),
 ])
-def test_a_garbage_checkpoint_gets_a_safe_clear_message(tmp_path, capsys, content, fragment):
+def test_a_garbage_checkpoint_gets_a_safe_clear_message(tmp_path, capsys, garbage_seed,
+                                                        fragment):
     ckpt = tmp_path / "garbage.pt"
-    ckpt.write_bytes(content)
+    ckpt.write_bytes(b"" if garbage_seed is None else random.Random(garbage_seed).randbytes(4096))
     workload = digits_workload(tmp_path, checkpoint=str(ckpt))
     code, _, err = imcsim(capsys, "run", "isaac_32nm", workload, "--quiet", "--out",
                           tmp_path / "out")
