@@ -564,7 +564,8 @@ def test_a_garbage_checkpoint_gets_a_safe_clear_message(tmp_path, capsys, garbag
     workload = digits_workload(tmp_path, checkpoint=str(ckpt))
     code, _, err = imcsim(capsys, "run", "isaac_32nm", workload, "--quiet", "--out",
                           tmp_path / "out")
-    assert_user_error(code, err, str(ckpt), fragment, "imcsim train")
+    # The advice must work as given: train onto that file, which needs --force as it exists.
+    assert_user_error(code, err, str(ckpt), fragment, "imcsim train", f"--out {ckpt} --force")
     assert "weights_only=False" not in err
 
 

@@ -115,9 +115,14 @@ class Workload:
 
     @property
     def train_command(self) -> str:
-        """The shell command that (re)makes this workload's checkpoint."""
+        """The shell command that (re)makes this workload's checkpoint (``imcsim train``
+        writes under ``results/`` unless ``--out`` names the checkpoint; ``--force`` is
+        needed to replace one that exists)."""
         target = str(self.source) if self.source is not None else self.name
-        command = f"imcsim train {shlex.quote(target)}"
+        command = (f"imcsim train {shlex.quote(target)} --out "
+                   f"{shlex.quote(str(self.checkpoint_path))}")
+        if self.checkpoint_path.exists():
+            command += " --force"
         if self.dataset_info.subfolders:  # every data set but the bundled digits
             command += " --data-dir FOLDER"
         return command
