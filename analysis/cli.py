@@ -188,8 +188,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     atomic_write(demo_yaml, lambda fh: fh.write(yaml.safe_dump(spec, sort_keys=False)),
                  text=True)
     print(f"[1/2] training the digits CNN on scikit-learn digits (seed {args.seed})")
+    # force: the checkpoint is the demo's own, in its output folder; a second demo remakes it.
     manifest = train(load_workload(demo_yaml), seed=args.seed, out=out / "digits_cnn.pt",
-                     progress=not args.quiet)
+                     progress=not args.quiet, force=True)
     print(f"      float test accuracy {100 * manifest['test_accuracy']:.2f} %")
     print("[2/2] simulating it bit-true on ISAAC-CE (arch_configs/isaac_32nm.yaml)")
     result = simulate(ARCH_DIR / "isaac_32nm.yaml", demo_yaml, samples=args.samples,

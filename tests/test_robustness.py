@@ -485,6 +485,21 @@ def test_train_force_replaces_a_named_checkpoint(tmp_path, capsys, monkeypatch):
     assert calls and ckpt.read_bytes() != DIGITS_CHECKPOINT.read_bytes()
 
 
+def test_demo_runs_twice_in_the_same_folder(tmp_path, capsys, monkeypatch):
+    # The demo's checkpoint is named by the demo's own workload YAML; rerunning the demo must
+    # remake it, not be refused as "a checkpoint a workload uses". Training is cut to no-op
+    # epochs and the run to 2 samples: the output handling is what is tested.
+    import workloads.train
+
+    monkeypatch.setattr(workloads.train, "_train_epoch", lambda *a, **k: 0.0)
+    for _ in range(2):
+        code, _, err = imcsim(capsys, "demo", "--out", tmp_path / "demo", "--samples", "2",
+                              "--quiet")
+        assert code == 0, err
+    assert (tmp_path / "demo" / "digits_cnn.pt").is_file()
+    assert (tmp_path / "demo" / "result.json").is_file()
+
+
 def _tiny_arch(tmp_path: Path) -> Path:
     data = isaac()
     data["organization"].update(tiles=1, imas_per_tile=1, crossbars_per_ima=1)
