@@ -59,6 +59,9 @@ class OutputError(UserError, OSError):
     def __str__(self) -> str:
         return f"cannot write {self.path}: {self.reason}"
 
+    def __reduce__(self):  # OSError's own would pass (errno, reason, path) in that order
+        return (type(self), (self.path, self.reason, self.errno or 0))
+
 
 class InvariantError(RuntimeError):
     """A simulator invariant was violated (negative energy, non-integer cycles, ...).

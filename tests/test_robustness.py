@@ -858,3 +858,16 @@ def test_fuzz_is_seeded():
     assert _dump(a) == _dump(b)
     assert hashlib.sha256(_dump(a).encode()).hexdigest() != hashlib.sha256(
         _dump(isaac()).encode()).hexdigest()
+
+
+def test_output_error_is_an_os_error_and_survives_pickling():
+    # Sweeps return results from worker processes; an OutputError must arrive intact.
+    import pickle
+
+    from sim.errors import OutputError, UserError
+
+    err = OutputError("/x/result.json", os.strerror(errno.ENOSPC), errno.ENOSPC)
+    back = pickle.loads(pickle.dumps(err))
+    assert isinstance(back, UserError) and isinstance(back, OSError)
+    assert str(back) == str(err) == f"cannot write /x/result.json: {os.strerror(errno.ENOSPC)}"
+    assert back.errno == errno.ENOSPC
