@@ -871,3 +871,21 @@ def test_output_error_is_an_os_error_and_survives_pickling():
     assert isinstance(back, UserError) and isinstance(back, OSError)
     assert str(back) == str(err) == f"cannot write /x/result.json: {os.strerror(errno.ENOSPC)}"
     assert back.errno == errno.ENOSPC
+
+
+@pytest.mark.parametrize("key, value, fragment", [
+    ("arch", "a\x00b", "arch: must be a path; it contains a NUL character"),
+    ("workload", "a\x00b", "workload: must be a path"),
+    ("data_dir", "a\x00b", "data_dir: must be a path"),
+    # The name names the default output folder results/sweep_NAME: no escaping results/.
+    ("name", "../../escape", "cannot name its output folder"),
+])
+def test_sweep_yaml_values_that_make_bad_paths(tmp_path, capsys, key, value, fragment):
+    # Found by the fuzz (seed 2): a NUL in a path made pathlib raise ValueError.
+    doc = yaml.safe_load((REPO / "examples" / "sweep_isaac_adc.yaml").read_text())
+    doc["arch"] = str(ISAAC)
+    doc[key] = value
+    code, _, err = imcsim(capsys, "sweep", write_yaml(tmp_path / "s.yaml", doc), "--workers",
+                          "0", "--quiet")
+    assert_user_error(code, err, fragment)
+    assert not (tmp_path / "results").exists() and not (tmp_path.parent / "escape").exists()
