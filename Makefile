@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # The CPU wheel of torch, installed before the project so that pip never pulls a CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test lint install bench sweep-example reproduce clean
+.PHONY: demo test lint install bench sweep-example reproduce clean fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,13 @@ test: install lint
 
 bench: install
 	$(BIN)/python bench/bench_kernels.py
+
+# The robustness fuzz of tests/test_robustness.py at a larger size than CI runs: FUZZ_N cases
+# of each kind (CLI arguments, arch, workload and sweep YAMLs), from seed FUZZ_SEED.
+FUZZ_N ?= 300
+FUZZ_SEED ?= 0
+fuzz: install
+	IMCSIM_FUZZ_N=$(FUZZ_N) IMCSIM_FUZZ_SEED=$(FUZZ_SEED) $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_robustness.py -k fuzz
 
 # The shipped example sweep (digits; runs from a fresh clone, ~1.5 min on two cores).
 sweep-example: install

@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -18,6 +20,39 @@ import yaml
 from analysis.paths import ARCH_DIR, WORKLOAD_DIR, resolve
 from sim.config.loader import read_yaml
 from sim.errors import ConfigError, UserError
+
+#: Largest seed accepted: a stated range (32-bit words, what seeding APIs commonly take).
+SEED_MAX = 2**32 - 1
+
+
+def _whole(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number in ``lo..hi``; anything else is exit 2 with the range."""
+    allowed = f"a whole number from {lo:,} to {hi:,}" if hi is not None \
+        else f"a whole number of at least {lo:,}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text[:40]!r}") from None
+        if value < lo or (hi is not None and value > hi):
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {value:,}"[:200])
+        return value
+
+    parse.__name__ = "whole number"  # argparse names the type in some messages
+    return parse
+
+
+def _fraction(text: str) -> float:
+    """An argparse type: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1 (exclusive), "
+                                         f"got {text[:40]!r}")
+    return value
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -103,7 +138,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _add_executor_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=_whole(0, 1024), default=None,
                    help="local worker processes (default: the usable cores; 0 runs in this "
                         "process)")
     p.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
@@ -116,10 +151,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from workloads.train import train
 
     workload = load_workload(resolve(args.workload, WORKLOAD_DIR, "workload"))
+    # By default a new checkpoint goes to the output folder, never over the one the workload
+    # uses (a committed, better-trained model would be silently replaced).
+    out = (Path(args.out) if args.out
+           else Path("results") / "train" / workload.name / workload.checkpoint_path.name)
     manifest = train(workload, data_dir=args.data_dir, epochs=args.epochs, seed=args.seed,
-                     out=args.out, progress=not args.quiet)
-    print(f"test accuracy {100 * manifest['test_accuracy']:.2f} % -> "
-          f"{manifest.get('checkpoint', args.out or workload.checkpoint_path)}")
+                     out=out, progress=not args.quiet, force=args.force)
+    print(f"test accuracy {100 * manifest['test_accuracy']:.2f} % -> {out}")
+    if out.resolve() != workload.checkpoint_path.resolve():
+        print(f"(workload {workload.name} uses {workload.checkpoint_path}; to use this model, "
+              f"point its checkpoint: at {out.resolve()}, or train with --out "
+              f"{workload.checkpoint_path} --force)")
     return 0
 
 
@@ -161,19 +203,21 @@ def _cmd_data_download(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     """Train the digits CNN in seconds and simulate it bit-true on the ISAAC config."""
     from analysis.run import format_result, save, simulate
+    from sim.fileio import atomic_write, ensure_writable_dir
     from workloads.spec import load_workload
     from workloads.train import train
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_writable_dir(Path(args.out))
     base = WORKLOAD_DIR / "digits_cnn.yaml"
     spec = read_yaml(base)
     spec["checkpoint"] = str((out / "digits_cnn.pt").resolve())
     demo_yaml = out / "digits_cnn.yaml"
-    demo_yaml.write_text(yaml.safe_dump(spec, sort_keys=False))
+    atomic_write(demo_yaml, lambda fh: fh.write(yaml.safe_dump(spec, sort_keys=False)),
+                 text=True)
     print(f"[1/2] training the digits CNN on scikit-learn digits (seed {args.seed})")
+    # force: the checkpoint is the demo's own, in its output folder; a second demo remakes it.
     manifest = train(load_workload(demo_yaml), seed=args.seed, out=out / "digits_cnn.pt",
-                     progress=not args.quiet)
+                     progress=not args.quiet, force=True)
     print(f"      float test accuracy {100 * manifest['test_accuracy']:.2f} %")
     print("[2/2] simulating it bit-true on ISAAC-CE (arch_configs/isaac_32nm.yaml)")
     result = simulate(ARCH_DIR / "isaac_32nm.yaml", demo_yaml, samples=args.samples,
@@ -198,13 +242,17 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="simulate a workload on an arch, bit-true, on real data")
     r.add_argument("arch", help="arch YAML file, or the name of a shipped one")
     r.add_argument("workload", help="workload YAML file, or the name of a shipped one")
-    r.add_argument("--samples", type=int, default=None, help="test samples (default: all)")
-    r.add_argument("--seed", type=int, default=0, help="seed of every random draw")
+    r.add_argument("--samples", type=_whole(1), default=None,
+                   help="test samples, at least 1 (default: all; more than the test split "
+                        "uses the whole split and says so)")
+    r.add_argument("--seed", type=_whole(0, SEED_MAX), default=0,
+                   help="seed of every random draw, 0..2^32-1")
     r.add_argument("--out", default=None,
                    help="output folder for result.json (default results/ARCH__WORKLOAD); "
                         "a rerun resumes there")
     r.add_argument("--data-dir", default=None, help="data folder (default: $IMCSIM_DATA)")
-    r.add_argument("--batch-size", type=int, default=50, help="samples per batch")
+    r.add_argument("--batch-size", type=_whole(1), default=50,
+                   help="samples per batch, at least 1")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.add_argument("--layer-by-layer", action="store_true",
                    help="run layers one after another instead of pipelined")
@@ -218,16 +266,21 @@ def build_parser() -> argparse.ArgumentParser:
                                            "mean, std and confidence intervals")
     mc.add_argument("arch", help="arch YAML file, or the name of a shipped one")
     mc.add_argument("workload", help="workload YAML file, or the name of a shipped one")
-    mc.add_argument("--chips", type=int, default=10, help="chips to simulate (default 10)")
-    mc.add_argument("--samples", type=int, default=None, help="test samples per chip")
-    mc.add_argument("--seed", type=int, default=0, help="run seed, the same on every chip")
-    mc.add_argument("--base-seed", type=int, default=0,
-                    help="chip i has variation.seed BASE_SEED + i")
+    mc.add_argument("--chips", type=_whole(2), default=10,
+                    help="chips to simulate, at least 2 (default 10)")
+    mc.add_argument("--samples", type=_whole(1), default=None,
+                    help="test samples per chip, at least 1 (default: all)")
+    mc.add_argument("--seed", type=_whole(0, SEED_MAX), default=0,
+                    help="run seed, the same on every chip, 0..2^32-1")
+    mc.add_argument("--base-seed", type=_whole(0, SEED_MAX), default=0,
+                    help="chip i has variation.seed BASE_SEED + i, 0..2^32-1")
     mc.add_argument("--vary", default=None, metavar="PATH=V1,V2,...",
                     help="repeat at several values of one arch setting, e.g. "
                          "variation.cell.sigma=0,0.05,0.1 (accuracy vs variation)")
-    mc.add_argument("--confidence", type=float, default=0.95, help="confidence level")
-    mc.add_argument("--batch-size", type=int, default=100, help="samples per batch")
+    mc.add_argument("--confidence", type=_fraction, default=0.95,
+                    help="confidence level, between 0 and 1")
+    mc.add_argument("--batch-size", type=_whole(1), default=100,
+                    help="samples per batch, at least 1")
     mc.add_argument("--data-dir", default=None, help="data folder (default: $IMCSIM_DATA)")
     mc.add_argument("--out", default=None,
                     help="output folder (default results/montecarlo_ARCH__WORKLOAD); "
@@ -255,9 +308,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a workload's model and write its checkpoint")
     t.add_argument("workload", help="workload YAML file, or the name of a shipped one")
-    t.add_argument("--epochs", type=int, default=None, help="override the YAML's epochs")
-    t.add_argument("--seed", type=int, default=None, help="override the YAML's seed")
-    t.add_argument("--out", default=None, help="checkpoint path (default: the YAML's)")
+    t.add_argument("--epochs", type=_whole(1, 100_000), default=None,
+                   help="override the YAML's epochs, at least 1")
+    t.add_argument("--seed", type=_whole(0, SEED_MAX), default=None,
+                   help="override the YAML's seed, 0..2^32-1")
+    t.add_argument("--out", default=None,
+                   help="checkpoint file (default results/train/WORKLOAD/CHECKPOINT_NAME); "
+                        "the manifest goes beside it")
+    t.add_argument("--force", action="store_true",
+                   help="allow --out to replace a checkpoint that a workload YAML names")
     t.add_argument("--data-dir", default=None, help="data folder (default: $IMCSIM_DATA)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_cmd_train)
@@ -288,8 +347,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("demo", help="train a digits CNN in seconds and simulate it on ISAAC")
     m.add_argument("--out", default="results/demo", help="output folder")
-    m.add_argument("--samples", type=int, default=None, help="test samples (default: all 360)")
-    m.add_argument("--seed", type=int, default=0, help="seed of training and simulation")
+    m.add_argument("--samples", type=_whole(1), default=None,
+                   help="test samples, at least 1 (default: all 360)")
+    m.add_argument("--seed", type=_whole(0, SEED_MAX), default=0,
+                   help="seed of training and simulation, 0..2^32-1")
     m.add_argument("--quiet", action="store_true", help="no progress bars")
     m.set_defaults(func=_cmd_demo)
     return p
@@ -298,7 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``imcsim`` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # a bad argument (exit 2, message printed) or --help (0)
+        return exc.code if isinstance(exc.code, int) else 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="imcsim: %(levelname)s: %(message)s")
     if getattr(args, "data_dir", None) is None and "data_dir" in args:
@@ -311,6 +375,12 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into a program that stopped reading (head)
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep interpreter exit quiet
         return 141
+    except OSError as err:
+        # The machine, not imcsim: a file that vanished or cannot be read, a full disk that
+        # a writer did not name. Still one message naming the file, not a traceback.
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"imcsim: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("imcsim: interrupted; a rerun of the same command resumes", file=sys.stderr)
         return 130

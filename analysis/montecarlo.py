@@ -24,6 +24,7 @@ from analysis.sweep import run_sweep
 from analysis.sweep_spec import Parameter, SweepSpec, check_against_base
 from sim.config import load_arch
 from sim.config.loader import read_yaml
+from sim.config.validate import short_repr
 from sim.errors import UserError
 from sim.fileio import atomic_write
 from workloads.spec import load_workload
@@ -37,16 +38,24 @@ def parse_vary(text: str | None) -> tuple[str, tuple[Any, ...]] | None:
     if not text:
         return None
     path, sep, values = text.partition("=")
-    items = [_scalar(v) for v in values.split(",") if v.strip()]
+    try:
+        items = [_scalar(v) for v in values.split(",") if v.strip()]
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise UserError(f"--vary {short_repr(text)}: a value is not a YAML scalar ({problem}); "
+                        "expected PATH=VALUE,VALUE,... such as variation.cell.sigma=0,0.05,0.1"
+                        ) from None
     if not sep or not path.strip() or not items:
-        raise UserError(f"--vary {text!r}: expected PATH=VALUE,VALUE,... such as "
+        raise UserError(f"--vary {short_repr(text)}: expected PATH=VALUE,VALUE,... such as "
                         "variation.cell.sigma=0,0.05,0.1")
     return path.strip(), tuple(items)
 
 
 def _scalar(text: str) -> Any:
     """A YAML scalar, with numbers YAML 1.1 leaves as strings (``1e-2``) read as floats."""
-    value = yaml.safe_load(text)
+    value = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
+    if isinstance(value, (list, dict)):  # "[1" is an error above; "[1]" is not a scalar
+        raise yaml.YAMLError(f"{type(value).__name__} where a single value belongs")
     if isinstance(value, str):
         try:
             return float(value)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sim.fileio import atomic_write
+
 #: Axis labels with units for the metrics a sweep can optimize, and a display scale.
 LABELS = {
     "float_accuracy": ("float accuracy (%)", 100.0),
@@ -103,5 +105,5 @@ def plot_front(path: Path, points: Sequence[Mapping[str, float]], front: Sequenc
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png"))  # never half a PNG
     return path

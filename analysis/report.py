@@ -28,7 +28,7 @@ from matplotlib.ticker import EngFormatter
 
 from analysis.published import metric_value, rows_for
 from sim.errors import UserError
-from sim.fileio import atomic_write
+from sim.fileio import atomic_write, ensure_writable_dir
 
 #: Keys every ``result.json`` (``asdict(analysis.run.Result)``) has that the report reads.
 RESULT_KEYS = ("arch", "workload", "samples", "layers", "energy_by_component_pj",
@@ -718,6 +718,19 @@ def render_markdown(result: Mapping[str, Any], montecarlo: Mapping[str, Any] | N
 # ----------------------------------------------------------------------------- files
 
 
+def _check_output(out: Path, inputs: list[Path]) -> None:
+    """Refuse an output that is one of the inputs or a folder; make sure its folder can be
+    written, before anything is rendered."""
+    for path in inputs:
+        if out.resolve() == path.resolve():
+            raise UserError(f"--out {out} is the input {path}; writing the report there would "
+                            "destroy it. Give another output file")
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; give a file name such as "
+                        f"{out / 'report.html'}")
+    ensure_writable_dir(out.parent, "report's folder")
+
+
 def write_report(result_path: str | Path, fmt: str = "html", out: str | Path | None = None,
                  montecarlo_path: str | Path | None = None) -> Path:
     """Render ``result_path`` as ``fmt`` (``html`` or ``md``) into ``out`` and return its path.
@@ -735,7 +748,7 @@ def write_report(result_path: str | Path, fmt: str = "html", out: str | Path | N
         montecarlo_path = beside
     mc = load_montecarlo(montecarlo_path) if montecarlo_path is not None else None
     out = Path(out) if out is not None else result_path.with_name(f"report.{fmt}")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    _check_output(out, [result_path] + ([Path(montecarlo_path)] if montecarlo_path else []))
     if fmt == "html":
         text = render_html(result, mc)
     else:

@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import logging
 import math
 import sys
 import time
@@ -30,10 +31,13 @@ from sim.config.loader import to_plain
 from sim.engine import rollup
 from sim.engine.placement import place
 from sim.engine.timing import Timing, schedule
-from sim.fileio import atomic_write
+from sim.errors import UserError
+from sim.fileio import atomic_write, ensure_writable_dir
 from sim.macros import Events
 from sim.stats import energy_by_event_pj, total_pj
 from workloads.spec import Bits, Workload, load_workload
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -203,7 +207,12 @@ def simulate(arch_path: str | Path | Arch, workload_path: str | Path | LoadedWor
     :class:`LoadedWorkload` (then ``data_dir`` is unused and ``out_dir`` must be ``None``).
     """
     start = time.perf_counter()
+    _check_run_arguments(samples, batch_size, seed)
     workload_path = _workload_arg(workload_path, out_dir)
+    if out_dir is not None:  # before any work: an unwritable folder is found at once
+        ensure_writable_dir(out_dir)
+    elif trace_layer is not None:
+        ensure_writable_dir(".", "trace's folder")
     if isinstance(arch_path, Arch):
         arch, arch_path = arch_path, Path(arch_path.source or "<arch>")
     else:
@@ -211,7 +220,19 @@ def simulate(arch_path: str | Path | Arch, workload_path: str | Path | LoadedWor
         arch = load_arch(arch_path)
     workload, model, x_test, y_test, calib, recipe = _prepare(workload_path, samples, data_dir)
     n = len(y_test)
+    clamped = samples is not None and samples > n
+    if clamped:
+        log.warning("--samples %d: the %s test split has %d samples; using all %d", samples,
+                    workload.dataset, n, n)
     mapped = map_model(model, arch, recipe, calib, seed=seed)
+    # Placement (does the model fit the chip?) and the traced layer's name are checked on one
+    # sample now, before the first batch, rather than after the whole bit-true pass.
+    mapped(x_test[:1])
+    mapped.reset_events()
+    placements = place(arch, mapped.layer_shapes())
+    if trace_layer is not None and trace_layer not in _hardware_layers(mapped):
+        raise UserError(f"--trace: no mapped layer {trace_layer!r}; layers: "
+                        f"{', '.join(_hardware_layers(mapped))}")
 
     n_batches = -(-n // batch_size)
     state = {"key": None, "done": 0,
@@ -221,7 +242,6 @@ def simulate(arch_path: str | Path | Arch, workload_path: str | Path | LoadedWor
     progress_file = None
     if out_dir is not None:
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
         progress_file = out / "progress.json"
         state["key"] = _config_key(arch, workload, n, seed, batch_size)
         if progress_file.is_file():
@@ -259,18 +279,28 @@ def simulate(arch_path: str | Path | Arch, workload_path: str | Path | LoadedWor
             bar.update(1)
             bar.set_postfix(hw_acc=f"{state['hw_correct'] / min(n, (b + 1) * batch_size):.3f}")
     bar.close()
-    if n_batches and state["done"] == n_batches and mapped.layers[0].call_order < 0:
-        mapped(x_test[:1])  # resumed with nothing left: one pass to learn the layer shapes
-        mapped.reset_events()
-    placements = place(arch, mapped.layer_shapes())
     graph = mapped.layer_graph()
     timing = schedule(arch, placements, _schedule_activity(arch, state), graph=graph,
                       pipelined=pipelined)
     if trace_layer is not None:
         _write_trace(arch, mapped, placements, timing, trace_layer, x_test[:1],
                      Path(out_dir) if out_dir is not None else Path("."))
-    return _result(arch, arch_path, workload, workload_path, mapped, state, n, seed,
-                   earlier + time.perf_counter() - start, timing, graph, placements)
+    result = _result(arch, arch_path, workload, workload_path, mapped, state, n, seed,
+                     earlier + time.perf_counter() - start, timing, graph, placements)
+    if clamped:
+        result.notes.append(f"{samples} samples asked for; the test split has {n}, all used")
+    return result
+
+
+def _check_run_arguments(samples: int | None, batch_size: int, seed: int) -> None:
+    """The numeric arguments of a run, checked before anything is loaded."""
+    if samples is not None and (isinstance(samples, bool) or int(samples) < 1):
+        raise UserError(f"samples must be at least 1 (or None for the whole split), got "
+                        f"{samples}")
+    if isinstance(batch_size, bool) or int(batch_size) < 1:
+        raise UserError(f"batch size must be at least 1, got {batch_size}")
+    if int(seed) < 0:
+        raise UserError(f"seed must not be negative, got {seed}")
 
 
 def estimate(arch: Arch, workload_path: str | Path | LoadedWorkload, *, samples: int = 16,
@@ -462,7 +492,6 @@ def _hardware_layers(mapped) -> dict:
 def _write_trace(arch, mapped, placements, timing, name, sample, out: Path) -> Path:
     """Run ``sample`` once more, capturing layer ``name``'s inputs, and write its trace."""
     from sim.engine.trace import layer_trace, write_trace
-    from sim.errors import UserError
 
     hw = _hardware_layers(mapped)
     if name not in hw:

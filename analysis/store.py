@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sim.errors import OutputError, UserError
+from sim.fileio import ensure_writable_dir
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -63,18 +66,33 @@ class SweepStore:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        self._db.commit()
+        ensure_writable_dir(self.path.parent)
+        try:
+            self._db = sqlite3.connect(self.path, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+            self._db.commit()
+        except sqlite3.DatabaseError as exc:
+            raise self._error(exc) from None
+
+    def _error(self, exc: sqlite3.Error) -> UserError:
+        """A SQLite failure as one message naming the file (a full disk, a read-only folder,
+        a file that is not a sweep database); the points stored before it are kept."""
+        if isinstance(exc, sqlite3.OperationalError) and "disk" in str(exc).lower():
+            return OutputError(self.path, f"{exc}; the points finished so far are kept, "
+                                          "and rerunning the command resumes after them")
+        return UserError(f"{self.path}: {exc} (is it a sweep.db written by imcsim? Delete "
+                         "it or choose another --out to start afresh)")
 
     def start_run(self, command: str, executor: str) -> int:
         """Record the start of one invocation; returns its run id."""
-        with self._db:
-            cur = self._db.execute("INSERT INTO runs (started, command, executor) "
-                                   "VALUES (?, ?, ?)", (time.time(), command, executor))
+        try:
+            with self._db:
+                cur = self._db.execute("INSERT INTO runs (started, command, executor) "
+                                       "VALUES (?, ?, ?)", (time.time(), command, executor))
+        except sqlite3.DatabaseError as exc:
+            raise self._error(exc) from None
         return int(cur.lastrowid)
 
     def finished_keys(self) -> set[str]:
@@ -83,13 +101,16 @@ class SweepStore:
 
     def add(self, row: PointRow) -> bool:
         """Store one finished point in its own transaction; False if it was already there."""
-        with self._db:
-            cur = self._db.execute(
-                "INSERT OR IGNORE INTO points (key, idx, params, status, reason, metrics, notes,"
-                " seconds, run, finished) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (row.key, row.idx, json.dumps(row.params, default=str), row.status, row.reason,
-                 json.dumps(row.metrics), json.dumps(row.notes), row.seconds, row.run,
-                 time.time()))
+        try:
+            with self._db:
+                cur = self._db.execute(
+                    "INSERT OR IGNORE INTO points (key, idx, params, status, reason, metrics, "
+                    "notes, seconds, run, finished) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (row.key, row.idx, json.dumps(row.params, default=str), row.status,
+                     row.reason, json.dumps(row.metrics), json.dumps(row.notes), row.seconds,
+                     row.run, time.time()))
+        except sqlite3.DatabaseError as exc:
+            raise self._error(exc) from None
         return cur.rowcount == 1
 
     def rows(self, keys: list[str] | None = None) -> list[PointRow]:

@@ -20,6 +20,7 @@ import hashlib
 import io
 import json
 import math
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,9 +35,14 @@ from analysis.executors import evaluate_point, make_executor
 from analysis.store import PointRow, SweepStore
 from analysis.sweep_spec import SweepSpec, load_sweep, point_key, set_path
 from sim.config.loader import arch_from_dict, read_yaml
+from sim.config.validate import short_repr
 from sim.errors import ConfigError, UserError
-from sim.fileio import atomic_write
+from sim.fileio import atomic_write, ensure_writable_dir
 from workloads.spec import load_workload
+
+#: A sweep name that can name its default output folder ``results/sweep_NAME``: no path
+#: separators (``name: ../x`` would write outside ``results/``), no NUL.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 
 
 @dataclass
@@ -66,7 +72,11 @@ def run_sweep(spec: SweepSpec | str | Path, out_dir: str | Path | None = None, *
     for Monte Carlo, which writes its own); see the module docstring."""
     if not isinstance(spec, SweepSpec):
         spec = load_sweep(spec)
+    if not out_dir and not _SAFE_NAME.fullmatch(spec.name):
+        raise UserError(f"the sweep's name {short_repr(spec.name)} cannot name its output "
+                        "folder (letters, digits, '_', '.', '-'); rename it or give --out")
     out = Path(out_dir) if out_dir else Path("results") / f"sweep_{spec.name}"
+    ensure_writable_dir(out)  # before any point is built or run
     base = read_yaml(spec.arch_path)
     arch_from_dict(base, source=str(spec.arch_path))  # a bad base arch fails here, once
     workload = load_workload(spec.workload_path)

@@ -152,6 +152,16 @@ def point_key(fingerprint: str, values: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
+def _path_text(top: Section, key: str, *default: Any) -> str | None:
+    """A string naming a file or folder; a NUL character (which no path can hold, and which
+    makes ``pathlib`` raise) is a problem at ``key``."""
+    value = top.get(key, str, *default)
+    if isinstance(value, str) and "\x00" in value:
+        top.problems.add(key, "must be a path; it contains a NUL character")
+        return None
+    return value
+
+
 def _resolve(value: str, here: Path, shipped: Path) -> Path:
     candidates = [here / value, Path(value), shipped / value, shipped / f"{value}.yaml"]
     for c in candidates:
@@ -167,8 +177,8 @@ def load_sweep(path: str | Path) -> SweepSpec:
     top = Section(read_yaml(path), "", problems)
     here = path.resolve().parent
     name = top.get("name", str, path.stem)
-    arch = top.get("arch", str)
-    workload = top.get("workload", str)
+    arch = _path_text(top, "arch")
+    workload = _path_text(top, "workload")
     arch_path = _resolve(arch, here, ARCH_DIR) if arch else None
     workload_path = _resolve(workload, here, WORKLOAD_DIR) if workload else None
     for key, p in (("arch", arch_path), ("workload", workload_path)):
@@ -177,7 +187,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
     samples = top.get("samples", int, None, lo=1)
     seed = top.get("seed", int, 0, lo=0)
     batch_size = top.get("batch_size", int, 100, lo=1)
-    data_dir = top.get("data_dir", str, None)
+    data_dir = _path_text(top, "data_dir", None)
     fixed_raw = top.get("fixed", dict, {})
     fixed = {}
     for key, value in (fixed_raw or {}).items():

@@ -41,6 +41,28 @@ class DataError(UserError):
     """A data set or checkpoint that is missing or malformed."""
 
 
+class OutputError(UserError, OSError):
+    """An output location that cannot be written: no permission, a full disk, a file in the
+    way. It is also an :class:`OSError`, so code that tolerates a failed optional write (a
+    cache) keeps catching it as one.
+
+    Attributes:
+        path: the file or folder that could not be written.
+        reason: why, in words (the operating system's reason).
+    """
+
+    def __init__(self, path: object, reason: str, errno: int = 0):
+        OSError.__init__(self, errno, reason, str(path))
+        self.path = str(path)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"cannot write {self.path}: {self.reason}"
+
+    def __reduce__(self):  # OSError's own would pass (errno, reason, path) in that order
+        return (type(self), (self.path, self.reason, self.errno or 0))
+
+
 class InvariantError(RuntimeError):
     """A simulator invariant was violated (negative energy, non-integer cycles, ...).
 

@@ -86,3 +86,24 @@ def test_missing_dataset_is_one_clear_error(tmp_path, capsys):
 def test_unknown_arch_name_lists_shipped(capsys):
     assert main(["validate", "no_such_arch"]) == 2
     assert "isaac_32nm" in capsys.readouterr().err
+
+
+def test_help_and_bad_arguments_return_codes_instead_of_exiting(capsys):
+    # main() returns argparse's codes (0 for --help, 2 for a bad argument), so that callers
+    # and in-process tests see a code, never a SystemExit.
+    assert main(["--help"]) == 0
+    assert "validate" in capsys.readouterr().out
+    assert main(["run", "isaac_32nm", "digits_cnn", "--samples", "0"]) == 2
+    assert "--samples: must be a whole number of at least 1, got 0" in capsys.readouterr().err
+
+
+def test_an_os_error_nobody_named_is_still_one_message(monkeypatch, capsys):
+    import analysis.cli as cli
+
+    def vanished(_args):
+        raise FileNotFoundError(2, "No such file or directory", "/gone/file")
+
+    monkeypatch.setattr(cli, "_cmd_validate", vanished)  # main() builds its parser anew
+    assert main(["validate", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "imcsim: error: /gone/file: No such file or directory"

@@ -13,6 +13,7 @@ import pickle
 import struct
 import sys
 import tarfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -373,3 +374,58 @@ def test_real_cifar10_tarball_is_found_if_available():
     source = locate_dataset("cifar10", SHARED_DATA)
     assert source.kind == "image_tarball"
     assert source.files[0].name == "cifar10-jpeg.tar.gz"
+
+
+# ---------------------------------------------------------------------------------------
+# Damaged compressed files: every one is a DataError naming the file, never a zlib traceback
+
+
+def _corrupt_deflate(data: bytes, keep: int = 0) -> bytes:
+    """A gzip file whose first ``keep`` bytes of ``data`` inflate fine, followed by a deflate
+    block of the invalid type 3: reading past ``keep`` raises zlib.error (not a gzip header
+    or CRC error, which are OSErrors)."""
+    head = b"\x1f\x8b\x08\x00" + bytes(4) + b"\x00\xff"
+    deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
+    body = deflate.compress(data[:keep]) + deflate.flush(zlib.Z_FULL_FLUSH) if keep else b""
+    return head + body + b"\xff" * 64
+
+
+def _damaged_variants(data: bytes) -> dict[str, bytes]:
+    packed = gzip.compress(data, mtime=0)
+    crc = bytearray(packed)
+    crc[-8] ^= 0xFF
+    return {"deflate": _corrupt_deflate(data), "truncated": packed[: len(packed) // 2],
+            "crc": bytes(crc), "not gzip": b"PK\x03\x04" + bytes(100)}
+
+
+@pytest.mark.parametrize("damage", ["deflate", "truncated", "crc", "not gzip"])
+def test_damaged_gzip_idx_is_a_data_error(tmp_path, damage):
+    make_mnist(tmp_path, gz=True)
+    path = tmp_path / "t10k-images-idx3-ubyte.gz"
+    path.write_bytes(_damaged_variants(gzip.decompress(path.read_bytes()))[damage])
+    with pytest.raises(DataError) as info:
+        load_dataset("mnist", "test", tmp_path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("damage", ["deflate", "truncated"])
+@pytest.mark.parametrize("kind", ["cifar_tarball", "image_tarball"])
+def test_damaged_cifar_tarball_is_a_data_error(tmp_path, kind, damage):
+    if kind == "image_tarball":
+        archive_path, _ = _tar_image_folders(tmp_path)
+    else:
+        write_cifar_batches(tmp_path / "src" / "cifar-10-batches-py")
+        archive_path = tmp_path / "data" / "cifar-10-python.tar.gz"
+        archive_path.parent.mkdir()
+        with tarfile.open(archive_path, "w:gz") as archive:
+            archive.add(tmp_path / "src" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    plain = gzip.decompress(archive_path.read_bytes())
+    packed = gzip.compress(plain, mtime=0)
+    if damage == "truncated":
+        damaged = packed[: len(packed) * 2 // 3]
+    else:  # the first members (which identify the kind) intact, then a bad deflate block
+        damaged = _corrupt_deflate(plain, keep=len(plain) // 3)
+    archive_path.write_bytes(damaged)
+    with pytest.raises(DataError) as info:
+        load_dataset("cifar10", "test", tmp_path / "data")
+    assert str(archive_path) in str(info.value)

@@ -175,3 +175,11 @@ def test_content_checksums_match_the_offline_mnist_copy_if_available():
         pytest.skip(f"offline MNIST copy not found at {folder}")
     for remote in SOURCES["mnist"].files:
         assert verify(folder / remote.name, remote), remote.name
+
+
+def test_a_local_file_with_a_corrupt_deflate_stream_is_not_taken_for_the_file(tmp_path):
+    # A valid gzip header, then a deflate block of the invalid type 3: zlib.error inside gzip.
+    path = tmp_path / "x.gz"
+    path.write_bytes(b"\x1f\x8b\x08\x00" + bytes(4) + b"\x00\xff" + b"\xff" * 64)
+    assert not verify(path, RemoteFile(name="x.gz", md5="f" * 32, content_md5="e" * 32))
+

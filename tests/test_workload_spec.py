@@ -141,7 +141,7 @@ def test_empty_file_lists_every_required_key(tmp_path):
 
 def test_yaml_syntax_error_is_a_config_error_with_the_line(tmp_path):
     path = write(tmp_path, "name: x\nbits: {weights: 8, activations: 8\nmodel: lenet5\n")
-    with pytest.raises(ConfigError, match=r"invalid YAML at line \d+, column \d+") as info:
+    with pytest.raises(ConfigError, match=r"invalid YAML: line \d+, column \d+") as info:
         load_workload(path)
     assert str(path) in str(info.value)
 

@@ -32,11 +32,13 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import lzma
 import os
 import pickle
 import struct
 import tarfile
 import warnings
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -395,13 +397,27 @@ def _peek_tarball(path: Path) -> str | None:
                     return "cifar_tarball"
                 if _split_and_class(member.name) is not None:
                     return "image_tarball"
-    except (tarfile.TarError, OSError, EOFError):
+    except (tarfile.TarError, *_DECOMPRESS_ERRORS):
         return None
     return None
 
 
 # ---------------------------------------------------------------------------------------
 # Readers
+
+
+#: What reading a damaged compressed file can raise: gzip and bz2 raise OSError (and
+#: EOFError when cut short), a corrupt deflate stream raises zlib.error, xz raises LZMAError.
+_DECOMPRESS_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError)
+
+
+def _why(exc: BaseException) -> str:
+    """A reader's exception in words: a corrupt compressed stream is called that."""
+    if isinstance(exc, (zlib.error, lzma.LZMAError, EOFError)) or type(exc).__name__ in (
+            "BadGzipFile", "CompressionError", "ReadError"):
+        return f"the compressed data is damaged ({exc or type(exc).__name__}); delete the " \
+               "file and download it again"
+    return str(exc) or type(exc).__name__
 
 
 def _load_digits(split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -430,8 +446,8 @@ def read_idx(path: Path) -> np.ndarray:
                 data = stream.read()
         else:
             data = path.read_bytes()
-    except (OSError, EOFError) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from None
+    except _DECOMPRESS_ERRORS as exc:
+        raise DataError(f"cannot read {path}: {_why(exc)}") from None
     if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] != 0x08:
         raise DataError(f"{path} is not an IDX file of unsigned bytes (bad magic number "
                         f"{data[:4].hex() or 'empty'}); expected the standard MNIST format")
@@ -503,8 +519,11 @@ def _load_cifar_batches(folder: Path, split: str) -> tuple[np.ndarray, np.ndarra
     parts = []
     for name in _CIFAR_BATCHES[split]:
         path = folder / name
-        with path.open("rb") as stream:
-            parts.append(_read_cifar_batch(stream, str(path)))
+        try:
+            with path.open("rb") as stream:
+                parts.append(_read_cifar_batch(stream, str(path)))
+        except OSError as exc:
+            raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
     return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
 
 
@@ -557,8 +576,8 @@ def _decode_archive(source: DataSource) -> dict[str, tuple[np.ndarray, np.ndarra
                     data = stream.read() if stream is not None else b""
                     items[key[0]].append((key[1], Path(member.name).name,
                                           _decode_image(data, f"{archive_path}:{member.name}")))
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise DataError(f"cannot read {archive_path}: {exc}") from None
+        except (tarfile.TarError, *_DECOMPRESS_ERRORS) as exc:
+            raise DataError(f"cannot read {archive_path}: {_why(exc)}") from None
     result = {}
     for split in SPLITS:
         entries = _interleave_classes(items[split])
@@ -598,8 +617,8 @@ def _decode_cifar_tarball(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]
                     stream = archive.extractfile(member)
                     parts[name] = _read_cifar_batch(io.BytesIO(stream.read() if stream else b""),
                                                     f"{path}:{member.name}")
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from None
+    except (tarfile.TarError, *_DECOMPRESS_ERRORS) as exc:
+        raise DataError(f"cannot read {path}: {_why(exc)}") from None
     missing = [n for n in wanted if n not in parts]
     if missing:
         raise DataError(f"{path} lacks the CIFAR-10 batches {', '.join(missing)}; delete it "

@@ -19,10 +19,11 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from sim.errors import DataError, UserError
+from sim.errors import DataError, OutputError, UserError
 
 _CHUNK = 1 << 20
 
@@ -139,7 +140,7 @@ def verify(path: Path, remote: RemoteFile) -> bool:
     try:
         with gzip.open(path, "rb") as stream:
             return hashlib.file_digest(stream, "md5").hexdigest() == remote.content_md5
-    except (OSError, EOFError):
+    except (OSError, EOFError, zlib.error):  # damaged: not the file, fetch it again
         return False
 
 
@@ -162,8 +163,11 @@ def fetch(url: str, target: Path, remote: RemoteFile, *, progress: bool = True) 
     """
     from tqdm import tqdm
 
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
-                                    suffix=".part")
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
+                                        suffix=".part")
+    except OSError as exc:
+        raise OutputError(target.parent, exc.strerror or str(exc), exc.errno or 0) from None
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:

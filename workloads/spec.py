@@ -23,7 +23,6 @@ problem at ``model``. A missing checkpoint is not a problem of the file: it is r
 from __future__ import annotations
 
 import os
-import pickle
 import re
 import shlex
 from collections.abc import Mapping
@@ -32,10 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
-from sim.config.validate import Problems, Section
+from sim.config.loader import MAX_YAML_BYTES, parse_yaml_text
+from sim.config.validate import Problems, Section, short_repr
 from sim.errors import ConfigError, DataError, UserError
 from workloads.datasets import (
     DATASETS,
@@ -135,9 +134,14 @@ class Workload:
 
     @property
     def train_command(self) -> str:
-        """The shell command that (re)makes this workload's checkpoint."""
+        """The shell command that (re)makes this workload's checkpoint (``imcsim train``
+        writes under ``results/`` unless ``--out`` names the checkpoint; ``--force`` is
+        needed to replace one that exists)."""
         target = str(self.source) if self.source is not None else self.name
-        command = f"imcsim train {shlex.quote(target)}"
+        command = (f"imcsim train {shlex.quote(target)} --out "
+                   f"{shlex.quote(str(self.checkpoint_path))}")
+        if self.checkpoint_path.exists():
+            command += " --force"
         if self.dataset_info.subfolders:  # every data set but the bundled digits
             command += " --data-dir FOLDER"
         return command
@@ -233,8 +237,9 @@ class Workload:
                             f"Make it with: {self.train_command}")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
-            raise DataError(f"cannot read checkpoint {path}: {exc}\n"
+        except Exception as exc:  # noqa: BLE001 - weights_only unpickling of a damaged file
+            # raises anything (IndexError, KeyError, UnicodeDecodeError...); none runs code.
+            raise DataError(f"cannot read checkpoint {path}: {checkpoint_problem(path, exc)}\n"
                             f"Make it again with: {self.train_command}") from None
         if not isinstance(state, Mapping):
             raise DataError(f"checkpoint {path} is not a state_dict (got "
@@ -250,6 +255,26 @@ class Workload:
                   ) -> tuple[torch.Tensor, torch.Tensor]:
         """One preprocessed split of the workload's data set (see :func:`load_dataset`)."""
         return load_dataset(self.dataset, split, data_dir, self.preprocessing)
+
+
+def checkpoint_problem(path: Path, exc: BaseException) -> str:
+    """Why ``torch.load(path, weights_only=True)`` failed, in words a user can act on.
+
+    Torch's own message for a file it cannot unpickle advises loading it with
+    ``weights_only=False``, which would run whatever code the file holds: that advice is not
+    passed on.
+    """
+    try:
+        if path.stat().st_size == 0:
+            return "the file is empty"
+    except OSError as err:
+        return err.strerror or str(err)
+    text = str(exc)
+    if "Weights only load failed" in text:
+        return ("not a checkpoint of plain tensors (a corrupt file, or one holding other "
+                "Python objects, which imcsim never unpickles)")
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return f"not a readable PyTorch checkpoint ({first[:200]})"
 
 
 def builtin_workloads() -> dict[str, Path]:
@@ -277,16 +302,12 @@ def load_workload(path: str | os.PathLike[str]) -> Workload:
             raise UserError(f"workload file not found: {file}; give a YAML path or one of the "
                             f"built-in workloads: {', '.join(builtin) or '(none)'}")
     try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        raw = file.read_bytes() if file.stat().st_size <= MAX_YAML_BYTES else None
+    except OSError as exc:
         raise UserError(f"cannot read workload file {file}: {exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(str(file), [("", f"invalid YAML at {where}{problem}")]) from None
+    if raw is None:
+        raise ConfigError(str(file), [("", f"file is larger than {MAX_YAML_BYTES:,} bytes")])
+    data = parse_yaml_text(raw, str(file))  # bounded: size, aliases, UTF-8
     return parse_workload(data, source=file)
 
 
@@ -303,7 +324,7 @@ def parse_workload(data: object, *, source: Path | None = None) -> Workload:
     name = top.get("name", str)
     if name is not None and not _NAME.match(name):
         problems.add("name", "must be letters, digits, '_', '.' or '-' (it names files), got "
-                             f"{name!r}")
+                             f"{short_repr(name)}")
         name = None
     base = source.parent if source is not None else Path.cwd()
     model = top.get("model", str)

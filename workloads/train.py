@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sim.fileio import atomic_write
+from sim.errors import UserError
+from sim.fileio import atomic_write, ensure_writable_dir
 from workloads.datasets import DataSource, locate_dataset
 from workloads.download import file_digest
 from workloads.spec import TrainSettings, Workload
@@ -43,8 +44,8 @@ _PARTIAL_FORMAT = 1
 def train(workload: Workload, *, data_dir: str | os.PathLike[str] | None = None,
           epochs: int | None = None, seed: int | None = None,
           out: str | os.PathLike[str] | None = None, progress: bool = True,
-          device: str = "cpu", resume: bool = True, command: str | None = None
-          ) -> dict[str, Any]:
+          device: str = "cpu", resume: bool = True, command: str | None = None,
+          force: bool = False) -> dict[str, Any]:
     """Train ``workload``'s model from scratch, evaluate it, write checkpoint and manifest.
 
     Args:
@@ -58,19 +59,34 @@ def train(workload: Workload, *, data_dir: str | os.PathLike[str] | None = None,
         device: torch device to train on.
         resume: continue from ``<out>.partial`` when it belongs to the same run settings.
         command: the command line recorded in the manifest (default: ``sys.argv``).
+        force: allow replacing an existing checkpoint that a workload YAML names (this
+            workload's or a shipped one's); without it that is refused before training.
 
     Returns:
         The manifest, as written to the JSON file.
 
     Raises:
         DataError: the data set is missing or malformed.
+        UserError: ``epochs`` below 1, a negative ``seed``, or ``out`` is a workload's existing
+            checkpoint and ``force`` is false.
+        OutputError: the checkpoint's folder cannot be written (checked before training).
     """
     from tqdm import tqdm
 
     settings = workload.train
     epochs = settings.epochs if epochs is None else int(epochs)
     seed = settings.seed if seed is None else int(seed)
+    if epochs < 1:
+        raise UserError(f"epochs must be at least 1, got {epochs} (an untrained checkpoint "
+                        "is not written)")
+    if seed < 0:
+        raise UserError(f"the training seed must not be negative, got {seed}")
     out_path = Path(out).expanduser().absolute() if out is not None else workload.checkpoint_path
+    if out_path.is_dir():
+        raise UserError(f"{out_path} is a folder; the output is a checkpoint file path "
+                        f"(such as {out_path / workload.checkpoint_path.name})")
+    _refuse_named_checkpoint(out_path, workload, force)
+    ensure_writable_dir(out_path.parent, "checkpoint folder")
     partial_path = out_path.with_name(out_path.name + ".partial")
     started = time.perf_counter()
 
@@ -146,6 +162,30 @@ def train(workload: Workload, *, data_dir: str | os.PathLike[str] | None = None,
     atomic_write(out_path.with_suffix(".json"), lambda stream: stream.write(text.encode()))
     partial_path.unlink(missing_ok=True)
     return manifest
+
+
+def _refuse_named_checkpoint(path: Path, workload: Workload, force: bool) -> None:
+    """Refuse to replace an existing checkpoint that a workload names, unless ``force``.
+
+    The checkpoints a workload YAML names (committed ones above all) are what every later
+    run of that workload uses; a quick ``--epochs 1`` experiment must not replace them.
+    """
+    if force or not path.exists():
+        return
+    named = {workload.name: workload.checkpoint_path}
+    from workloads.spec import builtin_workloads, load_workload
+
+    for name, yaml_path in builtin_workloads().items():
+        try:
+            named.setdefault(name, load_workload(yaml_path).checkpoint_path)
+        except UserError:
+            continue
+    target = path.resolve()
+    users = sorted(name for name, p in named.items() if p.resolve() == target)
+    if users:
+        raise UserError(f"{path} is the checkpoint that workload {', '.join(users)} uses; "
+                        "training would replace it. Give another --out, or add --force to "
+                        "replace it")
 
 
 @torch.no_grad()

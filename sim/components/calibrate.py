@@ -224,6 +224,9 @@ def read_rows(raw: Any, problems: Problems, level_choices: tuple[str, ...],
             leakage_mw=s.get("leakage", units.power_mw, 0.0), spec=s.get("spec", str, ""),
             at=read_at(s.raw("at", None), join(path, "at"), problems),
             events=None if events is None else tuple(e for e in events if isinstance(e, str))))
+        if rows[-1].name is not None and not rows[-1].name.strip():
+            problems.add(join(path, "name"), "must not be empty (energy and area are reported "
+                                             "by component name)")
         s.finish()
     return rows
 

@@ -42,7 +42,7 @@ from sim.config.schema import (
     magnitude_bits,
     max_partial_sum,
 )
-from sim.config.validate import Problems, Section, join
+from sim.config.validate import Problems, Section, join, short_repr
 from sim.errors import ConfigError
 
 
@@ -56,19 +56,108 @@ def component_class_names() -> tuple[str, ...]:
 COMPONENT_LEVELS = ("chip", "tile", "ima")
 
 
+#: Largest config file read (bytes). The shipped configs are a few kB; a limit keeps a stray
+#: multi-megabyte file from taking minutes and gigabytes before any message.
+MAX_YAML_BYTES = 4 * 1024 * 1024
+#: Most nodes a document may expand to once its aliases are followed. Counted on the event
+#: stream before anything is built, so a "billion laughs" alias bomb is refused in
+#: milliseconds instead of filling memory.
+MAX_YAML_NODES = 200_000
+#: Deepest nesting of mappings and lists allowed.
+MAX_YAML_DEPTH = 100
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml where installed
+
+
 def read_yaml(path: str | Path) -> Any:
-    """Parse a YAML file; a missing file or a syntax error is a ConfigError naming the file."""
+    """Parse a YAML file; a missing, unreadable, oversized, non-UTF-8 or malformed file is a
+    ConfigError naming the file (see :func:`parse_yaml_text` for the limits)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(str(path), [("", "file not found")])
     try:
-        with path.open() as fh:
-            return yaml.safe_load(fh)
+        size = path.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise ConfigError(str(path), [("", f"file is {size:,} bytes; a config file may "
+                                               f"have at most {MAX_YAML_BYTES:,}")])
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(str(path), [("", f"cannot read: {exc.strerror or exc}")]) from None
+    return parse_yaml_text(data, str(path))
+
+
+def parse_yaml_text(data: str | bytes, source: str) -> Any:
+    """Parse one YAML document safely, with the bounds every imcsim config is read under.
+
+    ``data`` over :data:`MAX_YAML_BYTES`, bytes that are not UTF-8, a document that would
+    expand to more than :data:`MAX_YAML_NODES` nodes through aliases or nest deeper than
+    :data:`MAX_YAML_DEPTH`, and YAML syntax errors are each one ConfigError on ``source``.
+    """
+    if len(data) > MAX_YAML_BYTES:
+        raise ConfigError(source, [("", f"document is {len(data):,} bytes; a config may have "
+                                        f"at most {MAX_YAML_BYTES:,}")])
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = data[:exc.start].count(b"\n") + 1
+            column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+            raise ConfigError(source, [("", f"not UTF-8 text: byte 0x{data[exc.start]:02x} at "
+                                            f"line {line}, column {column}; save the file as "
+                                            "UTF-8")]) from None
+    else:
+        text = data
+    try:
+        if "*" in text or text.count("[") + text.count("{") > MAX_YAML_DEPTH:
+            _check_expansion(text, source)  # only documents that could be a bomb pay for it
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(str(path), [("", f"invalid YAML: {where}{problem}")]) from None
+        raise ConfigError(source, [("", f"invalid YAML: {where}{problem}")]) from None
+    except RecursionError:
+        raise ConfigError(source, [("", f"nested more than {MAX_YAML_DEPTH} levels deep")]
+                          ) from None
+
+
+def _check_expansion(text: str, source: str) -> None:
+    """Refuse a document whose aliases expand it past the limits, before it is built.
+
+    Walks the parser's event stream once, keeping the expanded node count of every anchored
+    node, so the count of an alias is known without expanding it.
+    """
+    sizes: dict[str, int] = {}
+    stack: list[list] = [[0, None]]  # per open collection: [nodes inside, its anchor]
+    total = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, yaml.AliasEvent):
+            if any(anchor == event.anchor for _, anchor in stack):
+                raise ConfigError(source, [("", f"the alias *{short_repr(event.anchor)[1:-1]} "
+                                                "is inside the node it names (a cycle)")])
+            n = sizes.get(event.anchor, 1)
+            stack[-1][0] += n
+            total += n
+        elif isinstance(event, yaml.ScalarEvent):
+            if event.anchor is not None:
+                sizes[event.anchor] = 1
+            stack[-1][0] += 1
+            total += 1
+        elif isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            stack.append([0, event.anchor])
+            if len(stack) - 1 > MAX_YAML_DEPTH:
+                raise ConfigError(source, [("", f"nested more than {MAX_YAML_DEPTH} levels "
+                                                "deep")])
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            inside, anchor = stack.pop()
+            stack[-1][0] += inside + 1
+            total += 1
+            if anchor is not None:
+                sizes[anchor] = inside + 1
+        if total > MAX_YAML_NODES:
+            raise ConfigError(source, [("", f"expands to more than {MAX_YAML_NODES:,} values "
+                                            "(aliases repeating aliases?); refused before "
+                                            "building it")])
 
 
 def load_arch(path: str | Path) -> Arch:
@@ -81,6 +170,8 @@ def arch_from_dict(data: Any, source: str = "<arch>") -> Arch:
     problems = Problems(source)
     top = Section(data, "", problems)
     name = top.get("name", str)
+    if name is not None and not name.strip():
+        problems.add("name", "must not be empty (reports and results are labelled by it)")
     description = top.get("description", str, "")
     tech = top.get("technology", units.length_nm)
 

@@ -24,7 +24,15 @@ class Problems:
         self.items: list[tuple[str, str]] = []
 
     def add(self, path: str, message: str) -> None:
-        """Record one problem at ``path`` (dotted YAML path, ``a.b[2].c``)."""
+        """Record one problem at ``path`` (dotted YAML path, ``a.b[2].c``).
+
+        A message longer than a few lines (one quoting a huge value) is cut, so that every
+        report stays readable whatever the file holds.
+        """
+        if len(message) > MAX_MESSAGE_CHARS:
+            message = f"{message[:MAX_MESSAGE_CHARS]}... (message cut)"
+        if len(path) > MAX_MESSAGE_CHARS:  # a huge unknown key
+            path = f"{path[:MAX_SHOWN_CHARS]}..."
         self.items.append((path, message))
 
     def __bool__(self) -> bool:
@@ -56,6 +64,32 @@ def join(path: str, key: str | int) -> str:
     if isinstance(key, int):
         return f"{path}[{key}]"
     return f"{path}.{key}" if path else str(key)
+
+
+#: Longest rendering of a user's value inside a message; longer ones are cut.
+MAX_SHOWN_CHARS = 80
+#: Longest single problem message (one that quotes a value a parser did not cut).
+MAX_MESSAGE_CHARS = 400
+
+
+def short_repr(value: Any, limit: int = MAX_SHOWN_CHARS) -> str:
+    """``repr(value)`` cut to about ``limit`` characters, saying how much was left out.
+
+    A message must stay one readable line whatever the user's file holds (a long string, a
+    list of a million items), and must not cost the time and memory of rendering all of it.
+    """
+    if isinstance(value, (list, tuple, dict)) and len(value) > limit:
+        head = list(value.items())[:limit] if isinstance(value, dict) else list(value[:limit])
+        shown = repr(type(value)(head))[:limit]
+        return f"{shown}... ({len(value):,} items)"
+    if isinstance(value, str) and len(value) > 4 * limit:
+        value = value[:4 * limit]  # repr only what can be shown
+        text = repr(value)
+        return f"{text[:limit]}... (a longer string)"
+    text = repr(value)
+    if len(text) > limit:
+        return f"{text[:limit]}... ({len(text):,} characters)"
+    return text
 
 
 def type_name(value: Any) -> str:
@@ -138,7 +172,7 @@ class Section:
             options = list(choices)
             if value not in options:
                 self.problems.add(path, f"must be one of {', '.join(map(str, options))}; "
-                                        f"got {value!r}")
+                                        f"got {short_repr(value)}")
                 return default if default is not _MISSING else None
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             rng = f"{'-inf' if lo is None else _fmt(lo)}..{'inf' if hi is None else _fmt(hi)}"
@@ -175,11 +209,11 @@ def _check_type(value: Any, kind: type | tuple[type, ...], path: str, problems: 
         if isinstance(value, bool):
             return value
     elif isinstance(value, bool):
-        problems.add(path, f"must be {want}, got boolean {value!r}")
+        problems.add(path, f"must be {want}, got boolean {value}")
         return None
     if float in kinds and isinstance(value, int):
         return float(value)
     if isinstance(value, kinds):
         return value
-    problems.add(path, f"must be {want}, got {type_name(value)} {value!r}")
+    problems.add(path, f"must be {want}, got {type_name(value)} {short_repr(value)}")
     return None

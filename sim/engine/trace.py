@@ -21,6 +21,7 @@ import numpy as np
 from sim.config.schema import Arch
 from sim.engine.placement import geometry
 from sim.engine.timing import crossbar_columns, groups_per_crossbar, step_cycles_by_groups
+from sim.fileio import atomic_write
 from sim.kernels.inputs import group_activity, split_inputs
 
 COLUMNS = ("cycle", "vector", "copy", "step", "rows_driven", "active_groups", "conversions",
@@ -88,9 +89,9 @@ def _trace(arch: Arch, x: np.ndarray, n: int, duplicates: int, start_cycle: int)
 
 def write_trace(path: str | Path, rows: list[tuple[int, ...]]) -> Path:
     """Write trace rows as CSV with a header."""
-    path = Path(path)
-    with path.open("w", newline="") as fh:
+    def write(fh) -> None:
         w = csv.writer(fh)
         w.writerow(COLUMNS)
         w.writerows(rows)
-    return path
+
+    return atomic_write(path, write, text=True)  # a full disk never leaves half a trace
