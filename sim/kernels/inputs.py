@@ -94,3 +94,46 @@ def group_activity(steps: np.ndarray, group_rows: int) -> tuple[np.ndarray, np.n
     nnz = np.empty((g, p, m), dtype=np.int32)
     _group_activity(steps, group_rows, active, nnz)
     return active, nnz
+
+
+@jit
+def _input_activity(x, bits, dac_bits, signed, n_steps, group_rows, active, nnz):
+    m_count, k_count = x.shape
+    n_groups = nnz.shape[0]
+    mask = (1 << dac_bits) - 1
+    mag_bits = bits - 1 if signed else bits
+    low_mask = (1 << mag_bits) - 1
+    n_mag = n_steps - 1 if signed else n_steps
+    nnz[:] = 0
+    for m in range(m_count):
+        for k in range(k_count):
+            v = x[m, k]
+            if v == 0:
+                continue
+            g = k // group_rows
+            low = v & low_mask
+            for p in range(n_mag):
+                if (low >> (dac_bits * p)) & mask:
+                    nnz[g, p, m] += 1
+            if signed and v < 0:
+                nnz[g, n_mag, m] += 1
+    for g in range(n_groups):
+        for p in range(n_steps):
+            for m in range(m_count):
+                active[g, p, m] = nnz[g, p, m] > 0
+
+
+def input_activity(x: np.ndarray, bits: int, dac_bits: int, signed: bool, group_rows: int,
+                   groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`group_activity` of the DAC steps of ``x`` (M, K), computed from ``x`` directly.
+
+    Same ``active`` bool ``(G, P, M)`` and ``nnz`` int32 ``(G, P, M)`` as
+    ``group_activity(split_inputs(x, bits, dac_bits, signed, groups * group_rows), group_rows)``
+    without materializing the steps (the exact fast path needs only these counts).
+    """
+    x = np.ascontiguousarray(x, dtype=np.int64)
+    n = len(step_weights(bits, dac_bits, signed))
+    active = np.empty((groups, n, x.shape[0]), dtype=np.bool_)
+    nnz = np.empty((groups, n, x.shape[0]), dtype=np.int32)
+    _input_activity(x, bits, dac_bits, signed, n, group_rows, active, nnz)
+    return active, nnz
