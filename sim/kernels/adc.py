@@ -174,8 +174,8 @@ def _convert_row(psum, r, lin_a, lin_b, thr, lut_base, lut_t1, lut_t2, lut_ok, c
 
 
 @jit
-def adc_accumulate(psum, row_of, n_samples, active, skip, lin_a, lin_b, thr, lut, col_inst, codes, half,
-                   noise, recon_step, direct, units, coef, step_weight, out):
+def adc_accumulate(psum, row_of, n_samples, active, skip, lin_a, lin_b, thr, lut, col_inst,
+                   codes, half, noise, recon_step, direct, units, coef, step_weight, out):
     """Convert one row group's partial sums and shift-add them into the outputs.
 
     ``psum`` (rows, C) float32 (or int32 from an integer GEMM) holds the analog partial sums

@@ -28,6 +28,7 @@ backend is asked for (explicitly, or by ``auto`` probing for a GPU); ``sim`` run
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 
@@ -176,3 +177,27 @@ def available() -> list[str]:
     if _cuda_available():
         names.append("cuda")
     return names
+
+
+def test_variants() -> list[tuple[str, bool]]:
+    """``(backend, exact fast path)`` pairs a test suite should run on this machine: numpy
+    with and without the exact fast path, and every other backend without it (the fast path
+    does not use the backend)."""
+    return [("numpy", True), ("numpy", False)] + [(b, False) for b in available()[1:]]
+
+
+@contextlib.contextmanager
+def forced(name: str, exact_fast_path: bool = True):
+    """Run the enclosed code with ``IMCSIM_BACKEND=name`` and the fast path on or off."""
+    keys = ("IMCSIM_BACKEND", "IMCSIM_EXACT_FAST_PATH")
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ["IMCSIM_BACKEND"] = name
+    os.environ["IMCSIM_EXACT_FAST_PATH"] = "1" if exact_fast_path else "0"
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -100,11 +100,12 @@ class CrossbarLayer:
             default ``IMCSIM_BACKEND`` or ``auto``). Every backend gives the same bits.
         exact_fast_path: when the config is provably exact (see :attr:`exact`), compute the
             outputs as one integer product and count the events from the inputs; ``False``
-            forces the per-row-group model (the tests compare the two).
+            forces the per-row-group model (the tests compare the two). Default: on unless
+            the environment sets ``IMCSIM_EXACT_FAST_PATH=0``.
     """
 
     def __init__(self, arch: Arch, weights: np.ndarray, *, seed=0, name: str = "layer",
-                 backend: str | None = None, exact_fast_path: bool = True):
+                 backend: str | None = None, exact_fast_path: bool | None = None):
         self.arch = arch
         self.name = name
         xb, wf = arch.crossbar, arch.weights
@@ -214,10 +215,12 @@ class CrossbarLayer:
         #: ideal noiseless unit-step ADC whose codes hold every partial sum of these weights,
         #: and float64 holding every output exactly. Then :meth:`matmul` does one GEMM and
         #: counts the events from the inputs (the same counts, see tests/test_backend.py).
+        if exact_fast_path is None:
+            exact_fast_path = os.environ.get("IMCSIM_EXACT_FAST_PATH", "1") != "0"
+        adc_ideal = not (av.offset_sigma_lsb or av.gain_sigma or av.cap_mismatch_sigma
+                         or av.noise_sigma_lsb)
         self.exact = bool(
-            exact_fast_path and ideal_cells and no_stuck and not (av.offset_sigma_lsb or av.gain_sigma
-                                                     or av.cap_mismatch_sigma
-                                                     or av.noise_sigma_lsb)
+            exact_fast_path and ideal_cells and no_stuck and adc_ideal
             and adc.range == "fixed" and self.step is not None and np.all(self.step == 1.0)
             and self._integer_bound <= adc.codes - 1
             and self.k * (1 << inp.bits) * (1 << wf.bits) < 2**53)
