@@ -272,17 +272,14 @@ class CrossbarLayer:
             if active_all is not None and (skip or self._zero_to_zero[gi]):
                 act = active_all[gi].reshape(-1)
                 if not act.all():
+                    # The dropped rows' partial sums would all be exactly zero. Integer sums
+                    # are exact whatever rows one GEMM holds; float32 ones rely on BLAS giving
+                    # a row the same bits in a GEMM of another height, which
+                    # tests/test_backend.py checks on the machine that runs it.
                     row_of = np.full(n_rows, -1, dtype=np.int32)
-                    if self._integer_bound is not None:
-                        # Integer partial sums are exact, whichever rows one GEMM holds.
-                        sel = np.flatnonzero(act)
-                        row_of[sel] = np.arange(sel.shape[0], dtype=np.int32)
-                        xg = xg[sel]
-                    else:
-                        # float32 sums: BLAS may round a row differently in a GEMM of another
-                        # height, so every row is multiplied and only the conversions dropped.
-                        sel = np.arange(n_rows)
-                        row_of[act] = sel[act]
+                    sel = np.flatnonzero(act)
+                    row_of[sel] = np.arange(sel.shape[0], dtype=np.int32)
+                    xg = xg[sel]
             psum = self.backend.gemm(xg, self._gemm_w[gi], buf)
             if sigma_r and noise_seed is not None:
                 rng = np.random.default_rng([*noise_seed, m0, gi, 0])
