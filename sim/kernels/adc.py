@@ -201,9 +201,11 @@ def adc_accumulate(psum, row_of, n_samples, active, skip, lin_a, lin_b, thr, lut
     per = direct.shape[0] // n_out
     n_units = units.shape[1]
     v = np.empty(n_cols, dtype=np.float64)
-    for m in range(n_samples):
-        acc = out[m]
-        for p in range(n_steps):
+    # Steps outer, samples inner: partial sums are read in row order (prefetch-friendly); each
+    # output still adds its steps in the order p = 0, 1, ... (same bits as samples outer).
+    for p in range(n_steps):
+        for m in range(n_samples):
+            acc = out[m]
             if skip and not active[p, m]:
                 continue
             row = p * n_samples + m

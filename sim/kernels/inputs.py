@@ -24,23 +24,46 @@ def step_weights(bits: int, dac_bits: int, signed: bool) -> np.ndarray:
 
 
 @jit
-def _split_steps(x, bits, dac_bits, signed, n_steps, rows_padded, out):
+def _split_steps(x, bits, dac_bits, signed, n_steps, rows_padded, out, group_rows, nnz):
+    """Steps of ``x`` into ``out`` (and, when ``nnz`` is not empty, the driven rows per
+    (group, step, sample)). The inner loops run along contiguous rows so they vectorize."""
     m_count, k_count = x.shape
     mask = (1 << dac_bits) - 1
     mag_bits = bits - 1 if signed else bits
     low_mask = (1 << mag_bits) - 1
     n_mag = n_steps - 1 if signed else n_steps
+    count = nnz.shape[0] > 0
     for m in range(m_count):
-        for k in range(k_count):
-            v = x[m, k]
-            low = v & low_mask
-            for p in range(n_mag):
-                out[p, m, k] = (low >> (dac_bits * p)) & mask
-            if signed:
-                out[n_mag, m, k] = 1 if v < 0 else 0
-        for k in range(k_count, rows_padded):
-            for p in range(n_steps):
-                out[p, m, k] = 0
+        row = x[m]
+        for p in range(n_steps):
+            dst = out[p, m]
+            if p < n_mag:
+                shift = dac_bits * p
+                for k in range(k_count):
+                    dst[k] = ((row[k] & low_mask) >> shift) & mask
+            else:
+                for k in range(k_count):
+                    dst[k] = 1 if row[k] < 0 else 0
+            for k in range(k_count, rows_padded):
+                dst[k] = 0
+            if count:
+                for g in range(nnz.shape[0]):
+                    c = 0
+                    for k in range(g * group_rows, min(k_count, (g + 1) * group_rows)):
+                        c += dst[k] != 0
+                    nnz[g, p, m] = c
+
+
+def _checked(x: np.ndarray, bits: int, signed: bool, dac_bits: int) -> np.ndarray:
+    """``x`` as contiguous int64, checked to lie in the ``bits``-bit range."""
+    x = np.ascontiguousarray(x, dtype=np.int64)
+    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    if x.size and (x.min() < lo or x.max() > hi):
+        raise ValueError(f"inputs outside the {'signed' if signed else 'unsigned'} {bits}-bit "
+                         f"range [{lo}, {hi}]: found [{x.min()}, {x.max()}]")
+    if dac_bits > 16:
+        raise ValueError("DAC steps are stored as uint16; dac_bits must be <= 16")
+    return x
 
 
 def split_inputs(x: np.ndarray, bits: int, dac_bits: int, signed: bool,
@@ -51,19 +74,27 @@ def split_inputs(x: np.ndarray, bits: int, dac_bits: int, signed: bool,
 
     Values must already lie in the ``bits``-bit range (checked); padding rows are zero.
     """
-    x = np.ascontiguousarray(x, dtype=np.int64)
-    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
-    if x.size and (x.min() < lo or x.max() > hi):
-        raise ValueError(f"inputs outside the {'signed' if signed else 'unsigned'} {bits}-bit "
-                         f"range [{lo}, {hi}]: found [{x.min()}, {x.max()}]")
-    if dac_bits > 16:
-        raise ValueError("DAC steps are stored as uint16; dac_bits must be <= 16")
+    x = _checked(x, bits, signed, dac_bits)
     n = len(step_weights(bits, dac_bits, signed))
     kp = x.shape[1] if rows_padded is None else rows_padded
     # uint8 keeps the common 1..8-bit DAC steps small; wider multi-level DACs need uint16.
     out = np.empty((n, x.shape[0], kp), dtype=np.uint8 if dac_bits <= 8 else np.uint16)
-    _split_steps(x, bits, dac_bits, signed, n, kp, out)
+    _split_steps(x, bits, dac_bits, signed, n, kp, out, 1, np.zeros((0, 0, 0), np.int32))
     return out
+
+
+def split_inputs_activity(x: np.ndarray, bits: int, dac_bits: int, signed: bool,
+                          group_rows: int, groups: int):
+    """:func:`split_inputs` (unpadded, ``(P, M, K)``) and :func:`input_activity` in one pass.
+
+    Returns ``(steps, active, nnz)``.
+    """
+    x = _checked(x, bits, signed, dac_bits)
+    n = len(step_weights(bits, dac_bits, signed))
+    steps = np.empty((n, x.shape[0], x.shape[1]), dtype=np.uint8 if dac_bits <= 8 else np.uint16)
+    nnz = np.empty((groups, n, x.shape[0]), dtype=np.int32)
+    _split_steps(x, bits, dac_bits, signed, n, x.shape[1], steps, group_rows, nnz)
+    return steps, nnz > 0, nnz
 
 
 @jit
@@ -131,7 +162,7 @@ def input_activity(x: np.ndarray, bits: int, dac_bits: int, signed: bool, group_
     ``group_activity(split_inputs(x, bits, dac_bits, signed, groups * group_rows), group_rows)``
     without materializing the steps (the exact fast path needs only these counts).
     """
-    x = np.ascontiguousarray(x, dtype=np.int64)
+    x = _checked(x, bits, signed, dac_bits)
     n = len(step_weights(bits, dac_bits, signed))
     active = np.empty((groups, n, x.shape[0]), dtype=np.bool_)
     nnz = np.empty((groups, n, x.shape[0]), dtype=np.int32)

@@ -247,7 +247,7 @@ class CrossbarLayer:
         per_sample = self.steps * max(self.columns_total, self.rows_padded) * 4
         return max(1, min(m, PSUM_CHUNK_BYTES // max(per_sample, 1)))
 
-    def _group_psums(self, x: np.ndarray, m0: int, noise_seed, active_all=None):
+    def _group_psums(self, x: np.ndarray, m0: int, noise_seed, active_all=None, steps=None):
         """Yield ``(group, psum, row_of)`` for the samples ``x`` (one chunk).
 
         ``psum`` holds the partial sums of (step ``p``, sample ``m``) at row ``p*M + m``, or,
@@ -255,11 +255,12 @@ class CrossbarLayer:
         block's inputs are all zero and it converts to nothing). Blocks are dropped only when
         ``active_all`` (``(G, P, M)``, see :func:`sim.kernels.inputs.input_activity`) is given
         and the group may drop them (zero-skipping, or zero converting to code 0 noiselessly).
+        ``steps`` are the inputs' DAC steps when already split (``(P, M, K)``).
         ``psum`` is a reused buffer, valid until the next item is requested.
         """
         inp = self.arch.inputs
-        steps = inputs_k.split_inputs(x, inp.bits, self.arch.crossbar.dac.bits, inp.signed,
-                                      self.rows_padded)
+        if steps is None:  # (P, M, K): the padding rows are never multiplied
+            steps = inputs_k.split_inputs(x, inp.bits, self.arch.crossbar.dac.bits, inp.signed)
         n_rows = steps.shape[0] * x.shape[0]
         sigma_r = self.arch.variation.cell.read_noise_sigma
         skip = inp.zero_skip
@@ -328,16 +329,18 @@ class CrossbarLayer:
         empty_noise = np.zeros((0, 0), dtype=np.float32)
         ct = self.columns_total
         # Which (group, step, sample) blocks drive any row, and how many: from the inputs alone.
-        active_all, nnz_all = inputs_k.input_activity(
-            x, inp.bits, arch.crossbar.dac.bits, inp.signed, self.group_rows, self.groups)
         if self.exact:
+            active_all, nnz_all = inputs_k.input_activity(
+                x, inp.bits, arch.crossbar.dac.bits, inp.signed, self.group_rows, self.groups)
             # Provably exact config: the outputs are the integer product (float64 holds every
             # product and sum exactly; + 0.0 turns BLAS's -0.0 into the model's +0.0).
             np.matmul(x.astype(np.float64), self._w64, out=out)
             out += 0.0
             psums = None
         else:
-            psums = self._group_psums(x, m0, call_seed, active_all)
+            steps, active_all, nnz_all = inputs_k.split_inputs_activity(
+                x, inp.bits, arch.crossbar.dac.bits, inp.signed, self.group_rows, self.groups)
+            psums = self._group_psums(x, m0, call_seed, active_all, steps)
         ev = Events()
         for gi in range(self.groups):
             active, nnz = active_all[gi], nnz_all[gi]
