@@ -84,16 +84,17 @@ def split_inputs(x: np.ndarray, bits: int, dac_bits: int, signed: bool,
 
 
 def split_inputs_activity(x: np.ndarray, bits: int, dac_bits: int, signed: bool,
-                          group_rows: int, groups: int):
-    """:func:`split_inputs` (unpadded, ``(P, M, K)``) and :func:`input_activity` in one pass.
+                          group_rows: int, groups: int, rows_padded: int | None = None):
+    """:func:`split_inputs` and :func:`input_activity` in one pass over ``x``.
 
-    Returns ``(steps, active, nnz)``.
+    Returns ``(steps, active, nnz)``; ``steps`` is ``(P, M, rows_padded or K)``.
     """
     x = _checked(x, bits, signed, dac_bits)
     n = len(step_weights(bits, dac_bits, signed))
-    steps = np.empty((n, x.shape[0], x.shape[1]), dtype=np.uint8 if dac_bits <= 8 else np.uint16)
+    kp = x.shape[1] if rows_padded is None else rows_padded
+    steps = np.empty((n, x.shape[0], kp), dtype=np.uint8 if dac_bits <= 8 else np.uint16)
     nnz = np.empty((groups, n, x.shape[0]), dtype=np.int32)
-    _split_steps(x, bits, dac_bits, signed, n, x.shape[1], steps, group_rows, nnz)
+    _split_steps(x, bits, dac_bits, signed, n, kp, steps, group_rows, nnz)
     return steps, nnz > 0, nnz
 
 

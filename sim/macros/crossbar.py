@@ -104,6 +104,10 @@ class CrossbarLayer:
             the environment sets ``IMCSIM_EXACT_FAST_PATH=0``.
     """
 
+    #: Drop all-zero (group, step, sample) blocks from the GEMMs and conversions where that
+    #: cannot change the result; ``False`` only to test that it does not.
+    drop_zero_blocks = True
+
     def __init__(self, arch: Arch, weights: np.ndarray, *, seed=0, name: str = "layer",
                  backend: str | None = None, exact_fast_path: bool | None = None):
         self.arch = arch
@@ -203,9 +207,13 @@ class CrossbarLayer:
             col_sums = np.add.reduceat(full.astype(np.int64), np.arange(0, self.rows_padded, r),
                                        axis=0) if full.size else np.zeros(1, np.int64)
             self._integer_bound = int(col_sums.max(initial=0)) * dac_max
-        # Rows of each group that hold weights: the zero padding of the last group is not
-        # multiplied (zero inputs times zero conductance add exactly nothing).
-        self._span = [(gi * r, min(self.k, (gi + 1) * r)) for gi in range(g)]
+        # Rows of each group's GEMM. With integer partial sums only the rows that hold weights:
+        # the zero padding of the last group adds exactly nothing. float32 sums keep the padded
+        # shape: OpenBLAS rounds a float32 dot product differently when its length changes
+        # (measured), and the bits must not change.
+        self._padded_steps = self._integer_bound is None
+        self._span = [(gi * r, (gi + 1) * r if self._padded_steps else min(self.k, (gi + 1) * r))
+                      for gi in range(g)]
         self.backend = backend_k.make(backend, dac_max=dac_max)
         self._gemm_w = [self.backend.prepare(self.conductance[a:b], self._integer_bound)
                         for a, b in self._span]
@@ -255,12 +263,14 @@ class CrossbarLayer:
         block's inputs are all zero and it converts to nothing). Blocks are dropped only when
         ``active_all`` (``(G, P, M)``, see :func:`sim.kernels.inputs.input_activity`) is given
         and the group may drop them (zero-skipping, or zero converting to code 0 noiselessly).
-        ``steps`` are the inputs' DAC steps when already split (``(P, M, K)``).
+        ``steps`` are the inputs' DAC steps when already split (``(P, M, K)``, padded to
+        ``rows_padded`` for float32 partial sums).
         ``psum`` is a reused buffer, valid until the next item is requested.
         """
         inp = self.arch.inputs
-        if steps is None:  # (P, M, K): the padding rows are never multiplied
-            steps = inputs_k.split_inputs(x, inp.bits, self.arch.crossbar.dac.bits, inp.signed)
+        if steps is None:
+            steps = inputs_k.split_inputs(x, inp.bits, self.arch.crossbar.dac.bits, inp.signed,
+                                          self.rows_padded if self._padded_steps else None)
         n_rows = steps.shape[0] * x.shape[0]
         sigma_r = self.arch.variation.cell.read_noise_sigma
         skip = inp.zero_skip
@@ -270,17 +280,22 @@ class CrossbarLayer:
         for gi, (a, b) in enumerate(self._span):
             xg = steps[:, :, a:b].reshape(n_rows, b - a)  # one copy (strided rows)
             row_of = no_rows
-            if active_all is not None and (skip or self._zero_to_zero[gi]):
+            if (active_all is not None and self.drop_zero_blocks
+                    and (skip or self._zero_to_zero[gi])):
                 act = active_all[gi].reshape(-1)
                 if not act.all():
-                    # The dropped rows' partial sums would all be exactly zero. Integer sums
-                    # are exact whatever rows one GEMM holds; float32 ones rely on BLAS giving
-                    # a row the same bits in a GEMM of another height, which
-                    # tests/test_backend.py checks on the machine that runs it.
                     row_of = np.full(n_rows, -1, dtype=np.int32)
-                    sel = np.flatnonzero(act)
-                    row_of[sel] = np.arange(sel.shape[0], dtype=np.int32)
-                    xg = xg[sel]
+                    if self._integer_bound is not None:
+                        # Integer partial sums are exact whatever rows one GEMM holds.
+                        sel = np.flatnonzero(act)
+                        row_of[sel] = np.arange(sel.shape[0], dtype=np.int32)
+                        xg = xg[sel]
+                    else:
+                        # float32 sums: OpenBLAS rounds a row differently in a GEMM of another
+                        # height (measured), so every row is multiplied as before and only the
+                        # conversions of the all-zero blocks are dropped.
+                        sel = np.arange(n_rows)
+                        row_of[act] = sel[act]
             psum = self.backend.gemm(xg, self._gemm_w[gi], buf)
             if sigma_r and noise_seed is not None:
                 rng = np.random.default_rng([*noise_seed, m0, gi, 0])
@@ -339,7 +354,8 @@ class CrossbarLayer:
             psums = None
         else:
             steps, active_all, nnz_all = inputs_k.split_inputs_activity(
-                x, inp.bits, arch.crossbar.dac.bits, inp.signed, self.group_rows, self.groups)
+                x, inp.bits, arch.crossbar.dac.bits, inp.signed, self.group_rows, self.groups,
+                self.rows_padded if self._padded_steps else None)
             psums = self._group_psums(x, m0, call_seed, active_all, steps)
         ev = Events()
         for gi in range(self.groups):
