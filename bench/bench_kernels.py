@@ -94,12 +94,16 @@ def rate(arch, k: int, n: int, m: int, repeat: int, rng) -> tuple[float, int]:
 
 def resnet20_layers(batch: int) -> list[tuple[str, int, int, int]]:
     """(name, K, N, M) of every Conv2d/Linear of ResNet-20 on a batch of 32x32 images."""
+    from workloads.models import build_model
+
+    return layer_shapes(build_model("resnet20").eval(), (batch, 3, 32, 32))
+
+
+def layer_shapes(model, input_shape) -> list[tuple[str, int, int, int]]:
+    """(name, K, N, M) of every Conv2d/Linear of ``model`` on inputs of ``input_shape``."""
     import torch
     from torch import nn
 
-    from workloads.models import build_model
-
-    model = build_model("resnet20").eval()
     shapes = []
 
     def hook(name):
@@ -116,8 +120,31 @@ def resnet20_layers(batch: int) -> list[tuple[str, int, int, int]]:
         if isinstance(mod, nn.Conv2d | nn.Linear):
             mod.register_forward_hook(hook(name))
     with torch.no_grad():
-        model(torch.zeros(batch, 3, 32, 32))
+        model(torch.zeros(*input_shape))
     return shapes
+
+
+def resnet18_image(arch, rng) -> tuple[float, int]:
+    """Wall seconds of every ResNet-18 224x224 layer's bit-true crossbar product for one
+    image (8-bit activations, half of them zero as after a ReLU; random 8-bit weights), and
+    the cell-MACs. The crossbar work only: im2col and quantization in the torch bridge are
+    not included."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bench_engine import ResNet18
+
+    total, cell_macs = 0.0, 0
+    for _name, k, n, m in layer_shapes(ResNet18().eval(), (1, 3, 224, 224)):
+        w = rng.integers(-127, 128, size=(k, n))
+        x = np.maximum(rng.integers(-255, 256, size=(m, k)), 0)
+        layer = CrossbarLayer(arch, w, seed=0, backend=BACKEND, exact_fast_path=FAST)
+        layer.matmul(x[:2])  # compile, warm
+        t = time.perf_counter()
+        ev = layer.matmul(x)[1]
+        total += time.perf_counter() - t
+        cell_macs += ev.cell_macs
+    return total, cell_macs
 
 
 def main() -> None:
@@ -126,6 +153,8 @@ def main() -> None:
     ap.add_argument("--resnet-batch", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--backend", choices=("auto", "numpy", "torch", "cuda"), default=None)
+    ap.add_argument("--resnet18", action="store_true",
+                    help="also time one ResNet-18 224x224 image's crossbar products")
     ap.add_argument("--no-fast-path", action="store_true",
                     help="run provably exact configs through the per-row-group model too")
     args = ap.parse_args()
@@ -169,6 +198,11 @@ def main() -> None:
         label = f"ResNet-20 all layers, batch {args.resnet_batch}, {arch.source}"
         ok = "meets target" if r / fp32 >= TARGET else "BELOW target"
         print(f"  {label:<44}{r / 1e9:10.2f} G{r / fp32:8.3f}  {ok}")
+    if args.resnet18:
+        print("\nResNet-18 224x224, one image, crossbar products only (target < 2 s):")
+        for arch in archs()[:2]:
+            t, cm = resnet18_image(arch, rng)
+            print(f"  {arch.source:<44}{t:8.2f} s  ({cm / t / 1e9:.1f} G cell-MAC/s)")
 
 
 if __name__ == "__main__":

@@ -136,19 +136,23 @@ def _input_activity(x, bits, dac_bits, signed, n_steps, group_rows, active, nnz)
     mag_bits = bits - 1 if signed else bits
     low_mask = (1 << mag_bits) - 1
     n_mag = n_steps - 1 if signed else n_steps
-    nnz[:] = 0
     for m in range(m_count):
-        for k in range(k_count):
-            v = x[m, k]
-            if v == 0:
-                continue
-            g = k // group_rows
-            low = v & low_mask
+        row = x[m]
+        for g in range(n_groups):
+            k0 = g * group_rows
+            k1 = min(k_count, k0 + group_rows)
+            # Branch-free counts along contiguous rows (they vectorize).
             for p in range(n_mag):
-                if (low >> (dac_bits * p)) & mask:
-                    nnz[g, p, m] += 1
-            if signed and v < 0:
-                nnz[g, n_mag, m] += 1
+                shift = dac_bits * p
+                c = 0
+                for k in range(k0, k1):
+                    c += (((row[k] & low_mask) >> shift) & mask) != 0
+                nnz[g, p, m] = c
+            if signed:
+                c = 0
+                for k in range(k0, k1):
+                    c += row[k] < 0
+                nnz[g, n_mag, m] = c
     for g in range(n_groups):
         for p in range(n_steps):
             for m in range(m_count):
