@@ -278,7 +278,10 @@ class CrossbarLayer:
         # One buffer per chunk: a fresh 8 MiB array per GEMM would page-fault every time.
         buf = np.empty((n_rows, self.columns_total), dtype=np.float32)
         for gi, (a, b) in enumerate(self._span):
-            xg = steps[:, :, a:b].reshape(n_rows, b - a)  # one copy (strided rows)
+            view = steps[:, :, a:b]
+            # One copy of the strided rows, straight into the GEMM's input type.
+            xg = (view.astype(np.float32) if self.backend.name == "numpy" else view).reshape(
+                n_rows, b - a)
             row_of = no_rows
             if (active_all is not None and self.drop_zero_blocks
                     and (skip or self._zero_to_zero[gi])):
@@ -303,7 +306,7 @@ class CrossbarLayer:
                 z = rng.standard_normal((n_rows, self.columns_total), dtype=np.float32)
                 if psum.shape[0] != n_rows:  # rows dropped from the GEMM
                     z = z[sel]
-                xf = xg.astype(np.float32)
+                xf = xg if xg.dtype == np.float32 else xg.astype(np.float32)
                 power = (xf * xf) @ self._gemm_w_sq[gi]
                 var_k.apply_read_noise(psum, power, sigma_r, z)
             yield gi, psum, row_of
