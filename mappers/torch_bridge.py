@@ -6,8 +6,9 @@ quantizes each Conv2d/Linear to the workload's bits, programs it into a
 :class:`~sim.macros.CrossbarLayer`, and swaps the module for a :class:`HardwareLayer` whose
 forward pass quantizes its input, runs im2col (for convolutions) and the bit-true kernels, and
 dequantizes. Everything else (activations, pooling, residual additions, unfolded batch norm)
-stays in torch. A module doing a matrix product we cannot map is a :class:`MappingError`
-naming it.
+stays in torch. Every executed operation is classified (:mod:`mappers.coverage`): on the
+crossbars, in a costed digital unit, or in float; a matrix product we cannot map is a
+:class:`MappingError` naming its module and source line.
 
 It also records the model's dataflow graph for the engine (:func:`trace_graph`): a
 ``torch.fx`` trace of the folded model with shapes from one sample, turned into a
@@ -29,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mappers.coverage import Coverage, record_operations
 from mappers.quantize import ActQuant, activation_quant, quantize_weights
 from sim.config.schema import Arch
 from sim.engine.graph import NETWORK_INPUT, GraphNode, LayerGraph
@@ -40,9 +42,6 @@ log = logging.getLogger(__name__)
 #: Modules that do matrix products the crossbar bridge cannot map yet.
 UNMAPPABLE = (nn.Conv1d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
               nn.RNNBase, nn.RNNCellBase, nn.MultiheadAttention, nn.Bilinear)
-#: Functional matrix products that would bypass the bridge if called directly in forward().
-_FUNCTIONAL_PRODUCTS = {torch.matmul, torch.mm, torch.bmm, torch.einsum, F.linear, F.conv1d,
-                        F.conv2d, F.conv3d, operator.matmul}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -182,6 +181,8 @@ class MappedModel:
     graph: LayerGraph | None = None
     #: Why there is no traced graph (empty when there is one).
     graph_note: str = ""
+    #: Every executed operation classified (crossbar / digital / float), in execution order.
+    coverage: Coverage | None = None
 
     def layer_shapes(self):
         """The mapped layers as engine :class:`~sim.engine.placement.LayerShape` objects, in
@@ -289,36 +290,40 @@ def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def check_mappable(model: nn.Module) -> None:
-    """Raise :class:`MappingError` naming every layer whose product cannot be mapped."""
+    """Raise :class:`MappingError` naming every module whose product cannot be mapped.
+
+    This is the check by module type; every executed operation is checked by
+    :func:`mappers.coverage.record_operations` (see :func:`map_model`).
+    """
     bad = [f"layer '{name}' ({type(m).__name__})" for name, m in model.named_modules()
            if isinstance(m, UNMAPPABLE)]
     for name, m in model.named_modules():
         if isinstance(m, nn.Conv2d) and m.padding_mode != "zeros":
             bad.append(f"layer '{name}' (Conv2d with padding_mode={m.padding_mode!r})")
-    try:
-        graph = torch.fx.symbolic_trace(model).graph
-        for node in graph.nodes:
-            if node.op == "call_function" and node.target in _FUNCTIONAL_PRODUCTS:
-                what = getattr(node.target, "__name__", str(node.target))
-                bad.append(f"operation '{node.name}' ({what} called in forward())")
-            if node.op == "call_method" and node.target in ("matmul", "mm", "bmm"):
-                bad.append(f"operation '{node.name}' (Tensor.{node.target} called in forward())")
-    except Exception:  # noqa: BLE001 - untraceable models are checked by module type only
-        pass
     if bad:
         raise MappingError(
             "cannot map onto crossbars: " + "; ".join(bad)
             + ". Supported matrix products: nn.Conv2d and nn.Linear modules.")
 
 
+#: Samples of the first calibration batch the operation recorder runs.
+COVERAGE_SAMPLES = 4
+
+
 def map_model(model: nn.Module, arch: Arch, recipe: QuantRecipe,
-              calibration: Iterable[torch.Tensor] | torch.Tensor, *, seed: int = 0
-              ) -> MappedModel:
+              calibration: Iterable[torch.Tensor] | torch.Tensor, *, seed: int = 0,
+              allow_float_products: bool = False) -> MappedModel:
     """Map ``model`` onto ``arch`` (see the module docstring).
 
     ``calibration`` is one input batch, or batches, used to fix activation ranges (and the ADC
     ranges when ``crossbar.adc.range: calibrated``). ``seed`` fixes every static draw (cell
     variation, stuck-at faults, ADC curves); each layer gets its own child seed.
+
+    Every operation the folded model executes on the first calibration samples is classified
+    (:func:`mappers.coverage.record_operations`, kept as :attr:`MappedModel.coverage`): a
+    matrix product outside an ``nn.Conv2d``/``nn.Linear``, or an operator imcsim does not
+    know, is a :class:`MappingError` naming its module and source line, unless
+    ``allow_float_products`` (then it runs in float and the coverage lists it).
     """
     if isinstance(model, nn.Conv2d | nn.Linear):  # a bare layer: give it a parent to swap in
         model = nn.Sequential(model)
@@ -326,6 +331,8 @@ def map_model(model: nn.Module, arch: Arch, recipe: QuantRecipe,
     _check_bits(arch, recipe)
     model, folded = fold_batchnorm(model)
     batches = [calibration] if isinstance(calibration, torch.Tensor) else list(calibration)
+    coverage = record_operations(model, batches[0][:COVERAGE_SAMPLES],
+                                 allow_float_products=allow_float_products)
     targets = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
     if not targets:
         raise MappingError("the model has no nn.Conv2d or nn.Linear layer to map")
@@ -346,7 +353,7 @@ def map_model(model: nn.Module, arch: Arch, recipe: QuantRecipe,
         _set_module(model, name, hw)
         records.append(hw.record)
     return MappedModel(model=model, layers=records, folded_batchnorms=folded, graph=graph,
-                       graph_note=graph_note)
+                       graph_note=graph_note, coverage=coverage)
 
 
 def _check_bits(arch: Arch, recipe: QuantRecipe) -> None:

@@ -1,0 +1,320 @@
+"""Every operation a model executes, classified: on the crossbars, in a digital unit, or in float.
+
+:func:`record_operations` runs one forward pass of the model under a
+:class:`~torch.utils._python_dispatch.TorchDispatchMode`. At that level every torch call has
+been lowered to a small, closed set of ATen operators (``torch.einsum``, ``tensordot``,
+``inner``, ``@``, ``F.linear`` and ``F.scaled_dot_product_attention`` all arrive as
+``mm``/``bmm``/``addmm``/...), so the check does not depend on how the model spells a product,
+and it works for models ``torch.fx`` cannot trace (data-dependent control flow): only the path
+the sample took is recorded, which is the path the run executes for that sample.
+
+Each operator is classified by an ALLOW-list (:data:`DIGITAL`, :data:`FLOAT`, :data:`LAYOUT`):
+
+- inside a mapped ``nn.Conv2d``/``nn.Linear``: ``crossbar`` (the bridge swaps that module for
+  a :class:`~mappers.torch_bridge.HardwareLayer`);
+- activation, softmax, pooling, add/sub of tensors, concatenation: ``digital``, costed by the
+  engine's digital components (``activation_ops``, ``pooling_ops``, ``add_ops``; a
+  concatenation is data movement, costed as the NoC transfers of its producers' outputs);
+- element-wise gate arithmetic (a product of two activations of the same shape),
+  normalization that was not folded, reductions and other element-wise maths: ``float`` (run
+  in torch, listed, not costed: the engine has no component for them yet);
+- views, reshapes, transposes: ``layout`` (addressing, no work);
+- a matrix product outside a mapped module (:data:`PRODUCTS`), an element-wise product whose
+  broadcast makes an outer product, and any operator on none of the lists: refused with a
+  :class:`~sim.errors.MappingError` naming the module and the source line, unless the caller
+  passes ``allow_float_products=True``; then they run in float and are returned in
+  :attr:`Coverage.float_products` so the result can say its energy is incomplete.
+"""
+
+from __future__ import annotations
+
+import linecache
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from sim.errors import MappingError
+
+#: ATen operators that multiply two tensors (a matrix product or a convolution).
+PRODUCTS = frozenset({
+    "mm", "bmm", "addmm", "addbmm", "baddbmm", "addmv", "mv", "dot", "vdot", "matmul",
+    "linear", "addr", "outer", "ger", "inner", "tensordot", "einsum", "bilinear", "_trilinear",
+    "convolution", "_convolution", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
+    "conv_transpose2d", "conv_transpose3d", "mkldnn_convolution", "_mps_convolution",
+    "cudnn_convolution", "slow_conv2d_forward", "thnn_conv2d", "_slow_conv2d_forward",
+    "_scaled_dot_product_attention_math", "_scaled_dot_product_flash_attention",
+    "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_efficient_attention",
+    "_scaled_dot_product_cudnn_attention", "scaled_dot_product_attention", "_int_mm",
+    "_weight_int8pack_mm", "_weight_int4pack_mm", "chain_matmul", "linalg_multi_dot",
+    "_addmm_activation", "cdist", "_cdist_forward", "_euclidean_dist", "cosine_similarity",
+    "_fused_rms_norm",
+})
+
+#: Digital units the engine costs, by ATen operator name: the category says which.
+DIGITAL = {
+    **dict.fromkeys(("relu", "relu_", "hardtanh", "hardtanh_", "clamp", "clamp_", "clamp_min",
+                     "clamp_min_", "clamp_max", "clamp_max_", "sigmoid", "sigmoid_", "tanh",
+                     "tanh_", "gelu", "gelu_", "silu", "silu_", "elu", "elu_", "leaky_relu",
+                     "leaky_relu_", "hardswish", "hardswish_", "hardsigmoid", "hardsigmoid_",
+                     "mish", "mish_", "softplus", "threshold", "threshold_", "_prelu_kernel",
+                     "prelu", "log_sigmoid_forward", "celu", "selu", "rrelu_with_noise"),
+                    "activation"),
+    **dict.fromkeys(("_softmax", "softmax", "_log_softmax", "log_softmax", "_safe_softmax"),
+                    "softmax"),
+    **dict.fromkeys(("max_pool1d", "max_pool2d", "max_pool2d_with_indices",
+                     "max_pool3d_with_indices", "avg_pool1d", "avg_pool2d", "avg_pool3d",
+                     "_adaptive_avg_pool2d", "adaptive_avg_pool1d", "_adaptive_avg_pool3d",
+                     "adaptive_max_pool2d", "adaptive_max_pool1d", "adaptive_max_pool3d"),
+                    "pooling"),
+    **dict.fromkeys(("add", "add_", "sub", "sub_", "rsub"), "add"),
+    **dict.fromkeys(("cat", "concat", "stack", "hstack", "vstack"), "concat"),
+}
+
+#: Operators that run in torch without a costed unit: listed, not costed.
+FLOAT = {
+    **dict.fromkeys(("mul", "mul_", "div", "div_", "addcmul", "addcmul_", "addcdiv", "lerp"),
+                    "gate"),
+    **dict.fromkeys(("native_batch_norm", "_native_batch_norm_legit_no_training",
+                     "_native_batch_norm_legit", "native_layer_norm", "native_group_norm",
+                     "_batch_norm_with_update", "_batch_norm_no_update", "batch_norm",
+                     "layer_norm", "group_norm", "instance_norm", "_fused_rms_norm_forward",
+                     "rms_norm", "norm", "linalg_vector_norm", "renorm"),
+                    "normalization"),
+    **dict.fromkeys(("mean", "sum", "amax", "amin", "max", "min", "argmax", "argmin", "var",
+                     "std", "var_mean", "std_mean", "prod", "logsumexp", "cumsum", "all",
+                     "any", "topk", "sort"), "reduction"),
+    **dict.fromkeys(("exp", "exp_", "log", "log_", "sqrt", "rsqrt", "pow", "reciprocal",
+                     "neg", "abs", "sign", "round", "floor", "ceil", "trunc", "frac", "erf",
+                     "sin", "cos", "log1p", "expm1", "square", "where", "masked_fill",
+                     "masked_fill_", "maximum", "minimum", "fmod", "remainder", "gt", "ge",
+                     "lt", "le", "eq", "ne", "logical_not", "logical_and", "logical_or",
+                     "bitwise_not", "isnan", "isinf", "nan_to_num", "_to_copy", "to", "copy_",
+                     "copy", "clone", "native_dropout", "dropout", "bernoulli_",
+                     "_local_scalar_dense", "is_nonzero", "item",
+                     "fake_quantize_per_tensor_affine", "fake_quantize_per_channel_affine",
+                     "fake_quantize_per_tensor_affine_cachemask",
+                     "fake_quantize_per_channel_affine_cachemask",
+                     "_fake_quantize_per_tensor_affine_cachemask_tensor_qparams",
+                     "_fake_quantize_learnable_per_tensor_affine", "constant_pad_nd", "pad",
+                     "reflection_pad2d", "replication_pad2d", "upsample_nearest2d",
+                     "upsample_bilinear2d", "_upsample_nearest_exact2d", "gather", "index",
+                     "index_select", "embedding"),
+                    "elementwise"),
+}
+
+#: Views and data layout: no arithmetic.
+LAYOUT = frozenset({
+    "view", "_unsafe_view", "reshape", "flatten", "unflatten", "t", "transpose", "transpose_",
+    "permute", "expand", "expand_as", "squeeze", "squeeze_", "unsqueeze", "unsqueeze_",
+    "contiguous", "select", "slice", "split", "split_with_sizes", "unsafe_split", "chunk",
+    "unbind", "alias", "as_strided", "narrow", "movedim", "view_as", "repeat",
+    "_reshape_alias", "flip", "roll", "split_copy", "detach", "lift_fresh",
+    # creating a tensor is not arithmetic either
+    "empty", "empty_strided", "empty_like", "zeros", "zeros_like", "ones", "ones_like", "full",
+    "full_like", "fill_", "zero_", "arange", "scalar_tensor", "new_zeros", "new_ones",
+    "new_empty", "new_full", "new_empty_strided",
+})
+
+#: Placement of each classified category.
+PLACEMENT = {"crossbar": "crossbar", "activation": "digital", "softmax": "digital",
+             "pooling": "digital", "add": "digital", "concat": "digital", "gate": "float",
+             "normalization": "float", "reduction": "float", "elementwise": "float",
+             "layout": "layout", "product": "float", "unknown": "float"}
+
+_TORCH_DIR = str(Path(torch.__file__).parent)
+_THIS_FILE = __file__
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One executed operation (a mapped layer's whole call counts as one)."""
+
+    #: Position in execution order.
+    index: int
+    #: ATen operator (``addmm``, ``hardtanh``...) or, for ``crossbar``, the module type.
+    op: str
+    #: ``crossbar``, ``activation``, ``softmax``, ``pooling``, ``add``, ``concat``, ``gate``,
+    #: ``normalization``, ``reduction``, ``elementwise``, ``layout``, ``product``, ``unknown``.
+    category: str
+    #: ``crossbar``, ``digital`` (a costed digital unit), ``float`` (torch, not costed) or
+    #: ``layout`` (views, no work).
+    placement: str
+    #: Innermost named module running it (``""`` for the model's own forward) and its type.
+    module: str
+    module_type: str
+    #: ``file:line`` of the model code that called it, and that line's text.
+    source: str
+    code: str
+    #: Output elements (of the recorded batch).
+    elements: int = 0
+
+    def where(self) -> str:
+        """``module 'attention' (TinyAttention), tests/x.py:12: <code>`` for messages."""
+        mod = f"module '{self.module}' ({self.module_type})" if self.module else \
+            f"the model's forward ({self.module_type})"
+        return f"{mod} at {self.source}: {self.code}"
+
+
+@dataclass
+class Coverage:
+    """What :func:`record_operations` saw, in execution order."""
+
+    operations: list[Operation] = field(default_factory=list)
+    #: Products (and unknown operators) allowed to run in float by ``allow_float_products``.
+    float_products: list[Operation] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        """Operations per placement (layout excluded)."""
+        out: dict[str, int] = {}
+        for op in self.operations:
+            if op.placement != "layout":
+                out[op.placement] = out.get(op.placement, 0) + 1
+        return out
+
+    def to_json(self) -> list[dict]:
+        """The operations (layout excluded) as plain mappings, for ``result.json``."""
+        return [asdict(op) for op in self.operations if op.placement != "layout"]
+
+
+def _source() -> tuple[str, str]:
+    """``file:line`` and text of the innermost frame outside torch and this module."""
+    f = sys._getframe(2)
+    while f is not None:
+        fn = f.f_code.co_filename
+        if not (fn.startswith(_TORCH_DIR) or fn == _THIS_FILE or fn.startswith("<")):
+            return f"{_short(fn)}:{f.f_lineno}", linecache.getline(fn, f.f_lineno).strip()
+        f = f.f_back
+    return "<unknown>", ""
+
+
+def _short(path: str) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
+def _numel(out) -> int:
+    if isinstance(out, torch.Tensor):
+        return int(out.numel())
+    if isinstance(out, list | tuple):
+        return sum(_numel(o) for o in out)
+    return 0
+
+
+class _Recorder(TorchDispatchMode):
+    def __init__(self, stack: list, model_type: str):
+        super().__init__()
+        self.stack = stack
+        self.model_type = model_type
+        self.ops: list[Operation] = []
+        self.last_key = None
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = func.overloadpacket.__name__
+        mapped = next((s for s in reversed(self.stack) if s[2]), None)
+        if mapped is not None:  # inside a mapped Conv2d/Linear: one operation per call
+            if self.last_key == mapped[3]:
+                return out
+            self.last_key = mapped[3]
+            self.ops.append(self._op("crossbar", mapped[1], mapped[0], mapped[1], out))
+            return out
+        self.last_key = None
+        category = self._category(name, args, out)
+        module, mtype = (self.stack[-1][0], self.stack[-1][1]) if self.stack else \
+            ("", self.model_type)
+        self.ops.append(self._op(category, name, module, mtype, out))
+        return out
+
+    @staticmethod
+    def _category(name: str, args, out) -> str:
+        if name in PRODUCTS:
+            return "product"
+        if name in LAYOUT:
+            return "layout"
+        if name in DIGITAL:
+            if DIGITAL[name] == "add":
+                tensors = [a for a in args if isinstance(a, torch.Tensor) and a.numel() > 1]
+                return "add" if len(tensors) >= 2 else "elementwise"
+            return DIGITAL[name]
+        if name in FLOAT:
+            if name.startswith("mul"):
+                tensors = [a for a in args if isinstance(a, torch.Tensor) and a.numel() > 1]
+                # Broadcasting two tensors into more elements than either has is an outer
+                # product, i.e. a matrix product in disguise.
+                if len(tensors) >= 2 and _numel(out) > max(t.numel() for t in tensors):
+                    return "product"
+            return FLOAT[name]
+        return "unknown"
+
+    def _op(self, category, op, module, mtype, out) -> Operation:
+        src, code = _source()
+        return Operation(index=len(self.ops), op=op, category=category,
+                         placement=PLACEMENT[category], module=module, module_type=mtype,
+                         source=src, code=code, elements=_numel(out))
+
+
+def record_operations(model: nn.Module, example: torch.Tensor, *,
+                      allow_float_products: bool = False,
+                      mapped_types: tuple[type, ...] = (nn.Conv2d, nn.Linear)) -> Coverage:
+    """Run ``model`` once on ``example`` and classify every executed operation (see the module
+    docstring). Raises :class:`MappingError` naming each refused operation's module and source
+    line, unless ``allow_float_products``."""
+    names = {id(m): n for n, m in model.named_modules()}
+    stack: list[tuple[str, str, bool, int]] = []
+    calls = [0]
+
+    def pre(module, _args):
+        calls[0] += 1
+        stack.append((names.get(id(module), ""), type(module).__name__,
+                      isinstance(module, mapped_types), calls[0]))
+
+    def post(_module, _args, _out):
+        if stack:
+            stack.pop()
+
+    handles = []
+    for _, m in model.named_modules():
+        if m is model:
+            continue
+        handles.append(m.register_forward_pre_hook(pre))
+        handles.append(m.register_forward_hook(post))
+    rec = _Recorder(stack, type(model).__name__)
+    try:
+        with torch.no_grad(), rec:
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    ops = rec.ops
+    refused = [o for o in ops if o.category in ("product", "unknown")]
+    if refused and not allow_float_products:
+        raise MappingError(
+            "cannot map onto crossbars: "
+            + "; ".join(_describe(o) for o in _first_per_site(refused))
+            + ". Supported matrix products: nn.Conv2d and nn.Linear modules (mapped onto "
+              "crossbars); pass allow_float_products=True (imcsim run --allow-float-products) "
+              "to run them in float, with the result's energy marked incomplete.")
+    return Coverage(operations=ops, float_products=refused)
+
+
+def _first_per_site(ops: list[Operation]) -> list[Operation]:
+    seen, out = set(), []
+    for o in ops:
+        key = (o.op, o.module, o.source)
+        if key not in seen:
+            seen.add(key)
+            out.append(o)
+    return out
+
+
+def _describe(o: Operation) -> str:
+    what = (f"a matrix product ({o.op}) outside a mapped nn.Conv2d/nn.Linear"
+            if o.category == "product" else
+            f"operator '{o.op}', which imcsim does not know (it may be a product)")
+    return f"{what} in {o.where()}"
