@@ -555,6 +555,17 @@ def _result(arch: Arch, arch_path: Path, workload: Workload, workload_path: Path
         notes.append(precision)
     coverage = getattr(mapped, "coverage", None)
     float_products = coverage.float_products if coverage is not None else []
+    operations = coverage.to_json() if coverage is not None else []
+    if graph is not None and not graph.traced:
+        # No traced graph: the schedule is a chain of the mapped layers, so the digital units
+        # were not costed; say so rather than list them as costed.
+        uncosted = [op for op in operations if op["placement"] == "digital"]
+        for op in uncosted:
+            op["placement"] = "float"
+        if uncosted:
+            notes.append(f"{len(uncosted)} digital operations (activation, pooling, add, "
+                         "concat) ran in torch without energy or time: the model could not be "
+                         "traced, so only its mapped layers were scheduled")
     if float_products:
         sites = sorted({f"{o.op} at {o.source}" for o in float_products})
         notes.append("ENERGY INCOMPLETE: matrix products ran in float (allow_float_products), "
@@ -582,7 +593,7 @@ def _result(arch: Arch, arch_path: Path, workload: Workload, workload_path: Path
         peak_gops_per_w=pk.gops_per_w if pk else 0.0,
         digital_clock_hz=arch.clock.digital_hz,
         layer_graph=graph.to_json() if graph is not None else {},
-        operations=coverage.to_json() if coverage is not None else [],
+        operations=operations,
         energy_complete=not float_products)
 
 

@@ -93,7 +93,7 @@ FLOAT = {
                      "masked_fill_", "maximum", "minimum", "fmod", "remainder", "gt", "ge",
                      "lt", "le", "eq", "ne", "logical_not", "logical_and", "logical_or",
                      "bitwise_not", "isnan", "isinf", "nan_to_num", "_to_copy", "to", "copy_",
-                     "copy", "clone", "native_dropout", "dropout", "bernoulli_",
+                     "copy", "native_dropout", "dropout", "bernoulli_",
                      "_local_scalar_dense", "is_nonzero", "item",
                      "fake_quantize_per_tensor_affine", "fake_quantize_per_channel_affine",
                      "fake_quantize_per_tensor_affine_cachemask",
@@ -112,7 +112,7 @@ LAYOUT = frozenset({
     "permute", "expand", "expand_as", "squeeze", "squeeze_", "unsqueeze", "unsqueeze_",
     "contiguous", "select", "slice", "split", "split_with_sizes", "unsafe_split", "chunk",
     "unbind", "alias", "as_strided", "narrow", "movedim", "view_as", "repeat",
-    "_reshape_alias", "flip", "roll", "split_copy", "detach", "lift_fresh",
+    "_reshape_alias", "flip", "roll", "split_copy", "detach", "lift_fresh", "clone",
     # creating a tensor is not arithmetic either
     "empty", "empty_strided", "empty_like", "zeros", "zeros_like", "ones", "ones_like", "full",
     "full_like", "fill_", "zero_", "arange", "scalar_tensor", "new_zeros", "new_ones",
