@@ -18,7 +18,7 @@ Each operator is classified by an ALLOW-list (:data:`DIGITAL`, :data:`FLOAT`, :d
 - element-wise gate arithmetic (a product of two activations of the same shape),
   normalization that was not folded, reductions and other element-wise maths: ``float`` (run
   in torch, listed, not costed: the engine has no component for them yet);
-- views, reshapes, transposes: ``layout`` (addressing, no work);
+- views, reshapes, transposes, copies: layout (addressing, no work), not listed;
 - a matrix product outside a mapped module (:data:`PRODUCTS`), an element-wise product whose
   broadcast makes an outer product, and any operator on none of the lists: refused with a
   :class:`~sim.errors.MappingError` naming the module and the source line, unless the caller
@@ -123,7 +123,7 @@ LAYOUT = frozenset({
 PLACEMENT = {"crossbar": "crossbar", "activation": "digital", "softmax": "digital",
              "pooling": "digital", "add": "digital", "concat": "digital", "gate": "float",
              "normalization": "float", "reduction": "float", "elementwise": "float",
-             "layout": "layout", "product": "float", "unknown": "float"}
+             "product": "float", "unknown": "float"}
 
 _TORCH_DIR = str(Path(torch.__file__).parent)
 _THIS_FILE = __file__
@@ -133,15 +133,14 @@ _THIS_FILE = __file__
 class Operation:
     """One executed operation (a mapped layer's whole call counts as one)."""
 
-    #: Position in execution order.
+    #: Position in execution order (views and copies are not listed).
     index: int
     #: ATen operator (``addmm``, ``hardtanh``...) or, for ``crossbar``, the module type.
     op: str
     #: ``crossbar``, ``activation``, ``softmax``, ``pooling``, ``add``, ``concat``, ``gate``,
-    #: ``normalization``, ``reduction``, ``elementwise``, ``layout``, ``product``, ``unknown``.
+    #: ``normalization``, ``reduction``, ``elementwise``, ``product``, ``unknown``.
     category: str
-    #: ``crossbar``, ``digital`` (a costed digital unit), ``float`` (torch, not costed) or
-    #: ``layout`` (views, no work).
+    #: ``crossbar``, ``digital`` (a costed digital unit) or ``float`` (torch, not costed).
     placement: str
     #: Innermost named module running it (``""`` for the model's own forward) and its type.
     module: str
@@ -168,16 +167,15 @@ class Coverage:
     float_products: list[Operation] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
-        """Operations per placement (layout excluded)."""
+        """Operations per placement."""
         out: dict[str, int] = {}
         for op in self.operations:
-            if op.placement != "layout":
-                out[op.placement] = out.get(op.placement, 0) + 1
+            out[op.placement] = out.get(op.placement, 0) + 1
         return out
 
     def to_json(self) -> list[dict]:
-        """The operations (layout excluded) as plain mappings, for ``result.json``."""
-        return [asdict(op) for op in self.operations if op.placement != "layout"]
+        """The operations as plain mappings, for ``result.json``."""
+        return [asdict(op) for op in self.operations]
 
 
 def _source() -> tuple[str, str]:
@@ -226,6 +224,8 @@ class _Recorder(TorchDispatchMode):
             return out
         self.last_key = None
         category = self._category(name, args, out)
+        if category == "layout":
+            return out  # views and copies: no work, and their number depends on strides
         module, mtype = (self.stack[-1][0], self.stack[-1][1]) if self.stack else \
             ("", self.model_type)
         self.ops.append(self._op(category, name, module, mtype, out))
@@ -236,7 +236,7 @@ class _Recorder(TorchDispatchMode):
         if name in PRODUCTS:
             return "product"
         if name in LAYOUT:
-            return "layout"
+            return "layout"  # not in PLACEMENT: never listed
         if name in DIGITAL:
             if DIGITAL[name] == "add":
                 tensors = [a for a in args if isinstance(a, torch.Tensor) and a.numel() > 1]

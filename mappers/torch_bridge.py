@@ -34,6 +34,7 @@ from mappers.coverage import Coverage, record_operations
 from mappers.quantize import ActQuant, activation_quant, quantize_weights
 from sim.config.schema import Arch
 from sim.engine.graph import NETWORK_INPUT, GraphNode, LayerGraph
+from sim.engine.placement import groups_per_pack
 from sim.errors import MappingError
 from sim.macros import CrossbarLayer, Events
 
@@ -70,10 +71,17 @@ class LayerRecord:
     out_width: int = 1
     kernel_height: int = 1
     call_order: int = -1
+    #: Convolution groups (``k`` is then the rows of one group).
+    groups: int = 1
 
 
 class HardwareLayer(nn.Module):
-    """A Conv2d or Linear whose product runs on crossbars (one per conv group)."""
+    """A Conv2d or Linear whose product runs on crossbars.
+
+    A grouped convolution packs ``per_pack`` groups block-diagonally into one crossbar set
+    where that saves crossbars (:func:`sim.engine.placement.groups_per_pack`), else one set per
+    group.
+    """
 
     #: Global counter giving each layer its position in execution order on first use.
     _calls_seen = 0
@@ -98,26 +106,37 @@ class HardwareLayer(nn.Module):
         q, scale = quantize_weights(weight, recipe.weight_bits)
         self.register_buffer("w_scale", scale)
         per_group = self.out_channels // self.groups
+        k_group = q[0].numel()
+        # Groups share crossbars block-diagonally where that saves crossbars: the same rule
+        # placement uses (sim.engine.placement.groups_per_pack), so both count alike.
+        self.per_pack = groups_per_pack(arch, self.groups, k_group, per_group)
         self.crossbar_layers: list[CrossbarLayer] = []
         self.zero_point_terms: list[torch.Tensor] = []
-        seeds = seed.spawn(self.groups)
-        for gi in range(self.groups):
-            wq = q[gi * per_group:(gi + 1) * per_group].reshape(per_group, -1).T  # (K, N)
-            self.crossbar_layers.append(CrossbarLayer(
-                arch, wq.numpy(), seed=seeds[gi], name=f"{name}[group {gi}]"
-                if self.groups > 1 else name))
+        packs = [range(g0, min(g0 + self.per_pack, self.groups))
+                 for g0 in range(0, self.groups, self.per_pack)]
+        seeds = seed.spawn(len(packs))
+        for pack, ss in zip(packs, seeds, strict=True):
+            wq = torch.zeros(len(pack) * k_group, len(pack) * per_group, dtype=q.dtype)
+            for j, gi in enumerate(pack):  # (K, N) block of group gi on the diagonal
+                wq[j * k_group:(j + 1) * k_group, j * per_group:(j + 1) * per_group] = \
+                    q[gi * per_group:(gi + 1) * per_group].reshape(per_group, -1).T
+            label = name if len(packs) == 1 else (
+                f"{name}[group {pack[0]}]" if len(pack) == 1
+                else f"{name}[groups {pack[0]}-{pack[-1]}]")
+            self.crossbar_layers.append(CrossbarLayer(arch, wq.numpy(), seed=ss, name=label))
             self.zero_point_terms.append(wq.sum(dim=0).double() * act.zero_point)
         self.record = LayerRecord(
-            name=name, kind=type(module).__name__, k=q[0].numel(), n=self.out_channels,
+            name=name, kind=type(module).__name__, k=k_group, n=self.out_channels,
             weight_bits=recipe.weight_bits, activation=act,
-            crossbars=sum(c.crossbars for c in self.crossbar_layers))
+            crossbars=sum(c.crossbars for c in self.crossbar_layers), groups=self.groups)
         self.noise_seed = 0
         self.noise_call = 0
         #: Set to a list to capture the integer inputs (first group) of the next forward pass.
         self.capture: list | None = None
 
     def hw_inputs(self, x: torch.Tensor) -> tuple[list[torch.Tensor], tuple]:
-        """Integer input matrices (one per group, zero point included) and the output shape."""
+        """Integer input matrices (one per crossbar pack of groups, zero point included) and
+        the output shape."""
         q = self.act.to_int(x)
         if self.is_conv:
             n, _, h, w = x.shape
@@ -128,8 +147,9 @@ class HardwareLayer(nn.Module):
             wout = (w + 2 * self.padding[1] - self.dilation[1] * (self.kernel_size[1] - 1)
                     - 1) // self.stride[1] + 1
             mat = cols.transpose(1, 2).reshape(-1, cols.shape[1]).to(torch.int64)
-            k = mat.shape[1] // self.groups
-            mats = [mat[:, gi * k:(gi + 1) * k] for gi in range(self.groups)]
+            # A pack's groups' input columns side by side (groups' channels are contiguous).
+            k = mat.shape[1] // self.groups * self.per_pack
+            mats = [m.contiguous() for m in mat.split(k, dim=1)]
             shape = (n, hout, wout)
         else:
             lead = x.shape[:-1]
@@ -200,7 +220,7 @@ class MappedModel:
             shapes.append(LayerShape(name=r.name, k=r.k, n=r.n,
                                      vectors=max(1, r.vectors_per_sample),
                                      out_width=r.out_width, kernel_height=r.kernel_height,
-                                     source=src))
+                                     source=src, groups=r.groups))
             prev = r.name
         return shapes
 
