@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -120,3 +122,66 @@ def test_cli_run_has_the_opt_in_flag():
     args = build_parser().parse_args(["run", "a", "b", "--allow-float-products"])
     assert args.allow_float_products
     assert not build_parser().parse_args(["run", "a", "b"]).allow_float_products
+
+
+# ------------------------------------------------- grouped convolutions: one geometry (issue 9.4)
+@pytest.mark.parametrize("case", range(8))
+def test_functional_and_placement_crossbars_agree_for_grouped_convolutions(make_arch, case):
+    """The bridge's CrossbarLayers, the layer record and placement count the same crossbars
+    for random groups, kernels and crossbar sizes, and the packed layer computes what torch
+    does."""
+    from sim.engine.placement import layer_geometry, place
+
+    rng = np.random.default_rng(case)
+    rows, columns = [(16, 8), (32, 16), (64, 32), (16, 64)][case % 4]
+    arch = make_arch(**{"crossbar.rows": rows, "crossbar.columns": columns,
+                        "crossbar.adc.bits": 10, "organization.tiles": 64})
+    groups = int(rng.choice([2, 3, 4, 8, 16]))
+    c_in = groups * int(rng.integers(1, 5))
+    c_out = groups * int(rng.integers(1, 4))
+    kernel = int(rng.choice([1, 3, 5]))
+    torch.manual_seed(case)
+    model = nn.Sequential(nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2,
+                                    groups=groups)).eval()
+    x = torch.randn(2, c_in, 6, 6)
+    mapped = map_model(model, arch, QuantRecipe(), x)
+    y = mapped(x)
+    torch.testing.assert_close(y, model(x), rtol=0.1, atol=0.1)
+    hw = mapped.model[0]
+    (shape,) = mapped.layer_shapes()
+    functional = sum(xb.crossbars for xb in hw.crossbar_layers)
+    assert functional == mapped.layers[0].crossbars == layer_geometry(arch, shape).crossbars
+    assert place(arch, [shape], duplicate=False)[0].crossbars == functional
+    # Packing saves crossbars only when it packs: never more than one set per group.
+    one_group = dataclasses.replace(shape, groups=1, n=c_out // groups)
+    assert functional <= groups * layer_geometry(arch, one_group).crossbars
+
+
+def test_depthwise_packs_groups_block_diagonally_on_isaac(isaac_arch):
+    """A depthwise 3x3 over 32 channels on ISAAC (128 x 128, 16-bit weights in 2-bit cells:
+    8 columns each): 14 groups per crossbar (126 of 128 rows), so 3 crossbars, not 32."""
+    from sim.engine.placement import groups_per_pack
+
+    assert groups_per_pack(isaac_arch, 32, 9, 1) == 14
+    model = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1, groups=32, bias=False)).eval()
+    mapped = map_model(model, isaac_arch, QuantRecipe(), torch.randn(2, 32, 5, 5))
+    assert [xb.k for xb in mapped.model[0].crossbar_layers] == [126, 126, 36]
+    assert mapped.layers[0].crossbars == 3
+
+
+def test_mobilenet_style_run_uses_copies_times_crossbars(isaac_arch):
+    import imcsim
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU6(),
+        nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.ReLU6(),
+        nn.Conv2d(16, 32, 1), nn.ReLU6(),
+        nn.Conv2d(32, 32, 3, padding=1, groups=32, stride=2), nn.ReLU6(),
+        nn.Flatten(), nn.Linear(32 * 4 * 4, 10)).eval()
+    x, y = torch.randn(4, 1, 8, 8), torch.randint(0, 10, (4,))
+    result = imcsim.simulate(model, isaac_arch, (x, y), torch.randn(16, 1, 8, 8))
+    layers = [lr for lr in result.layers if lr.placement == "crossbar"]
+    assert result.crossbars_used == sum(lr.duplicates * lr.crossbars for lr in layers)
+    grouped = {lr.name: lr.crossbars for lr in layers if lr.name in ("2", "6")}
+    assert grouped == {"2": 2, "6": 3}  # 16 groups: 14 + 2; 32 groups: 14 + 14 + 4
