@@ -30,14 +30,17 @@ from __future__ import annotations
 
 import linecache
 import sys
+import weakref
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
-from sim.errors import MappingError
+from sim.engine.graph import NETWORK_INPUT, GraphNode, LayerGraph
+from sim.errors import InvariantError, MappingError
 
 #: ATen operators that multiply two tensors (a matrix product or a convolution).
 PRODUCTS = frozenset({
@@ -165,6 +168,32 @@ class Coverage:
     operations: list[Operation] = field(default_factory=list)
     #: Products (and unknown operators) allowed to run in float by ``allow_float_products``.
     float_products: list[Operation] = field(default_factory=list)
+    #: The dataflow seen while recording (per sample), for :meth:`layer_graph`.
+    nodes: tuple[GraphNode, ...] = ()
+    outputs: tuple[str, ...] = ()
+    input_elements: int = 0
+    graph_problem: str = ""
+
+    def layer_graph(self, layer_names: list[str], why: str = ""
+                    ) -> tuple[LayerGraph | None, str]:
+        """The recorded dataflow as a :class:`LayerGraph` (for models ``torch.fx`` cannot
+        trace), or ``(None, why not)``: a layer called twice, a mapped layer not seen, or a
+        graph that does not validate."""
+        if self.graph_problem:
+            return None, self.graph_problem
+        found = {nd.name for nd in self.nodes if nd.kind == "matmul"}
+        if found != set(layer_names):
+            return None, ("the recording does not show the mapped layers "
+                          f"{sorted(found ^ set(layer_names))}")
+        try:
+            return LayerGraph(nodes=self.nodes, outputs=self.outputs,
+                              input_elements=self.input_elements, traced=True,
+                              notes=(f"{why}; the layer graph was recorded from the "
+                                     "operations the calibration samples executed instead "
+                                     "(data-dependent branches as those samples took them)",
+                                     )), ""
+        except InvariantError as exc:
+            return None, str(exc)
 
     def counts(self) -> dict[str, int]:
         """Operations per placement."""
@@ -204,13 +233,73 @@ def _numel(out) -> int:
     return 0
 
 
+#: Graph node kind of each category (others are pass-through ``other`` nodes).
+_KIND = {"activation": "activation", "softmax": "activation", "pooling": "pool", "add": "add",
+         "concat": "concat"}
+
+
 class _Recorder(TorchDispatchMode):
-    def __init__(self, stack: list, model_type: str):
+    """Records operations and, for :func:`dataflow_graph`, which recorded operation produced
+    each tensor (views pass their producer through)."""
+
+    def __init__(self, stack: list, model_type: str, batch: int):
         super().__init__()
         self.stack = stack
         self.model_type = model_type
+        self.batch = max(1, batch)
         self.ops: list[Operation] = []
         self.last_key = None
+        #: id(tensor) -> (weak reference, producing node name): a dead or reused id misses.
+        self.producer: dict[int, tuple[weakref.ref, str]] = {}
+        self.nodes: list[GraphNode] = []
+        self.graph_problem = ""
+        self.seen_names: set[str] = set()
+
+    def source_of(self, t: torch.Tensor) -> str | None:
+        """The recorded node that produced ``t`` (``None``: a parameter or constant)."""
+        entry = self.producer.get(id(t))
+        return entry[1] if entry is not None and entry[0]() is t else None
+
+    def produced(self, out, name: str) -> None:
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                self.producer[id(t)] = (weakref.ref(t), name)
+
+    def _sources(self, args) -> tuple[str, ...]:
+        srcs: list[str] = []
+        for t in tree_leaves(args):
+            if isinstance(t, torch.Tensor):
+                s = self.source_of(t)
+                if s is not None and s not in srcs:
+                    srcs.append(s)
+        return tuple(srcs)
+
+    def _node(self, name: str, kind: str, op: str, args, out, kernel=None) -> None:
+        first = next((t for t in tree_leaves(out) if isinstance(t, torch.Tensor)), None)
+        if first is None:
+            return
+        per = self.batch
+        out_el = -(-first.numel() // per)
+        ins = [t for t in tree_leaves(args) if isinstance(t, torch.Tensor)]
+        in_el = sum(-(-t.numel() // per) for t in ins if self.source_of(t) is not None)
+        shape = tuple(first.shape)
+        vectors, width = ((shape[2] * shape[3], shape[3]) if len(shape) == 4 else
+                          (shape[2], shape[2]) if len(shape) == 3 else (1, 1))
+        kh = 1
+        if kind == "pool":
+            if kernel is None:  # adaptive: its windows cover the input once
+                kh = int(ins[0].shape[2]) if ins and ins[0].dim() == 4 else 1
+            else:
+                kh, kw = (kernel, kernel) if isinstance(kernel, int) else \
+                    (int(kernel[0]), int(kernel[-1]))
+                in_el = out_el * kh * kw
+        if name in self.seen_names:
+            self.graph_problem = f"'{name}' runs more than once"
+            return
+        self.seen_names.add(name)
+        self.nodes.append(GraphNode(name=name, kind=kind, inputs=self._sources(args) or
+                                    (NETWORK_INPUT,), out_elements=out_el, in_elements=in_el,
+                                    vectors=vectors, out_width=width, kernel_height=kh, op=op))
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
@@ -225,10 +314,22 @@ class _Recorder(TorchDispatchMode):
         self.last_key = None
         category = self._category(name, args, out)
         if category == "layout":
-            return out  # views and copies: no work, and their number depends on strides
+            # Views and copies: no work, and their number depends on strides; the output
+            # carries its input's producer.
+            src = next((self.source_of(t) for t in tree_leaves(args)
+                        if isinstance(t, torch.Tensor) and self.source_of(t) is not None), None)
+            if src is not None:
+                self.produced(out, src)
+            return out
         module, mtype = (self.stack[-1][0], self.stack[-1][1]) if self.stack else \
             ("", self.model_type)
-        self.ops.append(self._op(category, name, module, mtype, out))
+        op = self._op(category, name, module, mtype, out)
+        self.ops.append(op)
+        node = f"{name}_{op.index}"
+        kernel = (args[1] if len(args) > 1 else None) if category == "pooling" and \
+            "adaptive" not in name else None
+        self._node(node, _KIND.get(category, "other"), name, args, out, kernel)
+        self.produced(out, node)
         return out
 
     @staticmethod
@@ -269,14 +370,17 @@ def record_operations(model: nn.Module, example: torch.Tensor, *,
     stack: list[tuple[str, str, bool, int]] = []
     calls = [0]
 
-    def pre(module, _args):
+    def pre(module, args):
         calls[0] += 1
-        stack.append((names.get(id(module), ""), type(module).__name__,
-                      isinstance(module, mapped_types), calls[0]))
+        mapped = isinstance(module, mapped_types) and not any(s[2] for s in stack)
+        stack.append((names.get(id(module), ""), type(module).__name__, mapped, calls[0]))
 
-    def post(_module, _args, _out):
+    def post(module, args, out):
         if stack:
-            stack.pop()
+            name, _, mapped, _ = stack.pop()
+            if mapped:  # the product's node, fed by the module's inputs
+                rec._node(name, "matmul", type(module).__name__, args, out)
+                rec.produced(out, name)
 
     handles = []
     for _, m in model.named_modules():
@@ -284,10 +388,11 @@ def record_operations(model: nn.Module, example: torch.Tensor, *,
             continue
         handles.append(m.register_forward_pre_hook(pre))
         handles.append(m.register_forward_hook(post))
-    rec = _Recorder(stack, type(model).__name__)
+    rec = _Recorder(stack, type(model).__name__, int(example.shape[0]) if example.dim() else 1)
+    rec.produced(example, NETWORK_INPUT)
     try:
         with torch.no_grad(), rec:
-            model(example)
+            output = model(example)
     finally:
         for h in handles:
             h.remove()
@@ -300,7 +405,12 @@ def record_operations(model: nn.Module, example: torch.Tensor, *,
             + ". Supported matrix products: nn.Conv2d and nn.Linear modules (mapped onto "
               "crossbars); pass allow_float_products=True (imcsim run --allow-float-products) "
               "to run them in float, with the result's energy marked incomplete.")
-    return Coverage(operations=ops, float_products=refused)
+    outputs = tuple(dict.fromkeys(rec.source_of(t) for t in tree_leaves(output)
+                                  if isinstance(t, torch.Tensor) and rec.source_of(t)))
+    per = max(1, rec.batch)
+    return Coverage(operations=ops, float_products=refused, nodes=tuple(rec.nodes),
+                    outputs=outputs, input_elements=-(-example.numel() // per),
+                    graph_problem=rec.graph_problem)
 
 
 def _first_per_site(ops: list[Operation]) -> list[Operation]:

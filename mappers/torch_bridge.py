@@ -358,6 +358,12 @@ def map_model(model: nn.Module, arch: Arch, recipe: QuantRecipe,
         raise MappingError("the model has no nn.Conv2d or nn.Linear layer to map")
     ranges, samples = _calibrate_ranges(model, targets, batches)
     graph, graph_note = trace_graph(model, batches[0][:1], [n for n, _ in targets])
+    if graph is None:  # torch.fx could not: the graph the recorder saw executing
+        recorded, why = coverage.layer_graph([n for n, _ in targets], graph_note.split(";")[0])
+        if recorded is not None:
+            graph, graph_note = recorded, ""
+        else:
+            graph_note += f"; the recorded operations gave no graph either ({why})"
     # The arch's variation.seed and the run seed together pick the chip: same pair, same bits.
     seeds = np.random.SeedSequence([arch.variation.seed, seed]).spawn(len(targets))
     records = []

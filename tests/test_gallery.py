@@ -11,7 +11,7 @@ simulated bit-true on ISAAC. What is asserted today:
   depthwise model's ReLU6 and average pooling and the residual+concat model's adds and cat as
   costed digital units, the custom activation's sigmoid as a digital unit and its gate
   products (``x * sigmoid``) in float; the untraceable model is checked through the operation
-  recorder (no ``torch.fx`` needed) and its digital operations are reported as not costed;
+  recorder (no ``torch.fx`` needed), which also gives the schedule its dataflow graph;
 - a matrix product between two activations (``q @ k.transpose``) is refused with a
   :class:`~sim.errors.MappingError` naming the model and the source line in this file, and
   runs in float, labelled, with ``allow_float_products=True``.
@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import imcsim
+from analysis.report import render_markdown
 from workloads.datasets import load_dataset
 
 SAMPLES = 16
@@ -149,10 +150,10 @@ CLASSIFIED = {
         ("crossbar", "crossbar", "fc1"), ("float", "gate", "mul"),
         ("digital", "activation", "sigmoid"), ("float", "gate", "mul"),
         ("crossbar", "crossbar", "fc2")],
-    # Untraceable: the recorder still sees every operation; without a traced graph the
-    # schedule is a chain of the mapped layers, so the ReLU is reported as not costed.
+    # Untraceable by torch.fx: the recorder still sees every operation and the dataflow, so
+    # the ReLU is scheduled and costed like in the traced models.
     "DataDependentBranch": [
-        ("crossbar", "crossbar", "conv"), ("float", "activation", "relu"),
+        ("crossbar", "crossbar", "conv"), ("digital", "activation", "relu"),
         ("float", "reduction", "mean"), ("float", "elementwise", "gt"),
         ("float", "elementwise", "_local_scalar_dense"), ("crossbar", "crossbar", "fc")],
 }
@@ -218,6 +219,10 @@ def test_gallery_model_runs_with_float_accuracy_of_plain_pytorch(digits, cls):
     digital_layers = [lr for lr in result.layers if lr.placement == "digital"]
     assert len(digital_ops) == len(digital_layers)
     assert all(lr.energy_total_pj > 0 for lr in digital_layers)
+    assert result.layer_graph["traced"]  # by torch.fx or, when it cannot, by the recorder
+    if cls is DataDependentBranch:
+        assert any("cannot be traced by torch.fx" in note and "recorded" in note
+                   for note in result.layer_graph["notes"])
     print(f"{cls.__name__}: float {plain:.3f}, hardware {result.hardware_accuracy:.3f}, "
           f"agreement {result.prediction_agreement:.3f}, {result.crossbars_used} crossbars")
 
@@ -253,6 +258,9 @@ def test_opting_in_runs_the_product_in_float_and_marks_the_energy_incomplete(dig
     assert all(op["placement"] == "float" for op in products)
     assert products[0]["source"].endswith(f":{_line_of(TinyAttention, 'q @ k.transpose')}")
     assert "ENERGY INCOMPLETE" in imcsim.format_result(result)
+    report = render_markdown(result.to_json())
+    assert "## Operations" in report and "ENERGY INCOMPLETE" in report
+    assert "| float | product | bmm |" in report
 
 
 def test_the_untraceable_model_really_defeats_torch_fx():
