@@ -74,8 +74,8 @@ def groups_per_pack(arch: Arch, groups: int, k_group: int, n_group: int) -> int:
     ``p x n_group`` weights wide, zeros off the diagonal blocks) still fits one crossbar; 1
     (a crossbar set per group) when not even two fit. Packing only happens where it saves
     crossbars: ``p`` groups on one crossbar instead of ``p`` crossbars. A depthwise 3x3
-    (``k_group = 9``, ``n_group = 1``) on ISAAC's 128 x 128 crossbars with 8 columns per weight
-    packs 14 groups per crossbar (128 // 9 rows; 15 x 8 + unit column columns).
+    (``k_group = 9``, ``n_group = 1``) on ISAAC's 128 x 128 crossbars packs 14 groups per
+    crossbar (126 of its 128 rows; the rows are the limit).
     """
     if groups <= 1 or geometry(arch, 2 * k_group, 2 * n_group).crossbars > 1:
         return 1
