@@ -488,7 +488,9 @@ def _write_trace(arch, mapped, placements, timing, name, sample, out: Path) -> P
     p = next(p for p in placements if p.layer.name == name)
     start = next(t.start_cycle for t in timing.layers if t.name == name)
     out.mkdir(parents=True, exist_ok=True)
-    rows = layer_trace(arch, x, p.layer.n, p.duplicates, start)
+    # A grouped layer's packs run side by side on their own crossbars: trace the first pack
+    # (its inputs were captured), whose columns are its crossbar layer's.
+    rows = layer_trace(arch, x, hw[name].crossbar_layers[0].n, p.duplicates, start)
     return write_trace(out / f"trace_{name.replace('.', '_')}.csv", rows)
 
 
