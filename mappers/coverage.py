@@ -225,6 +225,17 @@ def _short(path: str) -> str:
         return path
 
 
+def _is_global_pool(args, kwargs) -> bool:
+    """Whether ``aten.mean(x, dims, keepdim)`` averages each feature map of a 4-D ``x`` to one
+    value with the dims kept: what ``adaptive_avg_pool2d(x, 1)`` lowers to."""
+    x = args[0] if args else None
+    dims = args[1] if len(args) > 1 else kwargs.get("dim")
+    keep = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or not keep or dims is None:
+        return False
+    return sorted(int(d) % 4 for d in dims) == [2, 3]
+
+
 def _numel(out) -> int:
     if isinstance(out, torch.Tensor):
         return int(out.numel())
@@ -313,6 +324,9 @@ class _Recorder(TorchDispatchMode):
             return out
         self.last_key = None
         category = self._category(name, args, out)
+        if category == "reduction" and name == "mean" and _is_global_pool(args, kwargs or {}):
+            # adaptive_avg_pool2d(x, 1) lowers to this mean: the same pooling unit's work
+            category = "pooling"
         if category == "layout":
             # Views and copies: no work, and their number depends on strides; the output
             # carries its input's producer.
@@ -327,7 +341,7 @@ class _Recorder(TorchDispatchMode):
         self.ops.append(op)
         node = f"{name}_{op.index}"
         kernel = (args[1] if len(args) > 1 else None) if category == "pooling" and \
-            "adaptive" not in name else None
+            "pool" in name and "adaptive" not in name else None
         self._node(node, _KIND.get(category, "other"), name, args, out, kernel)
         self.produced(out, node)
         return out

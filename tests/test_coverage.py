@@ -82,6 +82,36 @@ def test_mapped_layers_and_digital_units_pass():
     assert not cov.float_products
 
 
+@pytest.mark.parametrize("pool", ["module", "functional"])
+def test_a_global_average_pool_is_a_costed_pooling_unit(isaac_arch, pool):
+    """``AdaptiveAvgPool2d(1)`` lowers to ``aten.mean``; it is still the pooling unit the
+    layer graph costs (ResNet-20's head), and the costed digital operations are the result's
+    digital layers."""
+    import imcsim
+
+    class Head(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3, padding=1)
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x):
+            x = torch.relu(self.conv(x))
+            x = self.pool(x) if pool == "module" else F.adaptive_avg_pool2d(x, 1)
+            return self.fc(x.flatten(1))
+
+    torch.manual_seed(0)
+    x, y = torch.randn(3, 1, 6, 6), torch.tensor([0, 1, 2])
+    result = imcsim.simulate(Head().eval(), isaac_arch, (x, y), torch.randn(8, 1, 6, 6))
+    got = [(op["placement"], op["category"], op["op"]) for op in result.operations]
+    assert got == [("crossbar", "crossbar", "Conv2d"), ("digital", "activation", "relu"),
+                   ("digital", "pooling", "mean"), ("crossbar", "crossbar", "Linear")]
+    digital = [lr for lr in result.layers if lr.placement == "digital"]
+    assert [lr.kind for lr in digital] == ["activation", "pool"]
+    assert digital[1].events["pooling_ops"] == 3 * 4 * 6 * 6  # each map read once
+
+
 def test_an_operator_not_on_the_allow_list_is_refused():
     class Odd(nn.Module):
         def __init__(self):
