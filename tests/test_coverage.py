@@ -215,3 +215,22 @@ def test_mobilenet_style_run_uses_copies_times_crossbars(isaac_arch):
     assert result.crossbars_used == sum(lr.duplicates * lr.crossbars for lr in layers)
     grouped = {lr.name: lr.crossbars for lr in layers if lr.name in ("2", "6")}
     assert grouped == {"2": 2, "6": 3}  # 16 groups: 14 + 2; 32 groups: 14 + 14 + 4
+
+
+@pytest.mark.parametrize("name", ["lenet5", "digits_cnn", "resnet20", "vgg_small", "cifar_cnn"])
+def test_shipped_models_digital_operations_are_the_graph_digital_nodes(isaac_arch, name):
+    """The recorder's costed digital operations (concatenations aside: data movement) are the
+    layer graph's digital work nodes, one for one and in order, for every shipped model."""
+    from sim.engine.graph import DIGITAL_WORK
+    from workloads.models import MODELS
+
+    shape = {"lenet5": (1, 28, 28), "digits_cnn": (1, 8, 8)}.get(name, (3, 32, 32))
+    torch.manual_seed(0)
+    mapped = map_model(MODELS[name]().eval(), isaac_arch, QuantRecipe(), torch.randn(2, *shape))
+    kind = {"activation": "activation", "softmax": "activation", "pooling": "pool",
+            "add": "add"}
+    ops = [kind[op.category] for op in mapped.coverage.operations
+           if op.placement == "digital" and op.category != "concat"]
+    assert mapped.graph is not None and mapped.graph.traced
+    assert ops == [nd.kind for nd in mapped.graph.nodes if nd.kind in DIGITAL_WORK]
+    assert not [op for op in mapped.coverage.operations if op.placement == "float"]
