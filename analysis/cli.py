@@ -86,7 +86,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     result = simulate(arch, workload, samples=args.samples, seed=args.seed,
                       data_dir=args.data_dir, batch_size=args.batch_size, out_dir=out,
                       progress=not args.quiet, pipelined=not args.layer_by_layer,
-                      trace_layer=args.trace)
+                      trace_layer=args.trace, allow_float_products=args.allow_float_products)
     print(format_result(result))
     path = save(result, out)
     print(f"\nwrote {path}")
@@ -260,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write a per-cycle CSV trace of LAYER (first test sample) into --out")
     r.add_argument("--report", choices=("html", "md"), default=None,
                    help="also write report.html or report.md beside result.json")
+    r.add_argument("--allow-float-products", action="store_true",
+                   help="run matrix products that do not map onto crossbars in float instead "
+                        "of refusing them (the result's energy is marked incomplete)")
     r.set_defaults(func=_cmd_run)
 
     mc = sub.add_parser("montecarlo", help="simulate N chips (variation seeds) in parallel; "
