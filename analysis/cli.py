@@ -151,10 +151,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from workloads.train import train
 
     workload = load_workload(resolve(args.workload, WORKLOAD_DIR, "workload"))
-    # By default a new checkpoint goes to the output folder, never over the one the workload
-    # uses (a committed, better-trained model would be silently replaced).
-    out = (Path(args.out) if args.out
-           else Path("results") / "train" / workload.name / workload.checkpoint_path.name)
+    # By default the checkpoint goes where the workload names it while none is there (a new
+    # model: `imcsim run` then finds it), else to the output folder, never over the one the
+    # workload uses (a committed, better-trained model would be silently replaced).
+    if args.out:
+        out = Path(args.out)
+    elif not workload.checkpoint_path.exists():
+        out = workload.checkpoint_path
+    else:
+        out = Path("results") / "train" / workload.name / workload.checkpoint_path.name
     manifest = train(workload, data_dir=args.data_dir, epochs=args.epochs, seed=args.seed,
                      out=out, progress=not args.quiet, force=args.force)
     print(f"test accuracy {100 * manifest['test_accuracy']:.2f} % -> {out}")
@@ -316,7 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=_whole(0, SEED_MAX), default=None,
                    help="override the YAML's seed, 0..2^32-1")
     t.add_argument("--out", default=None,
-                   help="checkpoint file (default results/train/WORKLOAD/CHECKPOINT_NAME); "
+                   help="checkpoint file (default: the workload's checkpoint path while no "
+                        "file is there, else results/train/WORKLOAD/CHECKPOINT_NAME); "
                         "the manifest goes beside it")
     t.add_argument("--force", action="store_true",
                    help="allow --out to replace a checkpoint that a workload YAML names")
