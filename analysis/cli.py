@@ -86,7 +86,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     result = simulate(arch, workload, samples=args.samples, seed=args.seed,
                       data_dir=args.data_dir, batch_size=args.batch_size, out_dir=out,
                       progress=not args.quiet, pipelined=not args.layer_by_layer,
-                      trace_layer=args.trace)
+                      trace_layer=args.trace, allow_float_products=args.allow_float_products)
     print(format_result(result))
     path = save(result, out)
     print(f"\nwrote {path}")
@@ -151,10 +151,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from workloads.train import train
 
     workload = load_workload(resolve(args.workload, WORKLOAD_DIR, "workload"))
-    # By default a new checkpoint goes to the output folder, never over the one the workload
-    # uses (a committed, better-trained model would be silently replaced).
-    out = (Path(args.out) if args.out
-           else Path("results") / "train" / workload.name / workload.checkpoint_path.name)
+    # By default the checkpoint goes where the workload names it while none is there (a new
+    # model: `imcsim run` then finds it), else to the output folder, never over the one the
+    # workload uses (a committed, better-trained model would be silently replaced).
+    if args.out:
+        out = Path(args.out)
+    elif not workload.checkpoint_path.exists():
+        out = workload.checkpoint_path
+    else:
+        out = Path("results") / "train" / workload.name / workload.checkpoint_path.name
     manifest = train(workload, data_dir=args.data_dir, epochs=args.epochs, seed=args.seed,
                      out=out, progress=not args.quiet, force=args.force)
     print(f"test accuracy {100 * manifest['test_accuracy']:.2f} % -> {out}")
@@ -260,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write a per-cycle CSV trace of LAYER (first test sample) into --out")
     r.add_argument("--report", choices=("html", "md"), default=None,
                    help="also write report.html or report.md beside result.json")
+    r.add_argument("--allow-float-products", action="store_true",
+                   help="run matrix products that do not map onto crossbars in float instead "
+                        "of refusing them (the result's energy is marked incomplete)")
     r.set_defaults(func=_cmd_run)
 
     mc = sub.add_parser("montecarlo", help="simulate N chips (variation seeds) in parallel; "
@@ -313,7 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=_whole(0, SEED_MAX), default=None,
                    help="override the YAML's seed, 0..2^32-1")
     t.add_argument("--out", default=None,
-                   help="checkpoint file (default results/train/WORKLOAD/CHECKPOINT_NAME); "
+                   help="checkpoint file (default: the workload's checkpoint path while no "
+                        "file is there, else results/train/WORKLOAD/CHECKPOINT_NAME); "
                         "the manifest goes beside it")
     t.add_argument("--force", action="store_true",
                    help="allow --out to replace a checkpoint that a workload YAML names")

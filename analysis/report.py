@@ -526,6 +526,28 @@ def _skipped(r: Mapping[str, Any]) -> Section:
         table])
 
 
+def _operations(r: Mapping[str, Any]) -> Section | None:
+    """Every executed operation in execution order: on the crossbars, in a costed digital
+    unit, or in float (not costed)."""
+    ops = r.get("operations") or []
+    if not ops:
+        return None
+    counts: dict[str, int] = {}
+    for op in ops:
+        counts[op["placement"]] = counts.get(op["placement"], 0) + 1
+    rows = [(str(op["index"]), op["placement"], op["category"], op["op"],
+             op["module"] or op["module_type"], op["source"]) for op in ops]
+    text = ("Every operation the model executed on a calibration sample, in execution order: "
+            + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+            + ". Crossbar and digital operations are in the energy and time; float ones run "
+              "in torch and are not costed.")
+    if not r.get("energy_complete", True):
+        text += (" ENERGY INCOMPLETE: matrix products ran in float (allow_float_products) "
+                 "and are missing from the energy and time.")
+    return Section("operations", "Operations", [
+        text, Table(("#", "placement", "category", "operation", "module", "source"), rows)])
+
+
 def _variation(mc: Mapping[str, Any], result: Mapping[str, Any]) -> Section:
     conf = 100 * mc.get("confidence", 0.95)
     samples = mc.get("samples")
@@ -588,6 +610,9 @@ def _paper(r: Mapping[str, Any]) -> Section | None:
 def _sections(result: Mapping[str, Any], montecarlo: Mapping[str, Any] | None) -> list[Section]:
     sections = [_summary(result), _energy(result), _area(result), _latency(result),
                 _skipped(result)]
+    ops = _operations(result)
+    if ops is not None:
+        sections.append(ops)
     if montecarlo is not None:
         sections.append(_variation(montecarlo, result))
     paper = _paper(result)

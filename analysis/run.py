@@ -61,6 +61,8 @@ class LayerResult:
     executed_input_steps: float = 0.0
     #: Cycles queued for a buffer port, NoC link or shared crossbar another node held.
     cycles_waiting_for_resources: int = 0
+    #: ``crossbar`` (a mapped layer) or ``digital`` (a costed digital unit of the graph).
+    placement: str = "crossbar"
 
 
 @dataclass
@@ -104,6 +106,12 @@ class Result:
     digital_clock_hz: float = 0.0
     #: The layer graph the schedule followed (``LayerGraph.to_json``: nodes, kinds, producers).
     layer_graph: dict = field(default_factory=dict)
+    #: Every executed operation of the model in execution order, classified (``placement``:
+    #: crossbar, digital, float), with its module and source line (views left out).
+    operations: list[dict] = field(default_factory=list)
+    #: False when matrix products ran in float (``allow_float_products``): their energy and
+    #: time are missing from the figures.
+    energy_complete: bool = True
     imcsim_version: str = sim.__version__
     notes: list[str] = field(default_factory=list)
 
@@ -196,7 +204,8 @@ def simulate(arch_path: str | Path | Arch, workload_path: str | Path | LoadedWor
              samples: int | None = None,
              seed: int = 0, data_dir: str | Path | None = None, batch_size: int = 50,
              out_dir: str | Path | None = None, progress: bool = True,
-             pipelined: bool = True, trace_layer: str | None = None) -> Result:
+             pipelined: bool = True, trace_layer: str | None = None,
+             allow_float_products: bool = False) -> Result:
     """Run ``workload_path`` on ``arch_path`` bit-true over ``samples`` test samples.
 
     ``arch_path`` is an arch YAML or an already loaded :class:`~sim.config.Arch` (a sweep
@@ -205,6 +214,8 @@ def simulate(arch_path: str | Path | Arch, workload_path: str | Path | LoadedWor
     ``trace_layer`` names a mapped layer whose per-cycle trace for the first test sample is
     written to ``out_dir/trace_<layer>.csv``. ``workload_path`` may be a
     :class:`LoadedWorkload` (then ``data_dir`` is unused and ``out_dir`` must be ``None``).
+    ``allow_float_products`` lets matrix products that do not map onto crossbars run in float
+    (the result lists them and says its energy is incomplete); without it they are refused.
     """
     start = time.perf_counter()
     _check_run_arguments(samples, batch_size, seed)
@@ -224,7 +235,8 @@ def simulate(arch_path: str | Path | Arch, workload_path: str | Path | LoadedWor
     if clamped:
         log.warning("--samples %d: the %s test split has %d samples; using all %d", samples,
                     workload.dataset, n, n)
-    mapped = map_model(model, arch, recipe, calib, seed=seed)
+    mapped = map_model(model, arch, recipe, calib, seed=seed,
+                       allow_float_products=allow_float_products)
     # Placement (does the model fit the chip?) and the traced layer's name are checked on one
     # sample now, before the first batch, rather than after the whole bit-true pass.
     mapped(x_test[:1])
@@ -304,7 +316,8 @@ def _check_run_arguments(samples: int | None, batch_size: int, seed: int) -> Non
 
 
 def estimate(arch: Arch, workload_path: str | Path | LoadedWorkload, *, samples: int = 16,
-             seed: int = 0, data_dir: str | Path | None = None) -> Result:
+             seed: int = 0, data_dir: str | Path | None = None,
+             allow_float_products: bool = False) -> Result:
     """Analytical mode: a :class:`Result` without the bit-true pass, for large sweeps.
 
     The float model runs on ``samples`` test samples; each mapped layer's integer inputs (the
@@ -325,7 +338,8 @@ def estimate(arch: Arch, workload_path: str | Path | LoadedWorkload, *, samples:
     # Event counts do not depend on the ADC's range: skip the calibrated range's pass.
     adc = dataclasses.replace(arch.crossbar.adc, range="fixed", clip=True)
     mapped_arch = dataclasses.replace(arch, crossbar=dataclasses.replace(arch.crossbar, adc=adc))
-    mapped = map_model(model, mapped_arch, recipe, calib, seed=seed)
+    mapped = map_model(model, mapped_arch, recipe, calib, seed=seed,
+                       allow_float_products=allow_float_products)
     # A workload in memory (not a file) is its own key.
     source = ((str(workload_path.resolve()), workload_path.stat().st_mtime)
               if isinstance(workload_path, Path) else workload_path)
@@ -503,7 +517,9 @@ def _write_trace(arch, mapped, placements, timing, name, sample, out: Path) -> P
     p = next(p for p in placements if p.layer.name == name)
     start = next(t.start_cycle for t in timing.layers if t.name == name)
     out.mkdir(parents=True, exist_ok=True)
-    rows = layer_trace(arch, x, p.layer.n, p.duplicates, start)
+    # A grouped layer's packs run side by side on their own crossbars: trace the first pack
+    # (its inputs were captured), whose columns are its crossbar layer's.
+    rows = layer_trace(arch, x, hw[name].crossbar_layers[0].n, p.duplicates, start)
     return write_trace(out / f"trace_{name.replace('.', '_')}.csv", rows)
 
 
@@ -538,7 +554,8 @@ def _result(arch: Arch, arch_path: Path, workload: Workload, workload_path: Path
             cycles_waiting_for_input=t.wait_input_cycles,
             cycles_limited_by_buffer=t.buffer_limited_cycles,
             cycles_limited_by_noc=t.noc_limited_cycles, executed_input_steps=t.executed_steps,
-            cycles_waiting_for_resources=t.wait_resource_cycles))
+            cycles_waiting_for_resources=t.wait_resource_cycles,
+            placement="crossbar" if rec is not None else "digital"))
         for k, v in counts.items():
             totals[k] = totals.get(k, 0) + v
         for k, v in energy.items():
@@ -567,6 +584,23 @@ def _result(arch: Arch, arch_path: Path, workload: Workload, workload_path: Path
     precision = _precision_note(arch, mapped)
     if precision is not None:
         notes.append(precision)
+    coverage = getattr(mapped, "coverage", None)
+    float_products = coverage.float_products if coverage is not None else []
+    operations = coverage.to_json() if coverage is not None else []
+    if graph is not None and not graph.traced:
+        # No traced graph: the schedule is a chain of the mapped layers, so the digital units
+        # were not costed; say so rather than list them as costed.
+        uncosted = [op for op in operations if op["placement"] == "digital"]
+        for op in uncosted:
+            op["placement"] = "float"
+        if uncosted:
+            notes.append(f"{len(uncosted)} digital operations (activation, pooling, add, "
+                         "concat) ran in torch without energy or time: the model could not be "
+                         "traced, so only its mapped layers were scheduled")
+    if float_products:
+        sites = sorted({f"{o.op} at {o.source}" for o in float_products})
+        notes.append("ENERGY INCOMPLETE: matrix products ran in float (allow_float_products), "
+                     f"not on the chip, and are not in the energy or time: {', '.join(sites)}")
     return Result(
         arch=arch.name, arch_file=str(arch_path), workload=workload.name,
         workload_file=str(workload_path), samples=n, seed=seed,
@@ -589,7 +623,9 @@ def _result(arch: Arch, arch_path: Path, workload: Workload, workload_path: Path
         peak_gops_per_mm2=pk.gops_per_mm2 if pk else 0.0,
         peak_gops_per_w=pk.gops_per_w if pk else 0.0,
         digital_clock_hz=arch.clock.digital_hz,
-        layer_graph=graph.to_json() if graph is not None else {})
+        layer_graph=graph.to_json() if graph is not None else {},
+        operations=operations,
+        energy_complete=not float_products)
 
 
 def save(result: Result, out_dir: str | Path) -> Path:
@@ -664,6 +700,15 @@ def format_result(result: Result) -> str:
         lines.append("  chip area by component")
         for k, v in sorted(result.area_by_component_mm2.items(), key=lambda kv: -kv[1]):
             lines.append(f"    {k:<28}{v:>10.4g} mm2 {100 * v / result.area_mm2:5.1f} %")
+    if result.operations:
+        lines.append("  operations in execution order (placement: crossbar, digital = costed "
+                     "digital unit, float = torch, not costed)")
+        for op in result.operations:
+            lines.append(f"    {op['index']:>4} {op['placement']:<9}{op['category']:<14}"
+                         f"{op['op'][:22]:<23}{(op['module'] or op['module_type'])[:22]:<23}"
+                         f"{op['source']}")
+    if not result.energy_complete:
+        lines.append("  ENERGY INCOMPLETE: matrix products ran in float (see the notes)")
     for note in result.notes:
         lines.append(f"  note: {note}")
     return "\n".join(lines)

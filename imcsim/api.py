@@ -47,8 +47,8 @@ def load_arch(arch: ArchLike) -> Arch:
 def simulate(model: nn.Module, arch: ArchLike, test_data: Any, calibration_data: Any, *,
              weight_bits: int = 8, activation_bits: int = 8, samples: int | None = None,
              calibration_samples: int = 256, seed: int = 0, batch_size: int = 50,
-             pipelined: bool = True, progress: bool = False, name: str | None = None
-             ) -> Result:
+             pipelined: bool = True, progress: bool = False, name: str | None = None,
+             allow_float_products: bool = False) -> Result:
     """Simulate ``model`` on ``arch`` bit-true, as ``imcsim run`` does for a workload YAML.
 
     The float model and the hardware model run on the same test samples; the result holds
@@ -73,26 +73,34 @@ def simulate(model: nn.Module, arch: ArchLike, test_data: Any, calibration_data:
         pipelined: pipelined timing (else layer by layer).
         progress: show a progress bar.
         name: the workload's name in the result (default: the model's class name).
+        allow_float_products: let matrix products that do not map onto crossbars (``q @ k.T``,
+            ``torch.bmm``, ``F.linear`` with a computed weight...) run in float instead of
+            being refused; the result lists them, its ``energy_complete`` is False and a note
+            says the energy and time leave them out.
 
     Returns:
-        The same :class:`Result` as the command line (``format_result``, ``save``).
+        The same :class:`Result` as the command line (``format_result``, ``save``);
+        ``result.operations`` lists every executed operation, classified.
 
     Raises:
         UserError: a bad argument (one message naming it); MappingError (a UserError): a
-            layer that cannot be mapped onto the arch.
+            layer that cannot be mapped onto the arch, or a matrix product outside an
+            ``nn.Conv2d``/``nn.Linear`` (named by module and source line).
     """
     lw, arch_obj = _loaded(model, arch, test_data, calibration_data, weight_bits,
                            activation_bits, samples, calibration_samples, name)
     _check_positive("batch_size", batch_size)
     with _eval_mode(model):
         return run.simulate(arch_obj, lw, seed=_int("seed", seed), batch_size=batch_size,
-                            progress=progress, pipelined=pipelined)
+                            progress=progress, pipelined=pipelined,
+                            allow_float_products=_flag("allow_float_products",
+                                                       allow_float_products))
 
 
 def estimate(model: nn.Module, arch: ArchLike, test_data: Any, calibration_data: Any, *,
              weight_bits: int = 8, activation_bits: int = 8, samples: int = 16,
-             calibration_samples: int = 256, seed: int = 0, name: str | None = None
-             ) -> Result:
+             calibration_samples: int = 256, seed: int = 0, name: str | None = None,
+             allow_float_products: bool = False) -> Result:
     """The analytical mode of :func:`simulate`: events estimated from input statistics.
 
     Fast enough for large sweeps. The float model runs on ``samples`` test samples; the
@@ -101,18 +109,20 @@ def estimate(model: nn.Module, arch: ArchLike, test_data: Any, calibration_data:
     lw, arch_obj = _loaded(model, arch, test_data, calibration_data, weight_bits,
                            activation_bits, samples, calibration_samples, name)
     with _eval_mode(model):
-        return run.estimate(arch_obj, lw, samples=None, seed=_int("seed", seed))
+        return run.estimate(arch_obj, lw, samples=None, seed=_int("seed", seed),
+                            allow_float_products=_flag("allow_float_products",
+                                                       allow_float_products))
 
 
 def map_model(model: nn.Module, arch: ArchLike, calibration_data: Any, *,
               weight_bits: int = 8, activation_bits: int = 8, calibration_samples: int = 256,
-              seed: int = 0) -> MappedModel:
+              seed: int = 0, allow_float_products: bool = False) -> MappedModel:
     """``model`` with its Conv2d/Linear products on simulated crossbars of ``arch``.
 
     Returns a :class:`MappedModel`: call it on inputs (``mapped(x)``) for the hardware's
     outputs; ``mapped.model`` is the ``nn.Module``; ``mapped.layers`` holds each mapped
-    layer's shape, crossbars and accumulated events. ``model`` itself is not changed.
-    Arguments as in :func:`simulate`.
+    layer's shape, crossbars and accumulated events; ``mapped.coverage`` every executed
+    operation, classified. ``model`` itself is not changed. Arguments as in :func:`simulate`.
     """
     _check_model(model)
     arch_obj = load_arch(arch)
@@ -120,7 +130,16 @@ def map_model(model: nn.Module, arch: ArchLike, calibration_data: Any, *,
     calib = as_inputs(calibration_data, "calibration_data", limit=calibration_samples)
     with _eval_mode(model):
         _check_forward(model, calib[:1], "calibration_data")
-        return _map_model(model, arch_obj, recipe, calib, seed=_int("seed", seed))
+        return _map_model(model, arch_obj, recipe, calib, seed=_int("seed", seed),
+                          allow_float_products=_flag("allow_float_products",
+                                                     allow_float_products))
+
+
+def _flag(what: str, value: Any) -> bool:
+    """``value`` if it is a bool, else a :class:`UserError` naming ``what``."""
+    if not isinstance(value, bool):
+        raise UserError(f"{what}: expected True or False, got {value!r}")
+    return value
 
 
 def as_labelled(data: Any, what: str = "test_data", limit: int | None = None

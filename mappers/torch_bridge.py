@@ -6,8 +6,9 @@ quantizes each Conv2d/Linear to the workload's bits, programs it into a
 :class:`~sim.macros.CrossbarLayer`, and swaps the module for a :class:`HardwareLayer` whose
 forward pass quantizes its input, runs im2col (for convolutions) and the bit-true kernels, and
 dequantizes. Everything else (activations, pooling, residual additions, unfolded batch norm)
-stays in torch. A module doing a matrix product we cannot map is a :class:`MappingError`
-naming it.
+stays in torch. Every executed operation is classified (:mod:`mappers.coverage`): on the
+crossbars, in a costed digital unit, or in float; a matrix product we cannot map is a
+:class:`MappingError` naming its module and source line.
 
 It also records the model's dataflow graph for the engine (:func:`trace_graph`): a
 ``torch.fx`` trace of the folded model with shapes from one sample, turned into a
@@ -29,9 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mappers.coverage import Coverage, record_operations
 from mappers.quantize import ActQuant, activation_quant, quantize_weights
 from sim.config.schema import Arch
 from sim.engine.graph import NETWORK_INPUT, GraphNode, LayerGraph
+from sim.engine.placement import groups_per_pack
 from sim.errors import MappingError
 from sim.macros import CrossbarLayer, Events
 
@@ -40,9 +43,6 @@ log = logging.getLogger(__name__)
 #: Modules that do matrix products the crossbar bridge cannot map yet.
 UNMAPPABLE = (nn.Conv1d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
               nn.RNNBase, nn.RNNCellBase, nn.MultiheadAttention, nn.Bilinear)
-#: Functional matrix products that would bypass the bridge if called directly in forward().
-_FUNCTIONAL_PRODUCTS = {torch.matmul, torch.mm, torch.bmm, torch.einsum, F.linear, F.conv1d,
-                        F.conv2d, F.conv3d, operator.matmul}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,10 +71,17 @@ class LayerRecord:
     out_width: int = 1
     kernel_height: int = 1
     call_order: int = -1
+    #: Convolution groups (``k`` is then the rows of one group).
+    groups: int = 1
 
 
 class HardwareLayer(nn.Module):
-    """A Conv2d or Linear whose product runs on crossbars (one per conv group)."""
+    """A Conv2d or Linear whose product runs on crossbars.
+
+    A grouped convolution packs ``per_pack`` groups block-diagonally into one crossbar set
+    where that saves crossbars (:func:`sim.engine.placement.groups_per_pack`), else one set per
+    group.
+    """
 
     #: Global counter giving each layer its position in execution order on first use.
     _calls_seen = 0
@@ -99,26 +106,37 @@ class HardwareLayer(nn.Module):
         q, scale = quantize_weights(weight, recipe.weight_bits)
         self.register_buffer("w_scale", scale)
         per_group = self.out_channels // self.groups
+        k_group = q[0].numel()
+        # Groups share crossbars block-diagonally where that saves crossbars: the same rule
+        # placement uses (sim.engine.placement.groups_per_pack), so both count alike.
+        self.per_pack = groups_per_pack(arch, self.groups, k_group, per_group)
         self.crossbar_layers: list[CrossbarLayer] = []
         self.zero_point_terms: list[torch.Tensor] = []
-        seeds = seed.spawn(self.groups)
-        for gi in range(self.groups):
-            wq = q[gi * per_group:(gi + 1) * per_group].reshape(per_group, -1).T  # (K, N)
-            self.crossbar_layers.append(CrossbarLayer(
-                arch, wq.numpy(), seed=seeds[gi], name=f"{name}[group {gi}]"
-                if self.groups > 1 else name))
+        packs = [range(g0, min(g0 + self.per_pack, self.groups))
+                 for g0 in range(0, self.groups, self.per_pack)]
+        seeds = seed.spawn(len(packs))
+        for pack, ss in zip(packs, seeds, strict=True):
+            wq = torch.zeros(len(pack) * k_group, len(pack) * per_group, dtype=q.dtype)
+            for j, gi in enumerate(pack):  # (K, N) block of group gi on the diagonal
+                wq[j * k_group:(j + 1) * k_group, j * per_group:(j + 1) * per_group] = \
+                    q[gi * per_group:(gi + 1) * per_group].reshape(per_group, -1).T
+            label = name if len(packs) == 1 else (
+                f"{name}[group {pack[0]}]" if len(pack) == 1
+                else f"{name}[groups {pack[0]}-{pack[-1]}]")
+            self.crossbar_layers.append(CrossbarLayer(arch, wq.numpy(), seed=ss, name=label))
             self.zero_point_terms.append(wq.sum(dim=0).double() * act.zero_point)
         self.record = LayerRecord(
-            name=name, kind=type(module).__name__, k=q[0].numel(), n=self.out_channels,
+            name=name, kind=type(module).__name__, k=k_group, n=self.out_channels,
             weight_bits=recipe.weight_bits, activation=act,
-            crossbars=sum(c.crossbars for c in self.crossbar_layers))
+            crossbars=sum(c.crossbars for c in self.crossbar_layers), groups=self.groups)
         self.noise_seed = 0
         self.noise_call = 0
         #: Set to a list to capture the integer inputs (first group) of the next forward pass.
         self.capture: list | None = None
 
     def hw_inputs(self, x: torch.Tensor) -> tuple[list[torch.Tensor], tuple]:
-        """Integer input matrices (one per group, zero point included) and the output shape."""
+        """Integer input matrices (one per crossbar pack of groups, zero point included) and
+        the output shape."""
         q = self.act.to_int(x)
         if self.is_conv:
             n, _, h, w = x.shape
@@ -129,8 +147,9 @@ class HardwareLayer(nn.Module):
             wout = (w + 2 * self.padding[1] - self.dilation[1] * (self.kernel_size[1] - 1)
                     - 1) // self.stride[1] + 1
             mat = cols.transpose(1, 2).reshape(-1, cols.shape[1]).to(torch.int64)
-            k = mat.shape[1] // self.groups
-            mats = [mat[:, gi * k:(gi + 1) * k] for gi in range(self.groups)]
+            # A pack's groups' input columns side by side (groups' channels are contiguous).
+            k = mat.shape[1] // self.groups * self.per_pack
+            mats = [m.contiguous() for m in mat.split(k, dim=1)]
             shape = (n, hout, wout)
         else:
             lead = x.shape[:-1]
@@ -182,6 +201,8 @@ class MappedModel:
     graph: LayerGraph | None = None
     #: Why there is no traced graph (empty when there is one).
     graph_note: str = ""
+    #: Every executed operation classified (crossbar / digital / float), in execution order.
+    coverage: Coverage | None = None
 
     def layer_shapes(self):
         """The mapped layers as engine :class:`~sim.engine.placement.LayerShape` objects, in
@@ -199,7 +220,7 @@ class MappedModel:
             shapes.append(LayerShape(name=r.name, k=r.k, n=r.n,
                                      vectors=max(1, r.vectors_per_sample),
                                      out_width=r.out_width, kernel_height=r.kernel_height,
-                                     source=src))
+                                     source=src, groups=r.groups))
             prev = r.name
         return shapes
 
@@ -289,36 +310,40 @@ def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def check_mappable(model: nn.Module) -> None:
-    """Raise :class:`MappingError` naming every layer whose product cannot be mapped."""
+    """Raise :class:`MappingError` naming every module whose product cannot be mapped.
+
+    This is the check by module type; every executed operation is checked by
+    :func:`mappers.coverage.record_operations` (see :func:`map_model`).
+    """
     bad = [f"layer '{name}' ({type(m).__name__})" for name, m in model.named_modules()
            if isinstance(m, UNMAPPABLE)]
     for name, m in model.named_modules():
         if isinstance(m, nn.Conv2d) and m.padding_mode != "zeros":
             bad.append(f"layer '{name}' (Conv2d with padding_mode={m.padding_mode!r})")
-    try:
-        graph = torch.fx.symbolic_trace(model).graph
-        for node in graph.nodes:
-            if node.op == "call_function" and node.target in _FUNCTIONAL_PRODUCTS:
-                what = getattr(node.target, "__name__", str(node.target))
-                bad.append(f"operation '{node.name}' ({what} called in forward())")
-            if node.op == "call_method" and node.target in ("matmul", "mm", "bmm"):
-                bad.append(f"operation '{node.name}' (Tensor.{node.target} called in forward())")
-    except Exception:  # noqa: BLE001 - untraceable models are checked by module type only
-        pass
     if bad:
         raise MappingError(
             "cannot map onto crossbars: " + "; ".join(bad)
             + ". Supported matrix products: nn.Conv2d and nn.Linear modules.")
 
 
+#: Samples of the first calibration batch the operation recorder runs.
+COVERAGE_SAMPLES = 4
+
+
 def map_model(model: nn.Module, arch: Arch, recipe: QuantRecipe,
-              calibration: Iterable[torch.Tensor] | torch.Tensor, *, seed: int = 0
-              ) -> MappedModel:
+              calibration: Iterable[torch.Tensor] | torch.Tensor, *, seed: int = 0,
+              allow_float_products: bool = False) -> MappedModel:
     """Map ``model`` onto ``arch`` (see the module docstring).
 
     ``calibration`` is one input batch, or batches, used to fix activation ranges (and the ADC
     ranges when ``crossbar.adc.range: calibrated``). ``seed`` fixes every static draw (cell
     variation, stuck-at faults, ADC curves); each layer gets its own child seed.
+
+    Every operation the folded model executes on the first calibration samples is classified
+    (:func:`mappers.coverage.record_operations`, kept as :attr:`MappedModel.coverage`): a
+    matrix product outside an ``nn.Conv2d``/``nn.Linear``, or an operator imcsim does not
+    know, is a :class:`MappingError` naming its module and source line, unless
+    ``allow_float_products`` (then it runs in float and the coverage lists it).
     """
     if isinstance(model, nn.Conv2d | nn.Linear):  # a bare layer: give it a parent to swap in
         model = nn.Sequential(model)
@@ -326,11 +351,19 @@ def map_model(model: nn.Module, arch: Arch, recipe: QuantRecipe,
     _check_bits(arch, recipe)
     model, folded = fold_batchnorm(model)
     batches = [calibration] if isinstance(calibration, torch.Tensor) else list(calibration)
+    coverage = record_operations(model, batches[0][:COVERAGE_SAMPLES],
+                                 allow_float_products=allow_float_products)
     targets = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
     if not targets:
         raise MappingError("the model has no nn.Conv2d or nn.Linear layer to map")
     ranges, samples = _calibrate_ranges(model, targets, batches)
     graph, graph_note = trace_graph(model, batches[0][:1], [n for n, _ in targets])
+    if graph is None:  # torch.fx could not: the graph the recorder saw executing
+        recorded, why = coverage.layer_graph([n for n, _ in targets], graph_note.split(";")[0])
+        if recorded is not None:
+            graph, graph_note = recorded, ""
+        else:
+            graph_note += f"; the recorded operations gave no graph either ({why})"
     # The arch's variation.seed and the run seed together pick the chip: same pair, same bits.
     seeds = np.random.SeedSequence([arch.variation.seed, seed]).spawn(len(targets))
     records = []
@@ -346,7 +379,7 @@ def map_model(model: nn.Module, arch: Arch, recipe: QuantRecipe,
         _set_module(model, name, hw)
         records.append(hw.record)
     return MappedModel(model=model, layers=records, folded_batchnorms=folded, graph=graph,
-                       graph_note=graph_note)
+                       graph_note=graph_note, coverage=coverage)
 
 
 def _check_bits(arch: Arch, recipe: QuantRecipe) -> None:

@@ -124,8 +124,12 @@ def test_functional_product_is_named(isaac_arch):
         def forward(self, x):
             return F.linear(x, self.w)
 
-    with pytest.raises(MappingError, match="linear called in forward"):
+    with pytest.raises(MappingError) as info:
         map_model(Functional(), isaac_arch, QuantRecipe(), torch.randn(2, 4))
+    # The executed product (F.linear lowers to mm), the model and the line that called it.
+    message = str(info.value)
+    assert "matrix product (mm)" in message and "(Functional)" in message
+    assert "test_bridge.py:" in message and "return F.linear(x, self.w)" in message
 
 
 def test_workload_bits_wider_than_arch(make_arch):

@@ -13,7 +13,18 @@ from conftest import ISAAC_YAML, REPO
 
 from analysis.run import simulate
 from sim.config.loader import arch_from_dict, read_yaml
+from sim.kernels import backend as backend_k
 from sim.macros.crossbar import CrossbarLayer
+
+
+@pytest.fixture(autouse=True, scope="module",
+                params=[v for v in backend_k.test_variants() if not v[1]],
+                ids=lambda v: f"{v[0]}-{'fast' if v[1] else 'loop'}")
+def array_backend(request):
+    """Every test here runs on each array backend of this machine (a calibrated range is
+    never on the exact fast path)."""
+    with backend_k.forced(*request.param):
+        yield request.param
 
 
 def _layer(make_arch, bits: int, percentile: float = 100.0, **extra):

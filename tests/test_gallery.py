@@ -7,19 +7,19 @@ simulated bit-true on ISAAC. What is asserted today:
 - the float accuracy in the result is plain PyTorch's on the same samples;
 - every ``nn.Conv2d``/``nn.Linear`` of the model is a mapped layer with events, including
   grouped (depthwise) convolutions;
+- every executed operation is classified in execution order (``result.operations``): the
+  depthwise model's ReLU6 and average pooling and the residual+concat model's adds and cat as
+  costed digital units, the custom activation's sigmoid as a digital unit and its gate
+  products (``x * sigmoid``) in float; the untraceable model is checked through the operation
+  recorder (no ``torch.fx`` needed), which also gives the schedule its dataflow graph;
 - a matrix product between two activations (``q @ k.transpose``) is refused with a
-  :class:`~sim.errors.MappingError` naming the operation.
-
-TODO(lead, issue 9 deliverable 3): when every graph node is classified (crossbar / costed
-digital unit / float) and listed in execution order in the result, assert that classification
-here for each gallery model: e.g. the depthwise model's ReLU6 and average pooling as costed
-digital units, the residual+concat model's add and cat, the custom activation (digital or
-float, as decided), the untraceable model checked through the fallback path (not skipped),
-and the refused product's message naming the module (``attention``) and the source line of
-``q @ k.transpose(-1, -2)`` in this file rather than the fx node name.
+  :class:`~sim.errors.MappingError` naming the model and the source line in this file, and
+  runs in float, labelled, with ``allow_float_products=True``.
 """
 
 from __future__ import annotations
+
+import inspect
 
 import pytest
 import torch
@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import imcsim
+from analysis.report import render_markdown
 from workloads.datasets import load_dataset
 
 SAMPLES = 16
@@ -130,6 +131,33 @@ class TinyAttention(nn.Module):
 
 MAPPABLE = [DepthwiseSeparable, ResidualConcat, CustomActivation, DataDependentBranch]
 
+#: The expected operations of each model in execution order (views left out), as
+#: (placement, category, op or module); batch norm is folded into the preceding layers.
+CLASSIFIED = {
+    "DepthwiseSeparable": [
+        ("crossbar", "crossbar", "stem"), ("digital", "activation", "hardtanh"),
+        ("crossbar", "crossbar", "depthwise"), ("digital", "activation", "hardtanh"),
+        ("crossbar", "crossbar", "pointwise"), ("digital", "activation", "hardtanh"),
+        ("digital", "pooling", "_adaptive_avg_pool2d"), ("crossbar", "crossbar", "fc")],
+    "ResidualConcat": [
+        ("crossbar", "crossbar", "stem"), ("digital", "activation", "relu"),
+        ("crossbar", "crossbar", "branch3"), ("digital", "activation", "relu"),
+        ("crossbar", "crossbar", "branch1"), ("digital", "activation", "relu"),
+        ("digital", "concat", "cat"), ("crossbar", "crossbar", "mix"),
+        ("digital", "add", "add"), ("digital", "activation", "relu"),
+        ("digital", "pooling", "max_pool2d_with_indices"), ("crossbar", "crossbar", "fc")],
+    "CustomActivation": [
+        ("crossbar", "crossbar", "fc1"), ("float", "gate", "mul"),
+        ("digital", "activation", "sigmoid"), ("float", "gate", "mul"),
+        ("crossbar", "crossbar", "fc2")],
+    # Untraceable by torch.fx: the recorder still sees every operation and the dataflow, so
+    # the ReLU is scheduled and costed like in the traced models.
+    "DataDependentBranch": [
+        ("crossbar", "crossbar", "conv"), ("digital", "activation", "relu"),
+        ("float", "reduction", "mean"), ("float", "elementwise", "gt"),
+        ("float", "elementwise", "_local_scalar_dense"), ("crossbar", "crossbar", "fc")],
+}
+
 
 @pytest.fixture(scope="module")
 def digits():
@@ -177,8 +205,32 @@ def test_gallery_model_runs_with_float_accuracy_of_plain_pytorch(digits, cls):
     assert result.energy_total_pj > 0 and result.latency_per_inference_s > 0
     # 8-bit weights and activations on ISAAC: the hardware mostly agrees with float.
     assert result.prediction_agreement >= 0.75
+    # Every executed operation, classified, in execution order.
+    got = [(op["placement"], op["category"],
+            op["module"] if op["category"] == "crossbar" else op["op"])
+           for op in result.operations]
+    assert got == CLASSIFIED[cls.__name__]
+    assert result.energy_complete
+    assert all(op["source"].split(":")[0].endswith("test_gallery.py") for op in result.operations)
+    # The costed digital operations are the graph's digital nodes in the result (a
+    # concatenation is data movement: its cost is its producers' NoC transfers).
+    digital_ops = [op for op in result.operations
+                   if op["placement"] == "digital" and op["category"] != "concat"]
+    digital_layers = [lr for lr in result.layers if lr.placement == "digital"]
+    assert len(digital_ops) == len(digital_layers)
+    assert all(lr.energy_total_pj > 0 for lr in digital_layers)
+    assert result.layer_graph["traced"]  # by torch.fx or, when it cannot, by the recorder
+    if cls is DataDependentBranch:
+        assert any("cannot be traced by torch.fx" in note and "recorded" in note
+                   for note in result.layer_graph["notes"])
     print(f"{cls.__name__}: float {plain:.3f}, hardware {result.hardware_accuracy:.3f}, "
           f"agreement {result.prediction_agreement:.3f}, {result.crossbars_used} crossbars")
+
+
+def _line_of(cls, text: str) -> int:
+    """The line number in this file of the line of ``cls`` containing ``text``."""
+    lines, first = inspect.getsourcelines(cls)
+    return first + next(i for i, line in enumerate(lines) if text in line)
 
 
 def test_product_of_two_activations_is_refused_with_a_clear_error(digits):
@@ -187,7 +239,28 @@ def test_product_of_two_activations_is_refused_with_a_clear_error(digits):
         imcsim.simulate(TinyAttention(), ARCH, (x_test, y_test), x_train[:64], samples=4)
     message = str(info.value)
     assert message.startswith("cannot map onto crossbars: ")
-    assert "matmul" in message and "Supported matrix products" in message
+    assert "Supported matrix products" in message and "allow_float_products" in message
+    # Named by the model and the source line, not by an fx node name.
+    assert "matmul_1" not in message and "(TinyAttention)" in message
+    for code in ("q @ k.transpose(-1, -2)", "attention @ v"):
+        assert f"test_gallery.py:{_line_of(TinyAttention, code)}" in message
+        assert code in message
+
+
+def test_opting_in_runs_the_product_in_float_and_marks_the_energy_incomplete(digits):
+    x_train, y_train, x_test, y_test = digits
+    result = imcsim.simulate(TinyAttention(), ARCH, (x_test, y_test), x_train[:64], samples=4,
+                             allow_float_products=True)
+    assert not result.energy_complete
+    assert any(note.startswith("ENERGY INCOMPLETE") for note in result.notes)
+    products = [op for op in result.operations if op["category"] == "product"]
+    assert [op["op"] for op in products] == ["bmm", "bmm"]
+    assert all(op["placement"] == "float" for op in products)
+    assert products[0]["source"].endswith(f":{_line_of(TinyAttention, 'q @ k.transpose')}")
+    assert "ENERGY INCOMPLETE" in imcsim.format_result(result)
+    report = render_markdown(result.to_json())
+    assert "## Operations" in report and "ENERGY INCOMPLETE" in report
+    assert "| float | product | bmm |" in report
 
 
 def test_the_untraceable_model_really_defeats_torch_fx():

@@ -124,10 +124,41 @@ class _DataDependent(nn.Module):
         return self.b(y)
 
 
-def test_untraceable_model_falls_back_to_execution_order(make_arch):
+def test_untraceable_model_gets_the_graph_its_operations_recorded(make_arch):
+    """torch.fx cannot trace it; the operation recorder saw the dataflow (issue 9.3)."""
     torch.manual_seed(0)
-    mapped = map_model(_DataDependent().eval(), make_arch(), QuantRecipe(), torch.randn(8, 6))
+    x = torch.randn(8, 6)
+    model = _DataDependent().eval()
+    with torch.no_grad():
+        took_branch = bool(model.a(x[:4]).sum() > 0)  # the recorder runs the first 4 samples
+    mapped = map_model(model, make_arch(), QuantRecipe(), x)
+    g = mapped.graph
+    assert g is not None and g.traced and mapped.graph_note == ""
+    assert "cannot be traced by torch.fx" in g.notes[0] and "recorded" in g.notes[0]
+    kinds = [(nd.kind, nd.op) for nd in g.nodes]
+    assert kinds == [("matmul", "Linear"), ("other", "sum"), ("other", "gt")] + (
+        [("activation", "relu")] if took_branch else []) + [("matmul", "Linear")]
+    relu = [nd.name for nd in g.nodes if nd.kind == "activation"]
+    assert g.work_inputs("b") == (tuple(relu) or ("a",)) and g.work_inputs("a") == (NETWORK_INPUT,)
+    assert g.node("a").out_elements == 5 and g.node("b").in_elements == 5
+    mapped(torch.randn(2, 6))
+    t = schedule(make_arch(), place(make_arch(), mapped.layer_shapes()), graph=g)
+    assert g.notes[0] in t.notes
+
+
+class _TwiceUntraceable(_DataDependent):
+    def forward(self, x):
+        y = self.a(x)
+        if y.sum() > 0:
+            y = torch.relu(y)
+        return self.b(y) + self.b(y)
+
+
+def test_untraceable_model_without_a_graph_falls_back_to_execution_order(make_arch):
+    torch.manual_seed(0)
+    mapped = map_model(_TwiceUntraceable().eval(), make_arch(), QuantRecipe(), torch.randn(8, 6))
     assert mapped.graph is None and "cannot be traced by torch.fx" in mapped.graph_note
+    assert "'b' runs more than once" in mapped.graph_note
     mapped(torch.randn(2, 6))
     g = mapped.layer_graph()
     assert not g.traced and g.notes == (mapped.graph_note,)

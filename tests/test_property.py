@@ -11,14 +11,23 @@ were too low, the ADC would clip and the product would come out wrong.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sim.config.schema import max_partial_sum
+from sim.kernels import backend as backend_k
 from sim.kernels import weights as weights_k
 from sim.macros.crossbar import CrossbarLayer
 
 ENCODINGS = ("offset", "differential", "twos_complement", "polarized")
+
+
+@pytest.fixture(autouse=True, scope="module", params=backend_k.available())
+def array_backend(request):
+    """Every property holds on each array backend of this machine."""
+    with backend_k.forced(request.param):
+        yield request.param
 
 
 @st.composite
@@ -79,11 +88,19 @@ def _arch_with_exact_adc(make_arch, overrides):
 def test_ideal_crossbar_is_exact(make_arch, case):
     overrides, w, x = case
     arch = _arch_with_exact_adc(make_arch, overrides)
-    out, ev = CrossbarLayer(arch, w, seed=1).matmul(x)
     exact = x.astype(object) @ w.astype(object)
-    assert out.dtype == np.float64 and out.shape == exact.shape
-    assert out.tolist() == exact.tolist()
-    assert ev.macs == x.shape[0] * w.shape[0] * w.shape[1]
+    runs = {}
+    for fast in (False, True):  # the per-row-group model, and the exact fast path
+        layer = CrossbarLayer(arch, w, seed=1, exact_fast_path=fast)
+        out, ev = runs[fast] = layer.matmul(x)
+        assert out.dtype == np.float64 and out.shape == exact.shape
+        assert out.tolist() == exact.tolist()
+        assert ev.macs == x.shape[0] * w.shape[0] * w.shape[1]
+        assert layer.exact == (fast and not (arch.variation.cell.stuck_at_0
+                                             or arch.variation.cell.stuck_at_1))
+    # same bits (no -0.0 either) and the same events on both paths
+    assert runs[True][0].tobytes() == runs[False][0].tobytes()
+    assert runs[True][1] == runs[False][1]
 
 
 @settings(max_examples=60, deadline=None)
@@ -93,7 +110,7 @@ def test_zero_skip_changes_counts_not_results(make_arch, case):
     runs = {}
     for skip in (False, True):
         arch = _arch_with_exact_adc(make_arch, {**overrides, "inputs.zero_skip": skip})
-        runs[skip] = CrossbarLayer(arch, w, seed=1).matmul(x)
+        runs[skip] = CrossbarLayer(arch, w, seed=1, exact_fast_path=False).matmul(x)
     (out_off, ev_off), (out_on, ev_on) = runs[False], runs[True]
     assert np.array_equal(out_on, out_off)
     assert ev_off.adc_conversions_skipped == 0

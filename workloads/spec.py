@@ -135,13 +135,12 @@ class Workload:
     @property
     def train_command(self) -> str:
         """The shell command that (re)makes this workload's checkpoint (``imcsim train``
-        writes under ``results/`` unless ``--out`` names the checkpoint; ``--force`` is
-        needed to replace one that exists)."""
+        writes to the checkpoint path while no file is there, else under ``results/`` unless
+        ``--out`` names it, and then ``--force`` is needed to replace it)."""
         target = str(self.source) if self.source is not None else self.name
-        command = (f"imcsim train {shlex.quote(target)} --out "
-                   f"{shlex.quote(str(self.checkpoint_path))}")
+        command = f"imcsim train {shlex.quote(target)}"
         if self.checkpoint_path.exists():
-            command += " --force"
+            command += f" --out {shlex.quote(str(self.checkpoint_path))} --force"
         if self.dataset_info.subfolders:  # every data set but the bundled digits
             command += " --data-dir FOLDER"
         return command

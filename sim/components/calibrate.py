@@ -211,7 +211,7 @@ def read_rows(raw: Any, problems: Problems, level_choices: tuple[str, ...],
         s = Section(item, path, problems)
         events = s.get("events", list, None)  # absent: charged by class; []: charged nothing
         for j, ev in enumerate(events or []):
-            if ev not in EVENTS or EVENTS[ev] is None:
+            if not isinstance(ev, str) or ev not in EVENTS or EVENTS[ev] is None:
                 valid = ", ".join(k for k, v in EVENTS.items() if v is not None)
                 problems.add(join(join(path, "events"), j),
                              f"unknown event {ev!r}; events: {valid}")

@@ -67,7 +67,8 @@ class LayerGraph:
     outputs: tuple[str, ...]
     #: Elements of one network input (one sample).
     input_elements: int = 0
-    #: True when read from a ``torch.fx`` trace; False for the execution-order fallback.
+    #: True for the model's dataflow (a ``torch.fx`` trace, or the operations recorded while
+    #: the model ran when ``torch.fx`` cannot trace it); False for the execution-order chain.
     traced: bool = True
     notes: tuple[str, ...] = ()
     _by_name: dict = field(default_factory=dict, init=False, repr=False, compare=False)

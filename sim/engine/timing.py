@@ -288,7 +288,8 @@ def schedule(arch: Arch, placements: list[Placement],
                          chunk=row * max(1, math.ceil(p.duplicates / row)), producers=prods,
                          duplicates=p.duplicates, per_vector=per_vec,
                          drain=step_cycles(arch, crossbar_columns(arch, g)),
-                         in_bits_per_vector=ly.k * ibits, out_bits_per_vector=ly.n * obits,
+                         in_bits_per_vector=ly.k * ly.groups * ibits,  # k: one group's rows
+                         out_bits_per_vector=ly.n * obits,
                          port_shares=tuple(_tile_shares(arch, p).items()),
                          out_tile=sites[nd.name][1], crossbars=p.crossbars)
         else:

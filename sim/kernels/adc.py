@@ -174,12 +174,15 @@ def _convert_row(psum, r, lin_a, lin_b, thr, lut_base, lut_t1, lut_t2, lut_ok, c
 
 
 @jit
-def adc_accumulate(psum, n_samples, active, skip, lin_a, lin_b, thr, lut, col_inst, codes, half,
-                   noise, recon_step, direct, units, coef, step_weight, out):
+def adc_accumulate(psum, row_of, n_samples, active, skip, lin_a, lin_b, thr, lut, col_inst,
+                   codes, half, noise, recon_step, direct, units, coef, step_weight, out):
     """Convert one row group's partial sums and shift-add them into the outputs.
 
-    ``psum`` (P*M, C) float32 holds the analog partial sums of every column (data columns
-    ``0..J-1`` then unit columns) for step ``p`` and sample ``m`` at row ``p*M + m``.
+    ``psum`` (rows, C) float32 (or int32 from an integer GEMM) holds the analog partial sums
+    of every column (data columns ``0..J-1`` then unit columns) for step ``p`` and sample ``m``
+    at row ``p*M + m``, or at row ``row_of[p*M + m]`` when ``row_of`` is not empty (``-1``:
+    an all-zero block that converts to code 0 everywhere, so it adds nothing and is skipped);
+    ``noise`` (if any) is indexed like ``psum``.
     Column ``c`` is converted by ADC instance ``col_inst[c]``: ``u = psum*lin_a[c] + lin_b[c]``
     (+ ``noise`` when given), coded, and reconstructed as ``v = code x recon_step[c]``.
     With a threshold table ``thr`` the code is looked up in ``lut`` (see :func:`threshold_lut`).
@@ -198,12 +201,19 @@ def adc_accumulate(psum, n_samples, active, skip, lin_a, lin_b, thr, lut, col_in
     per = direct.shape[0] // n_out
     n_units = units.shape[1]
     v = np.empty(n_cols, dtype=np.float64)
-    for m in range(n_samples):
-        acc = out[m]
-        for p in range(n_steps):
+    # Steps outer, samples inner: partial sums are read in row order (prefetch-friendly); each
+    # output still adds its steps in the order p = 0, 1, ... (same bits as samples outer).
+    for p in range(n_steps):
+        for m in range(n_samples):
+            acc = out[m]
             if skip and not active[p, m]:
                 continue
-            _convert_row(psum, p * n_samples + m, lin_a, lin_b, thr, lut[0], lut[1], lut[2],
+            row = p * n_samples + m
+            if row_of.shape[0] > 0:
+                row = row_of[row]
+                if row < 0:
+                    continue
+            _convert_row(psum, row, lin_a, lin_b, thr, lut[0], lut[1], lut[2],
                          lut[3], col_inst, codes, half, noise, recon_step, v)
             sw = step_weight[p]
             j = 0

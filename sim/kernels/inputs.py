@@ -24,23 +24,46 @@ def step_weights(bits: int, dac_bits: int, signed: bool) -> np.ndarray:
 
 
 @jit
-def _split_steps(x, bits, dac_bits, signed, n_steps, rows_padded, out):
+def _split_steps(x, bits, dac_bits, signed, n_steps, rows_padded, out, group_rows, nnz):
+    """Steps of ``x`` into ``out`` (and, when ``nnz`` is not empty, the driven rows per
+    (group, step, sample)). The inner loops run along contiguous rows so they vectorize."""
     m_count, k_count = x.shape
     mask = (1 << dac_bits) - 1
     mag_bits = bits - 1 if signed else bits
     low_mask = (1 << mag_bits) - 1
     n_mag = n_steps - 1 if signed else n_steps
+    count = nnz.shape[0] > 0
     for m in range(m_count):
-        for k in range(k_count):
-            v = x[m, k]
-            low = v & low_mask
-            for p in range(n_mag):
-                out[p, m, k] = (low >> (dac_bits * p)) & mask
-            if signed:
-                out[n_mag, m, k] = 1 if v < 0 else 0
-        for k in range(k_count, rows_padded):
-            for p in range(n_steps):
-                out[p, m, k] = 0
+        row = x[m]
+        for p in range(n_steps):
+            dst = out[p, m]
+            if p < n_mag:
+                shift = dac_bits * p
+                for k in range(k_count):
+                    dst[k] = ((row[k] & low_mask) >> shift) & mask
+            else:
+                for k in range(k_count):
+                    dst[k] = 1 if row[k] < 0 else 0
+            for k in range(k_count, rows_padded):
+                dst[k] = 0
+            if count:
+                for g in range(nnz.shape[0]):
+                    c = 0
+                    for k in range(g * group_rows, min(k_count, (g + 1) * group_rows)):
+                        c += dst[k] != 0
+                    nnz[g, p, m] = c
+
+
+def _checked(x: np.ndarray, bits: int, signed: bool, dac_bits: int) -> np.ndarray:
+    """``x`` as contiguous int64, checked to lie in the ``bits``-bit range."""
+    x = np.ascontiguousarray(x, dtype=np.int64)
+    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    if x.size and (x.min() < lo or x.max() > hi):
+        raise ValueError(f"inputs outside the {'signed' if signed else 'unsigned'} {bits}-bit "
+                         f"range [{lo}, {hi}]: found [{x.min()}, {x.max()}]")
+    if dac_bits > 16:
+        raise ValueError("DAC steps are stored as uint16; dac_bits must be <= 16")
+    return x
 
 
 def split_inputs(x: np.ndarray, bits: int, dac_bits: int, signed: bool,
@@ -51,19 +74,28 @@ def split_inputs(x: np.ndarray, bits: int, dac_bits: int, signed: bool,
 
     Values must already lie in the ``bits``-bit range (checked); padding rows are zero.
     """
-    x = np.ascontiguousarray(x, dtype=np.int64)
-    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
-    if x.size and (x.min() < lo or x.max() > hi):
-        raise ValueError(f"inputs outside the {'signed' if signed else 'unsigned'} {bits}-bit "
-                         f"range [{lo}, {hi}]: found [{x.min()}, {x.max()}]")
-    if dac_bits > 16:
-        raise ValueError("DAC steps are stored as uint16; dac_bits must be <= 16")
+    x = _checked(x, bits, signed, dac_bits)
     n = len(step_weights(bits, dac_bits, signed))
     kp = x.shape[1] if rows_padded is None else rows_padded
     # uint8 keeps the common 1..8-bit DAC steps small; wider multi-level DACs need uint16.
     out = np.empty((n, x.shape[0], kp), dtype=np.uint8 if dac_bits <= 8 else np.uint16)
-    _split_steps(x, bits, dac_bits, signed, n, kp, out)
+    _split_steps(x, bits, dac_bits, signed, n, kp, out, 1, np.zeros((0, 0, 0), np.int32))
     return out
+
+
+def split_inputs_activity(x: np.ndarray, bits: int, dac_bits: int, signed: bool,
+                          group_rows: int, groups: int, rows_padded: int | None = None):
+    """:func:`split_inputs` and :func:`input_activity` in one pass over ``x``.
+
+    Returns ``(steps, active, nnz)``; ``steps`` is ``(P, M, rows_padded or K)``.
+    """
+    x = _checked(x, bits, signed, dac_bits)
+    n = len(step_weights(bits, dac_bits, signed))
+    kp = x.shape[1] if rows_padded is None else rows_padded
+    steps = np.empty((n, x.shape[0], kp), dtype=np.uint8 if dac_bits <= 8 else np.uint16)
+    nnz = np.empty((groups, n, x.shape[0]), dtype=np.int32)
+    _split_steps(x, bits, dac_bits, signed, n, kp, steps, group_rows, nnz)
+    return steps, nnz > 0, nnz
 
 
 @jit
@@ -93,4 +125,51 @@ def group_activity(steps: np.ndarray, group_rows: int) -> tuple[np.ndarray, np.n
     active = np.empty((g, p, m), dtype=np.bool_)
     nnz = np.empty((g, p, m), dtype=np.int32)
     _group_activity(steps, group_rows, active, nnz)
+    return active, nnz
+
+
+@jit
+def _input_activity(x, bits, dac_bits, signed, n_steps, group_rows, active, nnz):
+    m_count, k_count = x.shape
+    n_groups = nnz.shape[0]
+    mask = (1 << dac_bits) - 1
+    mag_bits = bits - 1 if signed else bits
+    low_mask = (1 << mag_bits) - 1
+    n_mag = n_steps - 1 if signed else n_steps
+    for m in range(m_count):
+        row = x[m]
+        for g in range(n_groups):
+            k0 = g * group_rows
+            k1 = min(k_count, k0 + group_rows)
+            # Branch-free counts along contiguous rows (they vectorize).
+            for p in range(n_mag):
+                shift = dac_bits * p
+                c = 0
+                for k in range(k0, k1):
+                    c += (((row[k] & low_mask) >> shift) & mask) != 0
+                nnz[g, p, m] = c
+            if signed:
+                c = 0
+                for k in range(k0, k1):
+                    c += row[k] < 0
+                nnz[g, n_mag, m] = c
+    for g in range(n_groups):
+        for p in range(n_steps):
+            for m in range(m_count):
+                active[g, p, m] = nnz[g, p, m] > 0
+
+
+def input_activity(x: np.ndarray, bits: int, dac_bits: int, signed: bool, group_rows: int,
+                   groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`group_activity` of the DAC steps of ``x`` (M, K), computed from ``x`` directly.
+
+    Same ``active`` bool ``(G, P, M)`` and ``nnz`` int32 ``(G, P, M)`` as
+    ``group_activity(split_inputs(x, bits, dac_bits, signed, groups * group_rows), group_rows)``
+    without materializing the steps (the exact fast path needs only these counts).
+    """
+    x = _checked(x, bits, signed, dac_bits)
+    n = len(step_weights(bits, dac_bits, signed))
+    active = np.empty((groups, n, x.shape[0]), dtype=np.bool_)
+    nnz = np.empty((groups, n, x.shape[0]), dtype=np.int32)
+    _input_activity(x, bits, dac_bits, signed, n, group_rows, active, nnz)
     return active, nnz

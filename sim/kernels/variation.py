@@ -53,7 +53,14 @@ def read_noise(psum: np.ndarray, power_sum: np.ndarray, sigma: float,
     Sampling the column sum directly is exact in distribution and costs one draw per
     conversion instead of one per cell.
     """
-    noise = rng.standard_normal(psum.shape, dtype=np.float32)
-    noise *= np.sqrt(power_sum, dtype=np.float32)
-    psum += np.float32(sigma) * noise
+    return apply_read_noise(psum, power_sum, sigma,
+                            rng.standard_normal(psum.shape, dtype=np.float32))
+
+
+def apply_read_noise(psum: np.ndarray, power_sum: np.ndarray, sigma: float,
+                     z: np.ndarray) -> np.ndarray:
+    """:func:`read_noise` with its standard normal draws ``z`` (float32, ``psum``'s shape)
+    given: ``psum += sigma x z x sqrt(power_sum)`` in float32, in place."""
+    z = z * np.sqrt(power_sum, dtype=np.float32)
+    psum += np.float32(sigma) * z
     return psum

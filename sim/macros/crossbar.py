@@ -23,6 +23,7 @@ from threadpoolctl import threadpool_limits
 from sim.config.schema import Arch, adc_full_scale
 from sim.kernels import activity as activity_k
 from sim.kernels import adc as adc_k
+from sim.kernels import backend as backend_k
 from sim.kernels import inputs as inputs_k
 from sim.kernels import variation as var_k
 from sim.kernels import weights as weights_k
@@ -106,9 +107,20 @@ class CrossbarLayer:
         seed: an int or ``numpy.random.SeedSequence``; static cell and ADC draws and per-call
             noise all derive from it.
         name: used in messages.
+        backend: the array backend of the partial-sum GEMMs (:mod:`sim.kernels.backend`;
+            default ``IMCSIM_BACKEND`` or ``auto``). Every backend gives the same bits.
+        exact_fast_path: when the config is provably exact (see :attr:`exact`), compute the
+            outputs as one integer product and count the events from the inputs; ``False``
+            forces the per-row-group model (the tests compare the two). Default: on unless
+            the environment sets ``IMCSIM_EXACT_FAST_PATH=0``.
     """
 
-    def __init__(self, arch: Arch, weights: np.ndarray, *, seed=0, name: str = "layer"):
+    #: Drop all-zero (group, step, sample) blocks from the GEMMs and conversions where that
+    #: cannot change the result; ``False`` only to test that it does not.
+    drop_zero_blocks = True
+
+    def __init__(self, arch: Arch, weights: np.ndarray, *, seed=0, name: str = "layer",
+                 backend: str | None = None, exact_fast_path: bool | None = None):
         self.arch = arch
         self.name = name
         xb, wf = arch.crossbar, arch.weights
@@ -195,39 +207,121 @@ class CrossbarLayer:
                                                  arch.inputs.signed)
         self.steps = len(self.step_weight)
 
+        # Work that cannot change the result is not done (docs/kernels.md section 6).
+        inp = arch.inputs
+        mag_bits = inp.bits - 1 if inp.signed else inp.bits
+        dac_max = max((1 << min(xb.dac.bits, mag_bits)) - 1, 1 if inp.signed else 0)
+        ideal_cells = not (cv.sigma or cv.read_noise_sigma)
+        no_stuck = not (cv.stuck_at_0 or cv.stuck_at_1)
+        # Largest partial sum of any (group, column) when every product is an integer.
+        self._integer_bound = None
+        if ideal_cells:
+            col_sums = np.add.reduceat(full.astype(np.int64), np.arange(0, self.rows_padded, r),
+                                       axis=0) if full.size else np.zeros(1, np.int64)
+            self._integer_bound = int(col_sums.max(initial=0)) * dac_max
+        # Rows of each group's GEMM. With integer partial sums only the rows that hold weights:
+        # the zero padding of the last group adds exactly nothing. float32 sums keep the padded
+        # shape: OpenBLAS rounds a float32 dot product differently when its length changes
+        # (measured), and the bits must not change.
+        self._padded_steps = self._integer_bound is None
+        self._span = [(gi * r, (gi + 1) * r if self._padded_steps else min(self.k, (gi + 1) * r))
+                      for gi in range(g)]
+        self.backend = backend_k.make(backend, dac_max=dac_max)
+        self._gemm_w = [self.backend.prepare(self.conductance[a:b], self._integer_bound)
+                        for a, b in self._span]
+        self._gemm_w_sq = ([backend_k.NumpyBackend().prepare(self._conductance_sq[a:b], None)
+                            for a, b in self._span] if cv.read_noise_sigma else None)
+        #: True when the outputs provably equal the integer product ``x @ w``: ideal cells, an
+        #: ideal noiseless unit-step ADC whose codes hold every partial sum of these weights,
+        #: and float64 holding every output exactly. Then :meth:`matmul` does one GEMM and
+        #: counts the events from the inputs (the same counts, see tests/test_backend.py).
+        if exact_fast_path is None:
+            exact_fast_path = os.environ.get("IMCSIM_EXACT_FAST_PATH", "1") != "0"
+        adc_ideal = not (av.offset_sigma_lsb or av.gain_sigma or av.cap_mismatch_sigma
+                         or av.noise_sigma_lsb)
+        self.exact = bool(
+            exact_fast_path and ideal_cells and no_stuck and adc_ideal
+            and adc.range == "fixed" and self.step is not None and np.all(self.step == 1.0)
+            and self._integer_bound <= adc.codes - 1
+            and self.k * (1 << inp.bits) * (1 << wf.bits) < 2**53)
+        self._w64 = w.astype(np.float64) if self.exact else None
+
     # ------------------------------------------------------------------ set-up
     def _set_steps(self, step: np.ndarray) -> None:
         inst = self.col_inst
         self.step = np.ascontiguousarray(step, dtype=np.float64)
         self.lin_a = (self.adc_gain[inst] / step).astype(np.float64)
         self.lin_b = self.adc_offset[inst].astype(np.float64)
+        # Groups where an all-zero input block converts to code 0 on every column (no
+        # comparator noise): such blocks add nothing, so their GEMM rows and conversions are
+        # not computed even without zero-skipping hardware.
+        if self.arch.variation.adc.noise_sigma_lsb:
+            self._zero_to_zero = np.zeros(self.groups, np.bool_)
+        else:
+            codes = adc_k.convert(self.lin_b.reshape(-1), self.adc_thresholds,
+                                  inst.reshape(-1), self.arch.crossbar.adc.codes, self.half)
+            self._zero_to_zero = ~codes.reshape(inst.shape).any(axis=1)
 
     # ------------------------------------------------------------------ compute
     def _chunk_rows(self, m: int) -> int:
         per_sample = self.steps * max(self.columns_total, self.rows_padded) * 4
         return max(1, min(m, PSUM_CHUNK_BYTES // max(per_sample, 1)))
 
-    def _group_psums(self, x: np.ndarray, m0: int, noise_seed):
-        """Yield ``(group, psum, active, nnz)`` for the samples ``x`` (one chunk).
+    def _group_psums(self, x: np.ndarray, m0: int, noise_seed, active_all=None, steps=None):
+        """Yield ``(group, psum, row_of)`` for the samples ``x`` (one chunk).
 
+        ``psum`` holds the partial sums of (step ``p``, sample ``m``) at row ``p*M + m``, or,
+        when ``row_of`` is not empty, at row ``row_of[p*M + m]`` (``-1``: not computed, the
+        block's inputs are all zero and it converts to nothing). Blocks are dropped only when
+        ``active_all`` (``(G, P, M)``, see :func:`sim.kernels.inputs.input_activity`) is given
+        and the group may drop them (zero-skipping, or zero converting to code 0 noiselessly).
+        ``steps`` are the inputs' DAC steps when already split (``(P, M, K)``, padded to
+        ``rows_padded`` for float32 partial sums).
         ``psum`` is a reused buffer, valid until the next item is requested.
         """
         inp = self.arch.inputs
-        r = self.group_rows
-        steps = inputs_k.split_inputs(x, inp.bits, self.arch.crossbar.dac.bits, inp.signed,
-                                      self.rows_padded)
-        active, nnz = inputs_k.group_activity(steps, r)
+        if steps is None:
+            steps = inputs_k.split_inputs(x, inp.bits, self.arch.crossbar.dac.bits, inp.signed,
+                                          self.rows_padded if self._padded_steps else None)
+        n_rows = steps.shape[0] * x.shape[0]
         sigma_r = self.arch.variation.cell.read_noise_sigma
+        skip = inp.zero_skip
+        no_rows = np.zeros(0, dtype=np.int32)
         # One buffer per chunk: a fresh 8 MiB array per GEMM would page-fault every time.
-        buf = np.empty((steps.shape[0] * x.shape[0], self.columns_total), dtype=np.float32)
-        for gi in range(self.groups):
-            xg = steps[:, :, gi * r:(gi + 1) * r].astype(np.float32).reshape(-1, r)  # one copy
-            psum = np.matmul(xg, self.conductance[gi * r:(gi + 1) * r], out=buf)
+        buf = np.empty((n_rows, self.columns_total), dtype=np.float32)
+        for gi, (a, b) in enumerate(self._span):
+            view = steps[:, :, a:b]
+            # One copy of the strided rows, straight into the GEMM's input type.
+            xg = (view.astype(np.float32) if self.backend.name == "numpy" else view).reshape(
+                n_rows, b - a)
+            row_of = no_rows
+            if (active_all is not None and self.drop_zero_blocks
+                    and (skip or self._zero_to_zero[gi])):
+                act = active_all[gi].reshape(-1)
+                if not act.all():
+                    row_of = np.full(n_rows, -1, dtype=np.int32)
+                    if self._integer_bound is not None:
+                        # Integer partial sums are exact whatever rows one GEMM holds.
+                        sel = np.flatnonzero(act)
+                        row_of[sel] = np.arange(sel.shape[0], dtype=np.int32)
+                        xg = xg[sel]
+                    else:
+                        # float32 sums: OpenBLAS rounds a row differently in a GEMM of another
+                        # height (measured), so every row is multiplied as before and only the
+                        # conversions of the all-zero blocks are dropped.
+                        sel = np.arange(n_rows)
+                        row_of[act] = sel[act]
+            psum = self.backend.gemm(xg, self._gemm_w[gi], buf)
             if sigma_r and noise_seed is not None:
                 rng = np.random.default_rng([*noise_seed, m0, gi, 0])
-                power = (xg * xg) @ self._conductance_sq[gi * r:(gi + 1) * r]
-                var_k.read_noise(psum, power, sigma_r, rng)
-            yield gi, psum, active[gi], nnz[gi]
+                # Drawn for every block (same stream whatever is dropped), used where computed.
+                z = rng.standard_normal((n_rows, self.columns_total), dtype=np.float32)
+                if psum.shape[0] != n_rows:  # rows dropped from the GEMM
+                    z = z[sel]
+                xf = xg if xg.dtype == np.float32 else xg.astype(np.float32)
+                power = (xf * xf) @ self._gemm_w_sq[gi]
+                var_k.apply_read_noise(psum, power, sigma_r, z)
+            yield gi, psum, row_of
 
     def _chunks(self, m: int) -> list[tuple[int, int]]:
         size = self._chunk_rows(m)
@@ -245,7 +339,7 @@ class CrossbarLayer:
         x = np.asarray(x)
         per_group: list[list[np.ndarray]] = [[] for _ in range(self.groups)]
         for m0, m1 in self._chunks(x.shape[0]):
-            for gi, psum, _active, _nnz in self._group_psums(x[m0:m1], m0, None):
+            for gi, psum, _rows in self._group_psums(x[m0:m1], m0, None):
                 per_group[gi].append(psum.copy())
         full = np.stack([np.percentile(np.concatenate(ps), adc.calibration_percentile, axis=0)
                          for ps in per_group])
@@ -259,24 +353,45 @@ class CrossbarLayer:
         """Simulate samples ``x`` (a chunk starting at sample ``m0``) into ``out``."""
         arch = self.arch
         adc = arch.crossbar.adc
-        skip = arch.inputs.zero_skip
+        inp = arch.inputs
+        skip = inp.zero_skip
         noise_sigma = arch.variation.adc.noise_sigma_lsb
         empty_noise = np.zeros((0, 0), dtype=np.float32)
         ct = self.columns_total
+        # Which (group, step, sample) blocks drive any row, and how many: from the inputs alone.
+        if self.exact:
+            active_all, nnz_all = inputs_k.input_activity(
+                x, inp.bits, arch.crossbar.dac.bits, inp.signed, self.group_rows, self.groups)
+            # Provably exact config: the outputs are the integer product (float64 holds every
+            # product and sum exactly; + 0.0 turns BLAS's -0.0 into the model's +0.0).
+            np.matmul(x.astype(np.float64), self._w64, out=out)
+            out += 0.0
+            psums = None
+        else:
+            steps, active_all, nnz_all = inputs_k.split_inputs_activity(
+                x, inp.bits, arch.crossbar.dac.bits, inp.signed, self.group_rows, self.groups,
+                self.rows_padded if self._padded_steps else None)
+            psums = self._group_psums(x, m0, call_seed, active_all, steps)
         ev = Events()
         # Per-step activity (sim.macros.activity): active row groups per (row tile, step, sample).
         tile_count = (np.zeros((self.row_tiles, self.steps, x.shape[0]), np.uint16)
                       if skip else None)
-        for gi, psum, active, nnz in self._group_psums(x, m0, call_seed):
-            if noise_sigma:
-                rng = np.random.default_rng([*call_seed, m0, gi, 1])
-                noise = (noise_sigma * rng.standard_normal(psum.shape)).astype(np.float32)
-            else:
-                noise = empty_noise
-            adc_k.adc_accumulate(
-                psum, x.shape[0], active, skip, self.lin_a[gi], self.lin_b[gi],
-                self.adc_thresholds, self.adc_lut, self.col_inst[gi], adc.codes, self.half, noise,
-                self.step[gi], *self.combine[gi], self.step_weight, out)
+        for gi in range(self.groups):
+            active, nnz = active_all[gi], nnz_all[gi]
+            if psums is not None:
+                _, psum, row_of = next(psums)
+                if noise_sigma:
+                    rng = np.random.default_rng([*call_seed, m0, gi, 1])
+                    noise = (noise_sigma * rng.standard_normal((active.size, ct))).astype(
+                        np.float32)
+                    if psum.shape[0] != active.size:  # rows dropped from the GEMM
+                        noise = noise[row_of >= 0]
+                else:
+                    noise = empty_noise
+                adc_k.adc_accumulate(
+                    psum, row_of, x.shape[0], active, skip, self.lin_a[gi], self.lin_b[gi],
+                    self.adc_thresholds, self.adc_lut, self.col_inst[gi], adc.codes, self.half,
+                    noise, self.step[gi], *self.combine[gi], self.step_weight, out)
             total = active.size
             done = int(active.sum()) if skip else total
             ev.adc_conversions += done * ct

@@ -1,0 +1,182 @@
+"""The array backends, the exact fast path and the dropping of all-zero blocks.
+
+Each lever must leave the outputs bit for bit and the events count for count as the
+per-row-group model computes them; each test changes the lever and compares.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from sim.kernels import backend as backend_k
+from sim.kernels import inputs as inputs_k
+from sim.macros.crossbar import CrossbarLayer
+
+SIGNED_CASES = [(16, 1, True), (8, 1, False), (8, 3, True), (5, 5, False), (8, 8, True),
+                (4, 2, True)]
+
+
+def _inputs(rng, bits, signed, shape, zero_fraction=0.5):
+    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    x = rng.integers(lo, hi + 1, size=shape)
+    x[rng.random(shape) < zero_fraction] = 0
+    return x
+
+
+@pytest.mark.parametrize(("bits", "dac_bits", "signed"), SIGNED_CASES)
+@pytest.mark.parametrize("group_rows", [8, 16, 128])
+def test_activity_from_inputs_matches_the_steps(bits, dac_bits, signed, group_rows):
+    rng = np.random.default_rng(bits * 100 + dac_bits)
+    x = _inputs(rng, bits, signed, (37, 70))
+    groups = -(-70 // group_rows)
+    steps = inputs_k.split_inputs(x, bits, dac_bits, signed, groups * group_rows)
+    active, nnz = inputs_k.group_activity(steps, group_rows)
+    a2, n2 = inputs_k.input_activity(x, bits, dac_bits, signed, group_rows, groups)
+    s3, a3, n3 = inputs_k.split_inputs_activity(x, bits, dac_bits, signed, group_rows, groups)
+    assert np.array_equal(a2, active) and np.array_equal(n2, nnz)
+    assert np.array_equal(a3, active) and np.array_equal(n3, nnz)
+    assert np.array_equal(s3, steps[:, :, :70])
+
+
+def test_activity_from_inputs_checks_the_range():
+    with pytest.raises(ValueError, match="outside"):
+        inputs_k.input_activity(np.array([[300]]), 8, 1, False, 8, 1)
+
+
+def _isaac_small(make_arch, **extra):
+    """A small ISAAC-like arch (flipped offset weights, unit column, 1-bit DAC, signed inputs)
+    whose 6-bit ADC holds every partial sum: provably exact unless ``extra`` says otherwise."""
+    return make_arch(**{"weights.column_flip": True, "crossbar.adc.clip": True, **extra})
+
+
+def _layer_io(seed=0, k=37, n=5, m=23, zero_fraction=0.5):
+    rng = np.random.default_rng(seed)
+    w = rng.integers(-128, 128, size=(k, n))
+    x = _inputs(rng, 8, True, (m, k), zero_fraction)
+    return w, x
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_exact_fast_path_same_bits_and_events(make_arch, skip):
+    arch = _isaac_small(make_arch, **{"inputs.zero_skip": skip})
+    w, x = _layer_io()
+    fast = CrossbarLayer(arch, w, seed=3, exact_fast_path=True)
+    loop = CrossbarLayer(arch, w, seed=3, exact_fast_path=False)
+    assert fast.exact and not loop.exact
+    (o1, e1), (o2, e2) = fast.matmul(x), loop.matmul(x)
+    assert o1.tobytes() == o2.tobytes()
+    assert o1.tolist() == (x.astype(object) @ w.astype(object)).tolist()
+    assert e1 == e2
+
+
+@pytest.mark.parametrize("change", [
+    {"variation.cell.sigma": 0.01},
+    {"variation.cell.stuck_at_0": 0.01},
+    {"variation.cell.read_noise_sigma": 0.01},
+    {"variation.adc.offset_sigma_lsb": 0.1},
+    {"variation.adc.gain_sigma": 0.01},
+    {"variation.adc.cap_mismatch_sigma": 0.01},
+    {"variation.adc.noise_sigma_lsb": 0.1},
+    {"crossbar.adc.bits": 4},  # clips: the largest partial sum (24) exceeds 15
+    {"crossbar.adc.full_scale": 126.0},  # a 2-level step
+])
+def test_fast_path_only_where_provably_exact(make_arch, change):
+    arch = _isaac_small(make_arch, **change)
+    w, x = _layer_io()
+    layer = CrossbarLayer(arch, w, seed=3)
+    assert not layer.exact
+    # and the result is what the loop model gives, which here is not the integer product
+    out, _ = layer.matmul(x)
+    assert out.tobytes() == CrossbarLayer(arch, w, seed=3,
+                                          exact_fast_path=False).matmul(x)[0].tobytes()
+
+
+def test_fast_path_switch_by_environment(make_arch, monkeypatch):
+    arch = _isaac_small(make_arch)
+    w, _ = _layer_io()
+    monkeypatch.setenv("IMCSIM_EXACT_FAST_PATH", "0")
+    assert not CrossbarLayer(arch, w).exact
+    monkeypatch.setenv("IMCSIM_EXACT_FAST_PATH", "1")
+    assert CrossbarLayer(arch, w).exact
+
+
+@pytest.mark.parametrize("backend", backend_k.available())
+@pytest.mark.parametrize("change", [
+    {},  # ideal cells, integer partial sums
+    {"variation.cell.sigma": 0.05},  # float32 partial sums
+    {"variation.cell.sigma": 0.05, "variation.cell.read_noise_sigma": 0.05},
+    {"variation.adc.noise_sigma_lsb": 0.5, "inputs.zero_skip": True},
+    {"variation.adc.cap_mismatch_sigma": 0.05, "variation.cell.sigma": 0.05},
+])
+def test_dropping_zero_blocks_same_bits_and_events(make_arch, backend, change):
+    arch = _isaac_small(make_arch, **change)
+    w, x = _layer_io(seed=5, k=40, m=31, zero_fraction=0.9)
+    x[:, :16] = 0  # a whole row group idle for every sample
+    runs = []
+    for drop in (True, False):
+        layer = CrossbarLayer(arch, w, seed=3, backend=backend, exact_fast_path=False)
+        layer.drop_zero_blocks = drop
+        runs.append(layer.matmul(x, seed=2))
+    assert runs[0][0].tobytes() == runs[1][0].tobytes()
+    assert runs[0][1] == runs[1][1]
+
+
+def test_backend_names(monkeypatch):
+    with pytest.raises(backend_k.BackendError, match="IMCSIM_BACKEND"):
+        backend_k.resolve("tpu")
+    monkeypatch.setenv("IMCSIM_BACKEND", "numpy")
+    assert backend_k.resolve() == "numpy"
+    monkeypatch.setenv("IMCSIM_BACKEND", "bogus")
+    with pytest.raises(backend_k.BackendError, match="bogus"):
+        backend_k.make()
+
+
+def test_runs_without_torch(make_arch, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
+    backend_k._cuda_available.cache_clear()
+    try:
+        assert backend_k.resolve("auto") == "numpy"
+        assert backend_k.available() == ["numpy"]
+        with pytest.raises(backend_k.BackendError, match="torch"):
+            backend_k.make("torch")
+        w, x = _layer_io()
+        arch = _isaac_small(make_arch, **{"variation.cell.sigma": 0.05})
+        out, _ = CrossbarLayer(arch, w, backend="auto").matmul(x)
+        assert out.shape == (x.shape[0], w.shape[1])
+    finally:
+        backend_k._cuda_available.cache_clear()
+
+
+def test_sim_does_not_import_torch():
+    code = ("import sys, numpy as np; from sim.macros.crossbar import CrossbarLayer; "
+            "print('torch' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={"IMCSIM_BACKEND": "numpy", **_env()})
+    assert res.stdout.strip() == "False"
+
+
+def _env():
+    import os
+
+    return {k: v for k, v in os.environ.items() if k != "IMCSIM_BACKEND"}
+
+
+@pytest.mark.skipif("torch" not in backend_k.available(), reason="torch not installed")
+def test_torch_int8_only_where_exact(make_arch):
+    w, _ = _layer_io()
+    ideal = CrossbarLayer(_isaac_small(make_arch), w, backend="torch")
+    assert all(g.fast is not None for g in ideal._gemm_w)
+    varied = CrossbarLayer(_isaac_small(make_arch, **{"variation.cell.sigma": 0.05}), w,
+                           backend="torch")
+    assert all(g.fast is None for g in varied._gemm_w)
+    # signed 8-bit inputs on an 8-bit DAC: 7 magnitude bits, step values up to 127 fit int8
+    signed = _isaac_small(make_arch, **{"crossbar.dac.bits": 8, "crossbar.adc.bits": 12})
+    assert all(g.fast is not None for g in CrossbarLayer(signed, w, backend="torch")._gemm_w)
+    # unsigned 8-bit inputs: step values up to 255 do not
+    unsigned = _isaac_small(make_arch, **{"crossbar.dac.bits": 8, "crossbar.adc.bits": 12,
+                                          "inputs.signed": False})
+    assert all(g.fast is None for g in CrossbarLayer(unsigned, w, backend="torch")._gemm_w)
