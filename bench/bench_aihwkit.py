@@ -32,10 +32,10 @@ Run: ``python bench/bench_aihwkit.py [--batch 256] [--repeat 5]``.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
+from bench_kernels import best_time  # a sibling script: `python bench/bench_aihwkit.py`
 
 from sim.config.loader import arch_from_dict, read_yaml
 from sim.macros import CrossbarLayer
@@ -44,15 +44,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SIZE = 512
 
 
-def best_time(fn, repeat: int) -> float:
-    """Best wall time of ``repeat`` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def rel_error(y: np.ndarray, exact: np.ndarray) -> float:

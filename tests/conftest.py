@@ -24,6 +24,7 @@ import pytest
 from sim.config.loader import arch_from_dict, load_arch
 from sim.config.schema import Arch
 from sim.errors import ConfigError
+from sim.kernels import backend as backend_k
 
 REPO = Path(__file__).resolve().parent.parent
 ISAAC_YAML = REPO / "arch_configs" / "isaac_32nm.yaml"
@@ -159,3 +160,13 @@ def make_arch() -> ArchFactory:
 def isaac_arch() -> Arch:
     """ISAAC-CE (ISCA 2016) as loaded from ``arch_configs/isaac_32nm.yaml``."""
     return load_arch(ISAAC_YAML)
+
+
+@pytest.fixture(scope="module", params=backend_k.test_variants(),
+                ids=lambda v: f"{v[0]}-{'fast' if v[1] else 'loop'}")
+def array_backend(request):
+    """Runs a module's tests on each array backend of this machine, with and without the
+    exact fast path (``sim.kernels.backend.test_variants``); modules opt in with
+    ``pytestmark = pytest.mark.usefixtures("array_backend")``."""
+    with backend_k.forced(*request.param):
+        yield request.param

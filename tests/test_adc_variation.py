@@ -14,19 +14,13 @@ import numpy as np
 import pytest
 
 from sim.kernels import adc as adc_k
-from sim.kernels import backend as backend_k
 from sim.kernels import variation as var_k
 from sim.macros import crossbar as crossbar_mod
 from sim.macros.crossbar import CrossbarLayer
 
-
-@pytest.fixture(autouse=True, scope="module", params=backend_k.test_variants(),
-                ids=lambda v: f"{v[0]}-{'fast' if v[1] else 'loop'}")
-def array_backend(request):
-    """Every test here runs on each array backend of this machine, with and without the
-    exact fast path (``sim.kernels.backend.test_variants``)."""
-    with backend_k.forced(*request.param):
-        yield request.param
+#: Every test here runs on each array backend of this machine, with and without the exact
+#: fast path (the ``array_backend`` fixture of conftest.py).
+pytestmark = pytest.mark.usefixtures("array_backend")
 
 #: Standard errors allowed by every statistical check (false alarm ~2e-9 each).
 Z = 6.0

@@ -16,19 +16,13 @@ import pytest
 
 from sim.config.schema import Cell, WeightFormat, adc_full_scale, columns_per_weight
 from sim.kernels import adc as adc_k
-from sim.kernels import backend as backend_k
 from sim.kernels import inputs as inputs_k
 from sim.kernels import weights as weights_k
 from sim.macros.crossbar import CrossbarLayer
 
-
-@pytest.fixture(autouse=True, scope="module", params=backend_k.test_variants(),
-                ids=lambda v: f"{v[0]}-{'fast' if v[1] else 'loop'}")
-def array_backend(request):
-    """Every test here runs on each array backend of this machine, with and without the
-    exact fast path (``sim.kernels.backend.test_variants``)."""
-    with backend_k.forced(*request.param):
-        yield request.param
+#: Every test here runs on each array backend of this machine, with and without the exact
+#: fast path (the ``array_backend`` fixture of conftest.py).
+pytestmark = pytest.mark.usefixtures("array_backend")
 
 #: Float results of the layer and of the loop model may differ only by the order of float64
 #: additions (a few ulps per term); 1e-9 of the largest output is far above that and far below
