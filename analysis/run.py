@@ -40,6 +40,10 @@ from workloads.spec import Bits, Workload, load_workload
 log = logging.getLogger(__name__)
 
 
+#: Version of the resumable state in ``progress.json`` (2: per-step activity per layer).
+PROGRESS_FORMAT = 2
+
+
 @dataclass
 class LayerResult:
     """Events and energy of one mapped layer over all simulated samples."""
@@ -159,7 +163,9 @@ def _config_key(arch: Arch, workload: Workload, samples: int, seed: int,
             h.update(model_file.read_bytes())
     if workload.checkpoint_path.is_file():
         h.update(workload.checkpoint_path.read_bytes())
-    h.update(f"{samples}|{seed}|{batch_size}|{sim.__version__}".encode())
+    # PROGRESS_FORMAT: a saved state of another format (e.g. without per-step activity)
+    # is not resumed.
+    h.update(f"{samples}|{seed}|{batch_size}|{sim.__version__}|{PROGRESS_FORMAT}".encode())
     return h.hexdigest()
 
 
@@ -437,15 +443,6 @@ def _precision_note(arch: Arch, mapped) -> str | None:
             f"workload's precision (the arch's weights.bits and inputs.bits are fixed)")
 
 
-def _executed_fractions(events: dict[str, dict[str, int]]) -> dict[str, float]:
-    """Per layer, the share of ADC conversions actually done (the rest were skipped)."""
-    out = {}
-    for name, ev in events.items():
-        total = ev["adc_conversions"] + ev["adc_conversions_skipped"]
-        out[name] = ev["adc_conversions"] / total if total else 1.0
-    return out
-
-
 def _add_activity(state: dict, name: str, act) -> None:
     """Accumulate a layer's per-step activity into ``state`` (kept as JSON: resumable)."""
     if act is None:
@@ -471,29 +468,16 @@ def _activity_from_json(d: dict):
 
 
 def _schedule_activity(arch: Arch, state: dict) -> dict:
-    """What the schedule times each layer's zero-skip from: its per-step activity, or, for
-    a layer whose producer gave none, the mean executed fraction of its conversions (a
-    two-point distribution: it cannot see which row groups idled together)."""
-    acts = state.get("activity") or {}
-    fractions = _executed_fractions(state["events"])
-    out: dict = {}
-    for name in state["events"]:
-        if name in acts:
-            out[name] = _activity_from_json(acts[name])
-        elif arch.inputs.zero_skip:
-            out[name] = fractions[name]
-    return out
+    """Each layer's per-step activity, which the schedule times zero-skip from. Both the
+    bit-true pass and the analytical mode record it for every layer; with zero-skip on a
+    layer without one is an invariant violation (the schedule would have to guess)."""
+    from sim.errors import InvariantError
 
-
-def _activity_note(arch: Arch, state: dict) -> list[str]:
-    """A note naming the layers whose zero-skip was timed by a mean fraction."""
     acts = state.get("activity") or {}
     missing = [name for name in state["events"] if name not in acts]
-    if not arch.inputs.zero_skip or not missing:
-        return []
-    return [f"zero-skip of {', '.join(missing)} timed from the mean executed fraction of its "
-            "conversions (no per-step activity was recorded), which cannot see which row "
-            "groups idled together"]
+    if arch.inputs.zero_skip and missing:
+        raise InvariantError(f"no per-step activity recorded for {', '.join(missing)}")
+    return {name: _activity_from_json(acts[name]) for name in state["events"] if name in acts}
 
 
 def _hardware_layers(mapped) -> dict:
@@ -577,7 +561,7 @@ def _result(arch: Arch, arch_path: Path, workload: Workload, workload_path: Path
     gops = ops * ips / 1e9
     energy_j = per_inf_pj * 1e-12
     # how stated figures were scaled to this config's point, then the schedule's notes
-    notes = list(arch.notes) + list(timing.notes) + _activity_note(arch, state)
+    notes = list(arch.notes) + list(timing.notes)
     if mapped.folded_batchnorms:
         notes.append(f"batch norm folded into the preceding layer: "
                      f"{', '.join(mapped.folded_batchnorms)}")

@@ -162,38 +162,20 @@ def groups_per_crossbar(arch: Arch) -> int:
 
 
 def layer_activity(arch: Arch, g: Geometry, vectors: int,
-                   given: StepActivity | float | None) -> StepActivity:
+                   given: StepActivity | None) -> StepActivity:
     """The activity the schedule uses for a layer.
 
     ``None``: dense, every group converts at every step; so is a :class:`StepActivity`
-    without ``inputs.zero_skip`` (nothing is skipped). A float is a mean executed-step
-    fraction stated by the caller (the legacy interface): that share of steps fully active,
-    the rest skipped; it says nothing of which row groups were idle.
+    without ``inputs.zero_skip`` (nothing is skipped).
     """
     gpc = groups_per_crossbar(arch)
-    dense = StepActivity.dense(g.steps, g.row_groups, gpc, vectors)
-    if given is None or (isinstance(given, StepActivity) and not arch.inputs.zero_skip):
-        return dense
-    if isinstance(given, StepActivity):
-        if (given.steps, given.row_tiles, given.groups_per_crossbar) != (
-                g.steps, g.row_tiles, gpc):
-            raise InvariantError("step activity does not match the layer's geometry: "
-                                 f"{(given.steps, given.row_tiles, given.groups_per_crossbar)}"
-                                 f" vs {(g.steps, g.row_tiles, gpc)}")
-        return given
-    frac = float(given)
-    if not 0.0 <= frac <= 1.0:
-        raise InvariantError(f"executed step fraction {frac} outside [0, 1]")
-    total = int(dense.hist_max.sum())
-    done = int(round(total * frac))
-    out = StepActivity.empty(g.steps, g.row_tiles, gpc)
-    out.vectors = vectors
-    top = int(np.nonzero(dense.hist_max)[0][-1]) if total else 0
-    out.hist_max[top], out.hist_max[0] = done, total - done
-    for r in range(g.row_tiles):
-        tr = int(np.nonzero(dense.hist_tile[r])[0][-1])
-        out.hist_tile[r, tr], out.hist_tile[r, 0] = done, total - done
-    return out
+    if given is None or not arch.inputs.zero_skip:
+        return StepActivity.dense(g.steps, g.row_groups, gpc, vectors)
+    if (given.steps, given.row_tiles, given.groups_per_crossbar) != (g.steps, g.row_tiles, gpc):
+        raise InvariantError("step activity does not match the layer's geometry: "
+                             f"{(given.steps, given.row_tiles, given.groups_per_crossbar)}"
+                             f" vs {(g.steps, g.row_tiles, gpc)}")
+    return given
 
 
 def cycles_per_vector(arch: Arch, g: Geometry, act: StepActivity) -> tuple[float, float]:
@@ -240,13 +222,13 @@ class _Plan:
 
 
 def schedule(arch: Arch, placements: list[Placement],
-             activity: Mapping[str, StepActivity | float] | None = None, *,
+             activity: Mapping[str, StepActivity] | None = None, *,
              graph: LayerGraph | None = None, pipelined: bool = True,
              inferences: int | None = None) -> Timing:
     """Simulate a stream of inferences of the placed layers (see the module docstring).
 
     ``activity[name]`` is a layer's :class:`StepActivity` from the functional pass or the
-    analytical mode (missing or ``None``: dense; a float: a mean executed-step fraction).
+    analytical mode (missing or ``None``: dense).
     ``graph`` is the model's layer graph (default: a chain following ``LayerShape.source``).
     ``inferences`` defaults to :data:`STREAM_INFERENCES` pipelined, 1 layer by layer.
     """
