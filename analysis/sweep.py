@@ -80,7 +80,7 @@ def run_sweep(spec: SweepSpec | str | Path, out_dir: str | Path | None = None, *
     base = read_yaml(spec.arch_path)
     arch_from_dict(base, source=str(spec.arch_path))  # a bad base arch fails here, once
     workload = load_workload(spec.workload_path)
-    fingerprint = spec.base_fingerprint(_checkpoint_digest(workload.checkpoint_path))
+    fingerprint = spec.base_fingerprint(_workload_digest(workload))
     points, keys = _unique_points(spec, fingerprint)
     store = SweepStore(out / db_name)
     executor = None
@@ -121,10 +121,17 @@ def run_sweep(spec: SweepSpec | str | Path, out_dir: str | Path | None = None, *
     return outcome
 
 
-def _checkpoint_digest(path: Path) -> str:
-    if not path.is_file():
-        return "no-checkpoint"
-    return hashlib.sha256(path.read_bytes()).hexdigest() + sim.__version__
+def _workload_digest(workload) -> str:
+    """What the workload's files contribute to every point's key beyond the parsed YAML: the
+    checkpoint's bytes and, for a user's own model, its code (an edited model must not
+    resume stale points)."""
+    path = workload.checkpoint_path
+    digest = (hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file()
+              else "no-checkpoint") + sim.__version__
+    model_file = workload.model_ref.file
+    if model_file is not None and model_file.is_file():
+        digest += hashlib.sha256(model_file.read_bytes()).hexdigest()
+    return digest
 
 
 def _build_point(spec: SweepSpec, base: dict, idx: int, values: dict[str, Any], key: str):

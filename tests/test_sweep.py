@@ -373,3 +373,26 @@ def test_analytical_mode_agrees_with_bit_true_and_skips_accuracy(tmp_path):
 def test_analytical_mode_refuses_accuracy_goals(tmp_path):
     problems = problems_of(tmp_path, mode="analytical")
     assert ("objectives.hardware_accuracy" in dict(problems))
+
+
+def test_point_keys_follow_a_user_models_code(tmp_path):
+    """Editing a user's model file (``model: nets/net.py:Net``) changes every point's key, so
+    a resumed sweep recomputes instead of reusing results of the old code; the checkpoint's
+    bytes count the same way."""
+    from analysis.sweep import _workload_digest
+    from workloads.spec import load_workload
+
+    (tmp_path / "nets").mkdir()
+    code = ("from torch import nn\n\n\nclass Net(nn.Linear):\n"
+            "    def __init__(self):\n        super().__init__(64, 10)\n")
+    (tmp_path / "nets" / "net.py").write_text(code)
+    spec = tmp_path / "w.yaml"
+    spec.write_text("name: w\nmodel: nets/net.py:Net\ndataset: digits\n"
+                    "bits: {weights: 8, activations: 8}\ncheckpoint: w.pt\n")
+    before = _workload_digest(load_workload(spec))
+    assert _workload_digest(load_workload(spec)) == before  # deterministic
+    (tmp_path / "nets" / "net.py").write_text(code + "\n# a change to the model's code\n")
+    edited = _workload_digest(load_workload(spec))
+    assert edited != before
+    (tmp_path / "w.pt").write_bytes(b"weights")
+    assert _workload_digest(load_workload(spec)) != edited
