@@ -136,12 +136,11 @@ def compare(arch, workload_name: str, n_test: int, n_stats: int, data_dir) -> No
 def bench_speed() -> None:
     """Analytical events with zero-skip on over bench_engine's ResNet-18 design grid: the
     per-step activity is derived once per (DAC, row-group, crossbar) geometry and layer."""
-    import itertools
     import sys
     import time
 
     sys.path.insert(0, str(ROOT / "bench"))
-    from bench_engine import ResNet18, layer_stats
+    from bench_engine import ResNet18, design_grid, layer_stats
 
     torch.manual_seed(0)
     t0 = time.perf_counter()
@@ -149,14 +148,7 @@ def bench_speed() -> None:
     t1 = time.perf_counter()
     base = read_yaml(ROOT / "arch_configs" / "isaac_32nm.yaml")
     base["inputs"]["zero_skip"] = True
-    archs = []
-    for adc_bits, rows, cell_bits in itertools.product([4, 5, 6, 7, 8], [64, 128, 256],
-                                                       [1, 2, 4]):
-        d = copy.deepcopy(base)
-        d["crossbar"]["adc"].update(bits=adc_bits, clip=True)
-        d["crossbar"]["rows"] = rows
-        d["crossbar"]["cell"]["bits"] = cell_bits
-        archs.append(arch_from_dict(d, "point"))
+    archs = design_grid(base)
     t2 = time.perf_counter()
     for arch in archs:
         for sh, h in zip(shapes, hists, strict=True):
