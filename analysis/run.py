@@ -67,6 +67,9 @@ class LayerResult:
     cycles_waiting_for_resources: int = 0
     #: ``crossbar`` (a mapped layer) or ``digital`` (a costed digital unit of the graph).
     placement: str = "crossbar"
+    #: A packed (compressed) layer: dense against packed crossbars, cell rows and
+    #: conversions per input vector (:func:`mappers.compress.mapping.savings`); else empty.
+    mapping: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -137,6 +140,7 @@ class LoadedWorkload:
         calibration: inputs that fix the activation ranges.
         bits: weight and activation precision.
         label: what the result's ``workload_file`` says.
+        mapping: ``dense`` or ``packed`` (see :class:`workloads.spec.Workload`).
     """
 
     name: str
@@ -146,6 +150,7 @@ class LoadedWorkload:
     calibration: torch.Tensor
     bits: Bits
     label: str = "(python)"
+    mapping: str = "dense"
     source = None  # no YAML: a run of a loaded workload cannot be resumed from an out_dir
 
     def __str__(self) -> str:
@@ -196,14 +201,20 @@ def _prepare(workload_path: Path | LoadedWorkload, samples: int | None,
         w = workload_path
         n = len(w.test_labels) if samples is None else min(int(samples), len(w.test_labels))
         return (w, w.model, w.test_inputs[:n], w.test_labels[:n], w.calibration,
-                QuantRecipe(weight_bits=w.bits.weights, activation_bits=w.bits.activations))
+                _recipe(w.bits, w.mapping))
     workload = load_workload(workload_path)
     x_test, y_test, calib = _cached_data(
         workload_path.resolve(), workload_path.stat().st_mtime,
         None if data_dir is None else str(data_dir), samples, workload.calibration_samples)
-    recipe = QuantRecipe(weight_bits=workload.bits.weights,
-                         activation_bits=workload.bits.activations)
+    recipe = _recipe(workload.bits, workload.mapping)
     return workload, workload.load_model(), x_test, y_test, calib, recipe
+
+
+def _recipe(bits: Bits, mapping: str) -> QuantRecipe:
+    """The bridge's recipe of a workload's bits and mapping (``dense`` or ``packed``)."""
+    return QuantRecipe(weight_bits=bits.weights, activation_bits=bits.activations,
+                       layer_weight_bits=tuple(sorted(bits.weights_per_layer.items())),
+                       packed=mapping == "packed")
 
 
 def simulate(arch_path: str | Path | Arch, workload_path: str | Path | LoadedWorkload, *,
@@ -364,9 +375,10 @@ def estimate(arch: Arch, workload_path: str | Path | LoadedWorkload, *, samples:
     state = {"float_correct": float_correct, "hw_correct": math.nan,
              "agree": math.nan, "events": events, "activity": {}}
     for name, layer in _hardware_layers(mapped).items():
-        ev = Events()
-        for xb, hist in zip(layer.crossbar_layers, stats[name], strict=True):
-            ev.add(estimate_events(arch, xb.k, xb.n, hist.vectors, hist))
+        # xb.arch: a packed layer's sub-layers are stored at the layer's own weight bits.
+        ev = layer.combine_events([estimate_events(xb.arch, xb.k, xb.n, hist.vectors, hist)
+                                   for xb, hist in zip(layer.crossbar_layers, stats[name],
+                                                       strict=True)])
         events[name] = ev.counts()
         _add_activity(state, name, ev.activity)  # the per-step activity for the schedule
     placements = place(arch, mapped.layer_shapes())
@@ -419,7 +431,10 @@ def _precision_note(arch: Arch, mapped) -> str | None:
     """Say plainly when the workload's precision is padded into the arch's wider slots."""
     from sim.config.schema import precision_padding
 
-    recs = mapped.layers
+    # Layers stored at their own bits (packed mapping) are not padded.
+    recs = [r for r in mapped.layers if r.storage_bits is None]
+    if not recs:
+        return None
     lo = min(r.activation.lo + r.activation.zero_point for r in recs)
     hi = max(r.activation.hi + r.activation.zero_point for r in recs)
     wb = max(r.weight_bits for r in recs)
@@ -539,7 +554,8 @@ def _result(arch: Arch, arch_path: Path, workload: Workload, workload_path: Path
             cycles_limited_by_buffer=t.buffer_limited_cycles,
             cycles_limited_by_noc=t.noc_limited_cycles, executed_input_steps=t.executed_steps,
             cycles_waiting_for_resources=t.wait_resource_cycles,
-            placement="crossbar" if rec is not None else "digital"))
+            placement="crossbar" if rec is not None else "digital",
+            mapping=_mapping_figures(arch, rec)))
         for k, v in counts.items():
             totals[k] = totals.get(k, 0) + v
         for k, v in energy.items():
@@ -612,6 +628,15 @@ def _result(arch: Arch, arch_path: Path, workload: Workload, workload_path: Path
         energy_complete=not float_products)
 
 
+def _mapping_figures(arch: Arch, rec) -> dict[str, int]:
+    """Dense against packed figures of a packed layer (empty for a dense one)."""
+    if rec is None or not rec.parts:
+        return {}
+    from mappers.compress.mapping import savings
+
+    return savings(arch, rec.k, rec.n, rec.parts, rec.storage_bits)
+
+
 def save(result: Result, out_dir: str | Path) -> Path:
     """Write ``result.json`` into ``out_dir`` (atomically) and return its path."""
     out = Path(out_dir)
@@ -644,6 +669,21 @@ def format_result(result: Result) -> str:
             f"{lr.energy_total_pj / n / 1e3:>10.4g} nJ")
     lines.append("  (event counts are per inference; layers and digital nodes in execution "
                  "order)")
+    packed = [lr for lr in result.layers if lr.mapping]
+    if packed:
+        lines.append("")
+        lines.append(f"  {'packed layer':<22}{'bits':>5}{'parts':>6}{'xbars dense':>12}"
+                     f"{'packed':>8}{'rows dense':>12}{'packed':>8}{'conv/vec dense':>16}"
+                     f"{'packed':>9}")
+        for lr in packed:
+            m = lr.mapping
+            lines.append(f"  {lr.name[:21]:<22}{m['weight_bits_stored']:>5}{m['sub_layers']:>6}"
+                         f"{m['dense_crossbars']:>12}{m['crossbars']:>8}"
+                         f"{m['dense_rows_mapped']:>12}{m['rows_mapped']:>8}"
+                         f"{m['dense_conversions_per_vector']:>16}"
+                         f"{m['conversions_per_vector']:>9}")
+        lines.append("  (dense: all K x N weights at the arch's weight bits; packed: the "
+                     "sub-layers mapped, at the layer's bits; conversions without zero-skip)")
     lines.append("")
     lines.append(f"  {'layer':<22}{'copies':>7}{'busy cyc':>11}{'latency cyc':>13}"
                  f"{'wait input':>12}{'wait res':>10}{'buffer-lim':>12}{'NoC-lim':>10}"

@@ -20,6 +20,7 @@ activations and flattens. A model ``torch.fx`` cannot trace falls back to execut
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import operator
 from collections.abc import Iterable
@@ -47,10 +48,22 @@ UNMAPPABLE = (nn.Conv1d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.C
 
 @dataclass(frozen=True, kw_only=True)
 class QuantRecipe:
-    """Precision of the workload: integer bits of weights and of layer inputs."""
+    """Precision of the workload: integer bits of weights and of layer inputs.
+
+    ``layer_weight_bits`` overrides ``weight_bits`` per layer (``(name, bits)`` pairs).
+    ``packed``: map each Conv2d/Linear (without groups) as packed sub-layers stored at its own
+    weight bits (:mod:`mappers.compress.mapping`): zero weights occupy no cell, row or
+    conversion. Otherwise every layer is stored at the arch's ``weights.bits``, zeros included.
+    """
 
     weight_bits: int = 8
     activation_bits: int = 8
+    layer_weight_bits: tuple[tuple[str, int], ...] = ()
+    packed: bool = False
+
+    def bits_of(self, layer: str) -> int:
+        """The weight bits of ``layer``."""
+        return dict(self.layer_weight_bits).get(layer, self.weight_bits)
 
 
 @dataclass
@@ -73,6 +86,10 @@ class LayerRecord:
     call_order: int = -1
     #: Convolution groups (``k`` is then the rows of one group).
     groups: int = 1
+    #: Packed sub-layers ``(k_i, n_i)`` (empty: not packed) and the bits their weights are
+    #: stored at (``None``: the arch's), see :mod:`mappers.compress.mapping`.
+    parts: tuple[tuple[int, int], ...] = ()
+    storage_bits: int | None = None
 
 
 class HardwareLayer(nn.Module):
@@ -80,7 +97,9 @@ class HardwareLayer(nn.Module):
 
     A grouped convolution packs ``per_pack`` groups block-diagonally into one crossbar set
     where that saves crossbars (:func:`sim.engine.placement.groups_per_pack`), else one set per
-    group.
+    group. With ``recipe.packed`` an ungrouped layer is a :class:`~mappers.compress.mapping.
+    Packing` of sub-layers, each on its own crossbars: inputs gathered per sub-layer, outputs
+    scatter-added (:attr:`packing`).
     """
 
     #: Global counter giving each layer its position in execution order on first use.
@@ -103,10 +122,16 @@ class HardwareLayer(nn.Module):
         else:
             self.out_channels = module.out_features
             self.groups = 1
-        q, scale = quantize_weights(weight, recipe.weight_bits)
+        bits = recipe.bits_of(name)
+        q, scale = quantize_weights(weight, bits)
         self.register_buffer("w_scale", scale)
         per_group = self.out_channels // self.groups
         k_group = q[0].numel()
+        #: The packed sub-layers (``None``: the layer maps densely).
+        self.packing = None
+        if recipe.packed and self.groups == 1:
+            self._init_packed(name, q, bits, act, seed)
+            return
         # Groups share crossbars block-diagonally where that saves crossbars: the same rule
         # placement uses (sim.engine.placement.groups_per_pack), so both count alike.
         self.per_pack = groups_per_pack(arch, self.groups, k_group, per_group)
@@ -127,12 +152,58 @@ class HardwareLayer(nn.Module):
             self.zero_point_terms.append(wq.sum(dim=0).double() * act.zero_point)
         self.record = LayerRecord(
             name=name, kind=type(module).__name__, k=k_group, n=self.out_channels,
-            weight_bits=recipe.weight_bits, activation=act,
+            weight_bits=bits, activation=act,
             crossbars=sum(c.crossbars for c in self.crossbar_layers), groups=self.groups)
+        self._init_calls()
+
+    def _init_calls(self) -> None:
         self.noise_seed = 0
         self.noise_call = 0
         #: Set to a list to capture the integer inputs (first group) of the next forward pass.
         self.capture: list | None = None
+
+    def _init_packed(self, name: str, q: torch.Tensor, bits: int, act: ActQuant,
+                     seed: np.random.SeedSequence) -> None:
+        """Program ``q`` as packed sub-layers stored at ``bits`` (see the class docstring)."""
+        from mappers.compress.mapping import pack
+        from sim.engine.placement import main_part, storage_arch
+
+        store = storage_arch(self.arch, bits)
+        wq = q.reshape(self.out_channels, -1).T.contiguous()  # (K, N), as the dense path
+        self.packing = pack(wq.numpy(), store, name=name)
+        parts = self.packing.parts
+        self.per_pack = 1
+        self.crossbar_layers = [
+            CrossbarLayer(store, p.weights, seed=ss,
+                          name=name if len(parts) == 1 else f"{name}[part {i}]")
+            for i, (p, ss) in enumerate(zip(parts, seed.spawn(len(parts)), strict=True))]
+        self.zero_point_terms = [torch.from_numpy(p.weights.sum(axis=0)).double()
+                                 * act.zero_point for p in parts]
+        self._rows = [torch.from_numpy(p.rows) for p in parts]
+        self._cols = [torch.from_numpy(p.cols) for p in parts]
+        self._main = main_part(store, self.packing.shapes)
+        self.record = LayerRecord(
+            name=name, kind="Conv2d" if self.is_conv else "Linear", k=wq.shape[0],
+            n=self.out_channels, weight_bits=bits, activation=act,
+            crossbars=sum(c.crossbars for c in self.crossbar_layers),
+            parts=self.packing.shapes, storage_bits=store.weights.bits)
+        self._init_calls()
+
+    def combine_events(self, events: list[Events]) -> Events:
+        """The layer's events from those of its crossbar layers (in order).
+
+        Counts add up. The per-step activity of a grouped layer's packs adds up (they share
+        one geometry); a packed layer's sub-layers differ in shape, and the schedule times the
+        layer by its :func:`~sim.engine.placement.main_part`, so only that one's activity is
+        kept (exact without zero-skipping; with it, the other sub-layers' skipped steps are
+        not seen by the schedule).
+        """
+        total = Events()
+        for i, ev in enumerate(events):
+            if self.packing is not None and i != self._main:
+                ev = dataclasses.replace(ev, activity=None)
+            total.add(ev)
+        return total
 
     def hw_inputs(self, x: torch.Tensor) -> tuple[list[torch.Tensor], tuple]:
         """Integer input matrices (one per crossbar pack of groups, zero point included) and
@@ -157,6 +228,11 @@ class HardwareLayer(nn.Module):
             shape = tuple(lead)
         if self.act.zero_point:
             mats = [m + self.act.zero_point for m in mats]
+        if self.packing is not None:  # each sub-layer's rows of the layer's input
+            mat = mats[0]
+            if self.packing.padded:  # padding rows (index K) of polarized fragments get 0
+                mat = torch.cat([mat, mat.new_zeros(mat.shape[0], 1)], dim=1)
+            mats = [mat.index_select(1, rows) for rows in self._rows]
         return mats, shape
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
@@ -171,16 +247,23 @@ class HardwareLayer(nn.Module):
                 rec.out_width, rec.kernel_height = shape[2], self.kernel_size[0]
         if self.capture is not None and not self.capture:
             self.capture.append(mats[0].numpy())
-        outs = []
+        outs, evs = [], []
         for xb, mat, zp in zip(self.crossbar_layers, mats, self.zero_point_terms, strict=True):
             y, ev = xb.matmul(mat.numpy(), seed=self.noise_seed * 1_000_003 + self.noise_call)
-            self.record.events.add(ev)
+            evs.append(ev)
             y = torch.from_numpy(y)
             if self.act.zero_point:
                 y = y - zp
             outs.append(y)
+        self.record.events.add(self.combine_events(evs))
         self.noise_call += 1
-        y = torch.cat(outs, dim=1) * (self.w_scale * self.act.scale)
+        if self.packing is not None:  # scatter-add each sub-layer's outputs into its columns
+            y = torch.zeros(mats[0].shape[0], self.out_channels, dtype=torch.float64)
+            for cols, out in zip(self._cols, outs, strict=True):
+                y.index_add_(1, cols, out)
+        else:
+            y = torch.cat(outs, dim=1)
+        y = y * (self.w_scale * self.act.scale)
         y = y.to(x.dtype)
         if self.bias is not None:
             y = y + self.bias
@@ -220,7 +303,8 @@ class MappedModel:
             shapes.append(LayerShape(name=r.name, k=r.k, n=r.n,
                                      vectors=max(1, r.vectors_per_sample),
                                      out_width=r.out_width, kernel_height=r.kernel_height,
-                                     source=src, groups=r.groups))
+                                     source=src, groups=r.groups, parts=r.parts,
+                                     weight_bits=r.storage_bits))
             prev = r.name
         return shapes
 
@@ -356,6 +440,7 @@ def map_model(model: nn.Module, arch: Arch, recipe: QuantRecipe,
     targets = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
     if not targets:
         raise MappingError("the model has no nn.Conv2d or nn.Linear layer to map")
+    _check_bits(arch, recipe, [n for n, _ in targets])
     ranges, samples = _calibrate_ranges(model, targets, batches)
     graph, graph_note = trace_graph(model, batches[0][:1], [n for n, _ in targets])
     if graph is None:  # torch.fx could not: the graph the recorder saw executing
@@ -382,7 +467,18 @@ def map_model(model: nn.Module, arch: Arch, recipe: QuantRecipe,
                        graph_note=graph_note, coverage=coverage)
 
 
-def _check_bits(arch: Arch, recipe: QuantRecipe) -> None:
+def _check_bits(arch: Arch, recipe: QuantRecipe, names: list[str] | None = None) -> None:
+    if names is not None:
+        unknown = sorted(set(dict(recipe.layer_weight_bits)) - set(names))
+        if unknown:
+            raise MappingError(f"bits.weights_per_layer names {', '.join(unknown)}, which "
+                               "the model has no nn.Conv2d/nn.Linear of (it has: "
+                               f"{', '.join(names)})")
+        for name, bits in recipe.layer_weight_bits:
+            if bits > arch.weights.bits:
+                raise MappingError(f"bits.weights_per_layer.{name}: {bits}-bit weights do not "
+                                   f"fit the {arch.weights.bits}-bit weights of arch "
+                                   f"'{arch.name}' (weights.bits)")
     if recipe.weight_bits > arch.weights.bits:
         raise MappingError(f"workload weights of {recipe.weight_bits} bits do not fit the "
                            f"{arch.weights.bits}-bit weights of arch '{arch.name}' "

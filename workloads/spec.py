@@ -8,7 +8,8 @@ A workload file looks like (``docs/workloads.md`` describes every key)::
     model_args: {}                # keyword arguments of the model's constructor
     dataset: mnist                # a key of workloads.datasets.DATASETS
     preprocessing: {mean: [0.1307], std: [0.3081]}   # default: the data set's constants
-    bits: {weights: 8, activations: 8}
+    bits: {weights: 8, activations: 8}   # optional weights_per_layer: {conv1: 4, ...}
+    mapping: dense                # or packed: zero weights occupy no cell (compressed models)
     checkpoint: checkpoints/lenet5_mnist.pt   # relative to this file's folder
     calibration_samples: 256      # training samples used to calibrate activation ranges
     train: {epochs: 3, batch_size: 128, lr: 0.01, seed: 0}   # used by `imcsim train`
@@ -51,14 +52,21 @@ BUILTIN_DIR = Path(__file__).resolve().parent
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "constant")
+#: How a workload's weights are laid on the crossbars (see :class:`Workload`).
+MAPPINGS = ("dense", "packed")
 
 
 @dataclass(frozen=True, kw_only=True)
 class Bits:
-    """Integer precision of the mapped model: weight and activation bit widths (1..16)."""
+    """Integer precision of the mapped model: weight and activation bit widths (1..16).
+
+    ``weights_per_layer`` overrides ``weights`` for the named Conv2d/Linear modules (a
+    compressed model quantized per layer, written by ``imcsim compress``).
+    """
 
     weights: int
     activations: int
+    weights_per_layer: Mapping[str, int] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,6 +116,9 @@ class Workload:
             ``num_classes`` from the data set unless given here).
         preprocessing: resize and normalization of the inputs; ``None`` means the data set's
             fixed constants (:func:`workloads.datasets.default_preprocessing`).
+        mapping: ``dense`` (every weight, zeros included, at the arch's weight bits) or
+            ``packed`` (compressed layers as packed sub-layers at their own weight bits, see
+            :mod:`mappers.compress.mapping`).
     """
 
     name: str
@@ -121,6 +132,7 @@ class Workload:
     source: Path | None = None
     model_args: Mapping[str, Any] = field(default_factory=dict)
     preprocessing: Preprocessing | None = None
+    mapping: str = "dense"
 
     @property
     def dataset_info(self) -> DatasetInfo:
@@ -356,10 +368,19 @@ def parse_workload(data: object, *, source: Path | None = None) -> Workload:
 
     bits_section = top.section("bits", required=True)
     weights = activations = None
+    weights_per_layer: dict[str, int] = {}
+    mapping = "dense"
     if bits_section.ok and "bits" in top.data:  # else "is required"/"must be a mapping" said it
         weights = bits_section.get("weights", int, lo=1, hi=16)
         activations = bits_section.get("activations", int, lo=1, hi=16)
+        per_layer = bits_section.section("weights_per_layer")
+        for key in list(per_layer.data):
+            bits = per_layer.get(key, int, lo=1, hi=16)
+            if bits is not None:
+                weights_per_layer[str(key)] = bits
+        per_layer.finish()
         bits_section.finish()
+    mapping = top.get("mapping", str, "dense", choices=MAPPINGS)
 
     checkpoint = top.get("checkpoint", str, f"checkpoints/{name}.pt" if name else None)
     calibration_samples = top.get("calibration_samples", int, 256, lo=1)
@@ -372,11 +393,12 @@ def parse_workload(data: object, *, source: Path | None = None) -> Workload:
         checkpoint_path = base / checkpoint_path
     return Workload(
         name=name, model=model, dataset=dataset,
-        bits=Bits(weights=weights, activations=activations),
+        bits=Bits(weights=weights, activations=activations,
+                  weights_per_layer=weights_per_layer),
         checkpoint_path=Path(os.path.normpath(checkpoint_path.absolute())),
         calibration_samples=calibration_samples, train=train, description=description,
         source=source.absolute() if source is not None else None,
-        model_args=dict(model_args), preprocessing=preprocessing,
+        model_args=dict(model_args), preprocessing=preprocessing, mapping=mapping,
     )
 
 

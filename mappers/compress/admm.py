@@ -393,6 +393,13 @@ def _uniform_weight_bits(model: nn.Module, spec: CompressionSpec) -> int | None:
     return None
 
 
+def _layer_weight_bits(model: nn.Module, spec: CompressionSpec) -> dict[str, int]:
+    """The quantize bits of every quantized Conv2d/Linear of ``model``, by module name."""
+    mapped = {n for n, (kind, _) in layer_kinds(model).items() if kind != "gru"}
+    return {ls.name: int(ls.methods["quantize"]["bits"]) for ls in spec.layers
+            if "quantize" in ls.methods and ls.name in mapped}
+
+
 def _load_partial(path: Path | None, fingerprint: str) -> dict | None:
     if path is None or not path.is_file():
         return None
@@ -473,6 +480,11 @@ def compress(workload: Workload, spec: CompressionSpec, *,
     weight_bits = _uniform_weight_bits(model, spec)
     if weight_bits is not None:  # every mapped layer sits on one grid: map it at those bits
         base["bits"] = {**base.get("bits", {}), "weights": weight_bits}
+    per_layer = _layer_weight_bits(model, spec)
+    if per_layer:  # each quantized layer mapped at its own bits (mappers.compress.mapping)
+        base["bits"] = {**base.get("bits", {}), "weights_per_layer": per_layer}
+    # Zero weights occupy no cell, row or conversion (mappers/compress/mapping.py).
+    base["mapping"] = "packed"
     base["name"] = name
     base["checkpoint"] = ckpt.name
     base["description"] = (f"{workload.name} compressed by "

@@ -10,7 +10,7 @@ vectors per copy), as ISAAC replicates its early layers, while crossbars remain.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sim.config.schema import Arch, columns_per_weight, input_steps
 from sim.errors import MappingError
@@ -33,6 +33,12 @@ class LayerShape:
     #: Convolution groups: ``k`` is then the rows of one group (``C / groups x kh x kw``) and
     #: ``n`` all output channels; see :func:`layer_geometry`.
     groups: int = 1
+    #: A compressed layer mapped as packed sub-layers (:mod:`mappers.compress.mapping`): the
+    #: ``(k_i, n_i)`` of each, side by side on the same input vector; empty: one ``k x n``.
+    parts: tuple[tuple[int, int], ...] = ()
+    #: Bits the layer's weights are stored at (:func:`mappers.compress.mapping.storage_arch`);
+    #: ``None``: the arch's ``weights.bits``.
+    weight_bits: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,11 +54,13 @@ class Geometry:
     #: Crossbar sets of a grouped layer (see :func:`layer_geometry`); the other fields
     #: describe one set, and the sets work side by side on the same input vector.
     packs: int = 1
+    #: Crossbars of a layer of packed sub-layers of different sizes (0: the product above).
+    packed_crossbars: int = 0
 
     @property
     def crossbars(self) -> int:
         """Crossbars holding one copy of the weights."""
-        return self.row_tiles * self.col_tiles * self.packs
+        return self.packed_crossbars or self.row_tiles * self.col_tiles * self.packs
 
 
 def geometry(arch: Arch, k: int, n: int) -> Geometry:
@@ -89,6 +97,28 @@ def groups_per_pack(arch: Arch, groups: int, k_group: int, n_group: int) -> int:
     return lo
 
 
+def storage_arch(arch: Arch, bits: int | None) -> Arch:
+    """``arch`` with ``bits``-bit weights (``None`` or the arch's bits: ``arch`` itself).
+
+    The weight format of a layer stored at its own precision: the encoding stays, the cell
+    slices become what ``bits`` need (``columns_per_weight``); ADC, DACs and shift-and-add are
+    the arch's. ``bits`` above the arch's is a :class:`MappingError`.
+    """
+    if bits is None or bits == arch.weights.bits:
+        return arch
+    if bits > arch.weights.bits:
+        raise MappingError(f"{bits}-bit weights do not fit the {arch.weights.bits}-bit "
+                           f"weights of arch '{arch.name}' (weights.bits)")
+    return replace(arch, weights=replace(arch.weights, bits=int(bits)))
+
+
+def main_part(arch: Arch, parts) -> int:
+    """Index of the packed sub-layer with the most row groups (ties: the first), whose tiling
+    and step activity stand for a layer of packed sub-layers in the schedule."""
+    r = arch.crossbar.group_rows
+    return max(range(len(parts)), key=lambda i: (-(-parts[i][0] // r), -i))
+
+
 def layer_geometry(arch: Arch, layer: LayerShape) -> Geometry:
     """The geometry of one copy of ``layer``, grouped convolutions included: the one the
     functional model (:class:`mappers.torch_bridge.HardwareLayer`) programs, placement
@@ -97,7 +127,20 @@ def layer_geometry(arch: Arch, layer: LayerShape) -> Geometry:
     A grouped layer is ``ceil(groups / p)`` packs of ``p`` groups (:func:`groups_per_pack`),
     each a block-diagonal ``p x k`` by ``p x n / groups`` matrix on its own crossbars; the
     geometry's tiling fields describe the largest pack.
+
+    A layer of packed sub-layers (``layer.parts``, stored at ``layer.weight_bits``) has one
+    pack per sub-layer and their crossbars summed; its tiling fields are those of
+    :func:`main_part` and its columns per crossbar the widest sub-layer's.
     """
+    arch = storage_arch(arch, layer.weight_bits)
+    if layer.parts:
+        geos = [geometry(arch, k, n) for k, n in layer.parts]
+        main = geos[main_part(arch, layer.parts)]
+        return Geometry(row_groups=main.row_groups, row_tiles=main.row_tiles,
+                        col_tiles=main.col_tiles,
+                        data_columns=max(g.data_columns for g in geos),
+                        columns_total=main.columns_total, steps=main.steps, packs=len(geos),
+                        packed_crossbars=sum(g.crossbars for g in geos))
     if layer.groups <= 1:
         return geometry(arch, layer.k, layer.n)
     n_group = layer.n // layer.groups

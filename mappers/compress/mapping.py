@@ -1,0 +1,274 @@
+"""The mapping that cashes compression in: a layer's integer weights as packed sub-layers.
+
+A compressed layer's integer weight matrix ``W (K, N)`` (crossbar view: row ``k`` an input
+line, column ``n`` an output) becomes a **partition into packed sub-layers**: each a set of
+rows, a set of columns and the dense sub-matrix ``W[rows][:, cols]``, programmed into its own
+:class:`~sim.macros.CrossbarLayer`. The bridge (:class:`mappers.torch_bridge.HardwareLayer`)
+gathers ``x[:, rows]`` for each sub-layer and scatter-adds its outputs into ``y[:, cols]``;
+every nonzero weight lies in exactly one sub-layer, so the result is ``x @ W`` bit for bit on an
+exact arch (``tests/test_compress_mapping.py``). Zero weights outside the sub-matrices occupy
+no cell, drive no row and cost no conversion.
+
+How :func:`pack` cuts the matrix (one mechanism for every compression method):
+
+1. **Pruned filters**: columns without a nonzero weight are dropped.
+2. **Column order**: the live columns are cut, in an order, into column tiles of as many
+   weights as one crossbar's columns hold (``crossbar.columns // columns_per_weight``). Two
+   orders are tried and the cheaper kept (fewer crossbars, then fewer conversions per input
+   vector, then fewer cell rows): the natural order, and a greedy **support clustering** (the
+   PatDNN filter-kernel reordering): each tile starts from the free filter with the most
+   nonzero rows and adds, one at a time, the filter whose nonzero rows add the fewest rows
+   not yet in the tile (ties: the one sharing the most rows with the tile). Filters with the
+   same pattern in a channel share a tile, so the pruned positions of that channel's kernels
+   become whole rows that are not mapped; a connectivity-pruned kernel frees all its rows.
+3. **Row compaction per column tile**: a tile maps only the rows nonzero in some column of the
+   tile. With ``weights.encoding: polarized`` the packed fragments (``group_rows`` consecutive
+   packed rows) must hold one sign per column. The compacted rows are used when their
+   fragments are; else the fewer rows of two polarity-keeping layouts: (a) whole row groups of
+   the original matrix, kept or dropped (all zero in the tile), which keeps the original
+   fragments; (b) **sign-aware fragments**: rows placed first-fit (rows with most nonzeros
+   first) into fragments whose sign per column they agree with, each fragment filled up to
+   ``group_rows`` with padding rows (no weights, no input: row index ``K``, a zero input).
+   Weights whose original fragments are not polarized are refused with a message.
+4. **Column compaction per crossbar**: a tile's kept rows are cut into crossbar-high chunks
+   (``crossbar.rows``); each chunk is a sub-layer holding only the tile's columns nonzero in
+   its rows (RTMobile BSP: rows pruned inside a block are outputs not converted there, and an
+   empty block is a crossbar never allocated).
+
+The per-layer weight format (:func:`sim.engine.placement.storage_arch`) stores ``bits``-bit
+weights in as many cell slices as those bits need.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.config.schema import Arch, columns_per_weight
+from sim.engine.placement import geometry, storage_arch
+from sim.errors import MappingError
+
+__all__ = ["Packing", "SubLayer", "pack", "packing_cost", "savings", "storage_arch",
+           "weights_per_tile"]
+
+
+def weights_per_tile(arch: Arch) -> int:
+    """Weights (output columns) one crossbar column tile holds (at least one)."""
+    xb = arch.crossbar
+    return max(1, xb.columns // columns_per_weight(arch.weights, xb.cell))
+
+
+@dataclass(frozen=True, eq=False)
+class SubLayer:
+    """One packed sub-layer: rows and columns of the layer's matrix and their weights."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    #: ``(len(rows), len(cols))`` integer weights ``W[rows][:, cols]``.
+    weights: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(rows, columns)`` of the sub-matrix."""
+        return int(self.rows.size), int(self.cols.size)
+
+
+@dataclass(frozen=True, eq=False)
+class Packing:
+    """A layer's ``(K, N)`` matrix as a partition into :class:`SubLayer` objects."""
+
+    k: int
+    n: int
+    parts: tuple[SubLayer, ...]
+    #: ``natural`` or ``clustered`` (see the module docstring).
+    order: str = "natural"
+
+    @property
+    def shapes(self) -> tuple[tuple[int, int], ...]:
+        """``(k_i, n_i)`` of every sub-layer: what placement needs."""
+        return tuple(p.shape for p in self.parts)
+
+    @property
+    def padded(self) -> bool:
+        """Whether a sub-layer has padding rows (row index ``K``: zero input, no weights)."""
+        return any(bool((p.rows == self.k).any()) for p in self.parts)
+
+    def dense(self) -> np.ndarray:
+        """The ``(K, N)`` matrix the sub-layers hold (scatter-added)."""
+        w = np.zeros((self.k + 1, self.n), dtype=np.int64)
+        for p in self.parts:
+            w[np.ix_(p.rows, p.cols)] += p.weights
+        if w[self.k].any():
+            raise AssertionError("a padding row holds weights")
+        return w[:self.k]
+
+    def gather(self, x: np.ndarray) -> list[np.ndarray]:
+        """Each sub-layer's inputs ``x[:, rows]`` from the layer's ``x (M, K)`` (a padding
+        row gets zero)."""
+        if self.padded:
+            x = np.concatenate([x, np.zeros((x.shape[0], 1), dtype=x.dtype)], axis=1)
+        return [np.ascontiguousarray(x[:, p.rows]) for p in self.parts]
+
+    def scatter(self, outs: list[np.ndarray], m: int) -> np.ndarray:
+        """The layer's ``(M, N)`` outputs: each sub-layer's outputs added into its columns."""
+        y = np.zeros((m, self.n), dtype=np.float64)
+        for p, out in zip(self.parts, outs, strict=True):
+            y[:, p.cols] += out
+        return y
+
+
+def pack(w: np.ndarray, arch: Arch, *, name: str = "layer", reorder: bool = True) -> Packing:
+    """The packed sub-layers of integer weights ``w (K, N)`` on ``arch`` (module docstring).
+
+    ``arch`` is the layer's storage arch (:func:`storage_arch`). ``reorder=False`` keeps the
+    natural column order. A matrix without a nonzero weight maps as one 1 x 1 zero sub-layer
+    (the layer still exists on the chip).
+    """
+    w = np.asarray(w)
+    if w.ndim != 2:
+        raise ValueError(f"{name}: weights must be (K, N), got shape {w.shape}")
+    k, n = w.shape
+    nz = w != 0
+    live = np.flatnonzero(nz.any(axis=0))
+    if live.size == 0:
+        z = np.zeros(1, dtype=np.int64)
+        return Packing(k=k, n=n, parts=(SubLayer(rows=z, cols=z, weights=w[:1, :1] * 0),))
+    orders = [("natural", live)]
+    if reorder and live.size > weights_per_tile(arch):
+        orders.append(("clustered", _cluster(nz, live, weights_per_tile(arch))))
+    best = None
+    for label, order in orders:
+        parts = _tile(w, nz, order, arch, name)
+        cost = packing_cost(arch, [p.shape for p in parts])
+        if best is None or cost < best[0]:
+            best = (cost, label, parts)
+    _, label, parts = best
+    return Packing(k=k, n=n, parts=tuple(parts), order=label)
+
+
+def packing_cost(arch: Arch, shapes) -> tuple[int, int, int]:
+    """(crossbars, conversions per input vector, cell rows) of sub-layers of ``shapes``."""
+    xbars = conv = rows = 0
+    for k, n in shapes:
+        g = geometry(arch, k, n)
+        xbars += g.crossbars
+        conv += g.steps * g.row_groups * g.columns_total
+        rows += k * g.col_tiles
+    return xbars, conv, rows
+
+
+def _cluster(nz: np.ndarray, live: np.ndarray, per_tile: int) -> np.ndarray:
+    """Greedy support clustering of the live columns into tiles of ``per_tile`` columns."""
+    free = list(int(c) for c in live)
+    support = {c: nz[:, c] for c in free}
+    size = {c: int(support[c].sum()) for c in free}
+    order: list[int] = []
+    while free:
+        # Seed: the free column with the most nonzero rows (ties: lowest index).
+        seed = max(free, key=lambda c: (size[c], -c))
+        free.remove(seed)
+        order.append(seed)
+        union = support[seed].copy()
+        for _ in range(per_tile - 1):
+            if not free:
+                break
+            cand = np.array(free)
+            added = (nz[:, cand] & ~union[:, None]).sum(axis=0)
+            shared = np.array([size[c] for c in free]) - added
+            # Fewest new rows, then most rows shared with the tile, then the lowest index.
+            pick = int(cand[np.lexsort((cand, -shared, added))[0]])
+            free.remove(pick)
+            order.append(pick)
+            union |= support[pick]
+    return np.array(order, dtype=np.int64)
+
+
+def _tile(w: np.ndarray, nz: np.ndarray, order: np.ndarray, arch: Arch,
+          name: str) -> list[SubLayer]:
+    xb = arch.crossbar
+    per_tile = weights_per_tile(arch)
+    w_pad = np.concatenate([w, np.zeros((1, w.shape[1]), dtype=w.dtype)])  # row K: padding
+    parts = []
+    for t0 in range(0, order.size, per_tile):
+        cols = order[t0:t0 + per_tile]
+        rows = _kept_rows(w[:, cols], nz[:, cols], arch, name)
+        for c0 in range(0, rows.size, xb.rows):
+            rr = rows[c0:c0 + xb.rows]
+            block = w_pad[np.ix_(rr, cols)]
+            keep = (block != 0).any(axis=0)
+            if not keep.any():
+                continue  # an empty block: a crossbar never allocated
+            parts.append(SubLayer(rows=rr, cols=cols[keep], weights=block[:, keep]))
+    return parts
+
+
+def _polarized(w: np.ndarray, group_rows: int) -> bool:
+    """Whether every fragment-column of ``w`` holds one sign."""
+    k, n = w.shape
+    g = -(-k // group_rows)
+    pad = np.zeros((g * group_rows, n), dtype=np.int64)
+    pad[:k] = w
+    frag = pad.reshape(g, group_rows, n)
+    return not bool(((frag > 0).any(axis=1) & (frag < 0).any(axis=1)).any())
+
+
+def _kept_rows(sub: np.ndarray, nz: np.ndarray, arch: Arch, name: str) -> np.ndarray:
+    """Rows of a column tile that hold a nonzero weight (whole row groups where the
+    polarized encoding needs the original fragments)."""
+    rows = np.flatnonzero(nz.any(axis=1))
+    if arch.weights.encoding != "polarized" or _polarized(sub[rows], arch.crossbar.group_rows):
+        return rows
+    r = arch.crossbar.group_rows
+    k = sub.shape[0]
+    groups = np.unique(rows // r)
+    whole = np.concatenate([np.arange(g * r, min((g + 1) * r, k)) for g in groups])
+    if not _polarized(sub[whole], r):
+        raise MappingError(
+            f"layer '{name}': weights are not sign-polarized in fragments of {r} rows "
+            "(crossbar.group_rows), which weights.encoding: polarized needs; compress the "
+            f"layer with polarize: {{fragment_rows: {r}}} or use another encoding")
+    signed = _sign_fragments(np.sign(sub[rows]).astype(np.int8), rows, r, k)
+    return signed if signed.size < whole.size else whole
+
+
+def _sign_fragments(signs: np.ndarray, rows: np.ndarray, r: int, pad: int) -> np.ndarray:
+    """Rows ``rows`` (sign pattern ``signs`` over the tile's columns) placed first-fit into
+    fragments of ``r`` rows of one sign per column, every fragment but the last padded to
+    ``r`` rows with the padding row ``pad``."""
+    order = np.lexsort((rows, -(signs != 0).sum(axis=1)))  # most nonzeros first, then index
+    frags: list[list[int]] = []
+    frag_sign: list[np.ndarray] = []
+    for i in order:
+        s = signs[i]
+        for f, fs in zip(frags, frag_sign, strict=True):
+            if len(f) < r and not ((fs * s) < 0).any():
+                f.append(int(rows[i]))
+                fs[s != 0] = s[s != 0]
+                break
+        else:
+            frags.append([int(rows[i])])
+            frag_sign.append(s.copy())
+    out = []
+    for j, f in enumerate(frags):
+        out.extend(f)
+        if j < len(frags) - 1:
+            out.extend([pad] * (r - len(f)))
+    return np.array(out, dtype=np.int64)
+
+
+def savings(arch: Arch, k: int, n: int, shapes, bits: int | None) -> dict[str, int]:
+    """Dense against packed figures of one layer, from the geometry alone.
+
+    Dense: ``(K, N)`` at the arch's weight bits, as an uncompressed mapping stores it. Packed:
+    the sub-layers ``shapes`` at the layer's storage ``bits``. ``rows`` counts cell rows
+    (a row of a sub-layer once per column tile it spans); conversions are per input vector
+    without zero-skipping.
+    """
+    d_x, d_c, d_r = packing_cost(arch, [(k, n)])
+    p_x, p_c, p_r = packing_cost(storage_arch(arch, bits), shapes)
+    return {"sub_layers": len(shapes),
+            "weight_bits_stored": bits if bits is not None else arch.weights.bits,
+            "dense_crossbars": d_x, "crossbars": p_x,
+            "dense_rows_mapped": d_r, "rows_mapped": p_r,
+            "dense_conversions_per_vector": d_c, "conversions_per_vector": p_c}
