@@ -516,9 +516,10 @@ def _write_trace(arch, mapped, placements, timing, name, sample, out: Path) -> P
     p = next(p for p in placements if p.layer.name == name)
     start = next(t.start_cycle for t in timing.layers if t.name == name)
     out.mkdir(parents=True, exist_ok=True)
-    # A grouped layer's packs run side by side on their own crossbars: trace the first pack
-    # (its inputs were captured), whose columns are its crossbar layer's.
-    rows = layer_trace(arch, x, hw[name].crossbar_layers[0].n, p.duplicates, start)
+    # A grouped layer's packs (a packed layer's sub-layers) run side by side on their own
+    # crossbars: trace the first (its inputs were captured), with its columns and weight bits.
+    first = hw[name].crossbar_layers[0]
+    rows = layer_trace(first.arch, x, first.n, p.duplicates, start)
     return write_trace(out / f"trace_{name.replace('.', '_')}.csv", rows)
 
 
@@ -672,18 +673,19 @@ def format_result(result: Result) -> str:
     packed = [lr for lr in result.layers if lr.mapping]
     if packed:
         lines.append("")
-        lines.append(f"  {'packed layer':<22}{'bits':>5}{'parts':>6}{'xbars dense':>12}"
-                     f"{'packed':>8}{'rows dense':>12}{'packed':>8}{'conv/vec dense':>16}"
-                     f"{'packed':>9}")
+        lines.append(f"  {'packed layer':<22}{'bits':>5}{'parts':>6}{'crossbars':>16}"
+                     f"{'cell rows':>19}{'conversions/vector':>25}")
         for lr in packed:
             m = lr.mapping
+            figs = "".join(
+                f"{'/'.join(str(m[k]) for k in (f'dense_{w}', f'dense_at_bits_{w}', w)):>{x}}"
+                for w, x in (("crossbars", 16), ("rows_mapped", 19),
+                             ("conversions_per_vector", 25)))
             lines.append(f"  {lr.name[:21]:<22}{m['weight_bits_stored']:>5}{m['sub_layers']:>6}"
-                         f"{m['dense_crossbars']:>12}{m['crossbars']:>8}"
-                         f"{m['dense_rows_mapped']:>12}{m['rows_mapped']:>8}"
-                         f"{m['dense_conversions_per_vector']:>16}"
-                         f"{m['conversions_per_vector']:>9}")
-        lines.append("  (dense: all K x N weights at the arch's weight bits; packed: the "
-                     "sub-layers mapped, at the layer's bits; conversions without zero-skip)")
+                         + figs)
+        lines.append("  (dense / dense at the layer's bits / packed: all K x N weights at the "
+                     "arch's weight bits / at the layer's bits / the packed sub-layers; "
+                     "conversions without zero-skip)")
     lines.append("")
     lines.append(f"  {'layer':<22}{'copies':>7}{'busy cyc':>11}{'latency cyc':>13}"
                  f"{'wait input':>12}{'wait res':>10}{'buffer-lim':>12}{'NoC-lim':>10}"

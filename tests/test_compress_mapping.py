@@ -323,6 +323,9 @@ def test_bridge_record_and_placement_count_the_same_packed_crossbars(arch, bits)
     assert place(arch, [shape], duplicate=False)[0].crossbars == functional
     assert functional < dense.layers[0].crossbars
     assert all(xb.arch.weights.bits == bits for xb in hw.crossbar_layers)
+    fig = savings(arch, shape.k, shape.n, shape.parts, bits)
+    assert fig["crossbars"] == functional and fig["weight_bits_stored"] == bits
+    assert (fig["dense_at_bits_crossbars"] < fig["dense_crossbars"]) == (bits < 8)
 
 
 def test_per_layer_bits_must_name_a_layer_and_fit_the_arch(arch):
@@ -375,6 +378,7 @@ def test_run_reports_per_layer_savings_and_places_fewer_crossbars(arch):
     first = p.layers[0].mapping
     assert first["crossbars"] == p.layers[0].crossbars < first["dense_crossbars"]
     assert first["dense_crossbars"] == d.layers[0].crossbars
+    assert first["dense_at_bits_crossbars"] == first["dense_crossbars"]  # 8-bit on 8-bit
     assert first["rows_mapped"] < first["dense_rows_mapped"]
     assert not d.layers[0].mapping
     assert p.events_total["adc_conversions"] < d.events_total["adc_conversions"]

@@ -260,15 +260,18 @@ def _sign_fragments(signs: np.ndarray, rows: np.ndarray, r: int, pad: int) -> np
 def savings(arch: Arch, k: int, n: int, shapes, bits: int | None) -> dict[str, int]:
     """Dense against packed figures of one layer, from the geometry alone.
 
-    Dense: ``(K, N)`` at the arch's weight bits, as an uncompressed mapping stores it. Packed:
-    the sub-layers ``shapes`` at the layer's storage ``bits``. ``rows`` counts cell rows
-    (a row of a sub-layer once per column tile it spans); conversions are per input vector
-    without zero-skipping.
+    ``dense_*``: ``(K, N)`` at the arch's weight bits, as the dense mapping stores it;
+    ``dense_at_bits_*``: ``(K, N)`` at the layer's storage ``bits`` (what the precision alone
+    saves); the rest: the packed sub-layers ``shapes`` at ``bits`` (what packing adds).
+    ``rows`` counts cell rows (a row of a sub-layer once per column tile it spans);
+    conversions are per input vector without zero-skipping.
     """
+    store = storage_arch(arch, bits)
     d_x, d_c, d_r = packing_cost(arch, [(k, n)])
-    p_x, p_c, p_r = packing_cost(storage_arch(arch, bits), shapes)
-    return {"sub_layers": len(shapes),
-            "weight_bits_stored": bits if bits is not None else arch.weights.bits,
-            "dense_crossbars": d_x, "crossbars": p_x,
-            "dense_rows_mapped": d_r, "rows_mapped": p_r,
-            "dense_conversions_per_vector": d_c, "conversions_per_vector": p_c}
+    b_x, b_c, b_r = packing_cost(store, [(k, n)])
+    p_x, p_c, p_r = packing_cost(store, shapes)
+    return {"sub_layers": len(shapes), "weight_bits_stored": store.weights.bits,
+            "dense_crossbars": d_x, "dense_at_bits_crossbars": b_x, "crossbars": p_x,
+            "dense_rows_mapped": d_r, "dense_at_bits_rows_mapped": b_r, "rows_mapped": p_r,
+            "dense_conversions_per_vector": d_c, "dense_at_bits_conversions_per_vector": b_c,
+            "conversions_per_vector": p_c}
