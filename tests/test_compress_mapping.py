@@ -254,8 +254,9 @@ def test_bsp_empty_blocks_and_pruned_rows_cost_no_crossbar(arch):
 
 @pytest.fixture(scope="module")
 def polar_arch(make_arch):
-    return make_arch(**{"organization.tiles": 64, "weights.encoding": "polarized", "weights.bits": 7,
-                        "crossbar.fragment_rows": 4})
+    """Polarized 7-bit weights (6 magnitude bits: 3 cells) in fragments of 4 rows."""
+    return make_arch(**{"organization.tiles": 64, "weights.encoding": "polarized",
+                        "weights.bits": 7, "crossbar.fragment_rows": 4})
 
 
 def test_packing_keeps_polarized_fragments(polar_arch):
