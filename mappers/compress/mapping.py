@@ -160,28 +160,32 @@ def packing_cost(arch: Arch, shapes) -> tuple[int, int, int]:
 
 def _cluster(nz: np.ndarray, live: np.ndarray, per_tile: int) -> np.ndarray:
     """Greedy support clustering of the live columns into tiles of ``per_tile`` columns."""
-    free = list(int(c) for c in live)
-    support = {c: nz[:, c] for c in free}
-    size = {c: int(support[c].sum()) for c in free}
+    # Row supports as bit sets, 64 rows to a word: counting new rows is a popcount.
+    bits = np.packbits(nz[:, live].T, axis=1)  # (live, ceil(K / 8)) uint8
+    pad = -bits.shape[1] % 8
+    words = np.ascontiguousarray(np.pad(bits, ((0, 0), (0, pad)))).view(np.uint64)
+    size = np.bitwise_count(words).sum(axis=1, dtype=np.int64)
+    free = np.ones(live.size, dtype=bool)
     order: list[int] = []
-    while free:
+    while free.any():
         # Seed: the free column with the most nonzero rows (ties: lowest index).
-        seed = max(free, key=lambda c: (size[c], -c))
-        free.remove(seed)
+        cand = np.flatnonzero(free)
+        seed = int(cand[np.lexsort((cand, -size[cand]))[0]])
+        free[seed] = False
         order.append(seed)
-        union = support[seed].copy()
+        union = words[seed].copy()
         for _ in range(per_tile - 1):
-            if not free:
+            cand = np.flatnonzero(free)
+            if cand.size == 0:
                 break
-            cand = np.array(free)
-            added = (nz[:, cand] & ~union[:, None]).sum(axis=0)
-            shared = np.array([size[c] for c in free]) - added
+            added = np.bitwise_count(words[cand] & ~union).sum(axis=1, dtype=np.int64)
+            shared = size[cand] - added
             # Fewest new rows, then most rows shared with the tile, then the lowest index.
             pick = int(cand[np.lexsort((cand, -shared, added))[0]])
-            free.remove(pick)
+            free[pick] = False
             order.append(pick)
-            union |= support[pick]
-    return np.array(order, dtype=np.int64)
+            union |= words[pick]
+    return live[np.array(order, dtype=np.int64)]
 
 
 def _tile(w: np.ndarray, nz: np.ndarray, order: np.ndarray, arch: Arch,
