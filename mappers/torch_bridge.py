@@ -189,21 +189,41 @@ class HardwareLayer(nn.Module):
             parts=self.packing.shapes, storage_bits=store.weights.bits)
         self._init_calls()
 
-    def combine_events(self, events: list[Events]) -> Events:
+    def combine_events(self, events: list[Events], hist_max: np.ndarray | None = None
+                       ) -> Events:
         """The layer's events from those of its crossbar layers (in order).
 
         Counts add up. The per-step activity of a grouped layer's packs adds up (they share
-        one geometry); a packed layer's sub-layers differ in shape, and the schedule times the
-        layer by its :func:`~sim.engine.placement.main_part`, so only that one's activity is
-        kept (exact without zero-skipping; with it, the other sub-layers' skipped steps are
-        not seen by the schedule).
+        one geometry). A packed layer's sub-layers differ in shape; the schedule times the
+        layer by its :func:`~sim.engine.placement.main_part`, whose activity is kept, with
+        ``hist_max`` (when given: the busiest crossbar of *all* sub-layers per vector and step,
+        :meth:`packed_hist_max`) in place of its own. Without zero-skipping every step is
+        dense and this is exact; with it, ``per_crossbar`` skip timing sees the main
+        sub-layer's crossbars only.
         """
         total = Events()
         for i, ev in enumerate(events):
             if self.packing is not None and i != self._main:
                 ev = dataclasses.replace(ev, activity=None)
             total.add(ev)
+        if hist_max is not None and total.activity is not None:
+            total.activity.hist_max = hist_max
         return total
+
+    def packed_hist_max(self, mats: list[torch.Tensor]) -> np.ndarray:
+        """(vector, step) pairs by the most active row groups of any crossbar of any
+        sub-layer (``StepActivity.hist_max`` over the whole packed layer), from the inputs."""
+        from sim.kernels.activity import tile_histograms
+        from sim.kernels.inputs import input_activity
+
+        xb, inp = self.arch.crossbar, self.arch.inputs
+        gpc = xb.rows // xb.group_rows
+        counts = []
+        for layer, mat in zip(self.crossbar_layers, mats, strict=True):
+            active, _ = input_activity(mat.numpy(), inp.bits, xb.dac.bits, inp.signed,
+                                       layer.group_rows, layer.groups)
+            counts += [active[t:t + gpc].sum(axis=0) for t in range(0, layer.groups, gpc)]
+        return tile_histograms(np.stack(counts).astype(np.uint16), gpc)[0]
 
     def hw_inputs(self, x: torch.Tensor) -> tuple[list[torch.Tensor], tuple]:
         """Integer input matrices (one per crossbar pack of groups, zero point included) and
@@ -255,7 +275,9 @@ class HardwareLayer(nn.Module):
             if self.act.zero_point:
                 y = y - zp
             outs.append(y)
-        self.record.events.add(self.combine_events(evs))
+        exact_max = (self.packed_hist_max(mats) if self.packing is not None
+                     and self.arch.inputs.zero_skip and len(mats) > 1 else None)
+        self.record.events.add(self.combine_events(evs, exact_max))
         self.noise_call += 1
         if self.packing is not None:  # scatter-add each sub-layer's outputs into its columns
             y = torch.zeros(mats[0].shape[0], self.out_channels, dtype=torch.float64)

@@ -398,6 +398,9 @@ def test_cli_compress_writes_a_workload_that_run_can_use(tmp_path, capsys):
     assert not (out / "tiny.pt.partial").exists()
     workload = load_workload(out / "tiny.yaml")
     assert workload.bits.weights == 6  # every layer on a 6-bit grid: mapped at 6 bits
+    # Each quantized layer's bits, and the compression-aware mapping (mappers/compress/mapping)
+    assert workload.bits.weights_per_layer == {"conv1": 6, "conv2": 6, "fc": 6}
+    assert workload.mapping == "packed"
     model = workload.load_model()
     for layer in (model.conv1, model.conv2, model.fc):
         assert Quantize(6).satisfied(layer.weight.detach())

@@ -389,3 +389,34 @@ def test_run_reports_per_layer_savings_and_places_fewer_crossbars(arch):
                         bits=Bits(weights=8, activations=7), mapping="packed")
     est = estimate(arch, lw, samples=6)
     assert est.events_total["adc_conversions"] == p.events_total["adc_conversions"]
+
+
+def test_zero_skip_step_activity_sees_the_busiest_crossbar_of_every_sub_layer(make_arch):
+    """With zero-skip the schedule's ``hist_max`` of a packed layer is the busiest crossbar
+    of all its sub-layers per (vector, step): checked against StepActivity.from_active over
+    every sub-layer's row groups (each padded to whole crossbars)."""
+    from sim.kernels.inputs import input_activity
+    from sim.macros.activity import StepActivity
+
+    arch = make_arch(**{"organization.tiles": 64, "inputs.zero_skip": True,
+                        "crossbar.fragment_rows": 4, "weights.encoding": "polarized",
+                        "weights.bits": 7})
+    rng = np.random.default_rng(11)
+    w = polarize(rng.integers(-60, 61, (12, 40)).T, 4).T  # torch (out, in) view
+    w[:, 20:] *= rng.random((12, 20)) < 0.2  # sparse second half: small sub-layers
+    model = _linear(torch.from_numpy(w).float())
+    x = torch.relu(torch.randn(7, 40, generator=torch.Generator().manual_seed(3))) - 0.3
+    mapped = map_model(model, arch, QuantRecipe(weight_bits=7, packed=True), x)
+    mapped(x)
+    hw = mapped.model[0]
+    assert len({xb.groups for xb in hw.crossbar_layers}) > 1
+    mats, _ = hw.hw_inputs(x)
+    inp = arch.inputs
+    blocks = []
+    for xb, mat in zip(hw.crossbar_layers, mats, strict=True):
+        active, _ = input_activity(mat.numpy(), inp.bits, 1, inp.signed, 4, xb.groups)
+        pad = -xb.groups % 4
+        blocks.append(np.concatenate([active, np.zeros((pad, *active.shape[1:]), bool)]))
+    oracle = StepActivity.from_active(np.concatenate(blocks).transpose(2, 1, 0), 4)
+    got = mapped.layers[0].events.activity
+    np.testing.assert_array_equal(got.hist_max, oracle.hist_max)
