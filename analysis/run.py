@@ -635,7 +635,7 @@ def _mapping_figures(arch: Arch, rec) -> dict[str, int]:
         return {}
     from mappers.compress.mapping import savings
 
-    return savings(arch, rec.k, rec.n, rec.parts, rec.storage_bits)
+    return savings(arch, rec.k, rec.n, rec.parts, rec.storage_bits, rec.rows_bound)
 
 
 def save(result: Result, out_dir: str | Path) -> Path:
@@ -674,7 +674,7 @@ def format_result(result: Result) -> str:
     if packed:
         lines.append("")
         lines.append(f"  {'packed layer':<22}{'bits':>5}{'parts':>6}{'crossbars':>16}"
-                     f"{'cell rows':>19}{'conversions/vector':>25}")
+                     f"{'cell rows':>19}{'conversions/vector':>25}{'row bound':>11}")
         for lr in packed:
             m = lr.mapping
             figs = "".join(
@@ -682,10 +682,11 @@ def format_result(result: Result) -> str:
                 for w, x in (("crossbars", 16), ("rows_mapped", 19),
                              ("conversions_per_vector", 25)))
             lines.append(f"  {lr.name[:21]:<22}{m['weight_bits_stored']:>5}{m['sub_layers']:>6}"
-                         + figs)
+                         + figs + f"{m.get('rows_lower_bound', ''):>11}")
         lines.append("  (dense / dense at the layer's bits / packed: all K x N weights at the "
                      "arch's weight bits / at the layer's bits / the packed sub-layers; "
-                     "conversions without zero-skip)")
+                     "conversions without zero-skip; row bound: fewest cell rows any "
+                     "column-tile cut could map)")
     lines.append("")
     lines.append(f"  {'layer':<22}{'copies':>7}{'busy cyc':>11}{'latency cyc':>13}"
                  f"{'wait input':>12}{'wait res':>10}{'buffer-lim':>12}{'NoC-lim':>10}"

@@ -90,6 +90,8 @@ class LayerRecord:
     #: stored at (``None``: the arch's), see :mod:`mappers.compress.mapping`.
     parts: tuple[tuple[int, int], ...] = ()
     storage_bits: int | None = None
+    #: Fewest cell rows any column-tile cut of the layer could map (packed layers only).
+    rows_bound: int = 0
 
 
 class HardwareLayer(nn.Module):
@@ -186,7 +188,8 @@ class HardwareLayer(nn.Module):
             name=name, kind="Conv2d" if self.is_conv else "Linear", k=wq.shape[0],
             n=self.out_channels, weight_bits=bits, activation=act,
             crossbars=sum(c.crossbars for c in self.crossbar_layers),
-            parts=self.packing.shapes, storage_bits=store.weights.bits)
+            parts=self.packing.shapes, storage_bits=store.weights.bits,
+            rows_bound=self.packing.rows_bound)
         self._init_calls()
 
     def combine_events(self, events: list[Events], hist_max: np.ndarray | None = None

@@ -49,8 +49,8 @@ from sim.config.schema import Arch, columns_per_weight
 from sim.engine.placement import geometry, storage_arch
 from sim.errors import MappingError
 
-__all__ = ["Packing", "SubLayer", "pack", "packing_cost", "savings", "storage_arch",
-           "weights_per_tile"]
+__all__ = ["Packing", "SubLayer", "pack", "packing_cost", "rows_lower_bound", "savings",
+           "storage_arch", "weights_per_tile"]
 
 
 def weights_per_tile(arch: Arch) -> int:
@@ -83,6 +83,8 @@ class Packing:
     parts: tuple[SubLayer, ...]
     #: ``natural`` or ``clustered`` (see the module docstring).
     order: str = "natural"
+    #: A lower bound on the cell rows of any cut into column tiles (:func:`rows_lower_bound`).
+    rows_bound: int = 0
 
     @property
     def shapes(self) -> tuple[tuple[int, int], ...]:
@@ -133,7 +135,8 @@ def pack(w: np.ndarray, arch: Arch, *, name: str = "layer", reorder: bool = True
     live = np.flatnonzero(nz.any(axis=0))
     if live.size == 0:
         z = np.zeros(1, dtype=np.int64)
-        return Packing(k=k, n=n, parts=(SubLayer(rows=z, cols=z, weights=w[:1, :1] * 0),))
+        return Packing(k=k, n=n, parts=(SubLayer(rows=z, cols=z, weights=w[:1, :1] * 0),),
+                       rows_bound=1)
     orders = [("natural", live)]
     if reorder and live.size > weights_per_tile(arch):
         orders.append(("clustered", _cluster(nz, live, weights_per_tile(arch))))
@@ -144,7 +147,21 @@ def pack(w: np.ndarray, arch: Arch, *, name: str = "layer", reorder: bool = True
         if best is None or cost < best[0]:
             best = (cost, label, parts)
     _, label, parts = best
-    return Packing(k=k, n=n, parts=tuple(parts), order=label)
+    return Packing(k=k, n=n, parts=tuple(parts), order=label,
+                   rows_bound=rows_lower_bound(nz, weights_per_tile(arch)))
+
+
+def rows_lower_bound(nz: np.ndarray, per_tile: int) -> int:
+    """Fewest cell rows any cut of the columns into tiles of ``per_tile`` could map.
+
+    A tile maps at least the nonzero rows of its fullest column, so the sum over tiles of the
+    largest column count is at least the sum of every ``per_tile``-th count in descending
+    order (the best grouping puts the largest counts together). For PatDNN kernels of 4
+    entries it is 4 rows per kept kernel of the fullest filter of each tile: the bound
+    pattern and connectivity pruning could reach if filters shared patterns perfectly.
+    """
+    counts = np.sort(nz.sum(axis=0))[::-1]
+    return int(counts[::per_tile].sum())
 
 
 def packing_cost(arch: Arch, shapes) -> tuple[int, int, int]:
@@ -261,14 +278,16 @@ def _sign_fragments(signs: np.ndarray, rows: np.ndarray, r: int, pad: int) -> np
     return np.array(out, dtype=np.int64)
 
 
-def savings(arch: Arch, k: int, n: int, shapes, bits: int | None) -> dict[str, int]:
+def savings(arch: Arch, k: int, n: int, shapes, bits: int | None,
+            rows_bound: int | None = None) -> dict[str, int]:
     """Dense against packed figures of one layer, from the geometry alone.
 
     ``dense_*``: ``(K, N)`` at the arch's weight bits, as the dense mapping stores it;
     ``dense_at_bits_*``: ``(K, N)`` at the layer's storage ``bits`` (what the precision alone
     saves); the rest: the packed sub-layers ``shapes`` at ``bits`` (what packing adds).
     ``rows`` counts cell rows (a row of a sub-layer once per column tile it spans);
-    conversions are per input vector without zero-skipping.
+    conversions are per input vector without zero-skipping. ``rows_bound``
+    (:attr:`Packing.rows_bound`) is reported as ``rows_lower_bound`` when given.
     """
     store = storage_arch(arch, bits)
     d_x, d_c, d_r = packing_cost(arch, [(k, n)])
@@ -278,4 +297,5 @@ def savings(arch: Arch, k: int, n: int, shapes, bits: int | None) -> dict[str, i
             "dense_crossbars": d_x, "dense_at_bits_crossbars": b_x, "crossbars": p_x,
             "dense_rows_mapped": d_r, "dense_at_bits_rows_mapped": b_r, "rows_mapped": p_r,
             "dense_conversions_per_vector": d_c, "dense_at_bits_conversions_per_vector": b_c,
-            "conversions_per_vector": p_c}
+            "conversions_per_vector": p_c,
+            **({"rows_lower_bound": rows_bound} if rows_bound is not None else {})}
