@@ -486,6 +486,22 @@ class _Calibrator:
                                   f"{event} is performed by a {' or '.join(kind.classes)}, not "
                                   f"a {row.class_name}")
                 continue
+            if row is None and rows and not self.required(event):
+                # Outside the macro family's own events (a unit around the macro): priced by
+                # its model at this config's point when the model can, else left unpriced (a
+                # run that counts it fails loudly in sim.stats).
+                quiet = Problems(self.problems.source)
+                saved, self.problems = self.problems, quiet
+                value = self.event_energy(event, kind, None, None)
+                self.problems = saved
+                if value is not None:
+                    per_event.append((event, value[0]))
+                    charged.append((event, value[1]))
+                else:
+                    self.notes.append(f"{event}: no components row and no model figure at "
+                                      "this config's point; not priced (this macro family "
+                                      "does not count it)")
+                continue
             if row is None and rows:
                 cls = self.model_class(kind)
                 self.problems.add("components",
@@ -502,6 +518,14 @@ class _Calibrator:
             self.notes.append("no components table: per-event energies from energy: and the "
                               "component models; chip area and power are not known")
         return tuple(comps), EventEnergy(per_event_pj=tuple(per_event), component=tuple(charged))
+
+    def required(self, event: str) -> bool:
+        """Whether ``event`` needs a component row: every event, or the macro family's own
+        (:attr:`sim.macros.family.MacroFamily.events`)."""
+        from sim.macros.family import family_of
+
+        own = family_of(self.arch).events
+        return own is None or event in own
 
     def event_energy(self, event: str, kind, row: StatedRow | None, cal
                      ) -> tuple[float, str] | None:
