@@ -199,7 +199,11 @@ def arch_from_dict(data: Any, source: str = "<arch>") -> Arch:
     outputs = OutputFormat(bits=out.get("bits", int, 16, lo=1, hi=64))
     out.finish()
 
-    variation = _variation(top.section("variation"))
+    vs = top.section("variation")
+    if family is not None:
+        variation, macro = family.read_variation(vs, macro, crossbar.adc.bits)
+    else:
+        variation = _variation(vs)
     stated_energy = _energy(top.section("energy"))
     from sim.components.calibrate import read_at, read_rows  # late: components import config
 
@@ -306,6 +310,9 @@ def _cross_checks(arch: Arch, problems: Problems) -> None:
     the fields it reads and is skipped when any of them was already reported, so one mistake
     gives one problem; rules are independent, so an invalid field hides nothing else.
     """
+    from sim.macros.family import family_of
+
+    family_of(arch).cross_checks(arch, problems)
     for deps, rule in _RULES:
         if not problems.bad(*deps):
             rule(arch, problems)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, ClassVar
 
-from sim.config.schema import Arch, Crossbar, Organization
+from sim.config.schema import Arch, Crossbar, Organization, Variation
 from sim.config.validate import Problems, Section
 
 #: Packages under ``sim/macros/`` that register a family when imported.
@@ -69,12 +69,17 @@ class MacroFamily:
         """The organization once the crossbar section is known (default: as read)."""
         return org
 
-    def cross_checks(self, arch: Arch, problems: Problems) -> None:
-        """Family rules between fields (tier two); default none beyond the shared ones."""
+    def read_variation(self, s: Section, macro: Any, adc_bits: int | None
+                       ) -> tuple[Variation, Any]:
+        """The ``variation:`` section as the shared kernels' :class:`Variation` (and the
+        family parameters, updated with what it reads); default: the shared schema."""
+        from sim.config.loader import _variation
 
-    #: YAML paths of the shared tier-two rules this family replaces by its own (they are
-    #: skipped for it): rule function names of :mod:`sim.config.loader`.
-    replaces_rules: ClassVar[tuple[str, ...]] = ()
+        return _variation(s), macro
+
+    def cross_checks(self, arch: Arch, problems: Problems) -> None:
+        """Family rules between fields (tier two), run before the shared ones (which skip
+        fields already reported); default none."""
 
     # ------------------------------------------------------------------ function
     def layer(self, arch: Arch, weights, *, seed=0, name: str = "layer", **kw):
