@@ -96,6 +96,10 @@ class Events:
         self.bus_transfer_bits = self.input_register_write_bits + self.output_register_write_bits
         self.macs = vectors * k * n
         self.cell_macs = vectors * rows_padded * columns_total * steps
+        # A macro family whose periphery differs (no S+H, no tile buffer) adjusts them.
+        from sim.macros.family import family_of
+
+        family_of(arch).periphery_counts(self)
 
 
 class CrossbarLayer:
@@ -469,14 +473,9 @@ class CrossbarLayer:
         ev = Events()
         for part in parts:
             ev.add(part)
-        self._set_fixed(ev, m_total)
-        return out, ev
-
-    def _set_fixed(self, ev: Events, vectors: int) -> None:
-        """The counts that follow from the shapes (:meth:`Events.set_fixed`); a family whose
-        periphery differs (no sample-and-hold, no tile buffer) overrides this."""
-        ev.set_fixed(self.arch, vectors, self.k, self.n, self.column_tiles, self.rows_padded,
+        ev.set_fixed(self.arch, m_total, self.k, self.n, self.column_tiles, self.rows_padded,
                      self.columns_total, self.steps)
+        return out, ev
 
 
 def threads() -> int:

@@ -86,6 +86,10 @@ class MacroFamily:
         """The functional layer of ``weights`` (K, N) on this macro."""
         raise NotImplementedError
 
+    def periphery_counts(self, events) -> None:
+        """Adjust the shape-given counts of :meth:`sim.macros.Events.set_fixed` (bit-true
+        and analytical alike) to the family's periphery; default: ISAAC's, unchanged."""
+
     # ------------------------------------------------------------------ timing
     def serial_arrays(self, arch: Arch, arrays: int) -> int:
         """How many of a layer copy's ``arrays`` compute one after another per input step

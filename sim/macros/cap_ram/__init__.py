@@ -172,6 +172,13 @@ class CapRam(MacroFamily):
 
         return CapRamLayer(arch, weights, seed=seed, name=name, **kw)
 
+    def periphery_counts(self, events) -> None:
+        """The ciSAR converts the shared charge in place (no S+H); the macro has no tile
+        buffer or bus (its inputs and outputs are its registers)."""
+        events.sample_holds = 0
+        events.input_buffer_read_bits = events.output_buffer_write_bits = 0
+        events.bus_transfer_bits = 0
+
     # ------------------------------------------------------------------ timing
     def serial_arrays(self, arch: Arch, arrays: int) -> int:
         """One weight group computes per operation: a layer's groups take turns."""

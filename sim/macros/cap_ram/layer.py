@@ -12,14 +12,15 @@ what differs:
   the arch's ``variation.seed`` with the run seed), so all layers of one chip see the same
   circuits and ADCs;
 - per MAC circuit, a factor ``a (1 + e)`` (charge-sharing attenuation, capacitor mismatch);
-- no sample-and-hold (ciSAR) and no tile buffer or bus: those counts are zero.
+- no sample-and-hold (ciSAR) and no tile buffer or bus: those counts are zero
+  (:meth:`sim.macros.cap_ram.CapRam.periphery_counts`, shared with the analytical mode).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from sim.macros.crossbar import CrossbarLayer, Events
+from sim.macros.crossbar import CrossbarLayer
 
 
 def chip_seed(ss: np.random.SeedSequence) -> np.random.SeedSequence:
@@ -52,10 +53,3 @@ class CapRamLayer(CrossbarLayer):
         inst = np.broadcast_to(slice_of[None, :], (row_tile.shape[0], pos.shape[0]))
         return (np.ascontiguousarray(inst, dtype=np.int32), macro.adcs,
                 np.random.default_rng(self._adc_chip_ss))
-
-    def _set_fixed(self, ev: Events, vectors: int) -> None:
-        super()._set_fixed(ev, vectors)
-        # The ciSAR converts the shared charge in place (no S+H); the macro has no tile
-        # buffer or bus (its inputs and outputs are the registers).
-        ev.sample_holds = 0
-        ev.input_buffer_read_bits = ev.output_buffer_write_bits = ev.bus_transfer_bits = 0
