@@ -212,3 +212,27 @@ def test_end_to_end_digits_on_two_macros():
     assert res.energy_total_pj > 0 and res.latency_per_inference_s > 0
     assert res.events_total["sample_holds"] == 0 and res.events_total["adc_conversions"] > 0
     assert any("layer by layer" in n for n in res.notes)
+
+
+def test_each_adc_has_its_own_transfer_curve():
+    arch = capram(**{**IDEAL, "variation.adc.unit_cap_mismatch": 0.1})
+    layer = make_layer(arch, _data()[0], seed=4)
+    thr = layer.adc_thresholds
+    assert thr.shape == (32, 127)                       # 32 ciSARs, 7 bits
+    ideal = np.arange(1, 128) - 0.5
+    inl = np.abs(thr - ideal).max(axis=1)
+    assert (inl > 0).all() and len(np.unique(np.round(inl, 9))) == 32
+
+
+def test_multi_level_inputs_take_fewer_operations():
+    """``dac.bits: 2`` applies two input bits per operation as four charge levels: half the
+    operations of bit-serial inputs, and a coarser ADC step (64 x 3 levels over 128 codes)."""
+    serial = capram(**IDEAL)
+    multi = capram(**{**IDEAL, "crossbar.dac.bits": 2})
+    w, x = _data()
+    y1, ev1 = make_layer(serial, w, seed=0).matmul(x)
+    y2, ev2 = make_layer(multi, w, seed=0).matmul(x)
+    assert ev2.adc_conversions * 2 == ev1.adc_conversions
+    step = multi.crossbar.adc.full_scale / 127
+    assert step == pytest.approx(64 * 3 / 128)
+    assert np.array_equal(y1, x @ w) and 0 < np.abs(y2 - x @ w).mean()
