@@ -486,6 +486,8 @@ class _Calibrator:
                                   f"{event} is performed by a {' or '.join(kind.classes)}, not "
                                   f"a {row.class_name}")
                 continue
+            if row is None and rows and event in self.family().never_counts:
+                continue  # always zero on this macro family: nothing to price
             if row is None and rows and not self.required(event):
                 # Outside the macro family's own events (a unit around the macro): priced by
                 # its model at this config's point when the model can, else left unpriced (a
@@ -519,12 +521,16 @@ class _Calibrator:
                               "component models; chip area and power are not known")
         return tuple(comps), EventEnergy(per_event_pj=tuple(per_event), component=tuple(charged))
 
+    def family(self):
+        """The arch's macro family (:mod:`sim.macros.family`)."""
+        from sim.macros.family import family_of
+
+        return family_of(self.arch)
+
     def required(self, event: str) -> bool:
         """Whether ``event`` needs a component row: every event, or the macro family's own
         (:attr:`sim.macros.family.MacroFamily.events`)."""
-        from sim.macros.family import family_of
-
-        own = family_of(self.arch).events
+        own = self.family().events
         return own is None or event in own
 
     def event_energy(self, event: str, kind, row: StatedRow | None, cal

@@ -47,6 +47,8 @@ class MacroFamily:
     #: every event of :data:`sim.config.schema.EVENTS`. Events outside the set that no row
     #: performs (the digital units around the macro) are priced by their component model.
     events: ClassVar[tuple[str, ...] | None] = None
+    #: Events the family's layers and placement never count (always zero): not priced.
+    never_counts: ClassVar[tuple[str, ...]] = ()
     #: Whether layers placed on different arrays compute at the same time (pipelining).
     pipelines: ClassVar[bool] = True
     #: Whether extra copies of a layer's weights speed it up (ISAAC-style duplication).

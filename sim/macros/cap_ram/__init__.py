@@ -65,6 +65,10 @@ class CapRam(MacroFamily):
 
     events = ("adc_conversions", "cell_reads", "dac_pulses", "shift_adds",
               "input_register_write_bits", "output_register_write_bits")
+    #: No S+H, tile buffer or bus (:meth:`periphery_counts`); every macro sits on one tile,
+    #: so no NoC or router either.
+    never_counts = ("sample_holds", "input_buffer_read_bits", "output_buffer_write_bits",
+                    "bus_transfer_bits", "noc_bit_hops", "router_bits")
     pipelines = False
     duplicates = False
     array_unit = "weight groups"
