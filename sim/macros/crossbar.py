@@ -193,6 +193,8 @@ class CrossbarLayer:
         col_tile = np.concatenate([tile_of, np.arange(n_unit)])
         rt = np.arange(g) // groups_per_tile
         self.col_inst, n_adcs, adc_rng = self._adc_layout(rt, col_tile, pos, adc_ss)
+        #: ADC instances of this layer (``col_inst`` indexes them).
+        self.adc_instances = n_adcs
         av = arch.variation.adc
         gain, offset, thr = draw_adc_instances(
             n_adcs, adc.bits, adc.rounding, offset_sigma_lsb=av.offset_sigma_lsb,
