@@ -128,6 +128,9 @@ def test_groups_of_a_layer_compute_one_after_another():
     assert per_vector == g.crossbars * g.steps * one_op   # 6 groups x 8 input bits x 8 cycles
     timing = schedule(arch, place(arch, [ly]))
     assert not timing.pipelined and any("layer by layer" in n for n in timing.notes)
+    # One group busy at a time: busy group-cycles are the layer's compute cycles.
+    assert timing.busy_crossbar_cycles == timing.layers[0].busy_cycles
+    assert 0 < timing.utilization <= 1 / g.crossbars + 1e-9
 
 
 def test_all_layers_of_a_chip_share_its_mac_circuits_and_adcs():

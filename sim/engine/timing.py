@@ -284,7 +284,10 @@ def schedule(arch: Arch, placements: list[Placement],
                          in_bits_per_vector=ly.k * ly.groups * ibits,  # k: one group's rows
                          out_bits_per_vector=ly.n * obits,
                          port_shares=tuple(_tile_shares(arch, p).items()),
-                         out_tile=sites[nd.name][1], crossbars=p.crossbars)
+                         out_tile=sites[nd.name][1],
+                         # Busy at once: a copy's arrays that take turns count once.
+                         crossbars=p.crossbars // family_of(arch).serial_arrays(arch,
+                                                                                g.crossbars))
         else:
             v = max(1, nd.vectors)
             # An activation right after a layer, on its tile, is applied on the layer's output
