@@ -239,3 +239,24 @@ def test_multi_level_inputs_take_fewer_operations():
     step = multi.crossbar.adc.full_scale / 127
     assert step == pytest.approx(64 * 3 / 128)
     assert np.array_equal(y1, x @ w) and 0 < np.abs(y2 - x @ w).mean()
+
+
+def test_components_follow_the_macro_not_the_groups():
+    """Four cells per MAC circuit: twice the MAC circuits and row drivers (their counts and
+    power double), the same 512 x 128 array and 32 ADCs; twice the MACs per operation."""
+    from sim.engine.rollup import peak, power_by_component_mw
+
+    base, four = capram(), capram(**{"crossbar.cells_per_mac": 4})
+    assert (four.crossbar.rows, four.organization.crossbars) == (128, 4)
+    a = {c.name: c for c in base.components}
+    b = {c.name: c for c in four.components}
+    for name in ("cisar_adc", "sram_array", "shift_add"):
+        assert (b[name].count, b[name].area_um2) == (a[name].count, a[name].area_um2), name
+    for name in ("mac_circuits", "input_drivers"):
+        assert b[name].count == 2 * a[name].count, name
+        assert b[name].area_um2 == pytest.approx(2 * a[name].area_um2), name
+        assert power_by_component_mw(four)[name] == pytest.approx(
+            2 * power_by_component_mw(base)[name]), name
+    assert peak(four, per_cell=True).ops_per_s == pytest.approx(
+        2 * peak(base, per_cell=True).ops_per_s)
+    assert any("mac_circuits" in n for n in four.notes)     # the scaling is said

@@ -88,6 +88,13 @@ class MacroFamily:
         """The functional layer of ``weights`` (K, N) on this macro."""
         raise NotImplementedError
 
+    def own_params(self, class_name: str, arch: Arch, own: dict[str, Any]) -> dict[str, Any]:
+        """The config's parameters a component row of ``class_name`` is scaled to
+        (``sim.components.calibrate.BINDINGS``: ``rows``, ``columns``, ``crossbars_per_ima``,
+        ...), adjusted where this family's hardware differs from the engine view; default
+        as the view says."""
+        return own
+
     def periphery_counts(self, events) -> None:
         """Adjust the shape-given counts of :meth:`sim.macros.Events.set_fixed` (bit-true
         and analytical alike) to the family's periphery; default: ISAAC's, unchanged."""

@@ -176,6 +176,17 @@ class CapRam(MacroFamily):
 
         return CapRamLayer(arch, weights, seed=seed, name=name, **kw)
 
+    def own_params(self, class_name, arch, own):
+        """The weight groups of a macro share one periphery (ADCs, drivers, MAC circuits,
+        registers), so component counts are per macro (``crossbars_per_ima`` 1); the SRAM
+        array's rows are its physical cell rows."""
+        own = dict(own)
+        if "crossbars_per_ima" in own:
+            own["crossbars_per_ima"] = 1
+        if class_name == "sram_array" and arch.macro is not None:
+            own["rows"] = arch.macro.cell_rows
+        return own
+
     def periphery_counts(self, events) -> None:
         """The ciSAR converts the shared charge in place (no S+H); the macro has no tile
         buffer or bus (its inputs and outputs are its registers)."""
