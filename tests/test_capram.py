@@ -260,3 +260,12 @@ def test_components_follow_the_macro_not_the_groups():
     assert peak(four, per_cell=True).ops_per_s == pytest.approx(
         2 * peak(base, per_cell=True).ops_per_s)
     assert any("mac_circuits" in n for n in four.notes)     # the scaling is said
+
+
+def test_conversion_time_from_the_sar_clock():
+    arch = capram()
+    assert arch.crossbar.adc.rate_hz == pytest.approx(140e6)    # 1.12 GHz / 8 cycles
+    slow = capram(**{"crossbar.adc.cycles_per_conversion": 16})
+    assert step_cycles(slow, 128) == 2 * step_cycles(arch, 128)
+    probs = dict(capram_problems(**{"crossbar.adc.rate": "140MS/s"}))
+    assert "not both" in probs["crossbar.adc.rate"]

@@ -21,7 +21,7 @@ YAML (all errors at once, with paths)::
       dac: {bits: 1}             # input bits applied per operation (multi-level charge)
       mac: {capacitance: 1.2fF, parasitic_capacitance: 0fF, supply_voltage: 1.2V,
             temperature: 25C, ktc_noise: true}
-      adc: {bits: 7, count: 32, rate: 140MS/s, rounding: nearest}
+      adc: {bits: 7, count: 32, clock: 1.12GHz, cycles_per_conversion: 8}   # or rate:
     variation:
       seed: 0
       mac: {capacitance_mismatch: 0.0}          # relative sigma of one MAC capacitor
@@ -104,9 +104,22 @@ class CapRam(MacroFamily):
         a = s.section("adc", required=True)
         bits = a.get("bits", int, lo=1, hi=16)
         count = a.get("count", int, lo=1)
-        rate = a.get("rate", units.frequency_hz, lo=1.0)
+        # Conversion time: a stated rate, or the SAR's bit clock over its cycles per
+        # conversion (one decision per bit plus the charge-injection reset by default).
+        rate = a.get("rate", units.frequency_hz, None, lo=1.0)
+        sar_clock = a.get("clock", units.frequency_hz, None, lo=1.0)
+        cycles = a.get("cycles_per_conversion", int, None, lo=1, hi=64)
         rounding = a.get("rounding", str, "nearest", choices=ADC_ROUNDING)
         a.finish()
+        if rate is not None and (sar_clock is not None or cycles is not None):
+            s.problems.add(join(a.path, "rate"), "give either rate or clock (with "
+                                                 "cycles_per_conversion), not both")
+        elif rate is None and sar_clock is None and not s.problems.bad(join(a.path, "rate"),
+                                                                       join(a.path, "clock")):
+            s.problems.add(join(a.path, "rate"), "is required (or clock with "
+                                                 "cycles_per_conversion)")
+        elif rate is None and sar_clock is not None and bits is not None:
+            rate = sar_clock / (cycles if cycles is not None else bits + 1)
         if count is not None and columns is not None and count > columns:
             s.problems.add(join(a.path, "count"), f"{count} ADCs for {columns} columns")
         macro = CapRamMacro(
