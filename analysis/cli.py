@@ -66,7 +66,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         print(str(err), file=sys.stderr)
         return 2
     xb = arch.crossbar
-    print(f"{path}: valid: {arch.name}, {arch.organization.crossbars} crossbars of "
+    from sim.macros.family import family_of
+
+    print(f"{path}: valid: {arch.name}, {arch.organization.crossbars} "
+          f"{family_of(arch).array_unit} of "
           f"{xb.rows}x{xb.columns}{'+1' if xb.unit_column else ''}, {xb.cell.bits}-bit "
           f"{xb.cell.technology} cells, {arch.weights.bits}-bit {arch.weights.encoding} weights "
           f"in {columns_per_weight(arch.weights, xb.cell)} columns, "

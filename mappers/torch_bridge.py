@@ -38,6 +38,7 @@ from sim.engine.graph import NETWORK_INPUT, GraphNode, LayerGraph
 from sim.engine.placement import groups_per_pack
 from sim.errors import MappingError
 from sim.macros import CrossbarLayer, Events
+from sim.macros.family import make_layer
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,8 @@ class HardwareLayer(nn.Module):
             label = name if len(packs) == 1 else (
                 f"{name}[group {pack[0]}]" if len(pack) == 1
                 else f"{name}[groups {pack[0]}-{pack[-1]}]")
-            self.crossbar_layers.append(CrossbarLayer(arch, wq.numpy(), seed=ss, name=label))
+            # The arch's macro family builds the layer (sim.macros.family).
+            self.crossbar_layers.append(make_layer(arch, wq.numpy(), seed=ss, name=label))
             self.zero_point_terms.append(wq.sum(dim=0).double() * act.zero_point)
         self.record = LayerRecord(
             name=name, kind=type(module).__name__, k=k_group, n=self.out_channels,

@@ -22,8 +22,8 @@ def energy_by_event_pj(counts: Mapping[str, float], energy: EventEnergy) -> dict
         if event not in EVENTS:
             raise InvariantError(f"event {event!r} has no entry in sim.config.schema.EVENTS; "
                                  "every counted event must say which component it charges")
-        if EVENTS[event] is None:
-            continue
+        if EVENTS[event] is None or (count == 0 and event not in per):
+            continue  # a zero count of an event the macro family does not price costs nothing
         if event not in per:
             raise InvariantError(f"no energy per event for {event!r} (the arch was not "
                                  "calibrated by sim.config.load_arch)")

@@ -119,7 +119,7 @@ TOP_KEYS = ("clock", "components", "crossbar", "description", "energy", "inputs"
                            "per_crossbar", "range", "rate", "rounding")),
     ("crossbar.cell.levels", ("bits", "technology")),
     ("crossbar.dac.levels", ("bits",)),
-    ("crossbar.fragment", ("adc", "cell", "columns", "dac", "fragment_rows", "rows",
+    ("crossbar.fragment", ("adc", "cell", "class", "columns", "dac", "fragment_rows", "rows",
                            "unit_column")),
     ("clock.digitial", ("crossbar_cycle", "digital")),
     ("organization.chips", ("crossbars_per_ima", "imas_per_tile", "reprogram", "tiles")),

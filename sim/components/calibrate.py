@@ -113,6 +113,8 @@ BINDINGS: dict[str, Binding] = {
                                       "crossbars_per_ima": a.organization.crossbars_per_ima}),
     "reram_crossbar": Binding(("rows", "columns", "bits"), ("crossbars_per_ima",), _array_own),
     "sram_array": Binding(("rows", "columns"), ("crossbars_per_ima",), _array_own),
+    # One MAC capacitor per row and column of an array.
+    "capacitor_array": Binding((), ("rows", "columns", "crossbars_per_ima"), _array_own),
     "shift_add": Binding(("width",), (), lambda a: {"width": a.outputs.bits}),
     **{c: Binding(("size", "width"), (), _buffer_own) for c in _BUFFERS},
     "router": Binding(("width",), (), _noc_own),
@@ -146,8 +148,10 @@ def rate_law(class_name: str, performs: set[str]) -> str | None:
     a model parameter) and rows working at their own stated rate (buffers, bus, NoC, off-chip).
     ``performs`` are the events the row is charged.
     """
-    if class_name in _ARRAYS or class_name == "capacitor_array":
+    if class_name in _ARRAYS:
         return "cells"
+    if class_name == "capacitor_array":  # one MAC circuit, charged once per step
+        return "step"
     if class_name in ("dac", "sample_hold") or (
             class_name == "register" and "input_register_write_bits" in performs):
         return "step"
@@ -306,6 +310,7 @@ class _Calibrator:
         at_path = join(row.path, "at")
         law_keys = LAW_KEYS.get(law, ())
         own = {**own, **{k: v for k, v in self.clock_own().items() if k in law_keys}}
+        own = self.family().own_params(row.class_name, self.arch, own)
         # Parameters this config does not define (no tile_buffer, no noc) keep the stated ones.
         own = {**{k: at[k] for k in b.model + b.count if k in at}, **own}
         needed = b.model + (b.count if row.level == "ima" else ()) + law_keys
@@ -449,7 +454,6 @@ class _Calibrator:
 
     def run(self, rows: list[StatedRow]) -> tuple[tuple[Component, ...], EventEnergy]:
         """Calibrate every row, then price every event; problems go to ``self.problems``."""
-        arch = self.arch
         assigned = self.assign(rows)
         performs: dict[int, set[str]] = {}
         for event, row in assigned.items():
@@ -466,7 +470,7 @@ class _Calibrator:
                 continue  # its problem is already reported
             if row.index in bad_cells:
                 continue
-            own = binding(row.class_name).own(arch)
+            own = self.own(row.class_name)
             law = rate_law(row.class_name, performs.get(row.index, set()))
             got = self.calibrate_row(row, own, law)
             if got is not None:
@@ -486,6 +490,24 @@ class _Calibrator:
                                   f"{event} is performed by a {' or '.join(kind.classes)}, not "
                                   f"a {row.class_name}")
                 continue
+            if row is None and rows and event in self.family().never_counts:
+                continue  # always zero on this macro family: nothing to price
+            if row is None and rows and not self.required(event):
+                # Outside the macro family's own events (a unit around the macro): priced by
+                # its model at this config's point when the model can, else left unpriced (a
+                # run that counts it fails loudly in sim.stats).
+                quiet = Problems(self.problems.source)
+                saved, self.problems = self.problems, quiet
+                value = self.event_energy(event, kind, None, None)
+                self.problems = saved
+                if value is not None:
+                    per_event.append((event, value[0]))
+                    charged.append((event, value[1]))
+                else:
+                    self.notes.append(f"{event}: no components row and no model figure at "
+                                      "this config's point; not priced (this macro family "
+                                      "does not count it)")
+                continue
             if row is None and rows:
                 cls = self.model_class(kind)
                 self.problems.add("components",
@@ -503,6 +525,24 @@ class _Calibrator:
                               "component models; chip area and power are not known")
         return tuple(comps), EventEnergy(per_event_pj=tuple(per_event), component=tuple(charged))
 
+    def family(self):
+        """The arch's macro family (:mod:`sim.macros.family`)."""
+        from sim.macros.family import family_of
+
+        return family_of(self.arch)
+
+    def own(self, class_name: str) -> dict[str, Any]:
+        """The config's own parameters of ``class_name`` (:data:`BINDINGS`), as the macro
+        family sizes them (:meth:`sim.macros.family.MacroFamily.own_params`)."""
+        own = binding(class_name).own(self.arch)
+        return self.family().own_params(class_name, self.arch, own)
+
+    def required(self, event: str) -> bool:
+        """Whether ``event`` needs a component row: every event, or the macro family's own
+        (:attr:`sim.macros.family.MacroFamily.events`)."""
+        own = self.family().events
+        return own is None or event in own
+
     def event_energy(self, event: str, kind, row: StatedRow | None, cal
                      ) -> tuple[float, str] | None:
         """Energy of one ``event`` at this config's point and the component charged."""
@@ -515,7 +555,7 @@ class _Calibrator:
             if stated is not None:  # the figure records its own point
                 point = {**at, **stated_point}
                 own = {**{k: v for k, v in point.items() if k in binding(row.class_name).model},
-                       **binding(row.class_name).own(self.arch)}
+                       **self.own(row.class_name)}
                 try:
                     ratio, _ = self.ratio(row.class_name, kind.action, point,
                                           point["technology"], own)
@@ -532,7 +572,7 @@ class _Calibrator:
         cls = self.model_class(kind)
         if stated is not None:
             b = binding(cls)
-            own = b.own(self.arch)
+            own = self.own(cls)
             point = {**self.stated_at, **stated_point}
             tech = point.get("technology")
             missing = [k for k in b.model if k in own and k not in point]
@@ -562,7 +602,7 @@ class _Calibrator:
                      ) -> tuple[float, str] | None:
         """The model's energy of ``event`` at this config's point (noted), or a problem."""
         _load_families()
-        own = binding(cls).own(self.arch)
+        own = self.own(cls)
         try:
             value = self.model(cls, own, self.tech).energy_pj(kind.action)
         except ValueError as exc:

@@ -15,25 +15,17 @@ import yaml
 
 from sim.config import units
 from sim.config.schema import (
-    ADC_RANGES,
-    ADC_ROUNDING,
-    CELL_TECHNOLOGIES,
     EVENTS,
     VARIATION_DISTRIBUTIONS,
     WEIGHT_ENCODINGS,
     ZERO_SKIP_TIMING,
-    Adc,
     AdcVariation,
     Arch,
-    Cell,
     CellVariation,
     Clock,
-    Crossbar,
-    Dac,
     EventEnergy,
     InputFormat,
     Noc,
-    Organization,
     OutputFormat,
     TileBuffer,
     Variation,
@@ -180,14 +172,17 @@ def arch_from_dict(data: Any, source: str = "<arch>") -> Arch:
                   digital_hz=c.get("digital", units.frequency_hz))
     c.finish()
 
+    # The macro family (``crossbar.class``, default reram_crossbar) reads its own sections.
+    xs = top.section("crossbar", required=True)
+    family = _family(xs)
     o = top.section("organization", required=True)
-    organization = Organization(
-        tiles=o.get("tiles", int, lo=1), imas_per_tile=o.get("imas_per_tile", int, lo=1),
-        crossbars_per_ima=o.get("crossbars_per_ima", int, lo=1),
-        reprogram=o.get("reprogram", bool, False))
-    o.finish()
-
-    crossbar = _crossbar(top.section("crossbar", required=True))
+    organization = crossbar = macro = None
+    if family is not None:
+        organization = family.read_organization(o)
+        o.finish()
+        crossbar, macro = family.read_crossbar(xs)
+        xs.finish()
+        organization = family.finish_organization(organization, crossbar, macro)
 
     w = top.section("weights", required=True)
     weights = WeightFormat(bits=w.get("bits", int, lo=2, hi=32),
@@ -204,7 +199,11 @@ def arch_from_dict(data: Any, source: str = "<arch>") -> Arch:
     outputs = OutputFormat(bits=out.get("bits", int, 16, lo=1, hi=64))
     out.finish()
 
-    variation = _variation(top.section("variation"))
+    vs = top.section("variation")
+    if family is not None:
+        variation, macro = family.read_variation(vs, macro, crossbar.adc.bits)
+    else:
+        variation = _variation(vs)
     stated_energy = _energy(top.section("energy"))
     from sim.components.calibrate import read_at, read_rows  # late: components import config
 
@@ -227,7 +226,10 @@ def arch_from_dict(data: Any, source: str = "<arch>") -> Arch:
     arch = Arch(name=name, description=description, technology_nm=tech, clock=clock,
                 organization=organization, crossbar=crossbar, weights=weights, inputs=inputs,
                 outputs=outputs, variation=variation, energy=EventEnergy(),
-                noc=noc, tile_buffer=tile_buffer, source=source)
+                noc=noc, tile_buffer=tile_buffer, source=source,
+                macro_class=family.class_name if family else "", macro=macro)
+    if family is None:  # an unknown macro class: nothing else can be checked
+        problems.raise_if_any()
     _cross_checks(arch, problems)
     if not problems.bad(*_CALIBRATION_INPUTS):
         from sim.components.calibrate import calibrate
@@ -242,34 +244,14 @@ _CALIBRATION_INPUTS = ("technology", "clock", "organization", "crossbar", "outpu
                        "tile_buffer", "stated_at")
 
 
-def _crossbar(s: Section) -> Crossbar:
-    cell_s = s.section("cell", required=True)
-    cell = Cell(technology=cell_s.get("technology", str, choices=CELL_TECHNOLOGIES),
-                bits=cell_s.get("bits", int, lo=1, hi=8))
-    cell_s.finish()
-    dac_s = s.section("dac", required=True)
-    dac = Dac(bits=dac_s.get("bits", int, lo=1, hi=16))
-    dac_s.finish()
-    a = s.section("adc", required=True)
-    adc = Adc(
-        bits=a.get("bits", int, lo=1, hi=16),
-        per_crossbar=a.get("per_crossbar", int, 1, lo=1),
-        rate_hz=a.get("rate", units.frequency_hz, None, lo=1.0),
-        range=a.get("range", str, "fixed", choices=ADC_RANGES),
-        full_scale=a.get("full_scale", float, None, lo=1e-9),
-        clip=a.get("clip", bool, False),
-        rounding=a.get("rounding", str, "nearest", choices=ADC_ROUNDING),
-        calibration_percentile=a.get("calibration_percentile", float, 100.0, lo=50.0,
-                                     hi=100.0),
-    )
-    a.finish()
-    xb = Crossbar(rows=s.get("rows", int, lo=1, hi=1 << 16),
-                  columns=s.get("columns", int, lo=1, hi=1 << 16),
-                  unit_column=s.get("unit_column", bool, False),
-                  fragment_rows=s.get("fragment_rows", int, None, lo=1),
-                  cell=cell, dac=dac, adc=adc)
-    s.finish()
-    return xb
+def _family(s: Section):
+    """The macro family named by ``crossbar.class`` (a problem and ``None`` when unknown)."""
+    from sim.macros.family import DEFAULT_FAMILY, family_names, get_family
+
+    name = s.get("class", str, DEFAULT_FAMILY, choices=family_names())
+    if name is None or s.problems.bad("crossbar.class"):
+        return None
+    return get_family(name)
 
 
 def _variation(s: Section) -> Variation:
@@ -328,6 +310,9 @@ def _cross_checks(arch: Arch, problems: Problems) -> None:
     the fields it reads and is skipped when any of them was already reported, so one mistake
     gives one problem; rules are independent, so an invalid field hides nothing else.
     """
+    from sim.macros.family import family_of
+
+    family_of(arch).cross_checks(arch, problems)
     for deps, rule in _RULES:
         if not problems.bad(*deps):
             rule(arch, problems)

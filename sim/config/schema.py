@@ -7,6 +7,7 @@ unit named by the field (``_ns``, ``_hz``, ``_pj``, ``_mw``, ``_um2``, ``_bytes`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 #: Signed weight encodings the kernels implement (see ``docs/kernels.md``).
 WEIGHT_ENCODINGS = ("offset", "differential", "twos_complement", "polarized")
@@ -331,6 +332,10 @@ class Arch:
     stated_technology_nm: float | None = None
     #: How the stated figures were scaled to this config's point (copied into results).
     notes: tuple[str, ...] = ()
+    #: The macro family (``crossbar.class``; :mod:`sim.macros.family`) and its own frozen
+    #: parameters beyond the engine's view in ``crossbar`` (``None`` for ReRAM crossbars).
+    macro_class: str = "reram_crossbar"
+    macro: Any = None
 
 
 def magnitude_bits(weights: WeightFormat) -> int:

@@ -174,17 +174,21 @@ def place(arch: Arch, layers: list[LayerShape], *, duplicate: bool = True) -> li
     Raises :class:`MappingError` saying by how much the model does not fit, unless
     ``organization.reprogram`` is set (then every layer gets one copy and may reuse crossbars).
     """
+    from sim.macros.family import family_of
+
     org = arch.organization
     capacity = org.crossbars
+    family = family_of(arch)
     geos = [layer_geometry(arch, ly) for ly in layers]
     need = sum(g.crossbars for g in geos)
     if need > capacity and not org.reprogram:
+        unit = family.array_unit
         raise MappingError(
-            f"the model needs {need} crossbars but arch '{arch.name}' has {capacity} "
+            f"the model needs {need} {unit} but arch '{arch.name}' has {capacity} "
             f"(short by {need - capacity}, {100 * (need - capacity) / capacity:.1f} %); use a "
             "larger organization or set organization.reprogram: true")
     dup = [1] * len(layers)
-    if duplicate and need <= capacity:
+    if duplicate and family.duplicates and need <= capacity:
         spare = capacity - need
         # Greedy: give one more copy to the layer with the most vectors per copy.
         while True:

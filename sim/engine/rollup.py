@@ -116,13 +116,26 @@ class Peak:
         return self.ops_per_s / 1e9 / self.power_w
 
 
-def peak(arch: Arch) -> Peak:
-    """Peak throughput over the component table's area and power (2 ops per MAC)."""
+def peak(arch: Arch, *, per_cell: bool = False) -> Peak:
+    """Peak throughput over the component table's area and power (2 ops per MAC).
+
+    Every array that computes at once (:meth:`sim.macros.family.MacroFamily.active_arrays`:
+    all crossbars of ISAAC, one weight group per CAP-RAM macro) busy with dense inputs:
+    ``rows x weights per row`` MACs of ``weights.bits x inputs.bits`` per input vector of
+    ``steps`` steps. ``per_cell``: every cell's product of one step's input with its bits
+    counts as one MAC (``rows x columns`` per step), the way bit-level macros quote peak.
+    """
+    from sim.macros.family import family_of
+
     xb = arch.crossbar
-    weights_per_row = xb.columns // columns_per_weight(arch.weights, xb.cell)
     cols = xb.columns + (1 if xb.unit_column else 0)
-    vector_s = input_steps(arch.inputs, xb.dac) * step_cycles(arch, cols) / arch.clock.digital_hz
-    macs = arch.organization.crossbars * xb.rows * weights_per_row
+    step_s = step_cycles(arch, cols) / arch.clock.digital_hz
+    if per_cell:
+        weights_per_row, vector_s = xb.columns, step_s
+    else:
+        weights_per_row = xb.columns // columns_per_weight(arch.weights, xb.cell)
+        vector_s = input_steps(arch.inputs, xb.dac) * step_s
+    macs = family_of(arch).active_arrays(arch) * xb.rows * weights_per_row
     area = sum(area_by_component_um2(arch).values()) / 1e6
     power = sum(power_by_component_mw(arch).values()) / 1e3
     return Peak(ops_per_s=2 * macs / vector_s, area_mm2=area, power_w=power)

@@ -185,7 +185,12 @@ def cycles_per_vector(arch: Arch, g: Geometry, act: StepActivity) -> tuple[float
     active groups (``hist_max``). ``per_crossbar``: each row tile runs its own steps
     (``hist_tile[r]``) and the layer waits for the slowest tile.
     """
+    from sim.macros.family import family_of
+
     sc = step_cycles_by_groups(arch, crossbar_columns(arch, g), act.groups_per_crossbar)
+    # Arrays of one copy that compute one after another (CAP-RAM: one weight group per
+    # operation) multiply every step.
+    sc = sc * family_of(arch).serial_arrays(arch, g.crossbars)
     n = act.vectors or 1
     if arch.inputs.zero_skip_timing == "per_crossbar":
         per_tile = act.hist_tile @ sc
@@ -240,6 +245,12 @@ def schedule(arch: Arch, placements: list[Placement],
     if set(graph.matmuls()) != set(by_place):
         raise InvariantError("layer graph and placements disagree on the matrix products: "
                              f"{sorted(set(graph.matmuls()) ^ set(by_place))}")
+    from sim.macros.family import family_of
+
+    if pipelined and not family_of(arch).pipelines:
+        pipelined = False
+        notes.append(f"{arch.macro_class}: one array computes at a time, so layers run layer "
+                     "by layer (no pipelining)")
     n_inf = inferences if inferences is not None else (STREAM_INFERENCES if pipelined else 1)
     n_inf = max(1, int(n_inf))
     f = arch.clock.digital_hz
@@ -273,7 +284,10 @@ def schedule(arch: Arch, placements: list[Placement],
                          in_bits_per_vector=ly.k * ly.groups * ibits,  # k: one group's rows
                          out_bits_per_vector=ly.n * obits,
                          port_shares=tuple(_tile_shares(arch, p).items()),
-                         out_tile=sites[nd.name][1], crossbars=p.crossbars)
+                         out_tile=sites[nd.name][1],
+                         # Busy at once: a copy's arrays that take turns count once.
+                         crossbars=p.crossbars // family_of(arch).serial_arrays(arch,
+                                                                                g.crossbars))
         else:
             v = max(1, nd.vectors)
             # An activation right after a layer, on its tile, is applied on the layer's output

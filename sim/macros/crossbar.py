@@ -96,6 +96,10 @@ class Events:
         self.bus_transfer_bits = self.input_register_write_bits + self.output_register_write_bits
         self.macs = vectors * k * n
         self.cell_macs = vectors * rows_padded * columns_total * steps
+        # A macro family whose periphery differs (no S+H, no tile buffer) adjusts them.
+        from sim.macros.family import family_of
+
+        family_of(arch).periphery_counts(self)
 
 
 class CrossbarLayer:
@@ -158,9 +162,9 @@ class CrossbarLayer:
                                         rng_cell)
         self.levels = full
         self.conductance = full.astype(np.float32)
-        if cv.sigma:
-            self.conductance *= var_k.cell_factors(full.shape, cv.distribution, cv.sigma,
-                                                   rng_cell)
+        factors = self._cell_factors(full.shape, rng_cell)
+        if factors is not None:
+            self.conductance *= factors
         self.conductance[self.k:] = 0.0
         self._conductance_sq = self.conductance**2 if cv.read_noise_sigma else None
 
@@ -180,7 +184,6 @@ class CrossbarLayer:
 
         # ADC instances: ``per_crossbar`` per crossbar (row tile, column tile).
         adc = xb.adc
-        a = adc.per_crossbar
         groups_per_tile = xb.rows // r
         row_tiles = -(-g // groups_per_tile)
         self.crossbars = row_tiles * nc
@@ -189,13 +192,14 @@ class CrossbarLayer:
                               np.full(n_unit, xb.columns)])
         col_tile = np.concatenate([tile_of, np.arange(n_unit)])
         rt = np.arange(g) // groups_per_tile
-        self.col_inst = (((rt[:, None] * nc + col_tile[None, :]) * a)
-                         + (pos[None, :] % a)).astype(np.int32)
+        self.col_inst, n_adcs, adc_rng = self._adc_layout(rt, col_tile, pos, adc_ss)
+        #: ADC instances of this layer (``col_inst`` indexes them).
+        self.adc_instances = n_adcs
         av = arch.variation.adc
         gain, offset, thr = draw_adc_instances(
-            self.crossbars * a, adc.bits, adc.rounding, offset_sigma_lsb=av.offset_sigma_lsb,
+            n_adcs, adc.bits, adc.rounding, offset_sigma_lsb=av.offset_sigma_lsb,
             gain_sigma=av.gain_sigma, cap_mismatch_sigma=av.cap_mismatch_sigma,
-            rng=np.random.default_rng(adc_ss))
+            rng=adc_rng)
         self.adc_gain, self.adc_offset, self.adc_thresholds = gain, offset, thr
         self.adc_lut = adc_k.threshold_lut(thr)
         self.half = 0.5 if adc.rounding == "nearest" else 0.0
@@ -211,7 +215,7 @@ class CrossbarLayer:
         inp = arch.inputs
         mag_bits = inp.bits - 1 if inp.signed else inp.bits
         dac_max = max((1 << min(xb.dac.bits, mag_bits)) - 1, 1 if inp.signed else 0)
-        ideal_cells = not (cv.sigma or cv.read_noise_sigma)
+        ideal_cells = factors is None and not cv.read_noise_sigma
         no_stuck = not (cv.stuck_at_0 or cv.stuck_at_1)
         # Largest partial sum of any (group, column) when every product is an integer.
         self._integer_bound = None
@@ -247,6 +251,31 @@ class CrossbarLayer:
         self._w64 = w.astype(np.float64) if self.exact else None
 
     # ------------------------------------------------------------------ set-up
+    def _cell_factors(self, shape: tuple[int, int], rng: np.random.Generator
+                      ) -> np.ndarray | None:
+        """Static multiplicative factors of the programmed cells ``(rows_padded, columns)``,
+        or ``None`` for ideal cells. A family whose analog elements are not one per cell
+        (CAP-RAM's MAC circuits) overrides this."""
+        cv = self.arch.variation.cell
+        if not cv.sigma:
+            return None
+        return var_k.cell_factors(shape, cv.distribution, cv.sigma, rng)
+
+    def _adc_layout(self, row_tile: np.ndarray, col_tile: np.ndarray, pos: np.ndarray,
+                    adc_ss: np.random.SeedSequence
+                    ) -> tuple[np.ndarray, int, np.random.Generator]:
+        """Which ADC instance converts each (row group, column), how many instances there
+        are, and the generator their static curves are drawn from.
+
+        ``row_tile`` (per row group), ``col_tile`` and ``pos`` (per column: its crossbar column
+        tile and its position in that crossbar) locate the columns. Default:
+        ``adc.per_crossbar`` instances per crossbar, columns sharing them round-robin.
+        """
+        a = self.arch.crossbar.adc.per_crossbar
+        inst = (((row_tile[:, None] * self.column_tiles + col_tile[None, :]) * a)
+                + (pos[None, :] % a)).astype(np.int32)
+        return inst, self.crossbars * a, np.random.default_rng(adc_ss)
+
     def _set_steps(self, step: np.ndarray) -> None:
         inst = self.col_inst
         self.step = np.ascontiguousarray(step, dtype=np.float64)
@@ -430,7 +459,6 @@ class CrossbarLayer:
             raise ValueError(f"{self.name}: inputs must be (M, {self.k}), got {x.shape}")
         if self.step is None:
             raise RuntimeError(f"{self.name}: ADC range is 'calibrated'; call calibrate() first")
-        arch = self.arch
         m_total = x.shape[0]
         out = np.zeros((m_total, self.n), dtype=np.float64)
         call_seed = (*(int(v) for v in self._call_ss.generate_state(2)), int(seed))
@@ -447,7 +475,7 @@ class CrossbarLayer:
         ev = Events()
         for part in parts:
             ev.add(part)
-        ev.set_fixed(arch, m_total, self.k, self.n, self.column_tiles, self.rows_padded,
+        ev.set_fixed(self.arch, m_total, self.k, self.n, self.column_tiles, self.rows_padded,
                      self.columns_total, self.steps)
         return out, ev
 
