@@ -15,6 +15,7 @@ import yaml
 
 from sim.config import units
 from sim.config.schema import (
+    ADC_CALIBRATIONS,
     ADC_RANGES,
     ADC_ROUNDING,
     CELL_TECHNOLOGIES,
@@ -261,6 +262,8 @@ def _crossbar(s: Section) -> Crossbar:
         rounding=a.get("rounding", str, "nearest", choices=ADC_ROUNDING),
         calibration_percentile=a.get("calibration_percentile", float, 100.0, lo=50.0,
                                      hi=100.0),
+        calibration=a.get("calibration", str, "none", choices=ADC_CALIBRATIONS),
+        calibration_samples=a.get("calibration_samples", int, 256, lo=8, hi=1 << 20),
     )
     a.finish()
     xb = Crossbar(rows=s.get("rows", int, lo=1, hi=1 << 16),
