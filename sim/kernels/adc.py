@@ -262,6 +262,14 @@ def combine_coefficients(col_out, col_weight, flip, ref_col, flip_top, bias_weig
     return direct, np.ascontiguousarray(units), coef
 
 
+#: Fraction bits of a calibrated code: the correction tables hold multiples of 1/16 LSB. Whole
+#: codes were tried first: rounding the corrected value to the ADC's own LSB adds an error of
+#: up to 1/2 LSB per conversion that does not cancel between columns, and made the output
+#: error of some mismatched macros larger than without calibration (measured, notes of
+#: issue 11).
+TABLE_FRACTION_BITS = 4
+
+
 def two_step_tables(ideal: np.ndarray, code: np.ndarray, inst: np.ndarray, n_inst: int,
                     codes: int) -> tuple[np.ndarray, dict]:
     """CAP-RAM's two-step calibration: per-instance correction tables ``(n_inst, codes)``.
@@ -276,8 +284,8 @@ def two_step_tables(ideal: np.ndarray, code: np.ndarray, inst: np.ndarray, n_ins
        instance, per one-LSB bin of the linear estimate (empty bins interpolated): the
        nonlinearity common to the ADCs. It is added to each instance's linear estimate.
 
-    The corrected value of each code is rounded to a whole code (the digital output keeps
-    the ADC's LSB). An instance with fewer than two distinct calibration values keeps the
+    The corrected value of each code is rounded to :data:`TABLE_FRACTION_BITS` fraction bits
+    (a digital word a few bits wider than the code). An instance with fewer than two distinct calibration values keeps the
     identity. Returns ``(table, info)``; ``info`` holds ``gain`` and ``offset`` (``a_i``,
     ``b_i``, shape ``(n_inst,)``), ``master`` (``(codes,)`` LSB), ``fitted`` (bool per
     instance) and ``samples`` (conversions used).
@@ -314,7 +322,8 @@ def two_step_tables(ideal: np.ndarray, code: np.ndarray, inst: np.ndarray, n_ins
     master = (np.interp(grid, grid[have], res[have] / cnt[have]) if have.any()
               else np.zeros(codes))
     lin = (grid[None, :] - offset[:, None]) / gain[:, None]
-    table = np.rint(lin + np.interp(lin, grid, master)) + 0.0
+    scale = float(1 << TABLE_FRACTION_BITS)
+    table = np.rint((lin + np.interp(lin, grid, master)) * scale) / scale + 0.0
     table[~fitted] = grid
     info = {"gain": gain, "offset": offset, "master": master, "fitted": fitted,
             "samples": int(ok.sum())}
