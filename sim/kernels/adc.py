@@ -285,10 +285,10 @@ def two_step_tables(ideal: np.ndarray, code: np.ndarray, inst: np.ndarray, n_ins
        nonlinearity common to the ADCs. It is added to each instance's linear estimate.
 
     The corrected value of each code is rounded to :data:`TABLE_FRACTION_BITS` fraction bits
-    (a digital word a few bits wider than the code). An instance with fewer than two distinct calibration values keeps the
-    identity. Returns ``(table, info)``; ``info`` holds ``gain`` and ``offset`` (``a_i``,
-    ``b_i``, shape ``(n_inst,)``), ``master`` (``(codes,)`` LSB), ``fitted`` (bool per
-    instance) and ``samples`` (conversions used).
+    (a digital word a few bits wider than the code). An instance with fewer than two
+    distinct calibration values keeps the identity. Returns ``(table, info)``; ``info``
+    holds ``gain`` and ``offset`` (``a_i``, ``b_i``, shape ``(n_inst,)``), ``master``
+    (``(codes,)`` LSB), ``fitted`` (bool per instance) and ``samples`` (conversions used).
     """
     ideal = np.asarray(ideal, np.float64).reshape(-1)
     code = np.asarray(code, np.float64).reshape(-1)
