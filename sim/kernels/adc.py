@@ -284,7 +284,9 @@ def two_step_tables(ideal: np.ndarray, code: np.ndarray, inst: np.ndarray, n_ins
        instance, per one-LSB bin of the linear estimate (empty bins interpolated): the
        nonlinearity common to the ADCs. It is added to each instance's linear estimate.
 
-    The corrected value of each code is rounded to :data:`TABLE_FRACTION_BITS` fraction bits
+    Code 0 of a fitted instance takes the mean ideal value of its calibration conversions
+    that gave code 0 (the end of the range, where the line does not hold). The corrected
+    value of each code is rounded to :data:`TABLE_FRACTION_BITS` fraction bits
     (a digital word a few bits wider than the code). An instance with fewer than two
     distinct calibration values keeps the identity. Returns ``(table, info)``; ``info``
     holds ``gain`` and ``offset`` (``a_i``, ``b_i``, shape ``(n_inst,)``), ``master``
@@ -324,6 +326,14 @@ def two_step_tables(ideal: np.ndarray, code: np.ndarray, inst: np.ndarray, n_ins
     lin = (grid[None, :] - offset[:, None]) / gain[:, None]
     scale = float(1 << TABLE_FRACTION_BITS)
     table = np.rint((lin + np.interp(lin, grid, master)) * scale) / scale + 0.0
+    # Code 0 stands for every input at or below the first threshold (a dead zone when the
+    # offset is negative) and zero MACs are common: its value is the mean ideal value of the
+    # instance's calibration conversions that gave code 0, not the extrapolated line.
+    zero = code == 0
+    n0 = np.bincount(inst[zero], minlength=n_inst)
+    s0 = np.bincount(inst[zero], ideal[zero], n_inst)
+    use = fitted & (n0 > 0)
+    table[use, 0] = np.rint(s0[use] / n0[use] * scale) / scale + 0.0
     table[~fitted] = grid
     info = {"gain": gain, "offset": offset, "master": master, "fitted": fitted,
             "samples": int(ok.sum())}
