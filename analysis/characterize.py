@@ -217,6 +217,9 @@ def characterize(arch: str | Path | Arch, *, samples: int = PAPER_SAMPLES, chips
         for mode in MODES:
             layer = _macro_layer(_with_calibration(arch, mode), weights,
                                  np.random.SeedSequence([seed, chip, 0]))
+            if layer.step is None:  # `range: calibrated`: set the range from its own data
+                layer.calibrate(_sweep_inputs(arch, k, 64, np.random.default_rng(
+                    [seed, chip, 2])))
             if probe is None:
                 # conversions per vector: steps x row groups x columns (incl. unit columns)
                 per_vector = layer.steps * layer.groups * layer.columns_total

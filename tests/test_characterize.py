@@ -54,6 +54,13 @@ def test_an_ideal_macro_has_no_error_and_mismatch_moves_it(make_arch):
     assert by(worse, "none")["max_abs_lsb"] > 0
 
 
+def test_a_calibrated_range_is_set_before_the_sweep(make_arch):
+    arch = make_arch(**{**SMALL, **MISMATCH, "crossbar.adc.range": "calibrated",
+                        "crossbar.adc.clip": True, "crossbar.adc.bits": 5})
+    res = characterize(arch, samples=2000, chips=1, progress=False)
+    assert by(res, "two_step")["std_lsb"] < by(res, "none")["std_lsb"]
+
+
 def test_seeded_and_more_chips_keep_the_earlier_ones(make_arch):
     arch = make_arch(**SMALL, **MISMATCH)
     one = characterize(arch, samples=2000, chips=1, progress=False)
