@@ -317,8 +317,18 @@ def plot_png(result: Characterization) -> bytes:
             np.minimum.at(lo, bins, err)
             np.maximum.at(hi, bins, err)
             x = np.arange(top + 1)[ok]
+            # each column of the first chip: its mean error per bin, thin
+            r0 = runs[0]
+            b0 = np.clip(np.rint(r0.ideal).astype(np.int64), 0, top)
+            for c in np.unique(r0.column):
+                sel = r0.column == c
+                n_c = np.bincount(b0[sel], minlength=top + 1)
+                m_c = np.bincount(b0[sel], r0.error[sel], top + 1) / np.maximum(n_c, 1)
+                keep = n_c >= MIN_BIN
+                ax.plot(np.arange(top + 1)[keep], m_c[keep], color="#999999", lw=0.3,
+                        alpha=0.4, label="per column (chip 0)" if c == 0 else None)
             ax.fill_between(x, lo[ok], hi[ok], color="#88aadd", alpha=0.5, label="min..max")
-            ax.plot(x, mean[ok], color="#223377", lw=1, label="mean")
+            ax.plot(x, mean[ok], color="#223377", lw=1, label="mean, all columns")
             for b in (-PAPER_BOUND_LSB, PAPER_BOUND_LSB):
                 ax.axhline(b, color="#cc3311", lw=0.8, ls=":")
             ax.set(xlabel="ideal MAC (LSB)", ylabel="error (LSB)",
