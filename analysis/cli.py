@@ -198,6 +198,21 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_characterize(args: argparse.Namespace) -> int:
+    # `imcsim characterize` (issue 11): linearity of one macro, before and after the ADC's
+    # two-step calibration; see docs/characterize.md. Kept in one block.
+    from analysis.characterize import characterize, summary_markdown, write
+
+    path = resolve(args.arch, ARCH_DIR, "arch")
+    result = characterize(path, samples=args.samples, chips=args.chips, seed=args.seed,
+                          progress=not args.quiet)
+    out = Path(args.out) if args.out else Path("results") / "characterize" / result.arch_name
+    paths = write(result, out, plot=not args.no_plot)
+    print(summary_markdown(result), end="")
+    print(f"wrote {', '.join(str(p) for p in paths)}")
+    return 0
+
+
 def _cmd_data_download(args: argparse.Namespace) -> int:
     from workloads.download import download
 
@@ -348,6 +363,23 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--data-dir", default=None, help="data folder (default: $IMCSIM_DATA)")
     cp.add_argument("--quiet", action="store_true", help="no progress bar")
     cp.set_defaults(func=_cmd_compress)
+
+    # -- imcsim characterize (issue 11) --
+    ch = sub.add_parser("characterize", help="linearity of one macro: ideal vs output code "
+                                             "per column, before and after ADC calibration")
+    ch.add_argument("arch", help="arch YAML file, or the name of a shipped one")
+    ch.add_argument("--samples", type=_whole(1), default=524_288,
+                    help="conversions in all, split over the chips (default 524,288, "
+                         "CAP-RAM's measurement)")
+    ch.add_argument("--chips", type=_whole(1, 1000), default=2,
+                    help="simulated chips (seeds), 1..1000 (default 2)")
+    ch.add_argument("--seed", type=_whole(0, SEED_MAX), default=None,
+                    help="seed of the chips (default: the arch's variation.seed)")
+    ch.add_argument("--out", default=None,
+                    help="output folder (default results/characterize/ARCH_NAME)")
+    ch.add_argument("--no-plot", action="store_true", help="tables only, no PNG")
+    ch.add_argument("--quiet", action="store_true", help="no progress bar")
+    ch.set_defaults(func=_cmd_characterize)
 
     d = sub.add_parser("data", help="data sets")
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION")

@@ -115,8 +115,9 @@ TOP_KEYS = ("clock", "components", "crossbar", "description", "energy", "inputs"
 
 @pytest.mark.parametrize(("path", "valid"), [
     ("colour", TOP_KEYS),
-    ("crossbar.adc.bitz", ("bits", "calibration_percentile", "clip", "full_scale",
-                           "per_crossbar", "range", "rate", "rounding")),
+    ("crossbar.adc.bitz", ("bits", "calibration", "calibration_percentile",
+                           "calibration_samples", "clip", "full_scale", "per_crossbar",
+                           "range", "rate", "rounding")),
     ("crossbar.cell.levels", ("bits", "technology")),
     ("crossbar.dac.levels", ("bits",)),
     ("crossbar.fragment", ("adc", "cell", "class", "columns", "dac", "fragment_rows", "rows",

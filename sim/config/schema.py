@@ -15,6 +15,8 @@ WEIGHT_ENCODINGS = ("offset", "differential", "twos_complement", "polarized")
 ADC_RANGES = ("fixed", "calibrated")
 #: ADC rounding of the analog value to a code.
 ADC_ROUNDING = ("nearest", "floor")
+#: Digital linearity calibration of the ADC codes (CAP-RAM's two-step calibration).
+ADC_CALIBRATIONS = ("none", "two_step")
 #: Distributions of static per-cell variation (multiplicative, mean 1).
 VARIATION_DISTRIBUTIONS = ("normal", "lognormal")
 #: Cell technologies.
@@ -81,6 +83,12 @@ class Adc:
     (``2**bits - 1``), which is exact for integer partial sums up to that value. With
     ``range: calibrated`` the full scale of each column is set from calibration data at the
     given percentile.
+
+    ``calibration: two_step`` corrects every conversion's code digitally before the
+    shift-and-add (CAP-RAM, JSSC 2021): a per-ADC linear fit (gain, offset), then a master
+    curve of the residual nonlinearity common to the ADCs of a layer, fitted from
+    ``calibration_samples`` seeded known input vectors run through the layer's own macro
+    (never the test data; ``docs/kernels.md`` section 3.1).
     """
 
     bits: int
@@ -91,6 +99,8 @@ class Adc:
     clip: bool
     rounding: str
     calibration_percentile: float
+    calibration: str = "none"
+    calibration_samples: int = 256
 
     @property
     def codes(self) -> int:

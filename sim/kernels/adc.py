@@ -134,26 +134,58 @@ def convert(u, thr, inst, codes, half):
 
 
 @jit
-def _convert_row(psum, r, lin_a, lin_b, thr, lut_base, lut_t1, lut_t2, lut_ok, col_inst, codes,
-                 half, noise, recon_step, v):
-    """Digitize row ``r`` of ``psum`` into ``v`` (the loops are unswitched by hand)."""
+def _threshold_code(u, i, thr, lut_base, lut_t1, lut_t2, lut_ok, top, half):
+    """Code of ``u`` through instance ``i``'s threshold table."""
+    if u >= 0.0 and u < top and lut_ok[i]:
+        # Branch-free lookup: the code at the bin's start plus the (at most two) thresholds
+        # inside the one-LSB bin that u has passed.
+        b = int(u)
+        return lut_base[i, b] + (u >= lut_t1[i, b]) + (u >= lut_t2[i, b])
+    # Outside the table (clipping, negative) or a badly mismatched curve: walk from the
+    # ideal code to the number of thresholds <= u.
+    k = np.floor(u + half)
+    lo = int(min(max(k, 0.0), top))
+    while lo < top and thr[i, lo] <= u:
+        lo += 1
+    while lo > 0 and thr[i, lo - 1] > u:
+        lo -= 1
+    return lo
+
+
+@jit
+def _convert_row(psum, r, lin_a, lin_b, thr, lut_base, lut_t1, lut_t2, lut_ok, cal, col_inst,
+                 codes, half, noise, recon_step, v):
+    """Digitize row ``r`` of ``psum`` into ``v`` (the loops are unswitched by hand).
+
+    With a calibration table ``cal`` (``(instances, codes)``, else empty) the value of code
+    ``k`` of instance ``i`` is ``cal[i, k]`` instead of ``k`` (the digital correction).
+    """
     n_cols = psum.shape[1]
     top = codes - 1
-    if thr.shape[0] > 0:
+    has_noise = noise.shape[0] > 0
+    if cal.shape[0] > 0:
         for c in range(n_cols):
             u = psum[r, c] * lin_a[c] + lin_b[c]
-            if noise.shape[0] > 0:
+            if has_noise:
+                u += noise[r, c]
+            i = col_inst[c]
+            if thr.shape[0] > 0:
+                k = _threshold_code(u, i, thr, lut_base, lut_t1, lut_t2, lut_ok, top, half)
+            else:
+                k = int(min(max(np.floor(u + half), 0.0), top))
+            v[c] = cal[i, k] * recon_step[c]
+    elif thr.shape[0] > 0:
+        # The body of _threshold_code, written out: as a call it ran 2x slower (measured).
+        for c in range(n_cols):
+            u = psum[r, c] * lin_a[c] + lin_b[c]
+            if has_noise:
                 u += noise[r, c]
             i = col_inst[c]
             if u >= 0.0 and u < top and lut_ok[i]:
-                # Branch-free lookup: the code at the bin's start plus the (at most two)
-                # thresholds inside the one-LSB bin that u has passed.
                 b = int(u)
                 v[c] = (lut_base[i, b] + (u >= lut_t1[i, b]) + (u >= lut_t2[i, b])) \
                     * recon_step[c]
                 continue
-            # Outside the table (clipping, negative) or a badly mismatched curve: walk from
-            # the ideal code to the number of thresholds <= u.
             k = np.floor(u + half)
             lo = int(min(max(k, 0.0), top))
             while lo < top and thr[i, lo] <= u:
@@ -161,7 +193,7 @@ def _convert_row(psum, r, lin_a, lin_b, thr, lut_base, lut_t1, lut_t2, lut_ok, c
             while lo > 0 and thr[i, lo - 1] > u:
                 lo -= 1
             v[c] = lo * recon_step[c]
-    elif noise.shape[0] > 0:
+    elif has_noise:
         for c in range(n_cols):
             q = np.floor(psum[r, c] * lin_a[c] + lin_b[c] + noise[r, c] + half)
             q = min(max(q, 0.0), top)
@@ -174,7 +206,7 @@ def _convert_row(psum, r, lin_a, lin_b, thr, lut_base, lut_t1, lut_t2, lut_ok, c
 
 
 @jit
-def adc_accumulate(psum, row_of, n_samples, active, skip, lin_a, lin_b, thr, lut, col_inst,
+def adc_accumulate(psum, row_of, n_samples, active, skip, lin_a, lin_b, thr, lut, cal, col_inst,
                    codes, half, noise, recon_step, direct, units, coef, step_weight, out):
     """Convert one row group's partial sums and shift-add them into the outputs.
 
@@ -186,6 +218,9 @@ def adc_accumulate(psum, row_of, n_samples, active, skip, lin_a, lin_b, thr, lut
     Column ``c`` is converted by ADC instance ``col_inst[c]``: ``u = psum*lin_a[c] + lin_b[c]``
     (+ ``noise`` when given), coded, and reconstructed as ``v = code x recon_step[c]``.
     With a threshold table ``thr`` the code is looked up in ``lut`` (see :func:`threshold_lut`).
+    With a calibration table ``cal`` (``(instances, codes)`` float64; ``(0, 0)``: none) the
+    reconstructed value is ``cal[col_inst[c], code] x recon_step[c]`` (see
+    :func:`two_step_tables`).
     Output ``n`` owns the ``per = J / N`` adjacent data columns ``n*per ...`` and adds, times
     ``step_weight[p]``::
 
@@ -214,7 +249,7 @@ def adc_accumulate(psum, row_of, n_samples, active, skip, lin_a, lin_b, thr, lut
                 if row < 0:
                     continue
             _convert_row(psum, row, lin_a, lin_b, thr, lut[0], lut[1], lut[2],
-                         lut[3], col_inst, codes, half, noise, recon_step, v)
+                         lut[3], cal, col_inst, codes, half, noise, recon_step, v)
             sw = step_weight[p]
             j = 0
             for n in range(n_out):
@@ -253,3 +288,81 @@ def combine_coefficients(col_out, col_weight, flip, ref_col, flip_top, bias_weig
     coef[:, 0] += bias_weight
     units = np.minimum(first + np.arange(span)[None, :], refs[:, -1:]).astype(np.int32)
     return direct, np.ascontiguousarray(units), coef
+
+
+#: Fraction bits of a calibrated code: the correction tables hold multiples of 1/16 LSB. Whole
+#: codes were tried first: rounding the corrected value to the ADC's own LSB adds an error of
+#: up to 1/2 LSB per conversion that does not cancel between columns, and made the output
+#: error of some mismatched macros larger than without calibration (measured, notes of
+#: issue 11).
+TABLE_FRACTION_BITS = 4
+
+
+def two_step_tables(ideal: np.ndarray, code: np.ndarray, inst: np.ndarray, n_inst: int,
+                    codes: int) -> tuple[np.ndarray, dict]:
+    """CAP-RAM's two-step calibration: per-instance correction tables ``(n_inst, codes)``.
+
+    ``ideal`` are the known ideal values (code units) of calibration conversions, ``code``
+    the codes the ADCs gave for them, ``inst`` which instance converted each (all 1-D).
+    Only unsaturated conversions (``0 < code < codes-1``) enter the fits.
+
+    1. **Per-ADC linear fit**: least squares ``code = a_i x ideal + b_i`` per instance, so
+       the linear estimate of code ``k`` is ``(k - b_i) / a_i`` (gain and offset removed).
+    2. **Master curve**: the residual ``ideal - (k - b_i) / a_i`` averaged over every
+       instance, per one-LSB bin of the linear estimate (empty bins interpolated): the
+       nonlinearity common to the ADCs. It is added to each instance's linear estimate.
+
+    Code 0 of a fitted instance takes the mean ideal value of its calibration conversions
+    that gave code 0 (the end of the range, where the line does not hold). The corrected
+    value of each code is rounded to :data:`TABLE_FRACTION_BITS` fraction bits
+    (a digital word a few bits wider than the code). An instance with fewer than two
+    distinct calibration values keeps the identity. Returns ``(table, info)``; ``info``
+    holds ``gain`` and ``offset`` (``a_i``, ``b_i``, shape ``(n_inst,)``), ``master``
+    (``(codes,)`` LSB), ``fitted`` (bool per instance) and ``samples`` (conversions used).
+    """
+    ideal = np.asarray(ideal, np.float64).reshape(-1)
+    code = np.asarray(code, np.float64).reshape(-1)
+    inst = np.asarray(inst, np.int64).reshape(-1)
+    top = codes - 1
+    ok = (code > 0) & (code < top)
+    t, c, i = ideal[ok], code[ok], inst[ok]
+    n = np.bincount(i, minlength=n_inst).astype(np.float64)
+    st = np.bincount(i, t, n_inst)
+    sc = np.bincount(i, c, n_inst)
+    stt = np.bincount(i, t * t, n_inst)
+    stc = np.bincount(i, t * c, n_inst)
+    den = n * stt - st * st
+    fitted = (n >= 2) & (den > 1e-9 * np.maximum(n * stt, 1.0))
+    gain = np.ones(n_inst)
+    offset = np.zeros(n_inst)
+    gain[fitted] = (n * stc - st * sc)[fitted] / den[fitted]
+    fitted &= gain > 0  # a falling fit is no transfer curve: keep the identity
+    gain[~fitted] = 1.0
+    offset[fitted] = (sc[fitted] - gain[fitted] * st[fitted]) / n[fitted]
+    # Step 2: the common residual nonlinearity, per one-LSB bin of the linear estimate
+    # (from the fitted instances only).
+    keep = fitted[i]
+    t, c, i = t[keep], c[keep], i[keep]
+    est = (c - offset[i]) / gain[i]
+    bins = np.clip(np.rint(est), 0, top).astype(np.int64)
+    cnt = np.bincount(bins, minlength=codes)
+    res = np.bincount(bins, t - est, codes)
+    have = cnt > 0
+    grid = np.arange(codes, dtype=np.float64)
+    master = (np.interp(grid, grid[have], res[have] / cnt[have]) if have.any()
+              else np.zeros(codes))
+    lin = (grid[None, :] - offset[:, None]) / gain[:, None]
+    scale = float(1 << TABLE_FRACTION_BITS)
+    table = np.rint((lin + np.interp(lin, grid, master)) * scale) / scale + 0.0
+    # Code 0 stands for every input at or below the first threshold (a dead zone when the
+    # offset is negative) and zero MACs are common: its value is the mean ideal value of the
+    # instance's calibration conversions that gave code 0, not the extrapolated line.
+    zero = code == 0
+    n0 = np.bincount(inst[zero], minlength=n_inst)
+    s0 = np.bincount(inst[zero], ideal[zero], n_inst)
+    use = fitted & (n0 > 0)
+    table[use, 0] = np.rint(s0[use] / n0[use] * scale) / scale + 0.0
+    table[~fitted] = grid
+    info = {"gain": gain, "offset": offset, "master": master, "fitted": fitted,
+            "samples": int(ok.sum())}
+    return table, info

@@ -158,6 +158,9 @@ class CrossbarLayer:
             full[: self.k, j:] = 1
         rng_cell = np.random.default_rng(cell_ss)
         cv = arch.variation.cell
+        #: The levels as programmed (before stuck-at faults): the known weights that the
+        #: ideal partial sums of calibration and characterization are computed from.
+        self.levels_programmed = full.copy()
         full[: self.k] = var_k.stuck_at(full[: self.k], cv.stuck_at_0, cv.stuck_at_1, top,
                                         rng_cell)
         self.levels = full
@@ -202,6 +205,14 @@ class CrossbarLayer:
             rng=adc_rng)
         self.adc_gain, self.adc_offset, self.adc_thresholds = gain, offset, thr
         self.adc_lut = adc_k.threshold_lut(thr)
+        # Two-step calibration (crossbar.adc.calibration): its known inputs and their noise
+        # come from a child of the ADC seed, apart from every other stream.
+        self._adc_cal_ss = adc_ss.spawn(1)[0]
+        #: Digital correction of each instance's codes, ``(instances, codes)``; empty when
+        #: calibration is off or measured to be the identity. See :meth:`calibrate_adcs`.
+        self.adc_table = np.zeros((0, 0))
+        #: What the last two-step calibration fitted (``None`` when off).
+        self.adc_calibration: dict | None = None
         self.half = 0.5 if adc.rounding == "nearest" else 0.0
         self.step = None
         if adc.range == "fixed":
@@ -249,6 +260,8 @@ class CrossbarLayer:
             and self._integer_bound <= adc.codes - 1
             and self.k * (1 << inp.bits) * (1 << wf.bits) < 2**53)
         self._w64 = w.astype(np.float64) if self.exact else None
+        if self.step is not None:
+            self.calibrate_adcs()
 
     # ------------------------------------------------------------------ set-up
     def _cell_factors(self, shape: tuple[int, int], rng: np.random.Generator
@@ -281,6 +294,11 @@ class CrossbarLayer:
         self.step = np.ascontiguousarray(step, dtype=np.float64)
         self.lin_a = (self.adc_gain[inst] / step).astype(np.float64)
         self.lin_b = self.adc_offset[inst].astype(np.float64)
+        self.adc_table = np.zeros((0, 0))
+        self._set_zero_to_zero()
+
+    def _set_zero_to_zero(self) -> None:
+        inst = self.col_inst
         # Groups where an all-zero input block converts to code 0 on every column (no
         # comparator noise): such blocks add nothing, so their GEMM rows and conversions are
         # not computed even without zero-skipping hardware.
@@ -289,6 +307,8 @@ class CrossbarLayer:
         else:
             codes = adc_k.convert(self.lin_b.reshape(-1), self.adc_thresholds,
                                   inst.reshape(-1), self.arch.crossbar.adc.codes, self.half)
+            if self.adc_table.shape[0]:
+                codes = self.adc_table[inst.reshape(-1), codes]
             self._zero_to_zero = ~codes.reshape(inst.shape).any(axis=1)
 
     # ------------------------------------------------------------------ compute
@@ -377,6 +397,105 @@ class CrossbarLayer:
         # would only add rounding error to the integer partial sums).
         need = np.maximum(full, 1.0) / (adc.codes - 1)
         self._set_steps(2.0 ** np.maximum(np.ceil(np.log2(need)), 0.0))
+        self.calibrate_adcs()
+
+    def calibrate_adcs(self) -> None:
+        """CAP-RAM's two-step calibration of this layer's ADCs (``crossbar.adc.calibration``).
+
+        Runs ``calibration_samples`` known input vectors (seeded from the layer's ADC seed;
+        never test data) through the macro as programmed, pairs each conversion's code with
+        its ideal value (from the programmed weights and the known inputs), and fits
+        :func:`sim.kernels.adc.two_step_tables`. Called when the ADC range is set (at
+        construction with ``range: fixed``, by :meth:`calibrate` otherwise); a no-op with
+        ``calibration: none``. A fitted table that is the identity is dropped (measured, so
+        an ideal ADC converts through exactly the uncalibrated path).
+        """
+        adc = self.arch.crossbar.adc
+        if adc.calibration == "none":
+            return
+        rng = np.random.default_rng(self._adc_cal_ss)
+        x = self._calibration_inputs(rng, adc.calibration_samples)
+        call_seed = tuple(int(v) for v in self._adc_cal_ss.generate_state(3))
+        ideal, code = self._conversions(x, call_seed, np.zeros((0, 0)))
+        inst = np.broadcast_to(self.col_inst[:, None, :], ideal.shape)
+        table, info = adc_k.two_step_tables(ideal, code, inst, self.adc_gain.shape[0],
+                                            adc.codes)
+        info["identity"] = bool(np.array_equal(table, np.broadcast_to(
+            np.arange(adc.codes, dtype=np.float64), table.shape)))
+        self.adc_calibration = info
+        if not info["identity"]:
+            self.adc_table = table
+            self.exact = False
+            self._set_zero_to_zero()
+
+    def _calibration_inputs(self, rng: np.random.Generator, m: int) -> np.ndarray:
+        """Known calibration inputs ``(m, K)`` covering the ADC range: per vector a density
+        ``d ~ U(0, 1)``; each input is nonzero with probability ``d``, then the largest
+        positive value or a uniform value of the input range (even odds)."""
+        inp = self.arch.inputs
+        lo = -(1 << (inp.bits - 1)) if inp.signed else 0
+        hi = (1 << (inp.bits - 1)) - 1 if inp.signed else (1 << inp.bits) - 1
+        density = rng.random((m, 1))
+        on = rng.random((m, self.k)) < density
+        top = rng.random((m, self.k)) < 0.5
+        uniform = rng.integers(lo, hi + 1, size=(m, self.k), dtype=np.int64)
+        return np.where(on, np.where(top, hi, uniform), 0).astype(np.int64)
+
+    def _conversions(self, x: np.ndarray, call_seed: tuple,
+                     table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Ideal values and converted values (code units) of every conversion of ``x``.
+
+        Both ``(groups, steps x M, columns_total)``, row ``p*M + m``. The values go through
+        the same fused kernel as :meth:`matmul` (one output per column, unit weights), with
+        calibration table ``table`` (empty: raw codes) and the comparator noise of
+        ``call_seed``.
+        """
+        arch = self.arch
+        inp, adc = arch.inputs, arch.crossbar.adc
+        steps = inputs_k.split_inputs(x, inp.bits, arch.crossbar.dac.bits, inp.signed,
+                                      self.rows_padded if self._padded_steps else None)
+        n_rows = steps.shape[0] * x.shape[0]
+        ct = self.columns_total
+        ideal = np.empty((self.groups, n_rows, ct))
+        value = np.zeros((self.groups, n_rows, ct))
+        active = np.ones((1, n_rows), np.bool_)
+        readout = (np.ones(ct), np.zeros((ct, 1), np.int32), np.zeros((ct, 1)))
+        noise_sigma = arch.variation.adc.noise_sigma_lsb
+        for gi, psum, _rows in self._group_psums(x, 0, call_seed, None, steps):
+            a, b = self._span[gi]
+            sx = steps[:, :, a:b].reshape(n_rows, b - a).astype(np.float64)
+            ideal[gi] = (sx @ self.levels_programmed[a:b].astype(np.float64)) / self.step[gi]
+            noise = np.zeros((0, 0), np.float32)
+            if noise_sigma:
+                rng = np.random.default_rng([*call_seed, 0, gi, 1])
+                noise = (noise_sigma * rng.standard_normal((n_rows, ct))).astype(np.float32)
+            adc_k.adc_accumulate(
+                psum, np.zeros(0, np.int32), n_rows, active, False, self.lin_a[gi],
+                self.lin_b[gi], self.adc_thresholds, self.adc_lut, table, self.col_inst[gi],
+                adc.codes, self.half, noise, np.ones(ct), *readout, np.ones(1), value[gi])
+        return ideal, value
+
+    def column_conversions(self, x: np.ndarray, *, seed: int = 0) -> dict[str, np.ndarray]:
+        """Every ADC conversion of inputs ``x`` (M, K), column by column (characterization).
+
+        Returns arrays of shape ``(groups, steps, M, columns_total)`` in code units:
+        ``ideal`` (the ideal partial sum of the programmed weights over the ADC step),
+        ``code`` (the raw ADC code) and ``value`` (the calibrated code, equal to ``code``
+        without calibration), plus ``instance`` ``(groups, columns_total)``, the ADC instance
+        of each column. ``seed`` selects the comparator and read noise, as in :meth:`matmul`.
+        """
+        x = np.asarray(x)
+        if x.ndim != 2 or x.shape[1] != self.k:
+            raise ValueError(f"{self.name}: inputs must be (M, {self.k}), got {x.shape}")
+        if self.step is None:
+            raise RuntimeError(f"{self.name}: ADC range is 'calibrated'; call calibrate() first")
+        call_seed = (*(int(v) for v in self._call_ss.generate_state(2)), int(seed))
+        ideal, code = self._conversions(x, call_seed, np.zeros((0, 0)))
+        value = (self._conversions(x, call_seed, self.adc_table)[1] if self.adc_table.shape[0]
+                 else code)
+        shape = (self.groups, self.steps, x.shape[0], self.columns_total)
+        return {"ideal": ideal.reshape(shape), "code": code.reshape(shape),
+                "value": value.reshape(shape), "instance": self.col_inst.copy()}
 
     def _run_chunk(self, x: np.ndarray, m0: int, call_seed: tuple, out: np.ndarray) -> Events:
         """Simulate samples ``x`` (a chunk starting at sample ``m0``) into ``out``."""
@@ -419,7 +538,8 @@ class CrossbarLayer:
                     noise = empty_noise
                 adc_k.adc_accumulate(
                     psum, row_of, x.shape[0], active, skip, self.lin_a[gi], self.lin_b[gi],
-                    self.adc_thresholds, self.adc_lut, self.col_inst[gi], adc.codes, self.half,
+                    self.adc_thresholds, self.adc_lut, self.adc_table, self.col_inst[gi],
+                    adc.codes, self.half,
                     noise, self.step[gi], *self.combine[gi], self.step_weight, out)
             total = active.size
             done = int(active.sum()) if skip else total

@@ -35,6 +35,7 @@ from dataclasses import replace
 from sim.components import quantities as q
 from sim.config import units
 from sim.config.schema import (
+    ADC_CALIBRATIONS,
     ADC_ROUNDING,
     Adc,
     Arch,
@@ -110,6 +111,10 @@ class CapRam(MacroFamily):
         sar_clock = a.get("clock", units.frequency_hz, None, lo=1.0)
         cycles = a.get("cycles_per_conversion", int, None, lo=1, hi=64)
         rounding = a.get("rounding", str, "nearest", choices=ADC_ROUNDING)
+        # CAP-RAM's two-step calibration (per-ADC linear fit, then a master curve), shared
+        # with every family's ADC (docs/kernels.md 3.1).
+        calibration = a.get("calibration", str, "none", choices=ADC_CALIBRATIONS)
+        calibration_samples = a.get("calibration_samples", int, 256, lo=8, hi=1 << 20)
         a.finish()
         if rate is not None and (sar_clock is not None or cycles is not None):
             s.problems.add(join(a.path, "rate"), "give either rate or clock (with "
@@ -129,7 +134,8 @@ class CapRam(MacroFamily):
             ktc_noise=bool(ktc))
         fs = macro.full_scale_units(bits or 1, dac.bits or 1)
         adc = Adc(bits=bits, per_crossbar=count, rate_hz=rate, range="fixed", full_scale=fs,
-                  clip=True, rounding=rounding, calibration_percentile=100.0)
+                  clip=True, rounding=rounding, calibration_percentile=100.0,
+                  calibration=calibration, calibration_samples=calibration_samples)
         xb = Crossbar(rows=macro.mac_rows, columns=columns, unit_column=False,
                       fragment_rows=None, cell=Cell(technology="sram", bits=1), dac=dac,
                       adc=adc)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from sim.config import units
 from sim.config.schema import (
+    ADC_CALIBRATIONS,
     ADC_RANGES,
     ADC_ROUNDING,
     CELL_TECHNOLOGIES,
@@ -35,6 +36,8 @@ def read_adc(a: Section, *, per_crossbar_default: int | None = 1) -> Adc:
         rounding=a.get("rounding", str, "nearest", choices=ADC_ROUNDING),
         calibration_percentile=a.get("calibration_percentile", float, 100.0, lo=50.0,
                                      hi=100.0),
+        calibration=a.get("calibration", str, "none", choices=ADC_CALIBRATIONS),
+        calibration_samples=a.get("calibration_samples", int, 256, lo=8, hi=1 << 20),
     )
     return adc
 
