@@ -5,7 +5,8 @@ committed base spec (a connectivity rate, a unification block shape, BSP rates) 
 to ``results/compress/specs/NAME.yaml`` by overriding the parameters of one method on every
 layer that has it, so the committed example files stay the single source of each recipe. A
 run whose manifest ``OUT/NAME.json`` exists is skipped (delete it to redo); an interrupted
-run resumes from its ``.partial`` state. Every command, its wall time and the manifest's
+run resumes from its ``.partial`` state; a lock file beside the written spec keeps two
+runners from running the same experiment at once. Every command, its wall time and the manifest's
 headline figures are appended to ``results/compress/experiments.log``.
 
     python bench/compress_experiments.py --data-dir /path/to/data [--only gru_bsp_10x ...]
@@ -139,8 +140,19 @@ def main(argv: list[str] | None = None) -> int:  # noqa: D103
         print("$ " + shlex.join(["imcsim", *cmd[1:]]), flush=True)
         if args.dry_run:
             continue
+        # Two runners started side by side must not run one experiment twice (both would
+        # resume from and write the same .partial state).
+        lock = spec_dir / f"{name}.lock"
+        try:
+            lock.open("x").close()
+        except FileExistsError:
+            print(f"{name}: another runner holds {lock} (delete it if none is running)")
+            continue
         start = time.time()
-        rc = subprocess.call(cmd, cwd=ROOT)
+        try:
+            rc = subprocess.call(cmd, cwd=ROOT)
+        finally:
+            lock.unlink(missing_ok=True)
         seconds = time.time() - start
         line = {"name": name, "command": shlex.join(["imcsim", *cmd[1:]]), "rc": rc,
                 "wall_s": round(seconds, 1)}
