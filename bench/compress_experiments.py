@@ -70,17 +70,25 @@ def experiments(network: str) -> dict[str, dict]:
             out[name] = {"group": "gru_bsp", "workload": "workloads/gru_rowmnist.yaml",
                          "spec": "examples/compress_gru_bsp.yaml", "method": "bsp",
                          "params": params}
+        # The 10x point again with a longer recipe: how much of the short runs' loss is
+        # training length.
+        out["gru_bsp_10x_long"] = {**out["gru_bsp_10x"],
+                                   "top": {"admm": {"epochs": 3}, "finetune": {"epochs": 3}}}
         out["lenet5_mnist_forms"] = {"group": "lenet_forms", "workload": "lenet5_mnist",
                                      "spec": "examples/compress_lenet5_forms23.yaml",
                                      "method": None, "params": {}}
     return out
 
 
-def variant(base: Path, name: str, method: str | None, params: dict) -> dict:
-    """The base spec with ``name`` and, on every layer having ``method``, ``params`` set."""
+def variant(base: Path, name: str, method: str | None, params: dict,
+            top: dict | None = None) -> dict:
+    """The base spec with ``name``, the top-level sections of ``top`` updated (such as
+    ``{"admm": {"epochs": 3}}``) and, on every layer having ``method``, ``params`` set."""
     spec = yaml.safe_load(base.read_text())
     spec = copy.deepcopy(spec)
     spec["name"] = name
+    for key, value in (top or {}).items():
+        spec[key] = {**(spec.get(key) or {}), **value}
     if method is not None:
         touched = 0
         for layer in spec["layers"].values():
@@ -129,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: D103
         spec_path.write_text(f"# {name}: {e['spec']} with {e['method']} {e['params']} "
                              "(written by bench/compress_experiments.py)\n"
                              + yaml.safe_dump(variant(ROOT / e["spec"], name, e["method"],
-                                                      e["params"]), sort_keys=False))
+                                                      e["params"], e.get("top")),
+                                              sort_keys=False))
         cmd = [imcsim, "compress", workload, str(spec_path.relative_to(ROOT)), "--out",
                str(out), "--quiet"]
         if args.data_dir:

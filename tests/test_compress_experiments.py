@@ -41,7 +41,7 @@ def test_the_gru_workload_builds_and_reads_rows_as_time_steps():
 def test_every_experiment_spec_is_valid_for_its_model(network):
     models = {}
     for name, e in ce.experiments(network).items():
-        data = ce.variant(ROOT / e["spec"], name, e["method"], e["params"])
+        data = ce.variant(ROOT / e["spec"], name, e["method"], e["params"], e.get("top"))
         if e["workload"] not in models:
             models[e["workload"]] = load_workload(
                 ROOT / e["workload"] if e["workload"].endswith(".yaml") else e["workload"]
@@ -64,6 +64,10 @@ def test_variants_change_the_named_parameter_only():
     u = layers("cifar_cnn_unify_8x1")
     assert {tuple(v["unify"]["block"]) for v in u.values()} == {(8, 1)}
     assert {v["unify"]["zero_fraction"] for v in u.values()} == {0.5}  # untouched
+    e = exps["gru_bsp_10x_long"]
+    long = ce.variant(ROOT / e["spec"], "x", e["method"], e["params"], e["top"])
+    assert (long["admm"]["epochs"], long["finetune"]["epochs"]) == (3, 3)
+    assert long["admm"]["rho"] == 0.01 and long["layers"]["gru"]["bsp"]["row_rate"] == 10
 
 
 @pytest.mark.parametrize("name", sorted(ce.GRU_BSP))
