@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # The CPU wheel of torch, installed before the project so that pip never pulls a CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test lint install bench sweep-example reproduce clean fuzz
+.PHONY: demo test lint install bench sweep-example reproduce clean fuzz compress-tables
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,14 @@ reproduce: install
 	$(BIN)/imcsim sweep examples/sweep_isaac_adc.yaml --out docs/sweeps/isaac_adc_digits --quiet
 	$(BIN)/imcsim sweep examples/sweep_isaac_cifar10.yaml --data-dir $(DATA) --out docs/sweeps/isaac_cifar10_local --quiet
 	$(BIN)/python bench/sweep_localcluster.py examples/sweep_isaac_cifar10.yaml --workers 2 --data-dir $(DATA) --out docs/sweeps/isaac_cifar10_dask
+
+# The compression tables (issue 10, docs/compression_tables.md): `imcsim run` on the ISAAC
+# config of every compressed workload in workloads/compressed and of its dense base, beside
+# the accuracy of the compression manifests. Rerun after a change of the mapping. The
+# compressed workloads themselves come from bench/compress_experiments.py (hours).
+COMPRESS_SAMPLES ?= 32
+compress-tables: install
+	$(BIN)/python bench/compress_tables.py --data-dir $(DATA) --samples $(COMPRESS_SAMPLES)
 
 clean:
 	rm -rf results .pytest_cache .ruff_cache build *.egg-info

@@ -36,11 +36,17 @@ def test_output_shape_on_a_dummy_batch(name, num_classes):
     assert torch.isfinite(out).all()
 
 
+# Models holding a layer the torch bridge cannot map yet (issue 10: the GRU workload of the
+# RTMobile experiments); each may hold only that one extra layer type.
+NOT_MAPPABLE_YET = {"row_gru": nn.GRU}
+
+
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_only_mappable_leaf_modules(name):
     model = build_model(name)
     leaves = [m for m in model.modules() if not list(m.children())]
-    assert all(isinstance(m, ALLOWED) for m in leaves), {type(m) for m in leaves}
+    allowed = ALLOWED + ((NOT_MAPPABLE_YET[name],) if name in NOT_MAPPABLE_YET else ())
+    assert all(isinstance(m, allowed) for m in leaves), {type(m) for m in leaves}
     assert not any(isinstance(m, nn.ReLU) and m.inplace for m in leaves)
 
 
@@ -57,7 +63,7 @@ def test_layer_counts_match_the_papers():
 
 
 def test_unknown_model_lists_valid_names():
-    with pytest.raises(UserError, match="digits_cnn, lenet5, resnet20, vgg_small"):
+    with pytest.raises(UserError, match="digits_cnn, lenet5, resnet20, row_gru, vgg_small"):
         build_model("alexnet")
 
 

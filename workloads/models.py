@@ -213,6 +213,33 @@ class CifarCNN(VGGSmall):
     config = (16, 16, "M", 32, 32, "M", 64, "M")
 
 
+class RowGRU(nn.Module):
+    """A GRU classifier of row-sequential images: each image row is one time step.
+
+    For 28x28 MNIST: 28 steps of 28 features into a one-layer ``nn.GRU`` with ``hidden``
+    units (default 128), the last hidden state into a linear layer to ``num_classes``. The
+    recurrent workload of the RTMobile block-pruning experiments (issue 10; TIMIT, which
+    RTMobile uses, is licensed and not available offline).
+
+    Unlike the other models it holds an ``nn.GRU``, which the torch bridge does not map onto
+    crossbars yet: ``imcsim train`` and ``imcsim compress`` (accuracy in torch) work on it,
+    ``imcsim run`` does not.
+    """
+
+    input_shape = (1, 28, 28)
+
+    def __init__(self, num_classes: int = 10, hidden: int = 128):
+        super().__init__()
+        self.gru = nn.GRU(self.input_shape[2], hidden, batch_first=True)
+        self.fc = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of shape ``(N, num_classes)`` for images of shape ``(N, 1, H, W)``."""
+        rows = x.reshape(x.shape[0], x.shape[-2], x.shape[-1])  # (N, steps=H, features=W)
+        _, last = self.gru(rows)
+        return self.fc(last[-1])
+
+
 #: Model constructors by the name a workload YAML uses in ``model:``. Each takes
 #: ``num_classes`` and has an ``input_shape`` attribute.
 MODELS: dict[str, Callable[..., nn.Module]] = {
@@ -221,6 +248,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "resnet20": ResNet20,
     "vgg_small": VGGSmall,
     "cifar_cnn": CifarCNN,
+    "row_gru": RowGRU,
 }
 
 
