@@ -163,7 +163,8 @@ def test_pruned_model_saves_exactly_what_its_mask_predicts(arch):
         mapped = map_model(model, arch, QuantRecipe(packed=packed), x)
         y = mapped(x)
         rec = mapped.layers[0]
-        runs[packed] = (y, rec.crossbars, rec.events.adc_conversions, rec.events.cell_reads)
+        runs[packed] = (y, rec.crossbars, rec.events.adc_conversions, rec.events.cell_reads,
+                        rec.events)
     assert torch.equal(runs[False][0], runs[True][0])  # exact arch: the same outputs
     # From the mask alone: rows kept, outputs kept, per-crossbar weights (16 rows, 2 weights
     # of 4 cell columns + 1 unit column per crossbar).
@@ -179,6 +180,13 @@ def test_pruned_model_saves_exactly_what_its_mask_predicts(arch):
     assert dense_xbars - packed_xbars == 18 - 8
     # cell reads: every driven row reads its sub-layer's columns; pruned inputs drive none.
     assert runs[True][3] < runs[False][3]
+    # The buffer reads each kept input once and the layer writes each kept output once
+    # (8-bit inputs, 16-bit outputs); the MACs are the layer's K x N product either way.
+    dense_ev, packed_ev = runs[False][4], runs[True][4]
+    assert packed_ev.input_buffer_read_bits == 5 * k_kept * 8
+    assert dense_ev.input_buffer_read_bits == 5 * 40 * 8
+    assert packed_ev.output_buffer_write_bits == 5 * n_kept * 16
+    assert packed_ev.macs == dense_ev.macs == 5 * 40 * 12
 
 
 def _pattern_conv():
