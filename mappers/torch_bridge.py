@@ -132,7 +132,7 @@ class HardwareLayer(nn.Module):
         #: The packed sub-layers (``None``: the layer maps densely).
         self.packing = None
         if recipe.packed and self.groups == 1:
-            self._init_packed(name, q, bits, act, seed)
+            self._init_packed(name, type(module).__name__, q, bits, act, seed)
             return
         # Groups share crossbars block-diagonally where that saves crossbars: the same rule
         # placement uses (sim.engine.placement.groups_per_pack), so both count alike.
@@ -164,7 +164,7 @@ class HardwareLayer(nn.Module):
         #: Set to a list to capture the integer inputs (first group) of the next forward pass.
         self.capture: list | None = None
 
-    def _init_packed(self, name: str, q: torch.Tensor, bits: int, act: ActQuant,
+    def _init_packed(self, name: str, kind: str, q: torch.Tensor, bits: int, act: ActQuant,
                      seed: np.random.SeedSequence) -> None:
         """Program ``q`` as packed sub-layers stored at ``bits`` (see the class docstring)."""
         from mappers.compress.mapping import pack
@@ -188,7 +188,7 @@ class HardwareLayer(nn.Module):
         self._rows_used = int((used < wq.shape[0]).sum())  # index K: padding, not an input
         self._cols_used = int(np.unique(np.concatenate([p.cols for p in parts])).size)
         self.record = LayerRecord(
-            name=name, kind="Conv2d" if self.is_conv else "Linear", k=wq.shape[0],
+            name=name, kind=kind, k=wq.shape[0],
             n=self.out_channels, weight_bits=bits, activation=act,
             crossbars=sum(c.crossbars for c in self.crossbar_layers),
             parts=self.packing.shapes, storage_bits=store.weights.bits,
