@@ -429,3 +429,21 @@ def test_zero_skip_step_activity_sees_the_busiest_crossbar_of_every_sub_layer(ma
     oracle = StepActivity.from_active(np.concatenate(blocks).transpose(2, 1, 0), 4)
     got = mapped.layers[0].events.activity
     np.testing.assert_array_equal(got.hist_max, oracle.hist_max)
+
+
+def test_rows_are_clustered_so_each_crossbar_converts_fewer_columns(arch):
+    """A tile whose rows alternate between its two outputs: in natural order both 16-row
+    crossbars hold both outputs; clustered, each holds one, so each converts 4 + 1 columns
+    instead of 2 x 4 + 1 (8 steps, one row group each)."""
+    w = np.zeros((32, 2), np.int64)
+    w[0::2, 0] = np.arange(1, 17)
+    w[1::2, 1] = -np.arange(1, 17)
+    natural = pack(w, arch, reorder=False)
+    clustered = pack(w, arch)
+    assert [p.shape for p in natural.parts] == [(16, 2), (16, 2)]
+    assert sorted(p.shape for p in clustered.parts) == [(16, 1), (16, 1)]
+    x = np.random.default_rng(12).integers(-127, 128, (3, 32))
+    y, conv, _ = _packed_product(arch, w, x)
+    np.testing.assert_array_equal(y, x @ w)
+    assert conv == 3 * STEPS * 2 * (4 + 1)
+    assert _packed_product(arch, w, x, reorder=False)[1] == 3 * STEPS * 2 * (2 * 4 + 1)
