@@ -133,7 +133,7 @@ class HardwareLayer(nn.Module):
         #: The packed sub-layers (``None``: the layer maps densely).
         self.packing = None
         if recipe.packed and self.groups == 1:
-            self._init_packed(name, q, bits, act, seed)
+            self._init_packed(name, type(module).__name__, q, bits, act, seed)
             return
         # Groups share crossbars block-diagonally where that saves crossbars: the same rule
         # placement uses (sim.engine.placement.groups_per_pack), so both count alike.
@@ -166,7 +166,7 @@ class HardwareLayer(nn.Module):
         #: Set to a list to capture the integer inputs (first group) of the next forward pass.
         self.capture: list | None = None
 
-    def _init_packed(self, name: str, q: torch.Tensor, bits: int, act: ActQuant,
+    def _init_packed(self, name: str, kind: str, q: torch.Tensor, bits: int, act: ActQuant,
                      seed: np.random.SeedSequence) -> None:
         """Program ``q`` as packed sub-layers stored at ``bits`` (see the class docstring)."""
         from mappers.compress.mapping import pack
@@ -186,8 +186,11 @@ class HardwareLayer(nn.Module):
         self._rows = [torch.from_numpy(p.rows) for p in parts]
         self._cols = [torch.from_numpy(p.cols) for p in parts]
         self._main = main_part(store, self.packing.shapes)
+        used = np.unique(np.concatenate([p.rows for p in parts]))
+        self._rows_used = int((used < wq.shape[0]).sum())  # index K: padding, not an input
+        self._cols_used = int(np.unique(np.concatenate([p.cols for p in parts])).size)
         self.record = LayerRecord(
-            name=name, kind="Conv2d" if self.is_conv else "Linear", k=wq.shape[0],
+            name=name, kind=kind, k=wq.shape[0],
             n=self.out_channels, weight_bits=bits, activation=act,
             crossbars=sum(c.crossbars for c in self.crossbar_layers),
             parts=self.packing.shapes, storage_bits=store.weights.bits,
@@ -198,7 +201,12 @@ class HardwareLayer(nn.Module):
                        ) -> Events:
         """The layer's events from those of its crossbar layers (in order).
 
-        Counts add up. The per-step activity of a grouped layer's packs adds up (they share
+        Counts add up, except three of a packed layer, which are the layer's: each input row
+        it maps is read from the buffer once (and sent to the sub-layers holding it), each
+        output it maps is written once (the sub-layers' partial outputs are added first), and
+        its MACs are the layer's ``K x N`` per vector (so its GOPS count the product the
+        layer computes, as a dense mapping's do; ``cell_macs`` stay the cells used).
+        The per-step activity of a grouped layer's packs adds up (they share
         one geometry). A packed layer's sub-layers differ in shape; the schedule times the
         layer by its :func:`~sim.engine.placement.main_part`, whose activity is kept, with
         ``hist_max`` (when given: the busiest crossbar of *all* sub-layers per vector and step,
@@ -213,7 +221,17 @@ class HardwareLayer(nn.Module):
             total.add(ev)
         if hist_max is not None and total.activity is not None:
             total.activity.hist_max = hist_max
+        if self.packing is not None and events:
+            vectors = self._vectors(events)
+            total.input_buffer_read_bits = vectors * self._rows_used * self.arch.inputs.bits
+            total.output_buffer_write_bits = vectors * self._cols_used * self.arch.outputs.bits
+            total.macs = vectors * self.record.k * self.record.n
         return total
+
+    def _vectors(self, events: list[Events]) -> int:
+        """Input vectors of a packed layer's call, from its first sub-layer's MACs."""
+        k, n = self.packing.parts[0].shape
+        return events[0].macs // (k * n)
 
     def packed_hist_max(self, mats: list[torch.Tensor]) -> np.ndarray:
         """(vector, step) pairs by the most active row groups of any crossbar of any

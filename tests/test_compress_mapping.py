@@ -163,7 +163,8 @@ def test_pruned_model_saves_exactly_what_its_mask_predicts(arch):
         mapped = map_model(model, arch, QuantRecipe(packed=packed), x)
         y = mapped(x)
         rec = mapped.layers[0]
-        runs[packed] = (y, rec.crossbars, rec.events.adc_conversions, rec.events.cell_reads)
+        runs[packed] = (y, rec.crossbars, rec.events.adc_conversions, rec.events.cell_reads,
+                        rec.events)
     assert torch.equal(runs[False][0], runs[True][0])  # exact arch: the same outputs
     # From the mask alone: rows kept, outputs kept, per-crossbar weights (16 rows, 2 weights
     # of 4 cell columns + 1 unit column per crossbar).
@@ -179,6 +180,13 @@ def test_pruned_model_saves_exactly_what_its_mask_predicts(arch):
     assert dense_xbars - packed_xbars == 18 - 8
     # cell reads: every driven row reads its sub-layer's columns; pruned inputs drive none.
     assert runs[True][3] < runs[False][3]
+    # The buffer reads each kept input once and the layer writes each kept output once
+    # (8-bit inputs, 16-bit outputs); the MACs are the layer's K x N product either way.
+    dense_ev, packed_ev = runs[False][4], runs[True][4]
+    assert packed_ev.input_buffer_read_bits == 5 * k_kept * 8
+    assert dense_ev.input_buffer_read_bits == 5 * 40 * 8
+    assert packed_ev.output_buffer_write_bits == 5 * n_kept * 16
+    assert packed_ev.macs == dense_ev.macs == 5 * 40 * 12
 
 
 def _pattern_conv():
@@ -421,3 +429,21 @@ def test_zero_skip_step_activity_sees_the_busiest_crossbar_of_every_sub_layer(ma
     oracle = StepActivity.from_active(np.concatenate(blocks).transpose(2, 1, 0), 4)
     got = mapped.layers[0].events.activity
     np.testing.assert_array_equal(got.hist_max, oracle.hist_max)
+
+
+def test_rows_are_clustered_so_each_crossbar_converts_fewer_columns(arch):
+    """A tile whose rows alternate between its two outputs: in natural order both 16-row
+    crossbars hold both outputs; clustered, each holds one, so each converts 4 + 1 columns
+    instead of 2 x 4 + 1 (8 steps, one row group each)."""
+    w = np.zeros((32, 2), np.int64)
+    w[0::2, 0] = np.arange(1, 17)
+    w[1::2, 1] = -np.arange(1, 17)
+    natural = pack(w, arch, reorder=False)
+    clustered = pack(w, arch)
+    assert [p.shape for p in natural.parts] == [(16, 2), (16, 2)]
+    assert sorted(p.shape for p in clustered.parts) == [(16, 1), (16, 1)]
+    x = np.random.default_rng(12).integers(-127, 128, (3, 32))
+    y, conv, _ = _packed_product(arch, w, x)
+    np.testing.assert_array_equal(y, x @ w)
+    assert conv == 3 * STEPS * 2 * (4 + 1)
+    assert _packed_product(arch, w, x, reorder=False)[1] == 3 * STEPS * 2 * (2 * 4 + 1)

@@ -33,7 +33,10 @@ How :func:`pack` cuts the matrix (one mechanism for every compression method):
 4. **Column compaction per crossbar**: a tile's kept rows are cut into crossbar-high chunks
    (``crossbar.rows``); each chunk is a sub-layer holding only the tile's columns nonzero in
    its rows (RTMobile BSP: rows pruned inside a block are outputs not converted there, and an
-   empty block is a crossbar never allocated).
+   empty block is a crossbar never allocated). When a tile needs 2 to
+   :data:`ROW_CLUSTER_CROSSBARS` crossbars (and the encoding is not polarized), its rows are
+   also tried clustered by the columns they use (the same greedy clustering), which is kept
+   when its chunks hold fewer columns.
 
 The per-layer weight format (:func:`sim.engine.placement.storage_arch`) stores ``bits``-bit
 weights in as many cell slices as those bits need.
@@ -51,6 +54,11 @@ from sim.errors import MappingError
 
 __all__ = ["Packing", "SubLayer", "pack", "packing_cost", "rows_lower_bound", "savings",
            "storage_arch", "weights_per_tile"]
+
+
+#: Rows of a column tile are clustered (step 4 of the module docstring) only when the tile
+#: needs at most this many crossbars: the greedy clustering is quadratic in the rows.
+ROW_CLUSTER_CROSSBARS = 8
 
 
 def weights_per_tile(arch: Arch) -> int:
@@ -124,8 +132,8 @@ def pack(w: np.ndarray, arch: Arch, *, name: str = "layer", reorder: bool = True
     """The packed sub-layers of integer weights ``w (K, N)`` on ``arch`` (module docstring).
 
     ``arch`` is the layer's storage arch (:func:`storage_arch`). ``reorder=False`` keeps the
-    natural column order. A matrix without a nonzero weight maps as one 1 x 1 zero sub-layer
-    (the layer still exists on the chip).
+    natural column and row orders. A matrix without a nonzero weight maps as one 1 x 1 zero
+    sub-layer (the layer still exists on the chip).
     """
     w = np.asarray(w)
     if w.ndim != 2:
@@ -142,7 +150,7 @@ def pack(w: np.ndarray, arch: Arch, *, name: str = "layer", reorder: bool = True
         orders.append(("clustered", _cluster(nz, live, weights_per_tile(arch))))
     best = None
     for label, order in orders:
-        parts = _tile(w, nz, order, arch, name)
+        parts = _tile(w, nz, order, arch, name, reorder)
         cost = packing_cost(arch, [p.shape for p in parts])
         if best is None or cost < best[0]:
             best = (cost, label, parts)
@@ -177,36 +185,39 @@ def packing_cost(arch: Arch, shapes) -> tuple[int, int, int]:
 
 def _cluster(nz: np.ndarray, live: np.ndarray, per_tile: int) -> np.ndarray:
     """Greedy support clustering of the live columns into tiles of ``per_tile`` columns."""
-    # Row supports as bit sets, 64 rows to a word: counting new rows is a popcount.
-    bits = np.packbits(nz[:, live].T, axis=1)  # (live, ceil(K / 8)) uint8
+    return live[_greedy_groups(nz[:, live].T, per_tile)]
+
+
+def _greedy_groups(support: np.ndarray, size: int) -> np.ndarray:
+    """An order of the items of ``support`` (items, features) bool whose consecutive groups
+    of ``size`` share features: each group starts from the free item with the most features
+    and adds the item adding the fewest features new to the group (ties: the most shared,
+    then the lowest index)."""
+    # Supports as bit sets, 64 features to a word: counting new features is a popcount.
+    bits = np.packbits(support, axis=1)  # (items, ceil(features / 8)) uint8
     pad = -bits.shape[1] % 8
     words = np.ascontiguousarray(np.pad(bits, ((0, 0), (0, pad)))).view(np.uint64)
-    size = np.bitwise_count(words).sum(axis=1, dtype=np.int64)
-    free = np.ones(live.size, dtype=bool)
+    count = np.bitwise_count(words).sum(axis=1, dtype=np.int64)
+    cand = np.arange(support.shape[0])  # the free items, ascending
     order: list[int] = []
-    while free.any():
-        # Seed: the free column with the most nonzero rows (ties: lowest index).
-        cand = np.flatnonzero(free)
-        seed = int(cand[np.lexsort((cand, -size[cand]))[0]])
-        free[seed] = False
-        order.append(seed)
-        union = words[seed].copy()
-        for _ in range(per_tile - 1):
-            cand = np.flatnonzero(free)
-            if cand.size == 0:
-                break
+    while cand.size:
+        seed = int(np.argmax(count[cand]))  # first maximum: the lowest index
+        order.append(int(cand[seed]))
+        union = words[cand[seed]].copy()
+        cand = np.delete(cand, seed)
+        for _ in range(min(size - 1, cand.size)):
             added = np.bitwise_count(words[cand] & ~union).sum(axis=1, dtype=np.int64)
-            shared = size[cand] - added
-            # Fewest new rows, then most rows shared with the tile, then the lowest index.
-            pick = int(cand[np.lexsort((cand, -shared, added))[0]])
-            free[pick] = False
-            order.append(pick)
-            union |= words[pick]
-    return live[np.array(order, dtype=np.int64)]
+            best = np.flatnonzero(added == added.min())
+            # shared = count - added, largest first; ties: the lowest index (first maximum)
+            pick = int(best[np.argmax(count[cand[best]])])
+            order.append(int(cand[pick]))
+            union |= words[cand[pick]]
+            cand = np.delete(cand, pick)
+    return np.array(order, dtype=np.int64)
 
 
-def _tile(w: np.ndarray, nz: np.ndarray, order: np.ndarray, arch: Arch,
-          name: str) -> list[SubLayer]:
+def _tile(w: np.ndarray, nz: np.ndarray, order: np.ndarray, arch: Arch, name: str,
+          reorder: bool) -> list[SubLayer]:
     xb = arch.crossbar
     per_tile = weights_per_tile(arch)
     w_pad = np.concatenate([w, np.zeros((1, w.shape[1]), dtype=w.dtype)])  # row K: padding
@@ -214,6 +225,9 @@ def _tile(w: np.ndarray, nz: np.ndarray, order: np.ndarray, arch: Arch,
     for t0 in range(0, order.size, per_tile):
         cols = order[t0:t0 + per_tile]
         rows = _kept_rows(w[:, cols], nz[:, cols], arch, name)
+        if (reorder and xb.rows < rows.size <= ROW_CLUSTER_CROSSBARS * xb.rows
+                and arch.weights.encoding != "polarized"):
+            rows = _chunk_order(rows, nz[np.ix_(rows, cols)], arch)
         for c0 in range(0, rows.size, xb.rows):
             rr = rows[c0:c0 + xb.rows]
             block = w_pad[np.ix_(rr, cols)]
@@ -222,6 +236,20 @@ def _tile(w: np.ndarray, nz: np.ndarray, order: np.ndarray, arch: Arch,
                 continue  # an empty block: a crossbar never allocated
             parts.append(SubLayer(rows=rr, cols=cols[keep], weights=block[:, keep]))
     return parts
+
+
+def _chunk_order(rows: np.ndarray, nz: np.ndarray, arch: Arch) -> np.ndarray:
+    """``rows`` (more than a crossbar holds) in the order of fewer conversions: the given
+    order or rows clustered by the tile columns they use (:func:`_greedy_groups`), so that a
+    crossbar-high chunk holds fewer columns (each chunk converts only its columns)."""
+    r = arch.crossbar.rows
+
+    def columns(order):
+        return sum(int(nz[order[c:c + r]].any(axis=0).sum()) for c in range(0, order.size, r))
+
+    clustered = _greedy_groups(nz, r)
+    natural = np.arange(rows.size)
+    return rows[clustered] if columns(clustered) < columns(natural) else rows
 
 
 def _polarized(w: np.ndarray, group_rows: int) -> bool:
