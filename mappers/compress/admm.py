@@ -483,8 +483,11 @@ def compress(workload: Workload, spec: CompressionSpec, *,
     per_layer = _layer_weight_bits(model, spec)
     if per_layer:  # each quantized layer mapped at its own bits (mappers.compress.mapping)
         base["bits"] = {**base.get("bits", {}), "weights_per_layer": per_layer}
-    # Zero weights occupy no cell, row or conversion (mappers/compress/mapping.py).
-    base["mapping"] = "packed"
+    # Zero weights occupy no cell, row or conversion (mappers/compress/mapping.py); a unified
+    # layer's blocks are stored as signs with one magnitude per (row group, column) where its
+    # blocks align with the crossbar's row groups (mapping.pack_unified).
+    unified = any("unify" in ls.methods for ls in spec.layers)
+    base["mapping"] = "unified" if unified else "packed"
     base["name"] = name
     base["checkpoint"] = ckpt.name
     base["description"] = (f"{workload.name} compressed by "
