@@ -238,3 +238,19 @@ def test_isaac_and_cap_ram_price_scale_multiplies_without_a_row(isaac_arch):
     for a in (isaac_arch, cap):
         assert a.energy.component_of("scale_multiplies") == "multiplier (model)"
         assert a.energy.pj("scale_multiplies") > 0
+
+
+def test_compress_writes_unified_mapping_only_when_no_block_is_left_free():
+    from mappers.compress.admm import _fully_unified
+    from mappers.compress.spec import parse_compression
+
+    model = nn.Sequential(nn.Linear(16, 4))
+    base = {"name": "t", "admm": {"epochs": 1}, "finetune": {"epochs": 0},
+            "train": {"batch_size": 8, "lr": 0.001, "optimizer": "adam"}}
+
+    def spec(zero, unify):
+        return parse_compression({**base, "layers": {"0": {"unify": {
+            "block": [8, 1], "zero_fraction": zero, "unify_fraction": unify}}}}, model)
+
+    assert _fully_unified(spec(0.25, 0.75))
+    assert not _fully_unified(spec(0.5, 0.3))
