@@ -140,7 +140,7 @@ class LoadedWorkload:
         calibration: inputs that fix the activation ranges.
         bits: weight and activation precision.
         label: what the result's ``workload_file`` says.
-        mapping: ``dense`` or ``packed`` (see :class:`workloads.spec.Workload`).
+        mapping: ``dense``, ``packed`` or ``unified`` (see :class:`workloads.spec.Workload`).
     """
 
     name: str
@@ -214,7 +214,7 @@ def _recipe(bits: Bits, mapping: str) -> QuantRecipe:
     """The bridge's recipe of a workload's bits and mapping (``dense`` or ``packed``)."""
     return QuantRecipe(weight_bits=bits.weights, activation_bits=bits.activations,
                        layer_weight_bits=tuple(sorted(bits.weights_per_layer.items())),
-                       packed=mapping == "packed")
+                       packed=mapping in ("packed", "unified"), unified=mapping == "unified")
 
 
 def simulate(arch_path: str | Path | Arch, workload_path: str | Path | LoadedWorkload, *,
@@ -376,9 +376,11 @@ def estimate(arch: Arch, workload_path: str | Path | LoadedWorkload, *, samples:
              "agree": math.nan, "events": events, "activity": {}}
     for name, layer in _hardware_layers(mapped).items():
         # xb.arch: a packed layer's sub-layers are stored at the layer's own weight bits.
-        ev = layer.combine_events([estimate_events(xb.arch, xb.k, xb.n, hist.vectors, hist)
-                                   for xb, hist in zip(layer.crossbar_layers, stats[name],
-                                                       strict=True)])
+        evs = []
+        for xb, hist in zip(layer.crossbar_layers, stats[name], strict=True):
+            evs.append(estimate_events(xb.arch, xb.k, xb.n, hist.vectors, hist))
+            evs[-1].scale_multiplies = xb.scale_multiplies(hist.vectors)  # unified: signs
+        ev = layer.combine_events(evs)
         events[name] = ev.counts()
         _add_activity(state, name, ev.activity)  # the per-step activity for the schedule
     placements = place(arch, mapped.layer_shapes())
@@ -635,7 +637,8 @@ def _mapping_figures(arch: Arch, rec) -> dict[str, int]:
         return {}
     from mappers.compress.mapping import savings
 
-    return savings(arch, rec.k, rec.n, rec.parts, rec.storage_bits, rec.rows_bound)
+    return savings(arch, rec.k, rec.n, rec.parts, rec.weight_bits, rec.rows_bound,
+                   stored_bits=rec.storage_bits, scaled=rec.scaled)
 
 
 def save(result: Result, out_dir: str | Path) -> Path:

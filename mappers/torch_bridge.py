@@ -61,6 +61,10 @@ class QuantRecipe:
     activation_bits: int = 8
     layer_weight_bits: tuple[tuple[str, int], ...] = ()
     packed: bool = False
+    #: With ``packed``: a layer whose weights are unified per row group is stored as signs
+    #: with a per-(row group, column) magnitude (:func:`mappers.compress.mapping.
+    #: pack_unified`); unified blocks not aligned with the row groups are refused.
+    unified: bool = False
 
     def bits_of(self, layer: str) -> int:
         """The weight bits of ``layer``."""
@@ -93,6 +97,8 @@ class LayerRecord:
     storage_bits: int | None = None
     #: Fewest cell rows any column-tile cut of the layer could map (packed layers only).
     rows_bound: int = 0
+    #: Unified blocks stored as signs with a per-(row group, column) scale (packed only).
+    scaled: bool = False
 
 
 class HardwareLayer(nn.Module):
@@ -133,7 +139,8 @@ class HardwareLayer(nn.Module):
         #: The packed sub-layers (``None``: the layer maps densely).
         self.packing = None
         if recipe.packed and self.groups == 1:
-            self._init_packed(name, type(module).__name__, q, bits, act, seed)
+            self._init_packed(name, type(module).__name__, q, bits, act, seed,
+                              unified=recipe.unified)
             return
         # Groups share crossbars block-diagonally where that saves crossbars: the same rule
         # placement uses (sim.engine.placement.groups_per_pack), so both count alike.
@@ -167,22 +174,27 @@ class HardwareLayer(nn.Module):
         self.capture: list | None = None
 
     def _init_packed(self, name: str, kind: str, q: torch.Tensor, bits: int, act: ActQuant,
-                     seed: np.random.SeedSequence) -> None:
-        """Program ``q`` as packed sub-layers stored at ``bits`` (see the class docstring)."""
-        from mappers.compress.mapping import pack
+                     seed: np.random.SeedSequence, *, unified: bool = False) -> None:
+        """Program ``q`` as packed sub-layers stored at ``bits`` (see the class docstring);
+        ``unified``: unified blocks stored as signs where cheaper (``pack_unified``)."""
+        from mappers.compress.mapping import pack, pack_unified
         from sim.engine.placement import main_part, storage_arch
 
         store = storage_arch(self.arch, bits)
         wq = q.reshape(self.out_channels, -1).T.contiguous()  # (K, N), as the dense path
-        self.packing = pack(wq.numpy(), store, name=name)
+        self.packing = (pack_unified if unified else pack)(wq.numpy(), store, name=name)
+        if self.packing.weight_bits is not None:  # signs of unified blocks
+            store = storage_arch(self.arch, self.packing.weight_bits)
         parts = self.packing.parts
         self.per_pack = 1
         self.crossbar_layers = [
-            CrossbarLayer(store, p.weights, seed=ss,
+            CrossbarLayer(store, p.weights, seed=ss, scale=p.scale,
                           name=name if len(parts) == 1 else f"{name}[part {i}]")
             for i, (p, ss) in enumerate(zip(parts, seed.spawn(len(parts)), strict=True))]
-        self.zero_point_terms = [torch.from_numpy(p.weights.sum(axis=0)).double()
-                                 * act.zero_point for p in parts]
+        # The zero-point term of each output: its effective weights (signs x scale) summed.
+        self.zero_point_terms = [
+            torch.from_numpy(c.effective_weights().sum(axis=0)).double() * act.zero_point
+            for c in self.crossbar_layers]
         self._rows = [torch.from_numpy(p.rows) for p in parts]
         self._cols = [torch.from_numpy(p.cols) for p in parts]
         self._main = main_part(store, self.packing.shapes)
@@ -194,7 +206,8 @@ class HardwareLayer(nn.Module):
             n=self.out_channels, weight_bits=bits, activation=act,
             crossbars=sum(c.crossbars for c in self.crossbar_layers),
             parts=self.packing.shapes, storage_bits=store.weights.bits,
-            rows_bound=self.packing.rows_bound)
+            rows_bound=self.packing.rows_bound,
+            scaled=self.packing.weight_bits is not None)
         self._init_calls()
 
     def combine_events(self, events: list[Events], hist_max: np.ndarray | None = None

@@ -51,12 +51,13 @@ def total_area(arch):
 
 # ----------------------------------------------------------------------------- the ISAAC point
 def test_isaac_runs_at_its_stated_point(isaac_arch, isaac_dict):
-    # Every row is used as stated: no ratio other than 1, and one note only (the NoC link,
-    # which Table I has no row for, priced by its model).
+    # Every row is used as stated: no ratio other than 1, and two notes only (the NoC link,
+    # which Table I has no row for, and the optional scale multiply of unified layers, both
+    # priced by their models).
     for c in isaac_arch.components:
         assert (c.count, c.power_mw, c.area_um2) == (c.stated_count, c.stated_power_mw,
                                                      c.stated_area_um2), c.name
-    assert [n.split(":")[0] for n in isaac_arch.notes] == ["noc_bit_hops"]
+    assert [n.split(":")[0] for n in isaac_arch.notes] == ["noc_bit_hops", "scale_multiplies"]
     # 16 mW / (8 ADCs x 1.28 GS/s): the adc row's power at its stated rate
     assert isaac_arch.energy.pj("adc_conversions") == pytest.approx(16e9 / (8 * 1.28e9), rel=REL)
 
@@ -310,6 +311,8 @@ def test_every_event_is_charged_to_its_component(isaac_arch):
         "bus_transfer_bits": "edram_ima_bus", "noc_bit_hops": "noc_link",
         "router_bits": "router", "activation_ops": "sigmoid", "pooling_ops": "maxpool",
         "add_ops": "tile_shift_add", "offchip_bits": "hypertransport",
+        # optional (unified layers only): no Table I row, priced by the multiplier model
+        "scale_multiplies": "multiplier (model)",
     }
     assert set(expected) == {e for e, k in schema.EVENTS.items() if k is not None}
     rng = np.random.default_rng(0)

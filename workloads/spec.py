@@ -9,7 +9,8 @@ A workload file looks like (``docs/workloads.md`` describes every key)::
     dataset: mnist                # a key of workloads.datasets.DATASETS
     preprocessing: {mean: [0.1307], std: [0.3081]}   # default: the data set's constants
     bits: {weights: 8, activations: 8}   # optional weights_per_layer: {conv1: 4, ...}
-    mapping: dense                # or packed: zero weights occupy no cell (compressed models)
+    mapping: dense                # or packed: zero weights occupy no cell (compressed models);
+                                  # or unified: packed, unified blocks stored as signs
     checkpoint: checkpoints/lenet5_mnist.pt   # relative to this file's folder
     calibration_samples: 256      # training samples used to calibrate activation ranges
     train: {epochs: 3, batch_size: 128, lr: 0.01, seed: 0}   # used by `imcsim train`
@@ -53,7 +54,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "constant")
 #: How a workload's weights are laid on the crossbars (see :class:`Workload`).
-MAPPINGS = ("dense", "packed")
+MAPPINGS = ("dense", "packed", "unified")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,7 +119,9 @@ class Workload:
             fixed constants (:func:`workloads.datasets.default_preprocessing`).
         mapping: ``dense`` (every weight, zeros included, at the arch's weight bits) or
             ``packed`` (compressed layers as packed sub-layers at their own weight bits, see
-            :mod:`mappers.compress.mapping`).
+            :mod:`mappers.compress.mapping`), or ``unified`` (packed, and a layer unified
+            per crossbar row group stored as signs with one magnitude per (row group,
+            column), :func:`mappers.compress.mapping.pack_unified`).
     """
 
     name: str

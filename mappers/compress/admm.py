@@ -393,6 +393,12 @@ def _uniform_weight_bits(model: nn.Module, spec: CompressionSpec) -> int | None:
     return None
 
 
+def _fully_unified(spec: CompressionSpec) -> bool:
+    """Whether some layer's unification leaves no block free (zeroed + unified = all)."""
+    return any(ls.methods["unify"]["zero_fraction"] + ls.methods["unify"]["unify_fraction"]
+               >= 1.0 - 1e-9 for ls in spec.layers if "unify" in ls.methods)
+
+
 def _layer_weight_bits(model: nn.Module, spec: CompressionSpec) -> dict[str, int]:
     """The quantize bits of every quantized Conv2d/Linear of ``model``, by module name."""
     mapped = {n for n, (kind, _) in layer_kinds(model).items() if kind != "gru"}
@@ -483,8 +489,11 @@ def compress(workload: Workload, spec: CompressionSpec, *,
     per_layer = _layer_weight_bits(model, spec)
     if per_layer:  # each quantized layer mapped at its own bits (mappers.compress.mapping)
         base["bits"] = {**base.get("bits", {}), "weights_per_layer": per_layer}
-    # Zero weights occupy no cell, row or conversion (mappers/compress/mapping.py).
-    base["mapping"] = "packed"
+    # Zero weights occupy no cell, row or conversion (mappers/compress/mapping.py). A layer
+    # whose every block is unified or zeroed can be stored as signs with one magnitude per
+    # (row group, column) (mapping: unified, mapping.pack_unified, which refuses blocks not
+    # aligned with the arch's row groups); partly unified layers keep full-bit weights.
+    base["mapping"] = "unified" if _fully_unified(spec) else "packed"
     base["name"] = name
     base["checkpoint"] = ckpt.name
     base["description"] = (f"{workload.name} compressed by "

@@ -52,8 +52,9 @@ from sim.config.schema import Arch, columns_per_weight
 from sim.engine.placement import geometry, storage_arch
 from sim.errors import MappingError
 
-__all__ = ["Packing", "SubLayer", "pack", "packing_cost", "rows_lower_bound", "savings",
-           "storage_arch", "weights_per_tile"]
+__all__ = ["SIGN_BITS", "Packing", "SubLayer", "pack", "pack_unified", "packing_cost",
+           "rows_lower_bound", "savings", "storage_arch", "unified_magnitudes",
+           "weights_per_tile"]
 
 
 #: Rows of a column tile are clustered (step 4 of the module docstring) only when the tile
@@ -73,8 +74,15 @@ class SubLayer:
 
     rows: np.ndarray
     cols: np.ndarray
-    #: ``(len(rows), len(cols))`` integer weights ``W[rows][:, cols]``.
+    #: ``(len(rows), len(cols))`` integer weights ``W[rows][:, cols]`` (signs -1/0/+1 in a
+    #: unified packing, whose ``scale`` holds the magnitudes).
     weights: np.ndarray
+    #: Unified packing only: the integer magnitude of each (row group, column) of the
+    #: sub-layer, ``(ceil(len(rows) / group_rows), len(cols))``; ``weights x scale`` (per row
+    #: group) is ``W[rows][:, cols]``. ``None``: the weights are stored as they are.
+    scale: np.ndarray | None = None
+    #: Rows of one row group of ``scale`` (the storage arch's ``crossbar.group_rows``).
+    scale_rows: int = 0
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -93,6 +101,10 @@ class Packing:
     order: str = "natural"
     #: A lower bound on the cell rows of any cut into column tiles (:func:`rows_lower_bound`).
     rows_bound: int = 0
+    #: Bits the sub-layers' weights are stored at when the packing chose its own format
+    #: (:data:`SIGN_BITS` for unified blocks stored as signs, :func:`pack_unified`);
+    #: ``None``: the storage arch given to :func:`pack`.
+    weight_bits: int | None = None
 
     @property
     def shapes(self) -> tuple[tuple[int, int], ...]:
@@ -108,7 +120,8 @@ class Packing:
         """The ``(K, N)`` matrix the sub-layers hold (scatter-added)."""
         w = np.zeros((self.k + 1, self.n), dtype=np.int64)
         for p in self.parts:
-            w[np.ix_(p.rows, p.cols)] += p.weights
+            w[np.ix_(p.rows, p.cols)] += p.weights if p.scale is None else p.weights * \
+                np.repeat(p.scale, p.scale_rows, axis=0)[:p.rows.size]
         if w[self.k].any():
             raise AssertionError("a padding row holds weights")
         return w[:self.k]
@@ -307,7 +320,8 @@ def _sign_fragments(signs: np.ndarray, rows: np.ndarray, r: int, pad: int) -> np
 
 
 def savings(arch: Arch, k: int, n: int, shapes, bits: int | None,
-            rows_bound: int | None = None) -> dict[str, int]:
+            rows_bound: int | None = None, *, stored_bits: int | None = None,
+            scaled: bool = False) -> dict[str, int]:
     """Dense against packed figures of one layer, from the geometry alone.
 
     ``dense_*``: ``(K, N)`` at the arch's weight bits, as the dense mapping stores it;
@@ -316,14 +330,148 @@ def savings(arch: Arch, k: int, n: int, shapes, bits: int | None,
     ``rows`` counts cell rows (a row of a sub-layer once per column tile it spans);
     conversions are per input vector without zero-skipping. ``rows_bound``
     (:attr:`Packing.rows_bound`) is reported as ``rows_lower_bound`` when given.
+    ``stored_bits``: the bits the sub-layers are stored at when not ``bits``
+    (:data:`SIGN_BITS`: unified blocks stored as signs); ``scaled``: the sub-layers have a
+    per-(row group, column) scale, reported as ``unified`` with its
+    ``scale_multiplies_per_vector``.
     """
     store = storage_arch(arch, bits)
     d_x, d_c, d_r = packing_cost(arch, [(k, n)])
     b_x, b_c, b_r = packing_cost(store, [(k, n)])
-    p_x, p_c, p_r = packing_cost(store, shapes)
-    return {"sub_layers": len(shapes), "weight_bits_stored": store.weights.bits,
+    stored = store if stored_bits is None else storage_arch(arch, stored_bits)
+    p_x, p_c, p_r = packing_cost(stored, shapes)
+    extra = {}
+    if scaled:
+        r = arch.crossbar.group_rows
+        extra = {"unified": True, "scale_multiplies_per_vector":
+                 sum(-(-ki // r) * ni for ki, ni in shapes)}
+    return {"sub_layers": len(shapes), "weight_bits_stored": stored.weights.bits, **extra,
             "dense_crossbars": d_x, "dense_at_bits_crossbars": b_x, "crossbars": p_x,
             "dense_rows_mapped": d_r, "dense_at_bits_rows_mapped": b_r, "rows_mapped": p_r,
             "dense_conversions_per_vector": d_c, "dense_at_bits_conversions_per_vector": b_c,
             "conversions_per_vector": p_c,
             **({"rows_lower_bound": rows_bound} if rows_bound is not None else {})}
+
+
+# ------------------------------------------------------------------ unified blocks as signs
+#: Bits a unified block's weights are stored at: a sign and a 1-bit magnitude (-1, 0, +1),
+#: in the arch's signed encoding (:func:`storage_arch`).
+SIGN_BITS = 2
+
+
+def unified_magnitudes(w: np.ndarray, band_rows: int) -> np.ndarray | None:
+    """The shared magnitude of each (band of ``band_rows`` rows, column) of ``w``, or
+    ``None`` when some band-column's nonzero weights do not share one magnitude.
+
+    Bands start at row 0 (the unification projection's blocks do too,
+    :class:`mappers.compress.projections.Unify`); an all-zero band-column has magnitude 0.
+    """
+    a = np.abs(np.asarray(w, dtype=np.int64))
+    k, n = a.shape
+    g = -(-k // band_rows)
+    pad = np.zeros((g * band_rows, n), dtype=np.int64)
+    pad[:k] = a
+    bands = pad.reshape(g, band_rows, n)
+    top = bands.max(axis=1)
+    low = np.where(bands > 0, bands, np.iinfo(np.int64).max).min(axis=1)
+    return top if bool(((top == 0) | (low == top)).all()) else None
+
+
+def _unified_band(w: np.ndarray, limit: int) -> int | None:
+    """The tallest band height below ``limit`` (at least 2) at which ``w`` is unified with
+    some band-column holding two nonzero weights (evidence of unified blocks), or ``None``."""
+    nz = np.asarray(w) != 0
+    for b in range(min(limit - 1, 64), 1, -1):
+        if unified_magnitudes(w, b) is None:
+            continue
+        k, n = nz.shape
+        pad = np.zeros((-(-k // b) * b, n), dtype=np.int64)
+        pad[:k] = nz
+        if (pad.reshape(-1, b, n).sum(axis=1) >= 2).any():
+            return b
+    return None
+
+
+def pack_unified(w: np.ndarray, arch: Arch, *, name: str = "layer") -> Packing:
+    """Pack ``w`` with its unified blocks stored as signs, when that is cheaper.
+
+    A layer compressed with weight unification (every block unified or zeroed, block rows a
+    multiple of ``crossbar.group_rows``) has one magnitude per (row group, column): its
+    sub-layers then store only the signs (:data:`SIGN_BITS`-bit weights: fewer cell slices,
+    so fewer cell columns, crossbars and conversions) and carry the magnitudes as a
+    per-(row group, column) ``scale`` that :class:`~sim.macros.CrossbarLayer` applies after
+    the ADC (one counted ``scale_multiplies`` per vector, row group and output). Sub-layers
+    keep whole row groups of ``w`` (rows compacted group by group, never mixed), so each of
+    their row groups is one row group of ``w``. The sign packing is used when it costs fewer
+    (crossbars, conversions, cell rows) than :func:`pack` at ``arch``'s bits; otherwise, or
+    when ``w`` is not unified per row group, :func:`pack`'s result is returned.
+
+    Unified blocks whose rows do not align with the row groups (``w`` unified in bands of
+    fewer rows, not in row groups) are a :class:`MappingError` naming the layer and the
+    block height needed.
+    """
+    w = np.asarray(w)
+    plain = pack(w, arch, name=name)
+    if arch.weights.bits <= SIGN_BITS or not (w != 0).any():
+        return plain
+    xb = arch.crossbar
+    r = xb.group_rows
+    if xb.rows % r:
+        return plain  # row groups straddle crossbars: no per-(group, column) scale
+    mags = unified_magnitudes(w, r)
+    if mags is None:
+        band = _unified_band(w, r)
+        if band is not None:
+            raise MappingError(
+                f"layer '{name}': its weights are unified in blocks of {band} rows, which do "
+                f"not align with the crossbar's row groups of {r} rows (crossbar."
+                f"{'fragment_rows' if xb.fragment_rows else 'rows'}); a unified block is "
+                "stored as signs with one magnitude per (row group, column), so unify with "
+                f"block rows a multiple of {r} (unify: {{block: [{r}, ...]}}), or map the "
+                "layer with mapping: packed (full-bit weights)")
+        return plain
+    signs = np.sign(w).astype(np.int64)
+    sign_arch = storage_arch(arch, SIGN_BITS)
+    parts = _tile_groups(signs, mags, sign_arch)
+    if packing_cost(sign_arch, [p.shape for p in parts]) >= packing_cost(
+            arch, [p.shape for p in plain.parts]):
+        return plain
+    return Packing(k=plain.k, n=plain.n, parts=tuple(parts), order="unified",
+                   rows_bound=plain.rows_bound, weight_bits=SIGN_BITS)
+
+
+def _tile_groups(signs: np.ndarray, mags: np.ndarray, arch: Arch) -> list[SubLayer]:
+    """Sub-layers of sign matrix ``signs`` keeping whole row groups of ``group_rows`` rows:
+    column tiles in :func:`pack`'s clustered or natural order (fewer crossbars kept), per
+    tile the row groups holding a nonzero weight, cut into crossbar-high chunks each keeping
+    its nonzero columns; ``scale`` = ``mags`` of each chunk's row groups and columns."""
+    xb = arch.crossbar
+    r = xb.group_rows
+    k = signs.shape[0]
+    nz = signs != 0
+    live = np.flatnonzero(nz.any(axis=0))
+    per_tile = weights_per_tile(arch)
+    orders = [live]
+    if live.size > per_tile:
+        orders.append(_cluster(nz, live, per_tile))
+    best = None
+    for order in orders:
+        parts = []
+        for t0 in range(0, order.size, per_tile):
+            cols = order[t0:t0 + per_tile]
+            groups = np.flatnonzero(mags[:, cols].any(axis=1))
+            rows = np.concatenate([np.arange(q * r, min((q + 1) * r, k)) for q in groups])
+            for c0 in range(0, rows.size, xb.rows):
+                rr = rows[c0:c0 + xb.rows]
+                block = signs[np.ix_(rr, cols)]
+                keep = (block != 0).any(axis=0)
+                if not keep.any():
+                    continue
+                chunk_groups = rr[::r] // r  # whole groups: each starts every r rows
+                parts.append(SubLayer(rows=rr, cols=cols[keep], weights=block[:, keep],
+                                      scale=mags[np.ix_(chunk_groups, cols[keep])],
+                                      scale_rows=r))
+        cost = packing_cost(arch, [p.shape for p in parts])
+        if best is None or cost < best[0]:
+            best = (cost, parts)
+    return best[1]

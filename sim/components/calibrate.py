@@ -28,7 +28,7 @@ from typing import Any
 from sim.components.base import PerBitComponent
 from sim.components.registry import REGISTRY, _load_families
 from sim.config import units
-from sim.config.schema import EVENTS, Arch, Component, EventEnergy
+from sim.config.schema import EVENTS, OPTIONAL_EVENTS, Arch, Component, EventEnergy
 from sim.config.validate import Problems, Section, join
 from sim.engine.timing import step_cycles
 
@@ -50,7 +50,7 @@ _BUFFERS = ("edram_buffer", "sram_buffer")
 CELL_CLASSES: dict[str, tuple[str, ...]] = {"reram": ("reram_crossbar",),
                                             "sram": ("sram_array", "capacitor_array")}
 #: Classes acting once per digital clock cycle at most (their power follows ``clock.digital``).
-_DIGITAL = ("shift_add", "sigmoid", "maxpool", "register")
+_DIGITAL = ("shift_add", "sigmoid", "maxpool", "register", "multiplier")
 
 
 @dataclass(frozen=True)
@@ -116,6 +116,7 @@ BINDINGS: dict[str, Binding] = {
     # One MAC capacitor per row and column of an array.
     "capacitor_array": Binding((), ("rows", "columns", "crossbars_per_ima"), _array_own),
     "shift_add": Binding(("width",), (), lambda a: {"width": a.outputs.bits}),
+    "multiplier": Binding(("width",), (), lambda a: {"width": a.outputs.bits}),
     **{c: Binding(("size", "width"), (), _buffer_own) for c in _BUFFERS},
     "router": Binding(("width",), (), _noc_own),
     "noc_link": Binding(("width",), (), _noc_own),
@@ -540,6 +541,8 @@ class _Calibrator:
     def required(self, event: str) -> bool:
         """Whether ``event`` needs a component row: every event, or the macro family's own
         (:attr:`sim.macros.family.MacroFamily.events`)."""
+        if event in OPTIONAL_EVENTS:
+            return False
         own = self.family().events
         return own is None or event in own
 

@@ -1,4 +1,4 @@
-"""Digital periphery: shift-and-add units and flip-flop registers."""
+"""Digital periphery: shift-and-add units, flip-flop registers, multipliers."""
 
 from __future__ import annotations
 
@@ -148,3 +148,55 @@ class MaxPool(_AnchoredUnit):
 
     actions: ClassVar[tuple[str, ...]] = ("pool",)
     ANCHOR: ClassVar[Anchor] = ISAAC_MAXPOOL
+
+
+#: Horowitz, "Computing's energy problem (and what we can do about it)", ISSCC 2014, 45 nm
+#: table of operation energies and areas: 8-bit integer multiply 0.2 pJ and 282 um^2 (32-bit:
+#: 3.1 pJ, 3495 um^2, i.e. about (32/8)^2 = 16x: an array multiplier's cost grows with the
+#: product of its operand widths).
+HOROWITZ_MULT_8BIT = Anchor(energy_pj=0.2, area_um2=282.0, technology_nm=45.0,
+                            source="Horowitz ISSCC 2014: 8-bit int multiply, 0.2 pJ, 282 um2, "
+                                   "45 nm")
+HOROWITZ_MULT_WIDTH_BITS = 8
+
+
+@register("multiplier")
+@dataclass(frozen=True, kw_only=True)
+class Multiplier(Component):
+    """Integer multiplier of a partial output by a small integer scale (``multiply``).
+
+    Used after the ADC when unified weight blocks are stored as signs: each (row group,
+    output) partial output is multiplied by its block's magnitude
+    (:class:`sim.macros.CrossbarLayer` ``scale``).
+
+    Parameters: ``width`` (bits of the partial output, default 16) and ``scale_width`` (bits
+    of the scale, default 8).
+
+    Model: Horowitz's 8 x 8-bit multiplier (:data:`HOROWITZ_MULT_8BIT`: 0.2 pJ, 282 um^2 at
+    45 nm), energy and area proportional to ``width x scale_width`` (an array multiplier; his
+    32-bit figure, 3.1 pJ, is 15.5x the 8-bit one, the product rule says 16x), times
+    Stillmaker-Baas node factors. Latency: one 1.2 GHz cycle unless ``rate``.
+    """
+
+    actions: ClassVar[tuple[str, ...]] = ("multiply",)
+    EXAMPLE: ClassVar = MappingProxyType({"width": 16, "scale_width": 8})
+    DEFAULT_RATE_HZ: ClassVar[float | None] = 1.2e9
+
+    width_bits: int = 16
+    scale_width_bits: int = 8
+
+    def _ratio(self) -> float:
+        return self.width_bits * self.scale_width_bits / HOROWITZ_MULT_WIDTH_BITS**2
+
+    def _model_energy_pj(self, action: str) -> float:
+        a = HOROWITZ_MULT_8BIT
+        return a.energy_pj * self._ratio() * energy_factor(self.technology_nm, a.technology_nm)
+
+    def _model_area_um2(self) -> float:
+        a = HOROWITZ_MULT_8BIT
+        return a.area_um2 * self._ratio() * area_factor(self.technology_nm, a.technology_nm)
+
+    @classmethod
+    def _read_params(cls, s: Section, *, need_energy: bool, need_area: bool) -> dict[str, Any]:
+        return {"width_bits": s.get("width", int, 16, lo=1, hi=256),
+                "scale_width_bits": s.get("scale_width", int, 8, lo=1, hi=64)}

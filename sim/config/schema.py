@@ -248,9 +248,15 @@ EVENTS: dict[str, EventKind | None] = {
     "pooling_ops": EventKind("pooling", ("maxpool",), "pool"),
     "add_ops": EventKind("add", ("shift_add",), "add"),
     "offchip_bits": EventKind("offchip_bit", ("offchip_link",), "transfer"),
+    "scale_multiplies": EventKind("scale_multiply", ("multiplier",), "multiply"),
     "macs": None,
     "cell_macs": None,
 }
+
+#: Events only some mappings count (``scale_multiplies``: unified blocks stored as signs,
+#: :mod:`mappers.compress.mapping`). A config needs no components row for them: without one
+#: they are priced by their class's model at the config's point.
+OPTIONAL_EVENTS = frozenset({"scale_multiplies"})
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -53,6 +53,9 @@ class Events:
     bus_transfer_bits: int = 0
     macs: int = 0
     cell_macs: int = 0
+    #: Digital multiplies of a (row group, output) partial output by its integer scale
+    #: (:class:`CrossbarLayer` ``scale``: unified blocks stored as signs); 0 without a scale.
+    scale_multiplies: int = 0
     #: Per-step activity of the crossbars (for the schedule); not a count, so not in
     #: :meth:`counts`. ``None`` until a producer fills it.
     activity: StepActivity | None = field(default=None, compare=False, repr=False)
@@ -117,6 +120,13 @@ class CrossbarLayer:
             outputs as one integer product and count the events from the inputs; ``False``
             forces the per-row-group model (the tests compare the two). Default: on unless
             the environment sets ``IMCSIM_EXACT_FAST_PATH=0``.
+        scale: optional integers ``(groups, N)``, one per (row group of ``group_rows`` rows,
+            output column): the layer computes ``x @ (weights x scale)`` with each row group's
+            partial output of each column multiplied by its scale digitally after the ADC, in
+            the shift-and-add (one counted ``scale_multiplies`` event per vector, row group
+            and output). Used for unified blocks stored as signs
+            (:mod:`mappers.compress.mapping`): the cells hold only ``weights`` (here
+            -1/0/+1), the block's magnitude is the scale.
     """
 
     #: Drop all-zero (group, step, sample) blocks from the GEMMs and conversions where that
@@ -124,7 +134,8 @@ class CrossbarLayer:
     drop_zero_blocks = True
 
     def __init__(self, arch: Arch, weights: np.ndarray, *, seed=0, name: str = "layer",
-                 backend: str | None = None, exact_fast_path: bool | None = None):
+                 backend: str | None = None, exact_fast_path: bool | None = None,
+                 scale: np.ndarray | None = None):
         self.arch = arch
         self.name = name
         xb, wf = arch.crossbar, arch.weights
@@ -132,9 +143,18 @@ class CrossbarLayer:
         if w.ndim != 2:
             raise ValueError(f"{name}: weights must be (K, N), got shape {w.shape}")
         self.k, self.n = w.shape
+        self._weights_int = w  # the integer weights as given (effective_weights)
         self.group_rows = r = xb.group_rows
         self.groups = g = -(-self.k // r)
         self.rows_padded = g * r
+        #: Integer scale per (row group, output), or ``None`` (see the ``scale`` argument).
+        self.scale = None
+        if scale is not None:
+            sc = np.asarray(scale)
+            if sc.shape != (g, self.n) or not np.issubdtype(sc.dtype, np.integer):
+                raise ValueError(f"{name}: scale must be integers of shape (row groups, N) = "
+                                 f"({g}, {self.n}), got {sc.dtype} {sc.shape}")
+            self.scale = sc.astype(np.int64)
         ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
         cell_ss, adc_ss, self._call_ss = ss.spawn(3)
 
@@ -179,10 +199,16 @@ class CrossbarLayer:
         if sign is not None:
             self.col_weight = self.col_weight * sign[:, col_out].astype(np.float64)
         self.bias_weight = bias
+        bias_g = [bias] * g
+        if self.scale is not None:
+            # The scale multiplies the whole partial output of its (row group, output): every
+            # slice column's weight and the offset bias measured on the unit column.
+            self.col_weight = self.col_weight * self.scale[:, col_out].astype(np.float64)
+            bias_g = [bias * self.scale[gi].astype(np.float64) for gi in range(g)]
         # Per row group: the data-column weights after flipping and the unit-column terms.
         self.combine = [adc_k.combine_coefficients(
             self.col_out, self.col_weight[gi], self.flip[gi],
-            self.ref_col if n_unit else np.zeros(0, np.int32), float(top), bias, self.n)
+            self.ref_col if n_unit else np.zeros(0, np.int32), float(top), bias_g[gi], self.n)
             for gi in range(g)]
 
         # ADC instances: ``per_crossbar`` per crossbar (row tile, column tile).
@@ -258,12 +284,30 @@ class CrossbarLayer:
             exact_fast_path and ideal_cells and no_stuck and adc_ideal
             and adc.range == "fixed" and self.step is not None and np.all(self.step == 1.0)
             and self._integer_bound <= adc.codes - 1
-            and self.k * (1 << inp.bits) * (1 << wf.bits) < 2**53)
-        self._w64 = w.astype(np.float64) if self.exact else None
+            and self.k * (1 << inp.bits) * (1 << wf.bits) * self._scale_max() < 2**53)
+        self._w64 = self.effective_weights().astype(np.float64) if self.exact else None
         if self.step is not None:
             self.calibrate_adcs()
 
     # ------------------------------------------------------------------ set-up
+    def scale_multiplies(self, vectors: int) -> int:
+        """Digital scale multiplies of ``vectors`` input vectors: one per vector, row group
+        and output with a scale (every group's partial output is scaled before it is added,
+        zero or not); 0 without a scale. The bit-true pass and the analytical mode both
+        count them here."""
+        return 0 if self.scale is None else vectors * self.groups * self.n
+
+    def _scale_max(self) -> int:
+        return 1 if self.scale is None else max(1, int(np.abs(self.scale).max(initial=1)))
+
+    def effective_weights(self) -> np.ndarray:
+        """The integer ``(K, N)`` matrix the layer multiplies by: the programmed weights,
+        times the scale of each one's (row group, output) when the layer has a scale."""
+        w = self._weights_int.astype(np.int64)
+        if self.scale is None:
+            return w
+        return w * np.repeat(self.scale, self.group_rows, axis=0)[:self.k]
+
     def _cell_factors(self, shape: tuple[int, int], rng: np.random.Generator
                       ) -> np.ndarray | None:
         """Static multiplicative factors of the programmed cells ``(rows_padded, columns)``,
@@ -597,6 +641,7 @@ class CrossbarLayer:
             ev.add(part)
         ev.set_fixed(self.arch, m_total, self.k, self.n, self.column_tiles, self.rows_padded,
                      self.columns_total, self.steps)
+        ev.scale_multiplies = self.scale_multiplies(m_total)
         return out, ev
 
 
