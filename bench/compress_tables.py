@@ -202,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: D103
     net = args.network
     lines = ["# Compression tables (generated)", "",
              f"Written by `python bench/compress_tables.py --network {net} --samples "
-             f"{args.samples} --seed {args.seed}` (`make compress-tables`) on "
+             f"{args.samples} --seed {args.seed}{' --reuse' if args.reuse else ''}` "
+             "(`make compress-tables`) on "
              f"{datetime.now(UTC).isoformat(timespec='minutes')} at commit {commit}. Do not "
              "edit by hand; docs/compression.md explains the columns.", "",
              "Columns: rate = weights / nonzero weights (compressed layers; whole model); "
