@@ -44,18 +44,30 @@ def nearest_rtmobile(rate: float) -> tuple[float, float]:
     return min(RTMOBILE_PER, key=lambda p: abs(math.log(p[0] / rate)))
 
 
-def hardware(name: str, workload: str, samples: int, seed: int, data_dir: str | None) -> dict:
-    """Run ``imcsim run`` on ``workload`` into a fresh folder; the figures or the error."""
+def hardware(name: str, workload: str, samples: int, seed: int, data_dir: str | None,
+             reuse: bool = False) -> dict:
+    """Run ``imcsim run`` on ``workload`` into a fresh folder; the figures or the error.
+
+    With ``reuse``, a ``result.json`` already in the folder from a run of the same samples
+    and seed is read instead (to fill in a table run by run; never after a mapping change).
+    """
     out = ROOT / "results" / "compress" / "hw" / name
-    shutil.rmtree(out, ignore_errors=True)
+    old = out / "result.json"
+    if not (reuse and old.exists() and json.loads(old.read_text())["samples"] == samples
+            and json.loads(old.read_text())["seed"] == seed):
+        shutil.rmtree(out, ignore_errors=True)
     cmd = [str(Path(sys.executable).with_name("imcsim")), "run", ARCH, workload,
            "--samples", str(samples), "--seed", str(seed), "--out", str(out), "--quiet"]
     if data_dir:
         cmd += ["--data-dir", data_dir]
-    start = time.time()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    wall = time.time() - start
     command = " ".join(["imcsim", *cmd[1:]]).replace(str(ROOT) + "/", "")
+    start = time.time()
+    if out.exists():
+        proc = subprocess.CompletedProcess(cmd, 0, "", "")
+        wall = json.loads(old.read_text())["wall_time_s"]
+    else:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        wall = time.time() - start
     if proc.returncode != 0:
         lines = [ln for ln in (proc.stderr or proc.stdout).strip().splitlines() if ln.strip()]
         return {"command": command, "error": lines[-1] if lines else f"exit {proc.returncode}",
@@ -160,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: D103
     ap.add_argument("--samples", type=int, default=32)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", default="docs/compression_tables.md")
+    ap.add_argument("--reuse", action="store_true",
+                    help="read results already in results/compress/hw of the same samples and "
+                         "seed instead of rerunning them (never after a mapping change)")
     args = ap.parse_args(argv)
 
     exps = experiments(args.network)
@@ -176,18 +191,19 @@ def main(argv: list[str] | None = None) -> int:  # noqa: D103
     for wl in sorted(set(dense_of.values())):
         print(f"dense {wl} ...", flush=True)
         hw[f"dense:{wl}"] = hardware("dense_" + Path(wl).stem, wl, args.samples, args.seed,
-                                     args.data_dir)
+                                     args.data_dir, args.reuse)
     for n in manifests:
         print(f"{n} ...", flush=True)
         hw[n] = hardware(n, str(COMPRESSED / f"{n}.yaml"), args.samples, args.seed,
-                         args.data_dir)
+                         args.data_dir, args.reuse)
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                             capture_output=True, text=True).stdout.strip()
     net = args.network
     lines = ["# Compression tables (generated)", "",
              f"Written by `python bench/compress_tables.py --network {net} --samples "
-             f"{args.samples} --seed {args.seed}` (`make compress-tables`) on "
+             f"{args.samples} --seed {args.seed}{' --reuse' if args.reuse else ''}` "
+             "(`make compress-tables`) on "
              f"{datetime.now(UTC).isoformat(timespec='minutes')} at commit {commit}. Do not "
              "edit by hand; docs/compression.md explains the columns.", "",
              "Columns: rate = weights / nonzero weights (compressed layers; whole model); "
