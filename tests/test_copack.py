@@ -18,6 +18,7 @@ from mappers.compress.mapping import pack
 from sim.engine.placement import (
     LayerShape,
     array_rect,
+    arrays_in_use,
     copack,
     layer_geometry,
     packed_arrays,
@@ -96,6 +97,7 @@ def test_capram_layers_share_weight_groups_but_reram_layers_do_not(make_arch):
     assert all(layer_geometry(cap, ly).crossbars == 1 for ly in layers)
     placed = place(cap, layers)
     assert len(placed) == 9 and all(p.last_tile == 0 for p in placed)
+    assert arrays_in_use(cap, placed) == 3  # the schedule's crossbars_used
     with np.testing.assert_raises(MappingError) as info:
         place(cap, layers + [LayerShape(name="big", k=64, n=64, vectors=1,
                                          parts=((64, 32), (64, 32)), weight_bits=4)] * 3)

@@ -220,6 +220,36 @@ def layer_geometry(arch: Arch, layer: LayerShape) -> Geometry:
                     steps=one.steps, packs=-(-layer.groups // p))
 
 
+def arrays_needed(arch: Arch, geos: list[Geometry]) -> tuple[int, bool]:
+    """Arrays one copy of every layer of ``geos`` occupies together, and whether layers
+    share arrays.
+
+    A family that runs layer by layer (no pipeline) lets the arrays its layers' small
+    packed sub-layers share (:attr:`Geometry.shared_arrays`) hold other layers' sub-layers
+    too (:func:`copack`, never two arrays of the same layer): only one layer computes at a
+    time, so one array's blocks never contend. A pipelining family keeps each layer's
+    arrays its own (two pipeline stages would contend for one array's ADCs).
+    """
+    from sim.macros.family import family_of
+
+    need = sum(g.crossbars for g in geos)
+    cross = (not family_of(arch).pipelines and sum(len(g.shared_arrays) for g in geos) > 1)
+    if cross:
+        rects = [r for g in geos for r in g.shared_arrays]
+        owner = [i for i, g in enumerate(geos) for _ in g.shared_arrays]
+        need += len(copack(arch, rects, keep_apart=owner)) - len(rects)
+    return need, cross
+
+
+def arrays_in_use(arch: Arch, placements: list[Placement]) -> int:
+    """Arrays the placed layers occupy, all copies together, arrays shared by several
+    layers counted once (:func:`arrays_needed`)."""
+    need, cross = arrays_needed(arch, [p.geometry for p in placements])
+    if cross and all(p.duplicates == 1 for p in placements):
+        return need
+    return sum(p.crossbars for p in placements)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Placement:
     """Where one layer went: its geometry, copies, and first/last tile."""
@@ -249,16 +279,7 @@ def place(arch: Arch, layers: list[LayerShape], *, duplicate: bool = True) -> li
     capacity = org.crossbars
     family = family_of(arch)
     geos = [layer_geometry(arch, ly) for ly in layers]
-    need = sum(g.crossbars for g in geos)
-    # A family that runs layer by layer (no pipeline) lets the arrays its layers' small
-    # packed sub-layers share (Geometry.shared_arrays) hold other layers' sub-layers too:
-    # only one layer computes at a time, so one array's blocks never contend.
-    cross = (not family.pipelines and sum(len(g.shared_arrays) for g in geos) > 1)
-    if cross:
-        rects = [r for g in geos for r in g.shared_arrays]
-        owner = [i for i, g in enumerate(geos) for _ in g.shared_arrays]
-        merged = len(copack(arch, rects, keep_apart=owner))
-        need += merged - len(rects)
+    need, cross = arrays_needed(arch, geos)
     if need > capacity and not org.reprogram:
         unit = family.array_unit
         raise MappingError(
