@@ -42,7 +42,6 @@ from tqdm import tqdm
 from sim.config import load_arch
 from sim.config.schema import Arch, columns_per_weight
 from sim.errors import UserError
-from sim.macros.crossbar import CrossbarLayer
 
 #: Samples of CAP-RAM's linearity measurement (two chips; card claim C1, Sec. IV).
 PAPER_SAMPLES = 524_288
@@ -129,19 +128,28 @@ def _nanmax(values: list[float]) -> float:
 
 
 def _macro_shape(arch: Arch) -> tuple[int, int]:
-    """``(K, N)`` of the weight matrix that fills one macro's rows and data columns."""
+    """``(K, N)`` of the weight matrix that fills one macro's rows and data columns.
+
+    A family whose macro holds several arrays that compute one after another on the same
+    MAC circuits and ADCs (CAP-RAM: ``cells_per_mac`` weight groups of ``crossbar.rows`` MAC
+    rows) fills all of them: ``K`` is the view's rows times those groups, so the sweep
+    covers every cell of the macro.
+    """
     xb = arch.crossbar
     per = columns_per_weight(arch.weights, xb.cell)
     n = xb.columns // per
     if n < 1:
         raise UserError(f"{arch.name}: one weight needs {per} columns, more than the "
                         f"{xb.columns} of crossbar.columns; nothing to characterize")
-    return xb.rows, n
+    groups = getattr(arch.macro, "cells_per_mac", 1) if arch.macro is not None else 1
+    return xb.rows * groups, n
 
 
 def _macro_layer(arch: Arch, weights: np.ndarray, seed: np.random.SeedSequence):
     """The macro model of ``arch`` programmed with ``weights`` (the family's layer)."""
-    return CrossbarLayer(arch, weights, seed=seed, name="macro")
+    from sim.macros.family import make_layer
+
+    return make_layer(arch, weights, seed=seed, name="macro")
 
 
 def _with_calibration(arch: Arch, mode: str) -> Arch:
@@ -242,7 +250,7 @@ def characterize(arch: str | Path | Arch, *, samples: int = PAPER_SAMPLES, chips
                                 ideal=ideal, value=value, column=column))
             bar.update(1)
     bar.close()
-    return Characterization(arch_name=arch.name, rows=arch.crossbar.rows,
+    return Characterization(arch_name=arch.name, rows=k,
                             columns=arch.crossbar.columns, adc_bits=arch.crossbar.adc.bits,
                             chips=chips, seed=seed, samples_per_chip=per_chip,
                             vectors_per_chip=vectors, runs=runs)

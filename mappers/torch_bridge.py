@@ -178,7 +178,7 @@ class HardwareLayer(nn.Module):
         """Program ``q`` as packed sub-layers stored at ``bits`` (see the class docstring);
         ``unified``: unified blocks stored as signs where cheaper (``pack_unified``)."""
         from mappers.compress.mapping import pack, pack_unified
-        from sim.engine.placement import main_part, storage_arch
+        from sim.engine.placement import main_part, packed_arrays, storage_arch
 
         store = storage_arch(self.arch, bits)
         wq = q.reshape(self.out_channels, -1).T.contiguous()  # (K, N), as the dense path
@@ -188,8 +188,8 @@ class HardwareLayer(nn.Module):
         parts = self.packing.parts
         self.per_pack = 1
         self.crossbar_layers = [
-            CrossbarLayer(store, p.weights, seed=ss, scale=p.scale,
-                          name=name if len(parts) == 1 else f"{name}[part {i}]")
+            make_layer(store, p.weights, seed=ss, scale=p.scale,
+                       name=name if len(parts) == 1 else f"{name}[part {i}]")
             for i, (p, ss) in enumerate(zip(parts, seed.spawn(len(parts)), strict=True))]
         # The zero-point term of each output: its effective weights (signs x scale) summed.
         self.zero_point_terms = [
@@ -204,7 +204,8 @@ class HardwareLayer(nn.Module):
         self.record = LayerRecord(
             name=name, kind=kind, k=wq.shape[0],
             n=self.out_channels, weight_bits=bits, activation=act,
-            crossbars=sum(c.crossbars for c in self.crossbar_layers),
+            # Small sub-layers share arrays block-diagonally: the placement's own count.
+            crossbars=packed_arrays(store, self.packing.shapes)[0],
             parts=self.packing.shapes, storage_bits=store.weights.bits,
             rows_bound=self.packing.rows_bound,
             scaled=self.packing.weight_bits is not None)

@@ -110,3 +110,28 @@ def test_bad_arch_names_the_yaml_path(make_arch, tmp_path, capsys):
     path.write_text(yaml.safe_dump(make_arch.dict(**{"crossbar.adc.calibration": "magic"})))
     assert main(["characterize", str(path), "--quiet"]) == 2
     assert "crossbar.adc.calibration" in capsys.readouterr().err
+
+
+def test_cap_ram_macro_is_all_its_weight_groups_and_calibration_helps():
+    """The CAP-RAM family: the sweep covers the 8 weight groups (512 MAC-row view rows) of
+    one macro through the family's own layer; with variation on, two-step calibration
+    lowers the error; the attenuation (parasitic) moves the uncalibrated mean."""
+    from analysis.characterize import _macro_layer, _macro_shape
+    from tests.test_capram import capram
+
+    var = {"crossbar.mac.parasitic_capacitance": "8fF",
+           "variation.mac.capacitance_mismatch": 0.01,
+           "variation.adc": {"offset": "5mV", "noise": "1mV", "unit_cap_mismatch": 0.01}}
+    arch = capram(**var)
+    k, n = _macro_shape(arch)
+    assert (k, n) == (512, 16)  # 8 groups x 64 MAC rows; 8-bit weights in 8 of 128 columns
+    layer = _macro_layer(arch, np.ones((k, n), np.int64), np.random.SeedSequence(0))
+    assert type(layer).__name__ == "CapRamLayer"
+    res = characterize(arch, samples=8192, chips=1, progress=False)
+    assert res.rows == 512
+    before, after = by(res, "none"), by(res, "two_step")
+    assert after["std_lsb"] < before["std_lsb"]
+    assert after["max_abs_lsb"] < before["max_abs_lsb"]
+    ideal = by(characterize(capram(**{**var, "crossbar.mac.parasitic_capacitance": "0fF"}),
+                            samples=8192, chips=1, progress=False), "none")
+    assert before["mean_lsb"] < ideal["mean_lsb"]

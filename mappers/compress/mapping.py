@@ -49,7 +49,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sim.config.schema import Arch, columns_per_weight
-from sim.engine.placement import geometry, storage_arch
+from sim.engine.placement import geometry, packed_arrays, storage_arch
 from sim.errors import MappingError
 
 __all__ = ["SIGN_BITS", "Packing", "SubLayer", "pack", "pack_unified", "packing_cost",
@@ -187,10 +187,10 @@ def rows_lower_bound(nz: np.ndarray, per_tile: int) -> int:
 
 def packing_cost(arch: Arch, shapes) -> tuple[int, int, int]:
     """(crossbars, conversions per input vector, cell rows) of sub-layers of ``shapes``."""
-    xbars = conv = rows = 0
+    xbars = packed_arrays(arch, shapes)[0]  # small sub-layers share arrays (placement)
+    conv = rows = 0
     for k, n in shapes:
         g = geometry(arch, k, n)
-        xbars += g.crossbars
         conv += g.steps * g.row_groups * g.columns_total
         rows += k * g.col_tiles
     return xbars, conv, rows

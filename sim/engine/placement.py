@@ -56,6 +56,10 @@ class Geometry:
     packs: int = 1
     #: Crossbars of a layer of packed sub-layers of different sizes (0: the product above).
     packed_crossbars: int = 0
+    #: Of those, the arrays shared block-diagonally by several small sub-layers
+    #: (:func:`copack`): the ``(rows, columns)`` each one's sub-layers occupy, so that a
+    #: layer-by-layer family can let other layers' sub-layers share them (:func:`place`).
+    shared_arrays: tuple[tuple[int, int], ...] = ()
 
     @property
     def crossbars(self) -> int:
@@ -97,6 +101,69 @@ def groups_per_pack(arch: Arch, groups: int, k_group: int, n_group: int) -> int:
     return lo
 
 
+def array_rect(arch: Arch, k: int, n: int) -> tuple[int, int] | None:
+    """The ``(rows, columns)`` block a ``k x n`` sub-layer occupies in one array, or ``None``
+    when it needs more than one array (it then keeps whole arrays of its own).
+
+    Rows are cell rows (whole ADC fragments where ``crossbar.fragment_rows`` is set, since a
+    fragment's rows share conversions); columns are its data columns (the unit column of an
+    offset-encoded crossbar is driven by the active rows only, so block-diagonal sub-layers
+    share it).
+    """
+    g = geometry(arch, k, n)
+    if g.crossbars != 1:
+        return None
+    xb = arch.crossbar
+    rows = k if xb.fragment_rows is None else g.row_groups * xb.group_rows
+    return rows, g.data_columns
+
+
+def copack(arch: Arch, rects, *, keep_apart=None) -> list[list[int]]:
+    """Share arrays among ``rects`` (``(rows, columns)`` blocks) block-diagonally.
+
+    Blocks on one array take disjoint rows and disjoint columns (as :func:`groups_per_pack`
+    packs a grouped convolution), so one block's product only drives its own rows and only
+    its own columns are converted: the sum of rows and the sum of columns of an array's
+    blocks stay within ``crossbar.rows`` and ``crossbar.columns``. First fit, blocks in
+    decreasing (rows, columns) order, ties by index: deterministic. ``keep_apart[i]`` (a
+    label per block, optional): blocks with the same label never share an array. Returns
+    the arrays as lists of block indices (in placement order).
+    """
+    xb = arch.crossbar
+    order = sorted(range(len(rects)), key=lambda i: (-rects[i][0], -rects[i][1], i))
+    bins: list[list[int]] = []
+    used: list[list[int]] = []
+    for i in order:
+        r, c = rects[i]
+        for b, (ur, uc) in enumerate(used):
+            apart = keep_apart is not None and any(keep_apart[j] == keep_apart[i]
+                                                   for j in bins[b])
+            if not apart and ur + r <= xb.rows and uc + c <= xb.columns:
+                bins[b].append(i)
+                used[b] = [ur + r, uc + c]
+                break
+        else:
+            bins.append([i])
+            used.append([r, c])
+    return bins
+
+
+def packed_arrays(arch: Arch, shapes) -> tuple[int, tuple[tuple[int, int], ...]]:
+    """Arrays of one copy of sub-layers ``shapes`` stored on ``arch``: those needing several
+    arrays keep their own, the others share arrays block-diagonally (:func:`copack`).
+    Returns (arrays in all, the shared arrays' occupied ``(rows, columns)``)."""
+    own, rects = 0, []
+    for k, n in shapes:
+        rect = array_rect(arch, k, n)
+        if rect is None:
+            own += geometry(arch, k, n).crossbars
+        else:
+            rects.append(rect)
+    bins = copack(arch, rects)
+    shared = tuple((sum(rects[i][0] for i in b), sum(rects[i][1] for i in b)) for b in bins)
+    return own + len(bins), shared
+
+
 def storage_arch(arch: Arch, bits: int | None) -> Arch:
     """``arch`` with ``bits``-bit weights (``None`` or the arch's bits: ``arch`` itself).
 
@@ -129,18 +196,20 @@ def layer_geometry(arch: Arch, layer: LayerShape) -> Geometry:
     geometry's tiling fields describe the largest pack.
 
     A layer of packed sub-layers (``layer.parts``, stored at ``layer.weight_bits``) has one
-    pack per sub-layer and their crossbars summed; its tiling fields are those of
+    pack per sub-layer; sub-layers that fit one array share arrays block-diagonally
+    (:func:`packed_arrays`), the others keep their own; its tiling fields are those of
     :func:`main_part` and its columns per crossbar the widest sub-layer's.
     """
     arch = storage_arch(arch, layer.weight_bits)
     if layer.parts:
         geos = [geometry(arch, k, n) for k, n in layer.parts]
         main = geos[main_part(arch, layer.parts)]
+        arrays, shared = packed_arrays(arch, layer.parts)
         return Geometry(row_groups=main.row_groups, row_tiles=main.row_tiles,
                         col_tiles=main.col_tiles,
                         data_columns=max(g.data_columns for g in geos),
                         columns_total=main.columns_total, steps=main.steps, packs=len(geos),
-                        packed_crossbars=sum(g.crossbars for g in geos))
+                        packed_crossbars=arrays, shared_arrays=shared)
     if layer.groups <= 1:
         return geometry(arch, layer.k, layer.n)
     n_group = layer.n // layer.groups
@@ -149,6 +218,36 @@ def layer_geometry(arch: Arch, layer: LayerShape) -> Geometry:
     return Geometry(row_groups=one.row_groups, row_tiles=one.row_tiles, col_tiles=one.col_tiles,
                     data_columns=one.data_columns, columns_total=one.columns_total,
                     steps=one.steps, packs=-(-layer.groups // p))
+
+
+def arrays_needed(arch: Arch, geos: list[Geometry]) -> tuple[int, bool]:
+    """Arrays one copy of every layer of ``geos`` occupies together, and whether layers
+    share arrays.
+
+    A family that runs layer by layer (no pipeline) lets the arrays its layers' small
+    packed sub-layers share (:attr:`Geometry.shared_arrays`) hold other layers' sub-layers
+    too (:func:`copack`, never two arrays of the same layer): only one layer computes at a
+    time, so one array's blocks never contend. A pipelining family keeps each layer's
+    arrays its own (two pipeline stages would contend for one array's ADCs).
+    """
+    from sim.macros.family import family_of
+
+    need = sum(g.crossbars for g in geos)
+    cross = (not family_of(arch).pipelines and sum(len(g.shared_arrays) for g in geos) > 1)
+    if cross:
+        rects = [r for g in geos for r in g.shared_arrays]
+        owner = [i for i, g in enumerate(geos) for _ in g.shared_arrays]
+        need += len(copack(arch, rects, keep_apart=owner)) - len(rects)
+    return need, cross
+
+
+def arrays_in_use(arch: Arch, placements: list[Placement]) -> int:
+    """Arrays the placed layers occupy, all copies together, arrays shared by several
+    layers counted once (:func:`arrays_needed`)."""
+    need, cross = arrays_needed(arch, [p.geometry for p in placements])
+    if cross and all(p.duplicates == 1 for p in placements):
+        return need
+    return sum(p.crossbars for p in placements)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -180,7 +279,7 @@ def place(arch: Arch, layers: list[LayerShape], *, duplicate: bool = True) -> li
     capacity = org.crossbars
     family = family_of(arch)
     geos = [layer_geometry(arch, ly) for ly in layers]
-    need = sum(g.crossbars for g in geos)
+    need, cross = arrays_needed(arch, geos)
     if need > capacity and not org.reprogram:
         unit = family.array_unit
         raise MappingError(
@@ -205,8 +304,10 @@ def place(arch: Arch, layers: list[LayerShape], *, duplicate: bool = True) -> li
     per_tile = org.imas_per_tile * org.crossbars_per_ima
     result, cursor = [], 0
     for ly, g, d in zip(layers, geos, dup, strict=True):
-        start = cursor % capacity if org.reprogram else cursor
+        # Layers sharing arrays (cross) overlap on the chip: keep each inside it.
         used = g.crossbars * d
+        start = (cursor % capacity if org.reprogram
+                 else min(cursor, max(0, capacity - used)) if cross else cursor)
         result.append(Placement(layer=ly, geometry=g, duplicates=d, first_crossbar=start,
                                 first_tile=start // per_tile,
                                 last_tile=(start + used - 1) // per_tile))

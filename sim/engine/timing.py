@@ -53,7 +53,7 @@ import simpy
 
 from sim.config.schema import Arch
 from sim.engine.graph import DIGITAL_WORK, NETWORK_INPUT, LayerGraph
-from sim.engine.placement import Geometry, Mesh, Placement, node_tiles
+from sim.engine.placement import Geometry, Mesh, Placement, arrays_in_use, node_tiles
 from sim.errors import InvariantError
 from sim.macros.activity import StepActivity
 
@@ -450,7 +450,7 @@ def schedule(arch: Arch, placements: list[Placement],
         notes += list(graph.notes)
     return Timing(digital_hz=f, layers=layers, nodes=nodes, latency_cycles=latency,
                   bottleneck_cycles=max((t.busy_cycles for t in layers + nodes), default=0),
-                  pipelined=pipelined, crossbars_used=sum(p.crossbars for p in placements),
+                  pipelined=pipelined, crossbars_used=arrays_in_use(arch, placements),
                   crossbars_total=org.crossbars, busy_crossbar_cycles=busy,
                   notes=notes, inferences=n_inf, interval_cycles=interval,
                   inference_end_cycles=ends)

@@ -1,0 +1,88 @@
+"""Time a workload's whole test set bit-true (variation on) beside plain float inference.
+
+Issue 11 deliverable 7: the same model in the same process, float first, then the bit-true
+run (the mapped model, with the arch's non-idealities and a fresh noise draw per batch, as
+``imcsim run`` does). Prints the seconds, images per second, accuracy and the process's
+peak resident memory after each phase (``ru_maxrss`` is monotonic, so the float figure is
+the float phase's peak and the bit-true figure the whole run's).
+
+    OMP_NUM_THREADS=2 python bench/bench_full_testset.py examples/cap_ram_65nm_variation.yaml \
+        workloads/lenet5_mnist_capram.yaml --data-dir ../shared/data
+
+Takes any arch and workload (the CAP-RAM ResNet-20 of the issue once it is trained).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from analysis.run import _prepare  # noqa: E402
+from mappers import map_model  # noqa: E402
+from sim.config import load_arch  # noqa: E402
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main(argv=None) -> int:
+    """Run the benchmark and print its figures."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("arch")
+    ap.add_argument("workload")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--samples", type=int, default=None, help="default: the whole test set")
+    ap.add_argument("--batch-size", type=int, default=500)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    t0 = time.perf_counter()
+    arch = load_arch(args.arch)
+    workload, model, x, y, calib, recipe = _prepare(Path(args.workload), args.samples,
+                                                    args.data_dir)
+    n = len(y)
+    load_s = time.perf_counter() - t0
+    batches = [(x[i:i + args.batch_size], y[i:i + args.batch_size])
+               for i in range(0, n, args.batch_size)]
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        correct = sum(int((model(xb).argmax(1) == yb).sum()) for xb, yb in batches)
+        float_s = time.perf_counter() - t0
+        float_acc, float_rss = correct / n, peak_rss_mb()
+
+        t0 = time.perf_counter()
+        mapped = map_model(model, arch, recipe, calib, seed=args.seed)
+        map_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        correct = 0
+        for b, (xb, yb) in enumerate(batches):
+            mapped.reset_events()
+            mapped.set_noise(args.seed, call=b)
+            correct += int((mapped(xb).argmax(1) == yb).sum())
+        hw_s = time.perf_counter() - t0
+        hw_acc, hw_rss = correct / n, peak_rss_mb()
+
+    print(f"{workload.name} on {arch.name}: {n} test samples, batch {args.batch_size}, "
+          f"torch threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}")
+    print(f"load (model + data): {load_s:.2f} s; map_model (program + calibrate): {map_s:.2f} s")
+    print("| run | seconds | images/s | accuracy | peak RSS (MiB) |")
+    print("|---|---|---|---|---|")
+    print(f"| float | {float_s:.2f} | {n / float_s:,.0f} | {100 * float_acc:.2f} % | "
+          f"{float_rss:,.0f} |")
+    print(f"| bit-true | {hw_s:.2f} | {n / hw_s:,.0f} | {100 * hw_acc:.2f} % | {hw_rss:,.0f} |")
+    print(f"bit-true / float time: {hw_s / float_s:.0f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
