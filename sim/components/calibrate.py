@@ -136,7 +136,8 @@ def step_rate_hz(arch: Arch, columns: int | None = None) -> float:
     :func:`sim.engine.timing.step_cycles`."""
     xb = arch.crossbar
     cols = (xb.columns if columns is None else columns) + int(xb.unit_column)
-    return arch.clock.digital_hz / step_cycles(arch, cols)
+    # Every row group (fragment) converts: FORMS's fragments each take their own conversions.
+    return arch.clock.digital_hz / step_cycles(arch, cols, xb.rows // xb.group_rows)
 
 
 def rate_law(class_name: str, performs: set[str]) -> str | None:
