@@ -491,7 +491,7 @@ class _Calibrator:
                                   f"{event} is performed by a {' or '.join(kind.classes)}, not "
                                   f"a {row.class_name}")
                 continue
-            if row is None and rows and event in self.family().never_counts:
+            if row is None and event in self.family().never_counts:
                 continue  # always zero on this macro family: nothing to price
             if row is None and rows and not self.required(event):
                 # Outside the macro family's own events (a unit around the macro): priced by
