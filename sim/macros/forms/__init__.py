@@ -72,9 +72,9 @@ class Forms(ReramCrossbar):
         except ValueError as e:
             raise MappingError(
                 f"{name}: FORMS needs every fragment-column of {arch.crossbar.group_rows} rows "
-                f"to hold weights of one sign: {e}. Polarize the model first (imcsim compress "
-                f"with polarize: {{fragment_rows: {arch.crossbar.group_rows}}}) and map it with "
-                f"mapping: packed") from None
+                f"to hold weights of one sign: {e}; compress it with imcsim compress and "
+                f"polarize: {{fragment_rows: {arch.crossbar.group_rows}}} (its workload maps "
+                f"packed)") from None
         return CrossbarLayer(arch, weights, seed=seed, name=name, **kw)
 
     def own_params(self, class_name, arch, own):
