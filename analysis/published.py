@@ -46,12 +46,36 @@ def _peak_power_w(result: Mapping[str, Any]) -> float:
     return result["peak_gops"] / result["peak_gops_per_w"]
 
 
+def _adc_pj_per_conversion(result: Mapping[str, Any]) -> float:
+    """Energy the run charged per ADC conversion (the calibrated per-event figure)."""
+    return result["energy_by_event_pj"]["adc_conversions"] / result["events_total"][
+        "adc_conversions"]
+
+
+def _crossbars_vs_isaac16(result: Mapping[str, Any]) -> float:
+    """Crossbars (one copy) the run's layers would take dense on ISAAC-CE with 16-bit weights
+    (``arch_configs/isaac_32nm.yaml``, through the one geometry path) over the crossbars
+    they took on the run's arch: FORMS's "fewer crossbars" figure."""
+    from analysis.paths import ARCH_DIR
+    from sim.config import load_arch
+    from sim.engine.placement import geometry
+
+    isaac = load_arch(ARCH_DIR / "isaac_32nm.yaml")
+    layers = [lr for lr in result["layers"] if lr.get("placement", "crossbar") == "crossbar"
+              and lr.get("crossbars")]
+    dense = sum(geometry(isaac, lr["rows_k"], lr["columns_n"]).crossbars for lr in layers)
+    return dense / sum(lr["crossbars"] for lr in layers)
+
+
 #: imcsim quantities that are not a single ``result.json`` field.
 DERIVED_METRICS: dict[str, Callable[[Mapping[str, Any]], float]] = {
     "peak_power_w": _peak_power_w,
+    "adc_pj_per_conversion": _adc_pj_per_conversion,
+    "crossbars_vs_isaac16": _crossbars_vs_isaac16,
 }
 
 _ISAAC = "Shafiee et al., ISAAC, ISCA 2016, DOI 10.1109/ISCA.2016.12"
+_FORMS = "Yuan et al., FORMS, ISCA 2021, DOI 10.1109/ISCA52012.2021.00029"
 
 PUBLISHED: dict[str, tuple[PublishedValue, ...]] = {
     "isaac_ce_32nm": (
@@ -79,6 +103,29 @@ PUBLISHED: dict[str, tuple[PublishedValue, ...]] = {
             basis="read-2nd", source=f"{_ISAAC}, Table I, chip total (papers.md 3.2)",
             note="imcsim: peak_gops / peak_gops_per_w; the run's power_w is "
                  "workload-dependent and not compared"),
+    ),
+    # FORMS's headline ratios against optimized ISAAC need the baseline's run: they are in
+    # docs/forms.md and tests/test_golden_forms.py, not in this single-run table.
+    "forms_32nm": (
+        PublishedValue(
+            metric="adc_pj_per_conversion", label="energy per 4-bit ADC conversion", unit="pJ",
+            value=0.22619, basis="read-2nd",
+            source=f"{_FORMS}; hwcomponents-library forms.py FormsADC, 15.2 mW / (32 x "
+                   "2.1 GS/s) (papers.md 2.3)",
+            note="a calibration point of the ADC model (the adc row of forms_32nm.yaml)"),
+        PublishedValue(
+            metric="crossbars_vs_isaac16", label="crossbars saved vs dense 16-bit ISAAC",
+            unit="x", value=185.44, basis="read-2nd", workload="lenet5_mnist_forms",
+            source=f"{_FORMS}, Table I: 23.18x pruning x 4x quantization x 2x polarization "
+                   "(papers.md 2.4)",
+            note="one copy of each layer, from the mapping; LeNet-5's small layers floor at "
+                 "one crossbar (docs/forms.md)"),
+        PublishedValue(
+            metric="hardware_accuracy", label="LeNet-5 MNIST accuracy, compressed",
+            unit="fraction", value=0.9917, basis="read-2nd", workload="lenet5_mnist_forms",
+            source=f"{_FORMS}, Table I (papers.md 2.4)",
+            note="ours is a different training (23.74x pruned, 98.38 % float on the full "
+                 "test set); compare on the full test set"),
     ),
 }
 

@@ -232,10 +232,12 @@ def test_new_user_copy_gets_different_explained_figures(isaac_dict, tmp_path):
 
 # ----------------------------------------------------------------------------- nothing silent
 def test_empty_energy_section_derives_every_figure(isaac_arch, isaac_dict):
+    from sim.macros.family import family_of
+
     arch = variant(isaac_dict, energy={})
     for event, kind in schema.EVENTS.items():
-        if kind is None:
-            continue
+        if kind is None or event in family_of(arch).never_counts:
+            continue  # FORMS's sign reads: never counted on ISAAC, so not priced
         assert arch.energy.pj(event) > 0, event
     # with rows stating power and rate, the row gives it; others come from their models
     assert arch.energy.pj("adc_conversions") == isaac_arch.energy.pj("adc_conversions")
@@ -314,9 +316,13 @@ def test_every_event_is_charged_to_its_component(isaac_arch):
         # optional (unified layers only): no Table I row, priced by the multiplier model
         "scale_multiplies": "multiplier (model)",
     }
-    assert set(expected) == {e for e, k in schema.EVENTS.items() if k is not None}
+    from sim.macros.family import family_of
+
+    never = family_of(isaac_arch).never_counts  # FORMS's sign reads: not an ISAAC event
+    assert set(expected) == {e for e, k in schema.EVENTS.items()
+                             if k is not None and e not in never}
     rng = np.random.default_rng(0)
-    counts = {e: int(rng.integers(1, 10**6)) for e in schema.EVENTS}
+    counts = {e: int(rng.integers(1, 10**6)) for e in schema.EVENTS if e not in never}
     by = rollup.energy_by_component_pj(isaac_arch, counts, latency_s=1e-6)
     for event, comp in expected.items():
         alone = rollup.energy_by_component_pj(isaac_arch, {event: counts[event]}, 0.0)

@@ -137,7 +137,8 @@ def step_rate_hz(arch: Arch, columns: int | None = None) -> float:
     :func:`sim.engine.timing.step_cycles`."""
     xb = arch.crossbar
     cols = (xb.columns if columns is None else columns) + int(xb.unit_column)
-    return arch.clock.digital_hz / step_cycles(arch, cols)
+    # Every row group (fragment) converts: FORMS's fragments each take their own conversions.
+    return arch.clock.digital_hz / step_cycles(arch, cols, xb.rows // xb.group_rows)
 
 
 def rate_law(class_name: str, performs: set[str]) -> str | None:
@@ -491,7 +492,7 @@ class _Calibrator:
                                   f"{event} is performed by a {' or '.join(kind.classes)}, not "
                                   f"a {row.class_name}")
                 continue
-            if row is None and rows and event in self.family().never_counts:
+            if row is None and event in self.family().never_counts:
                 continue  # always zero on this macro family: nothing to price
             if row is None and rows and not self.required(event):
                 # Outside the macro family's own events (a unit around the macro): priced by

@@ -234,6 +234,8 @@ EVENTS: dict[str, EventKind | None] = {
                             "read"),
     "sample_holds": EventKind("sample_hold", ("sample_hold",), "sample"),
     "shift_adds": EventKind("shift_add", ("shift_add",), "add"),
+    # FORMS: one sign-indicator bit read per fragment-column conversion (sim.macros.forms).
+    "sign_indicator_reads": EventKind("sign_read", ("sram_buffer", "register"), "read"),
     "input_buffer_read_bits": EventKind("buffer_read_bit", ("edram_buffer", "sram_buffer"),
                                         "read"),
     "output_buffer_write_bits": EventKind("buffer_write_bit", ("edram_buffer", "sram_buffer"),

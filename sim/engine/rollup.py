@@ -129,7 +129,8 @@ def peak(arch: Arch, *, per_cell: bool = False) -> Peak:
 
     xb = arch.crossbar
     cols = xb.columns + (1 if xb.unit_column else 0)
-    step_s = step_cycles(arch, cols) / arch.clock.digital_hz
+    # Every row group (fragment) of the crossbar converts at peak.
+    step_s = step_cycles(arch, cols, xb.rows // xb.group_rows) / arch.clock.digital_hz
     if per_cell:
         weights_per_row, vector_s = xb.columns, step_s
     else:

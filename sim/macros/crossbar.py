@@ -46,6 +46,8 @@ class Events:
     cell_reads: int = 0
     sample_holds: int = 0
     shift_adds: int = 0
+    #: FORMS's sign-indicator reads (one per fragment-column conversion; 0 elsewhere).
+    sign_indicator_reads: int = 0
     input_buffer_read_bits: int = 0
     input_register_write_bits: int = 0
     output_buffer_write_bits: int = 0

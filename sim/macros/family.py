@@ -31,7 +31,7 @@ from sim.config.schema import Arch, Crossbar, Organization, Variation
 from sim.config.validate import Problems, Section
 
 #: Packages under ``sim/macros/`` that register a family when imported.
-FAMILY_MODULES = ("reram_crossbar", "cap_ram")
+FAMILY_MODULES = ("reram_crossbar", "cap_ram", "forms")
 #: The family of a ``crossbar:`` section without ``class:``.
 DEFAULT_FAMILY = "reram_crossbar"
 
@@ -48,7 +48,7 @@ class MacroFamily:
     #: performs (the digital units around the macro) are priced by their component model.
     events: ClassVar[tuple[str, ...] | None] = None
     #: Events the family's layers and placement never count (always zero): not priced.
-    never_counts: ClassVar[tuple[str, ...]] = ()
+    never_counts: ClassVar[tuple[str, ...]] = ("sign_indicator_reads",)
     #: Whether layers placed on different arrays compute at the same time (pipelining).
     pipelines: ClassVar[bool] = True
     #: Whether extra copies of a layer's weights speed it up (ISAAC-style duplication).

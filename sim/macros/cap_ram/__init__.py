@@ -69,7 +69,7 @@ class CapRam(MacroFamily):
     #: No S+H, tile buffer or bus (:meth:`periphery_counts`); every macro sits on one tile,
     #: so no NoC or router either.
     never_counts = ("sample_holds", "input_buffer_read_bits", "output_buffer_write_bits",
-                    "bus_transfer_bits", "noc_bit_hops", "router_bits")
+                    "bus_transfer_bits", "noc_bit_hops", "router_bits", "sign_indicator_reads")
     pipelines = False
     duplicates = False
     array_unit = "weight groups"
