@@ -218,7 +218,8 @@ def test_lenet5_crossbars_against_185x(lenet_runs):
     """[card] Table I: LeNet-5 on MNIST uses 185.44x fewer crossbars (23.18x pruning x 4x
     quantization x 2x polarization). Our mapping: the dense 16-bit LeNet-5 on ISAAC takes 42
     crossbars (one copy), the compressed model (23.74x pruned, 4-bit, 8-row polarized) on
-    FORMS takes 8 (fc1 co-packs its sub-layers into 3): 5.25x. The factors from the mapping, side by side in docs/forms.md."""
+    FORMS takes 8 (fc1 co-packs its sub-layers into 3): 5.25x. The factors from the mapping,
+    side by side in docs/forms.md."""
     isaac = _crossbars(lenet_runs["isaac"])
     forms = _crossbars(lenet_runs["forms"])
     # Dense ISAAC, by hand: K x N 16-bit offset weights in 8 cell columns + a unit column.
