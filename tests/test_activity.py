@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from sim.engine import analytical
 from sim.kernels import activity as activity_k
 from sim.macros import CrossbarLayer
 from sim.macros import crossbar as crossbar_mod
@@ -139,19 +140,10 @@ def test_packed_planes_give_the_reference_activity(bits, dac, signed, group_rows
     x = _inputs(rng, 120, k, bits, signed, 0.5, 0.2)
     planes = activity_k.pack_planes(x)
     nb = planes.shape[1]
-    # planes of the step, with two's-complement sign extension above the stored width
-    mag = bits - 1 if signed else bits
-    n = -(-mag // dac)
-    negative = bool((x < 0).any())
-    step_planes = np.zeros((n + signed, nb), bool)
-    for p in range(n):
-        for b in range(dac * p, min(dac * (p + 1), mag)):
-            if b < nb:
-                step_planes[p, b] = True
-            elif negative:
-                step_planes[p, nb - 1] = True
-    if signed and negative:
-        step_planes[n, nb - 1] = True
+    # planes of each step (two's-complement sign extension above the stored width): the
+    # analytical mode's own mapping, so the kernels are checked as that mode uses them
+    step_planes = analytical.step_planes(analytical.InputHistogram.of(x), bits, dac, signed)
+    assert step_planes.shape[1] == nb
     counts = activity_k.planes_tile_counts(planes, step_planes, k, group_rows, gpc)
     hist_max, hist_tile = activity_k.tile_histograms(counts, gpc)
     ref = StepActivity.from_active(_active_oracle(x, bits, dac, signed, group_rows), gpc)
