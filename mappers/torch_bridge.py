@@ -15,6 +15,10 @@ It also records the model's dataflow graph for the engine (:func:`trace_graph`):
 :class:`~sim.engine.graph.LayerGraph` of matrix products, adds, concatenations, pooling,
 activations and flattens. A model ``torch.fx`` cannot trace falls back to execution order
 (a chain), with a note saying so.
+
+Recurrent layers (``nn.GRU``, ``nn.LSTM``, ``nn.RNN``) are first rewritten by
+:func:`mappers.recurrent.unroll` into one ``nn.Linear`` per weight matrix and a step loop, so
+their products map through this same path; see :mod:`mappers.recurrent`.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mappers import recurrent
 from mappers.coverage import Coverage, record_operations
 from mappers.quantize import ActQuant, activation_quant, quantize_weights
 from sim.config.schema import Arch
@@ -99,6 +104,10 @@ class LayerRecord:
     rows_bound: int = 0
     #: Unified blocks stored as signs with a per-(row group, column) scale (packed only).
     scaled: bool = False
+    #: Its ``vectors_per_sample`` are time steps that come one at a time: the recurrent
+    #: product of a recurrent layer (``W_hh``), or the input product of one fed by another
+    #: recurrent layer (set by :class:`mappers.recurrent.UnrolledRecurrent`); never copied.
+    recurrent: bool = False
 
 
 class HardwareLayer(nn.Module):
@@ -363,7 +372,7 @@ class MappedModel:
                                      vectors=max(1, r.vectors_per_sample),
                                      out_width=r.out_width, kernel_height=r.kernel_height,
                                      source=src, groups=r.groups, parts=r.parts,
-                                     weight_bits=r.storage_bits))
+                                     weight_bits=r.storage_bits, recurrent=r.recurrent))
             prev = r.name
         return shapes
 
@@ -404,7 +413,7 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, list[str]]:
     """
     model = copy.deepcopy(model).eval()
     try:
-        graph = torch.fx.symbolic_trace(model).graph
+        graph = recurrent.symbolic_trace(model).graph
     except Exception as exc:  # noqa: BLE001 - any trace failure just disables folding
         log.warning("batch norm not folded: model cannot be traced by torch.fx (%s)", exc)
         return model, []
@@ -466,7 +475,8 @@ def check_mappable(model: nn.Module) -> None:
     if bad:
         raise MappingError(
             "cannot map onto crossbars: " + "; ".join(bad)
-            + ". Supported matrix products: nn.Conv2d and nn.Linear modules.")
+            + ". Supported matrix products: nn.Conv2d and nn.Linear modules, and nn.GRU, "
+              "nn.LSTM and nn.RNN layers.")
 
 
 #: Samples of the first calibration batch the operation recorder runs.
@@ -490,6 +500,7 @@ def map_model(model: nn.Module, arch: Arch, recipe: QuantRecipe,
     """
     if isinstance(model, nn.Conv2d | nn.Linear):  # a bare layer: give it a parent to swap in
         model = nn.Sequential(model)
+    model = recurrent.unroll(model)  # GRU/LSTM/RNN: per-matrix nn.Linear and a step loop
     check_mappable(model)
     _check_bits(arch, recipe)
     model, folded = fold_batchnorm(model)
@@ -499,7 +510,9 @@ def map_model(model: nn.Module, arch: Arch, recipe: QuantRecipe,
     targets = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
     if not targets:
         raise MappingError("the model has no nn.Conv2d or nn.Linear layer to map")
-    _check_bits(arch, recipe, [n for n, _ in targets])
+    # A recurrent layer's matrices take its bits (bits.weights_per_layer names the module).
+    cells = {n for n, m in model.named_modules() if isinstance(m, recurrent.UnrolledRecurrent)}
+    _check_bits(arch, recipe, [n for n, _ in targets] + sorted(cells))
     ranges, samples = _calibrate_ranges(model, targets, batches)
     graph, graph_note = trace_graph(model, batches[0][:1], [n for n, _ in targets])
     if graph is None:  # torch.fx could not: the graph the recorder saw executing
@@ -515,7 +528,10 @@ def map_model(model: nn.Module, arch: Arch, recipe: QuantRecipe,
         lo, hi = ranges[name]
         act = activation_quant(lo, hi, recipe.activation_bits, arch.inputs.signed)
         _check_input_range(arch, act, name)
-        hw = HardwareLayer(name, module, arch, recipe, act, ss)
+        parent = name.rpartition(".")[0]
+        layer_recipe = recipe if parent not in cells or name in dict(recipe.layer_weight_bits) \
+            else dataclasses.replace(recipe, weight_bits=recipe.bits_of(parent))
+        hw = HardwareLayer(name, module, arch, layer_recipe, act, ss)
         if arch.crossbar.adc.range == "calibrated":
             mats, _ = hw.hw_inputs(samples[name])
             for xb, mat in zip(hw.crossbar_layers, mats, strict=True):
@@ -700,7 +716,7 @@ def trace_graph(model: nn.Module, example: torch.Tensor, layer_names: list[str]
     from torch.fx.passes.shape_prop import ShapeProp
 
     try:
-        gm = torch.fx.symbolic_trace(model)
+        gm = recurrent.symbolic_trace(model)
         with torch.no_grad():
             ShapeProp(gm).propagate(example)
     except Exception as exc:  # noqa: BLE001 - any trace failure means: fall back
@@ -732,7 +748,18 @@ def _graph_of(gm, example: torch.Tensor, layer_names: list[str]
         if node.op == "output":
             outputs = [names[a] for a in node.all_input_nodes if a in names]
             continue
+        if node.op == "call_module" and isinstance(modules[node.target],
+                                                   recurrent.UnrolledRecurrent):
+            src = names.get(node.args[0], NETWORK_INPUT)
+            cell = modules[node.target].graph_nodes(node.target, src,
+                                                    node.args[0].meta["tensor_meta"].shape)
+            nodes += cell
+            names[node] = cell[-1].name  # its outputs (sequence, last state) leave the gates
+            continue
         out = _numel(node)
+        if out is None and node.target is operator.getitem and node.args[0] in names:
+            names[node] = names[node.args[0]]  # a tuple picked apart (an LSTM's (h, c))
+            continue
         if out is None or node.op == "get_attr":
             continue  # not a tensor (a size, a tuple), or a constant: not dataflow
         kind, op = _classify(node, modules)

@@ -108,7 +108,8 @@ def test_grouped_convolution_maps_each_group(isaac_arch):
     torch.testing.assert_close(mapped(x), model(x), rtol=0.05, atol=0.05)
 
 
-@pytest.mark.parametrize("layer", [nn.ConvTranspose2d(2, 2, 3), nn.GRU(4, 4), nn.Conv1d(2, 2, 3)])
+@pytest.mark.parametrize("layer", [nn.ConvTranspose2d(2, 2, 3), nn.GRUCell(4, 4),
+                                   nn.Conv1d(2, 2, 3)])
 def test_unmappable_layer_is_named(isaac_arch, layer):
     model = nn.Sequential(nn.Linear(4, 4), layer)
     with pytest.raises(MappingError, match=rf"layer '1' \({type(layer).__name__}\)"):

@@ -251,14 +251,17 @@ EVENTS: dict[str, EventKind | None] = {
     "add_ops": EventKind("add", ("shift_add",), "add"),
     "offchip_bits": EventKind("offchip_bit", ("offchip_link",), "transfer"),
     "scale_multiplies": EventKind("scale_multiply", ("multiplier",), "multiply"),
+    # Element-wise products of a recurrent cell's gates (mappers.recurrent, graph.GATE_OPS).
+    "gate_multiplies": EventKind("gate_multiply", ("multiplier",), "multiply"),
     "macs": None,
     "cell_macs": None,
 }
 
 #: Events only some mappings count (``scale_multiplies``: unified blocks stored as signs,
-#: :mod:`mappers.compress.mapping`). A config needs no components row for them: without one
-#: they are priced by their class's model at the config's point.
-OPTIONAL_EVENTS = frozenset({"scale_multiplies"})
+#: :mod:`mappers.compress.mapping`; ``gate_multiplies``: recurrent cells,
+#: :mod:`mappers.recurrent`). A config needs no components row for them: without one they
+#: are priced by their class's model at the config's point.
+OPTIONAL_EVENTS = frozenset({"scale_multiplies", "gate_multiplies"})
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -7,8 +7,15 @@ A :class:`LayerGraph` lists nodes in execution (topological) order. Each node ha
 - ``add``: element-wise sum of two or more tensors (a residual join);
 - ``pool``: max/average pooling (``in_elements`` = elements read by its windows);
 - ``activation``: ReLU, sigmoid, ... (``out_elements`` pass through it);
+- ``gates``: the digital work of one recurrent layer's cell per time step (sigmoid / tanh,
+  element-wise products, the state update; ``op`` is the cell mode, ``GRU``, ``LSTM``,
+  ``RNN_TANH`` or ``RNN_RELU``), fed by its input and recurrent products;
 - ``concat``, ``flatten``, ``other``: no digital work (addressing), but ``concat`` still joins
   its inputs, so a consumer waits for all of them.
+
+A recurrent product (``W_hh h_{t-1}``) names in ``state_from`` the node whose previous step
+it reads (its layer's ``gates``, a later node): the schedule runs its ``vectors`` (time steps)
+one at a time, step ``t`` after step ``t - 1`` of that node has ended.
 
 ``inputs`` name the producers of a node, :data:`NETWORK_INPUT` for the model's input. A node
 may feed several consumers. Element counts are per inference.
@@ -26,12 +33,24 @@ from sim.errors import InvariantError
 #: Name standing for the network's input in :attr:`GraphNode.inputs`.
 NETWORK_INPUT = "<input>"
 #: Node kinds.
-KINDS = ("matmul", "add", "pool", "activation", "concat", "flatten", "other")
+KINDS = ("matmul", "add", "pool", "activation", "gates", "concat", "flatten", "other")
 #: Kinds that do digital work the schedule times and the events count.
-DIGITAL_WORK = ("add", "pool", "activation")
+DIGITAL_WORK = ("add", "pool", "activation", "gates")
 #: Graph-level events (counted per node by :func:`graph_events`).
 GRAPH_EVENTS = ("noc_bit_hops", "router_bits", "activation_ops", "pooling_ops", "add_ops",
-                "offchip_bits")
+                "gate_multiplies", "offchip_bits")
+#: Digital operations of one recurrent cell per hidden unit and time step, by cell mode.
+#: GRU: r = s(a_r), z = s(a_z), n = tanh(a_n + r h_n), h = n + z (h - n): the sums a_r, a_z,
+#: a_n of the two products, h - n and the final add (5 adds), 2 sigmoids and a tanh, 2
+#: products. LSTM: 4 gate sums, c = f c + i g (1 add, 2 products), h = o tanh(c) (1 product),
+#: 3 sigmoids and 2 tanh. RNN: the sum and the nonlinearity. (The biases are added with the
+#: products, as for every mapped layer.)
+GATE_OPS: dict[str, dict[str, int]] = {
+    "GRU": {"add_ops": 5, "activation_ops": 3, "gate_multiplies": 2},
+    "LSTM": {"add_ops": 5, "activation_ops": 5, "gate_multiplies": 3},
+    "RNN_TANH": {"add_ops": 1, "activation_ops": 1},
+    "RNN_RELU": {"add_ops": 1, "activation_ops": 1},
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,12 +70,18 @@ class GraphNode:
     out_width: int = 1
     #: Rows of its input a node needs ahead of an output row (a pooling or conv window).
     kernel_height: int = 1
-    #: What it came from (``relu``, ``MaxPool2d``, ``operator.add``...), for reports.
+    #: What it came from (``relu``, ``MaxPool2d``, ``operator.add``...), for reports; the
+    #: cell mode for ``gates``.
     op: str = ""
+    #: A recurrent product: the node whose output of the previous time step it reads (see
+    #: the module docstring); empty otherwise.
+    state_from: str = ""
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise InvariantError(f"graph node {self.name}: unknown kind {self.kind!r}")
+        if self.kind == "gates" and self.op not in GATE_OPS:
+            raise InvariantError(f"graph node {self.name}: unknown cell {self.op!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,6 +108,10 @@ class LayerGraph:
                     raise InvariantError(f"graph: {nd.name} reads {src!r}, which is not an "
                                          "earlier node")
             seen[nd.name] = nd
+        for nd in self.nodes:
+            if nd.state_from and nd.state_from not in seen:
+                raise InvariantError(f"graph: {nd.name} reads the state of "
+                                     f"{nd.state_from!r}, which is not a node")
         for out in self.outputs:
             if out not in seen and out != NETWORK_INPUT:
                 raise InvariantError(f"graph: output {out!r} is not a node")
@@ -165,7 +194,9 @@ class LayerGraph:
                 "input_elements": self.input_elements, "outputs": list(self.outputs),
                 "nodes": [{"name": nd.name, "kind": nd.kind, "op": nd.op,
                            "inputs": list(nd.inputs), "out_elements": nd.out_elements,
-                           "in_elements": nd.in_elements} for nd in self.nodes]}
+                           "in_elements": nd.in_elements,
+                           **({"state_from": nd.state_from} if nd.state_from else {})}
+                          for nd in self.nodes]}
 
 
 def digital_ops(node: GraphNode) -> dict[str, int]:
@@ -176,6 +207,8 @@ def digital_ops(node: GraphNode) -> dict[str, int]:
         return {"pooling_ops": node.in_elements}
     if node.kind == "activation":
         return {"activation_ops": node.out_elements}
+    if node.kind == "gates":  # out_elements: hidden units x time steps
+        return {k: v * node.out_elements for k, v in GATE_OPS[node.op].items()}
     return {}
 
 
@@ -187,7 +220,10 @@ def graph_events(arch, graph: LayerGraph, placements) -> dict[str, dict[str, int
       differ, the producer's output bits (``outputs.bits`` each) x mesh hops of the XY route
       between the producer's output tile and the consumer's input tile / x routers traversed
       (hops + 1); charged to the consumer. Data that stays on its tile uses no router.
-    - ``add_ops`` / ``pooling_ops`` / ``activation_ops``: :func:`digital_ops`.
+    - the same for a recurrent product's state, read from its ``state_from`` node's output
+      tile at every step;
+    - ``add_ops`` / ``pooling_ops`` / ``activation_ops`` / ``gate_multiplies``:
+      :func:`digital_ops`.
     - ``offchip_bits``: the network input (``inputs.bits`` per element), charged to the
       first node reading it, and each final output (``outputs.bits`` per element), charged
       to the node producing it.
@@ -207,7 +243,7 @@ def graph_events(arch, graph: LayerGraph, placements) -> dict[str, dict[str, int
             continue
         ev = dict.fromkeys(GRAPH_EVENTS, 0)
         ev.update(digital_ops(nd))
-        for src in graph.work_inputs(nd.name):
+        for src in graph.work_inputs(nd.name) + ((nd.state_from,) if nd.state_from else ()):
             if src == NETWORK_INPUT:
                 if not input_charged:
                     ev["offchip_bits"] += graph.input_elements * arch.inputs.bits

@@ -39,6 +39,10 @@ class LayerShape:
     #: Bits the layer's weights are stored at (:func:`mappers.compress.mapping.storage_arch`);
     #: ``None``: the arch's ``weights.bits``.
     weight_bits: int | None = None
+    #: Its ``vectors`` are time steps that come one after another: a recurrent product
+    #: (``W_hh h_{t-1}``), or the input product of a recurrent layer fed by the layer below.
+    #: It is never duplicated (a copy would have nothing to work on).
+    recurrent: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -289,9 +293,11 @@ def place(arch: Arch, layers: list[LayerShape], *, duplicate: bool = True) -> li
     dup = [1] * len(layers)
     if duplicate and family.duplicates and need <= capacity:
         spare = capacity - need
-        # Greedy: give one more copy to the layer with the most vectors per copy.
-        while True:
-            order = sorted(range(len(layers)), key=lambda i: -layers[i].vectors / dup[i])
+        # Greedy: give one more copy to the layer with the most vectors per copy (a
+        # recurrent product's steps cannot use a copy).
+        free = [i for i, ly in enumerate(layers) if not ly.recurrent]
+        while free:
+            order = sorted(free, key=lambda i: -layers[i].vectors / dup[i])
             for i in order:
                 if dup[i] < layers[i].vectors and geos[i].crossbars <= spare:
                     dup[i] += 1

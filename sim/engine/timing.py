@@ -37,6 +37,16 @@ contend for them. A resource only one node (one flow, for links) uses cannot mak
 wait, so it is a plain delay (that keeps ResNet-18 fast). A layer sharing crossbars holds them
 for a whole inference (its weights are written for it).
 
+A recurrent layer (:mod:`mappers.recurrent`) is its input product, its recurrent product and
+its ``gates`` node (the cell's digital work, timed like the other digital nodes by its buffer
+traffic). The recurrent product runs its time steps one at a time (one vector per operation,
+one copy): its step ``t`` waits until the gates have ended step ``t - 1``
+(``GraphNode.state_from``), and each step's last conversion and shift-and-add drain before its
+output counts as made; the gates' step ``t`` waits for step ``t`` of both products, pipelined
+or not. So no two steps of one sequence overlap on a layer, while the input product runs
+ahead, the next layer works on step ``t`` while this one does ``t + 1``, and the next sequence
+enters as soon as the crossbars are free (the state is per sequence).
+
 Throughput comes from a stream: ``inferences`` inferences enter together and the steady
 interval is the spacing of their completions; the latency and the per-node figures come from
 one inference scheduled alone. Time is counted in whole digital clock cycles.
@@ -79,6 +89,9 @@ class LayerTiming:
     duplicates: int = 1
     executed_steps: float = 0.0
     operations: int = 0
+    #: A recurrent product or a gates node: ``(start, end)`` cycle of each time step's
+    #: operation in the first inference (empty for other nodes).
+    step_spans: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def latency_cycles(self) -> int:
@@ -224,6 +237,11 @@ class _Plan:
     flows: tuple[tuple[str, tuple, float, int], ...] = ()
     conflicts: tuple[int, ...] = ()
     crossbars: int = 0
+    #: A recurrent product: the node whose previous step it reads (one step at a time).
+    state: str = ""
+    #: Producers whose step ``t`` this node needs for its step ``t`` whether pipelined or
+    #: not (a gates node's recurrent product: the two take turns).
+    step_sources: tuple[str, ...] = ()
 
 
 def schedule(arch: Arch, placements: list[Placement],
@@ -276,9 +294,13 @@ def schedule(arch: Arch, placements: list[Placement],
             act = layer_activity(arch, g, ly.vectors, activity.get(ly.name))
             per_vec, _ = cycles_per_vector(arch, g, act)
             row = max(1, ly.out_width)
+            if nd.state_from and p.duplicates != 1:
+                raise InvariantError(f"{ly.name}: a recurrent product has {p.duplicates} "
+                                     "copies; its steps run one at a time on one")
             plan = _Plan(name=ly.name, kind="matmul", vectors=ly.vectors, out_width=row,
                          kernel_height=ly.kernel_height,
-                         chunk=row * max(1, math.ceil(p.duplicates / row)), producers=prods,
+                         chunk=1 if nd.state_from else
+                         row * max(1, math.ceil(p.duplicates / row)), producers=prods,
                          duplicates=p.duplicates, per_vector=per_vec,
                          drain=step_cycles(arch, crossbar_columns(arch, g)),
                          in_bits_per_vector=ly.k * ly.groups * ibits,  # k: one group's rows
@@ -287,7 +309,8 @@ def schedule(arch: Arch, placements: list[Placement],
                          out_tile=sites[nd.name][1],
                          # Busy at once: a copy's arrays that take turns count once.
                          crossbars=p.crossbars // family_of(arch).serial_arrays(arch,
-                                                                                g.crossbars))
+                                                                                g.crossbars),
+                         state=nd.state_from)
         else:
             v = max(1, nd.vectors)
             # An activation right after a layer, on its tile, is applied on the layer's output
@@ -301,9 +324,11 @@ def schedule(arch: Arch, placements: list[Placement],
                          producers=prods, in_bits_per_vector=nd.in_elements * bits,
                          out_bits_per_vector=nd.out_elements * bits,
                          port_shares=() if fused else ((sites[nd.name][0], 1.0),),
-                         out_tile=sites[nd.name][1])
+                         out_tile=sites[nd.name][1],
+                         step_sources=tuple(s for s in prods if s != NETWORK_INPUT
+                                            and graph.node(s).state_from == nd.name))
         flows = []
-        for src in prods:
+        for src in prods + ((nd.state_from,) if nd.state_from else ()):
             if src == NETWORK_INPUT:
                 continue
             a, b = sites[src][1], sites[nd.name][0]
@@ -394,6 +419,8 @@ def schedule(arch: Arch, placements: list[Placement],
                     else:
                         yield env.timeout(op.fixed)
                     cycles = int(env.now - op_start)
+                    if i == 0 and (pl.state or pl.step_sources):
+                        t.step_spans.append((int(op_start), int(env.now)))
                     if i == 0:
                         intrinsic = max(op.compute, op.buf_max, op.noc_max, 1)
                         t.wait_resource_cycles += cycles - min(cycles, intrinsic)
@@ -409,8 +436,9 @@ def schedule(arch: Arch, placements: list[Placement],
                     ev.succeed()
                 for r, rq in held:
                     r.release(rq)
-                # The last step's conversion and the shift-add/write stage drain after the op.
-                end = int(env.now) + pl.drain
+                # The last step's conversion and the shift-add/write stage drain after the op
+                # (a recurrent product's steps each drained already).
+                end = int(env.now) + (0 if pl.state else pl.drain)
                 inf_end[i] = max(inf_end[i], end)
                 if i == 0:
                     t.end_cycle = end
@@ -479,8 +507,11 @@ def _operations(pl: _Plan, plans: dict[str, _Plan], pipelined: bool, bus: int, l
     ops = []
     for v0 in range(0, pl.vectors, pl.chunk):
         v1 = min(pl.vectors, v0 + pl.chunk)
-        needs = tuple((src, _need(plans[src], pl, v1, pipelined), plans[src].vectors)
+        needs = tuple((src, v1 if src in pl.step_sources else
+                       _need(plans[src], pl, v1, pipelined), plans[src].vectors)
                       for src in pl.producers if src != NETWORK_INPUT)
+        if pl.state and v0:  # step v0 reads the state the gates made at step v0 - 1
+            needs += ((pl.state, v0, plans[pl.state].vectors),)
         n_vec = v1 - v0
         compute = 0
         if pl.kind == "matmul":
@@ -488,6 +519,8 @@ def _operations(pl: _Plan, plans: dict[str, _Plan], pipelined: bool, bus: int, l
             # cumulative rounding: the operations of a layer add up to its exact cycles
             compute = (math.ceil(-(-v1 // d) * pl.per_vector - 1e-9)
                        - math.ceil(-(-v0 // d) * pl.per_vector - 1e-9))
+            if pl.state:  # each step's output is needed at once: it drains every step
+                compute += pl.drain
         fixed, buf_max, noc_max, port_holds, link_holds = compute, 0, 0, [], []
         if bus:
             uses: dict[int, float] = {}
