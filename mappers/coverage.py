@@ -15,7 +15,10 @@ Each operator is classified by an ALLOW-list (:data:`DIGITAL`, :data:`FLOAT`, :d
 - activation, softmax, pooling, add/sub of tensors, concatenation: ``digital``, costed by the
   engine's digital components (``activation_ops``, ``pooling_ops``, ``add_ops``; a
   concatenation is data movement, costed as the NoC transfers of its producers' outputs);
-- element-wise gate arithmetic (a product of two activations of the same shape),
+- element-wise gate arithmetic inside a mapped recurrent layer
+  (:class:`mappers.recurrent.UnrolledRecurrent`): ``digital`` (category ``cell``, costed as
+  the layer's ``gates`` node);
+- element-wise gate arithmetic elsewhere (a product of two activations of the same shape),
   normalization that was not folded, reductions and other element-wise maths: ``float`` (run
   in torch, listed, not costed: the engine has no component for them yet);
 - views, reshapes, transposes, copies: layout (addressing, no work), not listed;
@@ -125,6 +128,7 @@ LAYOUT = frozenset({
 #: Placement of each classified category.
 PLACEMENT = {"crossbar": "crossbar", "activation": "digital", "softmax": "digital",
              "pooling": "digital", "add": "digital", "concat": "digital", "gate": "float",
+             "cell": "digital",
              "normalization": "float", "reduction": "float", "elementwise": "float",
              "product": "float", "unknown": "float"}
 
@@ -337,6 +341,8 @@ class _Recorder(TorchDispatchMode):
             return out
         module, mtype = (self.stack[-1][0], self.stack[-1][1]) if self.stack else \
             ("", self.model_type)
+        if category == "gate" and mtype == "UnrolledRecurrent":
+            category = "cell"  # a recurrent cell's products: its gates node costs them
         op = self._op(category, name, module, mtype, out)
         self.ops.append(op)
         node = f"{name}_{op.index}"

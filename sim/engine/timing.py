@@ -89,8 +89,8 @@ class LayerTiming:
     duplicates: int = 1
     executed_steps: float = 0.0
     operations: int = 0
-    #: A recurrent product or a gates node: ``(start, end)`` cycle of each time step's
-    #: operation in the first inference (empty for other nodes).
+    #: A recurrent layer's products (``LayerShape.recurrent``) and gates nodes: ``(start,
+    #: end)`` cycle of each time step's operation in the first inference (else empty).
     step_spans: list[tuple[int, int]] = field(default_factory=list)
 
     @property
@@ -242,6 +242,8 @@ class _Plan:
     #: Producers whose step ``t`` this node needs for its step ``t`` whether pipelined or
     #: not (a gates node's recurrent product: the two take turns).
     step_sources: tuple[str, ...] = ()
+    #: Record each operation's span (:attr:`LayerTiming.step_spans`).
+    spans: bool = False
 
 
 def schedule(arch: Arch, placements: list[Placement],
@@ -310,7 +312,7 @@ def schedule(arch: Arch, placements: list[Placement],
                          # Busy at once: a copy's arrays that take turns count once.
                          crossbars=p.crossbars // family_of(arch).serial_arrays(arch,
                                                                                 g.crossbars),
-                         state=nd.state_from)
+                         state=nd.state_from, spans=ly.recurrent or bool(nd.state_from))
         else:
             v = max(1, nd.vectors)
             # An activation right after a layer, on its tile, is applied on the layer's output
@@ -326,7 +328,8 @@ def schedule(arch: Arch, placements: list[Placement],
                          port_shares=() if fused else ((sites[nd.name][0], 1.0),),
                          out_tile=sites[nd.name][1],
                          step_sources=tuple(s for s in prods if s != NETWORK_INPUT
-                                            and graph.node(s).state_from == nd.name))
+                                            and graph.node(s).state_from == nd.name),
+                         spans=nd.kind == "gates")
         flows = []
         for src in prods + ((nd.state_from,) if nd.state_from else ()):
             if src == NETWORK_INPUT:
@@ -419,7 +422,7 @@ def schedule(arch: Arch, placements: list[Placement],
                     else:
                         yield env.timeout(op.fixed)
                     cycles = int(env.now - op_start)
-                    if i == 0 and (pl.state or pl.step_sources):
+                    if i == 0 and pl.spans:
                         t.step_spans.append((int(op_start), int(env.now)))
                     if i == 0:
                         intrinsic = max(op.compute, op.buf_max, op.noc_max, 1)
