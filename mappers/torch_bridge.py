@@ -245,9 +245,15 @@ class HardwareLayer(nn.Module):
         if hist_max is not None and total.activity is not None:
             total.activity.hist_max = hist_max
         if self.packing is not None and events:
+            from sim.macros.family import family_of
+
             vectors = self._vectors(events)
-            total.input_buffer_read_bits = vectors * self._rows_used * self.arch.inputs.bits
-            total.output_buffer_write_bits = vectors * self._cols_used * self.arch.outputs.bits
+            # (a family that never counts buffer traffic, CAP-RAM, keeps its zeros)
+            if "input_buffer_read_bits" not in family_of(self.arch).never_counts:
+                total.input_buffer_read_bits = vectors * self._rows_used * self.arch.inputs.bits
+            if "output_buffer_write_bits" not in family_of(self.arch).never_counts:
+                total.output_buffer_write_bits = (vectors * self._cols_used
+                                                  * self.arch.outputs.bits)
             total.macs = vectors * self.record.k * self.record.n
         return total
 
