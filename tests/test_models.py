@@ -36,8 +36,8 @@ def test_output_shape_on_a_dummy_batch(name, num_classes):
     assert torch.isfinite(out).all()
 
 
-# Models holding a layer the torch bridge cannot map yet (issue 10: the GRU workload of the
-# RTMobile experiments); each may hold only that one extra layer type.
+# Models holding a recurrent layer (issue 10: the GRU workload of the RTMobile experiments;
+# mapped by mappers/recurrent.py); each may hold only that one extra layer type.
 NOT_MAPPABLE_YET = {"row_gru": nn.GRU}
 
 

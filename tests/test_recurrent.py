@@ -310,3 +310,13 @@ def test_gru_workload_maps_on_isaac_with_per_sequence_figures(isaac_arch):
     # At least 28 recurrent steps of 16 input bit-steps of one crossbar read each.
     read = math.ceil(isaac_arch.clock.crossbar_cycle_ns * 1e-9 * isaac_arch.clock.digital_hz)
     assert timing.latency_cycles >= 28 * 16 * read
+
+
+def test_a_chain_fallback_still_runs_recurrent_steps_one_at_a_time(isaac_arch):
+    model = SeqModel(nn.GRU, layers=1).eval()
+    mapped, _, placements, _ = _scheduled(isaac_arch, model, 5)
+    chain = LayerGraph.chain(mapped.layer_shapes(), note="not traced")
+    timing = schedule(isaac_arch, placements, graph=chain)
+    spans = next(t for t in timing.layers if t.name == "rnn.hh_l0").step_spans
+    assert len(spans) == 5
+    assert all(spans[t][0] >= spans[t - 1][1] for t in range(1, 5))

@@ -221,9 +221,7 @@ class RowGRU(nn.Module):
     recurrent workload of the RTMobile block-pruning experiments (issue 10; TIMIT, which
     RTMobile uses, is licensed and not available offline).
 
-    Unlike the other models it holds an ``nn.GRU``, which the torch bridge does not map onto
-    crossbars yet: ``imcsim train`` and ``imcsim compress`` (accuracy in torch) work on it,
-    ``imcsim run`` does not.
+    Its ``nn.GRU`` maps onto crossbars step by step (:mod:`mappers.recurrent`, docs/rnn.md).
     """
 
     input_shape = (1, 28, 28)

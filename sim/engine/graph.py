@@ -175,12 +175,16 @@ class LayerGraph:
         model cannot be traced, and for callers that only have layer shapes)."""
         nodes = []
         for ly in layers:
+            # A recurrent layer's steps still run one at a time (its own previous step is
+            # the state); its gates are not in a chain.
             nodes.append(GraphNode(name=ly.name, kind="matmul",
                                    inputs=(ly.source or NETWORK_INPUT,),
                                    out_elements=ly.vectors * ly.n,
                                    in_elements=ly.vectors * ly.k, vectors=ly.vectors,
                                    out_width=ly.out_width, kernel_height=ly.kernel_height,
-                                   op="matmul"))
+                                   op="matmul",
+                                   state_from=ly.name if getattr(ly, "recurrent", False)
+                                   else ""))
         fed = {src for nd in nodes for src in nd.inputs}
         outputs = tuple(nd.name for nd in nodes if nd.name not in fed)
         first = layers[0] if layers else None
