@@ -320,3 +320,25 @@ def test_a_chain_fallback_still_runs_recurrent_steps_one_at_a_time(isaac_arch):
     spans = next(t for t in timing.layers if t.name == "rnn.hh_l0").step_spans
     assert len(spans) == 5
     assert all(spans[t][0] >= spans[t - 1][1] for t in range(1, 5))
+
+
+@pytest.mark.parametrize("cell", [nn.GRU, nn.LSTM, nn.RNN])
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_unrolled_module_computes_what_torch_does(cell, batch_first):
+    """The float rewrite the bridge maps: same outputs and final states as the torch module,
+    with a given initial state and for an unbatched sequence."""
+    from mappers.recurrent import UnrolledRecurrent
+
+    torch.manual_seed(0)
+    rnn = cell(5, 7, num_layers=2, batch_first=batch_first).eval()
+    unrolled = UnrolledRecurrent(rnn)
+    x = torch.randn(3, 4, 5)
+    h = torch.randn(2, 3 if batch_first else 4, 7)
+    hx = (h, torch.randn_like(h)) if cell is nn.LSTM else h
+    with torch.no_grad():
+        for args in ((x, hx), (x[0],)):
+            want, got = rnn(*args), unrolled(*args)
+            torch.testing.assert_close(got[0], want[0], rtol=0, atol=1e-6)
+            for a, b in zip(got[1] if cell is nn.LSTM else (got[1],),
+                            want[1] if cell is nn.LSTM else (want[1],), strict=True):
+                torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
