@@ -166,6 +166,10 @@ def test_no_two_steps_of_a_sequence_overlap(isaac_arch, pipelined):
     assert _overlaps(timing, 2) == []
     dup = {p.layer.name: p.duplicates for p in placements}
     assert dup["rnn.hh_l0"] == dup["rnn.hh_l1"] == dup["rnn.ih_l1"] == 1
+    if not pipelined:  # one layer at a time: a loop starts after its input product
+        ih0 = next(t for t in timing.layers if t.name == "rnn.ih_l0")
+        assert spans["rnn.hh_l0"][0][0] >= ih0.start_cycle + ih0.busy_cycles > 0
+        assert spans["rnn.hh_l1"][0][0] >= spans["rnn.gates_l0"][-1][1]
     if pipelined:
         # Across layers the loops pipeline: layer 1 works on step 0 before layer 0 ends,
         # and the next sequence enters before this one leaves.

@@ -45,7 +45,8 @@ one copy): its step ``t`` waits until the gates have ended step ``t - 1``
 output counts as made; the gates' step ``t`` waits for step ``t`` of both products, pipelined
 or not. So no two steps of one sequence overlap on a layer, while the input product runs
 ahead, the next layer works on step ``t`` while this one does ``t + 1``, and the next sequence
-enters as soon as the crossbars are free (the state is per sequence).
+enters as soon as the crossbars are free (the state is per sequence). Layer by layer, the
+loop also waits until its input product has ended (one layer computes at a time).
 
 Throughput comes from a stream: ``inferences`` inferences enter together and the steady
 interval is the spacing of their completions; the latency and the per-node figures come from
@@ -290,6 +291,12 @@ def schedule(arch: Arch, placements: list[Placement],
     work = [nd for nd in graph.nodes if graph.is_work(nd.name)]
     for nd in work:
         prods = graph.work_inputs(nd.name)
+        flow_srcs = prods + ((nd.state_from,) if nd.state_from else ())
+        if nd.state_from and not pipelined:
+            # Layer by layer, a recurrent loop starts once its layer's input product is done
+            # (one layer computes at a time); no data moves between the two.
+            prods += tuple(s for s in graph.work_inputs(nd.state_from)
+                           if s != nd.name and s not in prods)
         if nd.kind == "matmul":
             p = by_place[nd.name]
             ly, g = p.layer, p.geometry
@@ -331,7 +338,7 @@ def schedule(arch: Arch, placements: list[Placement],
                                             and graph.node(s).state_from == nd.name),
                          spans=nd.kind == "gates")
         flows = []
-        for src in prods + ((nd.state_from,) if nd.state_from else ()):
+        for src in flow_srcs:
             if src == NETWORK_INPUT:
                 continue
             a, b = sites[src][1], sites[nd.name][0]
