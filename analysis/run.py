@@ -401,12 +401,16 @@ def input_statistics(model: torch.nn.Module, mapped, x: torch.Tensor) -> dict[st
     """Per mapped layer, the :class:`~sim.engine.analytical.InputHistogram` of each of its
     crossbar layers' integer input vectors when the float ``model`` runs on ``x`` (the
     hardware's quantization of the float activations)."""
+    from mappers.recurrent import unroll
     from sim.engine.analytical import InputHistogram
 
     hw = _hardware_layers(mapped)
-    inputs: dict[str, torch.Tensor] = {}
+    # Recurrent layers as the bridge maps them (per-matrix Linear, called once a step): every
+    # call's inputs count.
+    model = unroll(model)
+    inputs: dict[str, list[torch.Tensor]] = {}
     hooks = [mod.register_forward_pre_hook(
-        lambda _m, args, name=name: inputs.__setitem__(name, args[0].detach()))
+        lambda _m, args, name=name: inputs.setdefault(name, []).append(args[0].detach()))
         for name, mod in model.named_modules() if name in hw]
     try:
         with torch.no_grad():
@@ -414,7 +418,9 @@ def input_statistics(model: torch.nn.Module, mapped, x: torch.Tensor) -> dict[st
     finally:
         for h in hooks:
             h.remove()
-    return {name: [InputHistogram.of(mat.numpy()) for mat in layer.hw_inputs(inputs[name])[0]]
+    return {name: [InputHistogram.of(mat.numpy()) for mat in
+                   layer.hw_inputs(torch.cat(inputs[name]) if len(inputs[name]) > 1
+                                   else inputs[name][0])[0]]
             for name, layer in hw.items()}
 
 
