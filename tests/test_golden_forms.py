@@ -283,6 +283,10 @@ def test_lenet5_frames_per_second_and_efficiency(lenet_runs):
     steps = [lr.executed_input_steps for lr in f.layers if lr.placement == "crossbar"]
     assert all(s < 16 for s in steps)
     assert f.hardware_accuracy >= 0.9
+    # The sweep metric (ablation of docs/forms.md): conversions made per inference; FORMS
+    # converts one fragment-column at a time, about 3x optimized ISAAC's column groups.
+    assert f.adc_conversions_per_inference == f.events_total["adc_conversions"] / f.samples
+    assert 2 < f.adc_conversions_per_inference / o.adc_conversions_per_inference < 4
 
 
 def test_step_cycles_by_active_fragments():
