@@ -40,6 +40,15 @@ def _mean(rows: list[dict], metric: str) -> float:
     return float(np.mean([float(r[metric]) for r in rows]))
 
 
+def _tick(param: str, value: str) -> str:
+    """A short tick label for one parameter's value."""
+    if param == "inputs.zero_skip":
+        return "skip" if value == "True" else "no skip"
+    names = {"crossbar.fragment_rows": "F", "variation.cell.sigma": "s",
+             "crossbar.adc.per_crossbar": "ADC"}
+    return f"{names.get(param, param.rsplit('.', 1)[-1])}={value}"
+
+
 def main(points_csv: str, out_png: str) -> None:
     """Print the table and write the figure."""
     keys, grouped = groups(points_csv)
@@ -58,7 +67,7 @@ def main(points_csv: str, out_png: str) -> None:
               f"| {_mean(rows, 'adc_conversions_per_inference'):.4g} "
               f"| {_mean(rows, 'area_mm2'):.2f} | {100 * a.mean():.2f} % | {100 * std:.2f} "
               f"| {100 * a.min():.2f} % | {100 * a.max():.2f} % |")
-        labels.append("\n".join(f"{short.get(k, k)}={v}" for k, v in zip(keys, key, strict=True)))
+        labels.append("\n".join(_tick(k, v) for k, v in zip(keys, key, strict=True)))
         fps.append(_mean(rows, "inferences_per_s") / 1e3)
         energy.append(_mean(rows, "energy_per_inference_nj"))
         conv.append(_mean(rows, "adc_conversions_per_inference") / 1e3)
@@ -67,7 +76,7 @@ def main(points_csv: str, out_png: str) -> None:
     skip = ["inputs.zero_skip" in keys and dict(zip(keys, k, strict=True))["inputs.zero_skip"]
             == "True" for k in grouped]
     colors = ["tab:blue" if s else "tab:gray" for s in skip]
-    fig, axes = plt.subplots(4, 1, figsize=(max(8, 0.7 * len(labels)), 9), sharex=True)
+    fig, axes = plt.subplots(4, 1, figsize=(max(8.0, 0.8 * len(labels)), 9), sharex=True)
     x = np.arange(len(labels))
     for ax, vals, name in zip(axes, (fps, energy, conv),
                               ("frames per second (k)", "energy / inference (nJ)",
@@ -77,9 +86,9 @@ def main(points_csv: str, out_png: str) -> None:
     axes[3].bar(x, acc, yerr=err, color=colors, capsize=3)
     axes[3].set_ylim(max(0.0, min(acc) - 3 * max(err + [0.5])), 100)
     axes[3].set_ylabel("hardware accuracy (%)\nmean +- std over chips", fontsize=8)
-    axes[3].set_xticks(list(x), labels, fontsize=6)
-    axes[0].set_title("FORMS ablation (blue = zero-skipping on), accuracy over variation chips",
-                      fontsize=9)
+    axes[3].set_xticks(list(x), labels, fontsize=7)
+    axes[0].set_title("FORMS ablation (blue = zero-skipping on; s = lognormal cell sigma); "
+                      "accuracy: mean +- std over the chips", fontsize=9)
     fig.tight_layout()
     fig.savefig(out_png, dpi=110)
 
