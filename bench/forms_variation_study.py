@@ -2,9 +2,11 @@
 
     python bench/forms_variation_study.py LABEL=IDEAL_RUN_DIR,MONTECARLO_DIR [...]
 
-For each LABEL: IDEAL_RUN_DIR holds the ``result.json`` of ``imcsim run`` without variation,
-MONTECARLO_DIR the ``montecarlo.json`` of ``imcsim montecarlo`` on the same arch, workload,
-test samples and run seed with the variation on (``--set variation.cell.sigma=0.1``). Prints
+For each LABEL: IDEAL_RUN_DIR holds the ``result.json`` of ``imcsim run`` without variation
+(or the ``montecarlo.json`` of ``imcsim montecarlo --chips 2 --set variation.cell.sigma=0``
+when the arch needs ``--set`` settings; its chips must agree), MONTECARLO_DIR the
+``montecarlo.json`` of ``imcsim montecarlo`` on the same arch, workload, test samples and
+run seed with the variation on (``--set variation.cell.sigma=0.1``). Prints
 one Markdown row per label: arch, workload, images per chip, chips, accuracy without
 variation, mean accuracy over the chips with its confidence interval, the drop (percentage
 points; the ideal accuracy is a single deterministic run, so the drop's interval is the
@@ -18,9 +20,21 @@ import sys
 from pathlib import Path
 
 
+def _ideal(d: Path) -> dict:
+    """``arch``, ``samples``, ``seed`` and ``hardware_accuracy`` of the run without variation."""
+    if (d / "result.json").exists():
+        return json.loads((d / "result.json").read_text())
+    mc = json.loads((d / "montecarlo.json").read_text())
+    accs = {c["hardware_accuracy"] for c in mc["levels"][-1]["chips"]}
+    if len(accs) != 1 or (mc.get("fixed") or {}).get("variation.cell.sigma", 0) != 0:
+        raise SystemExit(f"{d}: not a run without variation (chips differ: {sorted(accs)})")
+    return {"arch": mc["arch"], "samples": mc["samples"], "seed": mc["run_seed"],
+            "hardware_accuracy": accs.pop()}
+
+
 def row(label: str, ideal_dir: str, mc_dir: str) -> str:
     """One Markdown row; refuses a pair that did not run the same samples and seed."""
-    ideal = json.loads((Path(ideal_dir) / "result.json").read_text())
+    ideal = _ideal(Path(ideal_dir))
     mc = json.loads((Path(mc_dir) / "montecarlo.json").read_text())
     if (ideal["samples"], ideal["seed"]) != (mc["samples"], mc["run_seed"]):
         raise SystemExit(f"{label}: {ideal_dir} ran {ideal['samples']} samples with seed "
