@@ -114,7 +114,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_montecarlo(args: argparse.Namespace) -> int:
-    from analysis.montecarlo import format_montecarlo, run_montecarlo
+    from analysis.montecarlo import format_montecarlo, parse_set, run_montecarlo
 
     arch = resolve(args.arch, ARCH_DIR, "arch")
     workload = resolve(args.workload, WORKLOAD_DIR, "workload")
@@ -125,7 +125,7 @@ def _cmd_montecarlo(args: argparse.Namespace) -> int:
                             batch_size=args.batch_size, data_dir=args.data_dir, out_dir=out,
                             workers=args.workers, scheduler=args.scheduler,
                             confidence=args.confidence, progress=not args.quiet,
-                            command=" ".join(sys.argv))
+                            command=" ".join(sys.argv), fixed=parse_set(args.set))
     print(format_montecarlo(report))
     print(f"\nwrote {out / 'montecarlo.json'}")
     return 0
@@ -303,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     mc.add_argument("--vary", default=None, metavar="PATH=V1,V2,...",
                     help="repeat at several values of one arch setting, e.g. "
                          "variation.cell.sigma=0,0.05,0.1 (accuracy vs variation)")
+    mc.add_argument("--set", action="append", default=None, metavar="PATH=VALUE",
+                    help="set an arch setting on every chip, e.g. variation.cell.sigma=0.1 "
+                         "or weights.encoding=differential; repeatable")
     mc.add_argument("--confidence", type=_fraction, default=0.95,
                     help="confidence level, between 0 and 1")
     mc.add_argument("--batch-size", type=_whole(1), default=100,

@@ -51,6 +51,24 @@ def parse_vary(text: str | None) -> tuple[str, tuple[Any, ...]] | None:
     return path.strip(), tuple(items)
 
 
+def parse_set(texts: list[str] | None) -> dict[str, Any]:
+    """``["PATH=VALUE", ...]`` -> ``{PATH: VALUE}``; values parsed as YAML scalars. The arch
+    settings every chip shares (``--set weights.encoding=differential``)."""
+    fixed: dict[str, Any] = {}
+    for text in texts or ():
+        path, sep, value = text.partition("=")
+        if not sep or not path.strip() or not value.strip():
+            raise UserError(f"--set {short_repr(text)}: expected PATH=VALUE such as "
+                            "variation.cell.sigma=0.1")
+        try:
+            fixed[path.strip()] = _scalar(value)
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise UserError(f"--set {short_repr(text)}: the value is not a YAML scalar "
+                            f"({problem})") from None
+    return fixed
+
+
 def _scalar(text: str) -> Any:
     """A YAML scalar, with numbers YAML 1.1 leaves as strings (``1e-2``) read as floats."""
     value = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
@@ -83,8 +101,12 @@ def run_montecarlo(arch_path: Path, workload_path: Path, *, chips: int, samples:
                    batch_size: int = 100, data_dir: str | None = None,
                    out_dir: str | Path, workers: int | None = None,
                    scheduler: str | None = None, confidence: float = 0.95,
-                   progress: bool = True, command: str = "") -> dict[str, Any]:
-    """Run the chips (resuming finished ones) and return the ``montecarlo.json`` mapping."""
+                   progress: bool = True, command: str = "",
+                   fixed: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run the chips (resuming finished ones) and return the ``montecarlo.json`` mapping.
+
+    ``fixed``: arch settings (YAML path -> value) applied to every chip, as a sweep's
+    ``fixed:`` (``imcsim montecarlo --set``)."""
     if chips < 2:
         raise UserError(f"--chips must be at least 2 (a confidence interval needs two chips), "
                         f"got {chips}")
@@ -100,7 +122,7 @@ def run_montecarlo(arch_path: Path, workload_path: Path, *, chips: int, samples:
                      workload_path=Path(workload_path).resolve(), samples=samples, seed=seed,
                      batch_size=batch_size,
                      data_dir=None if data_dir is None else str(Path(data_dir).resolve()),
-                     fixed={}, parameters=tuple(params), method="grid", points=0,
+                     fixed=dict(fixed or {}), parameters=tuple(params), method="grid", points=0,
                      sampling_seed=0, constraints=(), objectives={})
     check_against_base(spec, read_yaml(spec.arch_path))
     outcome = run_sweep(spec, out_dir, workers=workers, scheduler=scheduler, progress=progress,
@@ -115,7 +137,7 @@ def run_montecarlo(arch_path: Path, workload_path: Path, *, chips: int, samples:
               "arch_file": str(arch_path), "workload": load_workload(workload_path).name,
               "workload_file": str(workload_path),
               "samples": samples, "chips": chips, "base_seed": base_seed, "run_seed": seed,
-              "confidence": confidence, "levels": []}
+              "confidence": confidence, "fixed": dict(fixed or {}), "levels": []}
     level_values = levels[1] if levels else (None,)
     for value in level_values:
         rows = [r for r in outcome.rows if not levels or r.params[levels[0]] == value]

@@ -27,6 +27,7 @@ LABELS = {
     "peak_gops": ("peak throughput (GOPS)", 1.0),
     "peak_gops_per_mm2": ("peak GOPS/s/mm2", 1.0),
     "peak_gops_per_w": ("peak GOPS/W", 1.0),
+    "adc_conversions_per_inference": ("ADC conversions per inference", 1.0),
 }
 
 

@@ -287,21 +287,42 @@ def _util(layer: Mapping[str, Any]) -> float:
     return layer["cycles_busy"] / layer["cycles_latency"] if layer["cycles_latency"] else 0.0
 
 
+def skip_fractions(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Zero-skipping per layer of a ``result.json`` mapping, in execution order.
+
+    Each row: ``name``, ``placement``, ``made`` and ``skipped`` (ADC conversions per
+    inference, converted and skipped), ``share`` (the fraction of the layer's conversions
+    skipped: one conversion is one fragment-column, or one crossbar column group, at one
+    bit-serial input step, so this is the fraction of its bit-cycles skipped; None for a layer
+    that converts nothing) and ``steps_run`` (mean input steps executed per input vector).
+    The report's "Skipped conversions" section and ``bench/forms_skip_fractions.py`` print it.
+    """
+    n = _per_inf(result)
+    rows = []
+    for lr in result["layers"]:
+        made = lr["events"].get("adc_conversions", 0) / n
+        skipped = lr["events"].get("adc_conversions_skipped", 0) / n
+        rows.append({"name": lr["name"], "placement": lr.get("placement"), "made": made,
+                     "skipped": skipped,
+                     "share": skipped / (made + skipped) if made + skipped else None,
+                     "steps_run": lr.get("executed_input_steps")})
+    return rows
+
+
 def _skipped_figure(result: Mapping[str, Any]) -> Figure:
-    layers, n = result["layers"], _per_inf(result)
-    made = np.array([lr["events"].get("adc_conversions", 0) / n for lr in layers])
-    skipped = np.array([lr["events"].get("adc_conversions_skipped", 0) / n for lr in layers])
+    rows = skip_fractions(result)
+    made = np.array([r["made"] for r in rows])
+    skipped = np.array([r["skipped"] for r in rows])
     fig, (top, bottom) = _figure(height=5.6, rows=2)
-    x = np.arange(len(layers))
+    x = np.arange(len(rows))
     top.bar(x, made, 0.6, label="converted", color="#4477aa")
     top.bar(x, skipped, 0.6, bottom=made, label="skipped", color="#ee7733")
     top.set_ylabel("ADC conversions\nper inference")
     top.yaxis.set_major_formatter(EngFormatter(sep=""))
     _legend_right(top)
-    total = made + skipped
-    share = np.divide(100 * skipped, total, out=np.zeros_like(total), where=total > 0)
-    _percent_bars(bottom, list(share), "#ee7733", "skipped (%)")
-    _layer_ticks(bottom, [lr["name"] for lr in layers])
+    share = [100 * (r["share"] or 0.0) for r in rows]
+    _percent_bars(bottom, share, "#ee7733", "skipped (%)")
+    _layer_ticks(bottom, [r["name"] for r in rows])
     return fig
 
 
@@ -500,15 +521,13 @@ def _latency(r: Mapping[str, Any]) -> Section:
 
 
 def _skipped(r: Mapping[str, Any]) -> Section:
-    layers, n = r["layers"], _per_inf(r)
-    rows, made_all, skipped_all = [], 0, 0
-    for lr in layers:
-        made = lr["events"].get("adc_conversions", 0)
-        skipped = lr["events"].get("adc_conversions_skipped", 0)
-        made_all, skipped_all = made_all + made, skipped_all + skipped
-        rows.append((lr["name"], _num(made / n), _num(skipped / n),
-                     _share(skipped, made + skipped), _num(lr.get("executed_input_steps"))))
-    rows.append(("total", _num(made_all / n), _num(skipped_all / n),
+    fractions = skip_fractions(r)
+    rows = [(f["name"], _num(f["made"]), _num(f["skipped"]),
+             _share(f["skipped"], f["made"] + f["skipped"]), _num(f["steps_run"]))
+            for f in fractions]
+    made_all = sum(f["made"] for f in fractions)
+    skipped_all = sum(f["skipped"] for f in fractions)
+    rows.append(("total", _num(made_all), _num(skipped_all),
                  _share(skipped_all, made_all + skipped_all), ""))
     table = Table(("layer", "conversions / inference", "skipped / inference", "skipped share",
                    "input steps run (mean)"), rows)

@@ -122,6 +122,11 @@ class Result:
     imcsim_version: str = sim.__version__
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def adc_conversions_per_inference(self) -> float:
+        """ADC conversions made per inference (zero-skipped ones not counted): a sweep metric."""
+        return self.events_total.get("adc_conversions", 0) / max(self.samples, 1)
+
     def to_json(self) -> dict[str, Any]:
         """A plain mapping for ``json.dump``."""
         return asdict(self)

@@ -160,6 +160,35 @@ def test_zero_skip_conversions_sign_reads_and_cycles():
     assert c_on < c_off
 
 
+def _skip_result(arch, w, x, name="fc"):
+    """A ``result.json``-shaped mapping of one layer run on ``x`` (one vector per sample)."""
+    _, ev = make_layer(arch, w, seed=1).matmul(x)
+    return {"samples": len(x), "layers": [{"name": name, "placement": "crossbar",
+                                           "events": ev.counts()}]}
+
+
+def test_skip_fractions_follow_the_input_bits():
+    """``analysis.report.skip_fractions`` (the per-layer table of docs/forms.md): the share
+    of a layer's fragment-column bit-cycles skipped equals the (fragment, step) pairs whose
+    inputs all have that bit zero; clearing input bits raises it, no zero-skip makes it 0."""
+    from analysis.report import skip_fractions
+
+    rng = np.random.default_rng(3)
+    k, n, f = 64, 8, 8
+    arch = _arch(FORMS)
+    w = _polarized(rng, k, n, f)
+    x = rng.integers(0, 256, size=(16, k))
+    base = skip_fractions(_skip_result(arch, w, x))[0]
+    bits = (x[:, :, None] >> np.arange(16)) & 1
+    idle = ~bits.reshape(16, k // f, f, 16).any(axis=2)
+    assert base["share"] == pytest.approx(idle.mean())
+    assert base["made"] + base["skipped"] == 16 * (k // f) * n * 4   # per sample: 16 steps
+    fewer = skip_fractions(_skip_result(arch, w, x & ~0b1111))[0]     # low 4 bits cleared
+    assert fewer["share"] > base["share"]
+    off = _arch(FORMS, **{"inputs.zero_skip": False})
+    assert skip_fractions(_skip_result(off, w, x & ~0b1111))[0]["share"] == 0
+
+
 # --------------------------------------------------------------------------- peak figures
 def _peak_by_hand(arch, weights_per_row):
     xb = arch.crossbar
@@ -254,6 +283,10 @@ def test_lenet5_frames_per_second_and_efficiency(lenet_runs):
     steps = [lr.executed_input_steps for lr in f.layers if lr.placement == "crossbar"]
     assert all(s < 16 for s in steps)
     assert f.hardware_accuracy >= 0.9
+    # The sweep metric (ablation of docs/forms.md): conversions made per inference; FORMS
+    # converts one fragment-column at a time, about 3x optimized ISAAC's column groups.
+    assert f.adc_conversions_per_inference == f.events_total["adc_conversions"] / f.samples
+    assert 2 < f.adc_conversions_per_inference / o.adc_conversions_per_inference < 4
 
 
 def test_step_cycles_by_active_fragments():

@@ -10,7 +10,7 @@ import pytest
 from conftest import ISAAC_YAML, REPO
 
 from analysis.cli import main
-from analysis.montecarlo import confidence_interval, parse_vary, run_montecarlo
+from analysis.montecarlo import confidence_interval, parse_set, parse_vary, run_montecarlo
 from sim.errors import UserError
 
 DIGITS = REPO / "workloads" / "digits_cnn.yaml"
@@ -30,6 +30,14 @@ def test_parse_vary():
     assert parse_vary("variation.cell.sigma=1e-2") == ("variation.cell.sigma", (0.01,))
     with pytest.raises(UserError, match="PATH=VALUE"):
         parse_vary("variation.cell.sigma")
+
+
+def test_parse_set():
+    assert parse_set(["variation.cell.sigma=0.1", "weights.encoding=differential"]) == {
+        "variation.cell.sigma": 0.1, "weights.encoding": "differential"}
+    assert parse_set(None) == {}
+    with pytest.raises(UserError, match="PATH=VALUE"):
+        parse_set(["variation.cell.sigma"])
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +84,26 @@ def test_cli_reports_a_bad_vary_path(tmp_path, capsys):
                  "0", "--quiet"])
     assert code == 2
     assert "variation.cell.sigmaa" in capsys.readouterr().err
+
+
+def test_set_applies_to_every_chip(mc, tmp_path):
+    """``--set`` (``fixed``) sets a path on every chip: sigma 0.03 set for all chips gives
+    the chips of the ``--vary`` level 0.03 (same seeds, same bits), not the ideal ones."""
+    report, _ = mc
+    fixed = run_montecarlo(ISAAC_YAML, DIGITS, chips=3, samples=40, batch_size=40,
+                           out_dir=tmp_path, workers=0, progress=False,
+                           fixed={"variation.cell.sigma": 0.03})
+    assert fixed["fixed"] == {"variation.cell.sigma": 0.03}
+    assert fixed["levels"][0]["chips"] == report["levels"][1]["chips"]
+    assert fixed["levels"][0]["chips"] != report["levels"][0]["chips"]
+
+
+def test_cli_reports_a_bad_set_path(tmp_path, capsys):
+    code = main(["montecarlo", str(ISAAC_YAML), str(DIGITS), "--chips", "2", "--samples", "10",
+                 "--set", "weights.encodingg=differential", "--out", str(tmp_path),
+                 "--workers", "0", "--quiet"])
+    assert code == 2
+    assert "weights.encodingg" in capsys.readouterr().err
 
 
 def test_one_chip_is_refused(tmp_path):
