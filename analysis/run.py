@@ -340,41 +340,39 @@ def estimate(arch: Arch, workload_path: str | Path | LoadedWorkload, *, samples:
     The float model runs on ``samples`` test samples; each mapped layer's integer inputs (the
     hardware's quantization) give the statistics (:func:`input_statistics`) from which
     :func:`sim.engine.analytical.estimate_events` counts the events: exact on these samples
-    (see ``docs/analytical.md``). The statistics depend on the workload, the samples and the
-    input format's signedness only, so a sweep computes them once per workload and process.
-    Timing, energy and area follow as in :func:`simulate`. The hardware accuracy is not
-    measured: it and the prediction agreement are NaN; the float accuracy is measured on the
-    same samples.
+    (see ``docs/analytical.md``). Timing, energy and area follow as in :func:`simulate`. The
+    hardware accuracy is not measured: it and the prediction agreement are NaN; the float
+    accuracy is measured on the same samples.
+
+    What does not depend on the design point is done once per workload and process and reused
+    (:class:`_AnalyticalWorkload`): loading the model and data, batch-norm folding, range
+    calibration and graph tracing (:func:`mappers.torch_bridge.prepare_model`), the float pass
+    with its accuracy, the layers' execution order and input shapes, and each layer's input
+    statistics, keyed on everything its input matrices depend on
+    (:meth:`~mappers.torch_bridge.HardwareLayer.input_key`: the activation quantizer, so
+    activation bits and the input format's signedness, the groups per crossbar and a packed
+    layer's rows). Each point maps the prepared model onto its arch and counts its events.
     """
+    from mappers.torch_bridge import map_prepared
     from sim.engine.analytical import estimate_events
 
     start = time.perf_counter()
     workload_path = _workload_arg(workload_path, None)
-    workload, model, x_test, y_test, calib, recipe = _prepare(workload_path, samples, data_dir)
-    n = len(y_test)
+    wl = _analytical_workload(workload_path, samples, data_dir, allow_float_products)
+    n = len(wl.y_test)
     # Event counts do not depend on the ADC's range: skip the calibrated range's pass.
     adc = dataclasses.replace(arch.crossbar.adc, range="fixed", clip=True)
     mapped_arch = dataclasses.replace(arch, crossbar=dataclasses.replace(arch.crossbar, adc=adc))
-    mapped = map_model(model, mapped_arch, recipe, calib, seed=seed,
-                       allow_float_products=allow_float_products)
-    # A workload in memory (not a file) is its own key.
-    source = ((str(workload_path.resolve()), workload_path.stat().st_mtime)
-              if isinstance(workload_path, Path) else workload_path)
-    key = (source, n, None if data_dir is None else str(data_dir), seed, arch.inputs.signed,
-           recipe)
-    if key not in _STATS:
-        with torch.no_grad():
-            pf = model(x_test).argmax(1)  # map_model left ``model`` as it was
-        if len(_STATS) >= 4:
-            _STATS.pop(next(iter(_STATS)))
-        _STATS[key] = (int((pf == y_test).sum()), input_statistics(model, mapped, x_test))
-    float_correct, stats = _STATS[key]
-    with torch.no_grad():
-        mapped(x_test[:1])  # one bit-true sample: the layers' execution order and shapes
+    mapped = map_prepared(wl.prepared, mapped_arch, wl.recipe, seed=seed)
+    hw = _hardware_layers(mapped)
+    for name, x_shape in wl.calls.items():  # execution order and shapes, as a forward pass
+        if name in hw:
+            hw[name].note_call(x_shape)
+    stats = wl.statistics(hw)
     events: dict[str, dict[str, int]] = {}
-    state = {"float_correct": float_correct, "hw_correct": math.nan,
+    state = {"float_correct": wl.float_correct, "hw_correct": math.nan,
              "agree": math.nan, "events": events, "activity": {}}
-    for name, layer in _hardware_layers(mapped).items():
+    for name, layer in hw.items():
         # xb.arch: a packed layer's sub-layers are stored at the layer's own weight bits.
         evs = []
         for xb, hist in zip(layer.crossbar_layers, stats[name], strict=True):
@@ -386,36 +384,116 @@ def estimate(arch: Arch, workload_path: str | Path | LoadedWorkload, *, samples:
     placements = place(arch, mapped.layer_shapes())
     graph = mapped.layer_graph()
     timing = schedule(arch, placements, _schedule_activity(arch, state), graph=graph)
-    result = _result(arch, Path(arch.source or "<arch>"), workload, workload_path, mapped,
+    result = _result(arch, Path(arch.source or "<arch>"), wl.workload, workload_path, mapped,
                      state, n, seed, time.perf_counter() - start, timing, graph, placements)
     result.notes.append(f"analytical mode: events estimated from the input statistics of {n} "
                         "test samples; hardware accuracy not measured")
     return result
 
 
-#: Input statistics per workload (see :func:`estimate`), a few workloads per process.
-_STATS: dict[tuple, tuple[int, dict]] = {}
+class _AnalyticalWorkload:
+    """One workload's design-point-independent work for :func:`estimate` (kept per process,
+    :data:`_ANALYTICAL`): the prepared model, the test samples, the float accuracy, each
+    mapped layer's first-call input shape in execution order, and input statistics per
+    ``(layer, input_key)``, computed on first demand by a float pass over the samples."""
+
+    #: Input statistics kept per layer (distinct quantizers or packings of one layer).
+    MAX_KEYS_PER_LAYER = 16
+
+    def __init__(self, workload_path, samples, data_dir, allow_float_products):
+        from mappers.torch_bridge import prepare_model
+
+        self.workload, self.model, self.x_test, self.y_test, calib, self.recipe = _prepare(
+            workload_path, samples, data_dir)
+        self.prepared = prepare_model(self.model, self.recipe, calib,
+                                      allow_float_products=allow_float_products)
+        self.calls: dict[str, tuple[int, ...]] = {}
+        self.hists: dict[tuple, list] = {}
+        self.float_correct = 0
+        self.float_passes = 0
+        pf = self._float_pass({}, record_calls=True).argmax(1)
+        self.float_correct = int((pf == self.y_test).sum())
+
+    def _float_pass(self, wanted: dict, record_calls: bool = False) -> torch.Tensor:
+        """Run the float model on the samples; for each ``name -> layer`` in ``wanted`` store
+        the statistics of the layer's integer inputs under its input key."""
+        calls = self.calls if record_calls else None
+        out, stats = _float_statistics(self.model, wanted, self.x_test, calls,
+                                       self.prepared.targets if record_calls else ())
+        self.float_passes += 1
+        for name, layer in wanted.items():
+            same = [k for k in self.hists if k[0] == name]
+            if len(same) >= self.MAX_KEYS_PER_LAYER:
+                del self.hists[same[0]]
+            self.hists[(name, layer.input_key())] = stats[name]
+        return out
+
+    def statistics(self, hw: dict) -> dict[str, list]:
+        """Per mapped layer (``name -> HardwareLayer``), the input statistics of each of its
+        crossbar layers; a float pass computes those not yet known for their input key."""
+        missing = {name: layer for name, layer in hw.items()
+                   if (name, layer.input_key()) not in self.hists}
+        if missing:
+            self._float_pass(missing)
+        return {name: self.hists[(name, layer.input_key())] for name, layer in hw.items()}
+
+
+def _analytical_workload(workload_path: Path | LoadedWorkload, samples: int | None,
+                         data_dir: str | Path | None, allow_float_products: bool
+                         ) -> _AnalyticalWorkload:
+    """The cached :class:`_AnalyticalWorkload` of these arguments (a few per process). A
+    workload file is keyed by its path and modification time, a workload in memory by itself.
+    """
+    source = ((str(workload_path.resolve()), workload_path.stat().st_mtime)
+              if isinstance(workload_path, Path) else workload_path)
+    key = (source, samples, None if data_dir is None else str(data_dir),
+           bool(allow_float_products))
+    if key not in _ANALYTICAL:
+        if len(_ANALYTICAL) >= 4:
+            _ANALYTICAL.pop(next(iter(_ANALYTICAL)))
+        _ANALYTICAL[key] = _AnalyticalWorkload(workload_path, samples, data_dir,
+                                               allow_float_products)
+    return _ANALYTICAL[key]
+
+
+#: Design-point-independent analytical work per workload (see :func:`estimate`).
+_ANALYTICAL: dict[tuple, _AnalyticalWorkload] = {}
 
 
 def input_statistics(model: torch.nn.Module, mapped, x: torch.Tensor) -> dict[str, list]:
     """Per mapped layer, the :class:`~sim.engine.analytical.InputHistogram` of each of its
     crossbar layers' integer input vectors when the float ``model`` runs on ``x`` (the
     hardware's quantization of the float activations)."""
+    return _float_statistics(model, _hardware_layers(mapped), x)[1]
+
+
+def _float_statistics(model: torch.nn.Module, layers: dict, x: torch.Tensor,
+                      calls: dict | None = None, names=()) -> tuple[torch.Tensor, dict]:
+    """The float ``model``'s output on ``x`` and :func:`input_statistics` of ``layers``
+    (``name -> HardwareLayer``; a layer called twice: its last call). With ``calls``, also
+    record there the first-call input shape of each module in ``names``, in call order."""
     from sim.engine.analytical import InputHistogram
 
-    hw = _hardware_layers(mapped)
     inputs: dict[str, torch.Tensor] = {}
-    hooks = [mod.register_forward_pre_hook(
-        lambda _m, args, name=name: inputs.__setitem__(name, args[0].detach()))
-        for name, mod in model.named_modules() if name in hw]
+    watched = set(layers) | set(names)
+
+    def hook(name, args):
+        if calls is not None and name in names and name not in calls:
+            calls[name] = tuple(args[0].shape)
+        if name in layers:
+            inputs[name] = args[0].detach()
+
+    hooks = [mod.register_forward_pre_hook(lambda _m, args, name=name: hook(name, args))
+             for name, mod in model.named_modules() if name in watched]
     try:
         with torch.no_grad():
-            model(x)
+            out = model(x)
     finally:
         for h in hooks:
             h.remove()
-    return {name: [InputHistogram.of(mat.numpy()) for mat in layer.hw_inputs(inputs[name])[0]]
-            for name, layer in hw.items()}
+    return out, {name: [InputHistogram.of(mat.numpy())
+                        for mat in layer.hw_inputs(inputs[name])[0]]
+                 for name, layer in layers.items()}
 
 
 def _workload_arg(workload: str | Path | LoadedWorkload, out_dir) -> Path | LoadedWorkload:

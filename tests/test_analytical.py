@@ -191,7 +191,7 @@ def test_estimate_end_to_end_with_zero_skip_and_statistics_reused():
 
     arch = _skip_arch()
     digits = builtin_workloads()["digits_cnn"]
-    run._STATS.clear()
+    run._ANALYTICAL.clear()
     est = run.estimate(arch, digits, samples=12)
     exact = run.simulate(arch, digits, samples=12, progress=False)
     assert [a.name for a in est.layers] == [b.name for b in exact.layers]
@@ -203,12 +203,79 @@ def test_estimate_end_to_end_with_zero_skip_and_statistics_reused():
                                                             rel=0.02), a.name
         assert a.events["adc_conversions_skipped"] > 0
     assert est.energy_per_inference_nj == pytest.approx(exact.energy_per_inference_nj, rel=0.02)
-    (stats_before,) = [v[1] for v in run._STATS.values()]
+    (wl,) = run._ANALYTICAL.values()
+    stats_before, passes = dict(wl.hists), wl.float_passes
     adc = dataclasses.replace(arch.crossbar.adc, bits=7, clip=True)
     other = dataclasses.replace(arch, crossbar=dataclasses.replace(arch.crossbar, adc=adc))
     run.estimate(other, digits, samples=12)
-    (stats_after,) = [v[1] for v in run._STATS.values()]
-    assert stats_after is stats_before
+    assert wl.float_passes == passes  # no float pass for a point that changes the ADC only
+    assert all(wl.hists[k] is v for k, v in stats_before.items())
+
+
+def _events(result):
+    return [(lr.name, lr.events) for lr in result.layers]
+
+
+def test_estimate_cache_recomputes_when_a_cause_changes(make_arch):
+    """A design point that changes what the cached input statistics depend on gets fresh
+    statistics, and its result equals a cold-cache result and moves with the cause: the input
+    format's signedness (the activation quantizer of a layer with negative inputs) and the
+    crossbar rows of a packed layer (its sub-layers' rows)."""
+    import torch
+    from torch import nn
+
+    from analysis import run
+    from analysis.run import LoadedWorkload
+    from workloads.spec import Bits
+
+    g = torch.Generator().manual_seed(3)
+    model = nn.Sequential(nn.Linear(40, 12), nn.ReLU(), nn.Linear(12, 4)).eval()
+    with torch.no_grad():  # half the first layer's weights zero: packing drops cells
+        model[0].weight.mul_((torch.rand(model[0].weight.shape, generator=g) < 0.5).float())
+    x = torch.randn(16, 40, generator=g)  # the first layer's inputs go negative
+    lw = LoadedWorkload(name="t", model=model, test_inputs=x, test_labels=torch.zeros(16).long(),
+                        calibration=x, bits=Bits(weights=8, activations=7), mapping="packed")
+    base = {"organization.tiles": 64, "inputs.signed": False}
+    cases = [({**base, "inputs.signed": True}, "signed"), ({**base, "crossbar.rows": 8}, "rows")]
+    for change, label in cases:
+        a, b = make_arch(**base), make_arch(**change)
+        run._ANALYTICAL.clear()
+        first = run.estimate(a, lw, samples=16)
+        (wl,) = run._ANALYTICAL.values()
+        passes = wl.float_passes
+        warm = run.estimate(b, lw, samples=16)
+        assert wl.float_passes == passes + 1, label  # the changed layers' statistics
+        run._ANALYTICAL.clear()
+        cold = run.estimate(b, lw, samples=16)
+        assert _events(warm) == _events(cold), label
+        assert _events(warm) != _events(first), label
+
+
+def test_estimate_cache_sees_an_edited_workload_file(tmp_path):
+    """Editing the workload file (4-bit instead of 8-bit activations) between two points of
+    one process is a new cache entry: the second point equals a cold-cache run and moves."""
+    import os
+
+    from analysis import run
+    from workloads.spec import builtin_workloads
+
+    arch = _skip_arch()
+    digits = Path(builtin_workloads()["digits_cnn"])
+    text = digits.read_text().replace("checkpoint: ", f"checkpoint: {digits.parent}/")
+    wl = tmp_path / "digits.yaml"
+    wl.write_text(text)
+    run._ANALYTICAL.clear()
+    eight = run.estimate(arch, wl, samples=8)
+    assert "activations: 8" in text
+    wl.write_text(text.replace("activations: 8", "activations: 4"))
+    st = wl.stat()
+    os.utime(wl, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a coarse clock: still newer
+    four = run.estimate(arch, wl, samples=8)
+    run._ANALYTICAL.clear()
+    cold = run.estimate(arch, wl, samples=8)
+    assert _events(four) == _events(cold)
+    assert (four.events_total["adc_conversions_skipped"]
+            != eight.events_total["adc_conversions_skipped"])
 
 
 def test_geometry_matches_programmed_layer(isaac_arch, make_arch):
