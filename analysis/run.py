@@ -365,10 +365,10 @@ def estimate(arch: Arch, workload_path: str | Path | LoadedWorkload, *, samples:
     mapped_arch = dataclasses.replace(arch, crossbar=dataclasses.replace(arch.crossbar, adc=adc))
     mapped = map_prepared(wl.prepared, mapped_arch, wl.recipe, seed=seed)
     hw = _hardware_layers(mapped)
+    stats = wl.statistics(hw)
     for name, x_shape in wl.calls.items():  # execution order and shapes, as a forward pass
         if name in hw:
             hw[name].note_call(x_shape)
-    stats = wl.statistics(hw)
     events: dict[str, dict[str, int]] = {}
     state = {"float_correct": wl.float_correct, "hw_correct": math.nan,
              "agree": math.nan, "events": events, "activity": {}}
@@ -393,9 +393,10 @@ def estimate(arch: Arch, workload_path: str | Path | LoadedWorkload, *, samples:
 
 class _AnalyticalWorkload:
     """One workload's design-point-independent work for :func:`estimate` (kept per process,
-    :data:`_ANALYTICAL`): the prepared model, the test samples, the float accuracy, each
-    mapped layer's first-call input shape in execution order, and input statistics per
-    ``(layer, input_key)``, computed on first demand by a float pass over the samples."""
+    :data:`_ANALYTICAL`): the prepared model, the test samples, and, from the first float
+    pass over the samples, the float accuracy and each mapped layer's first-call input shape
+    in execution order; input statistics per ``(layer, input_key)``, each computed on first
+    demand by a float pass."""
 
     #: Input statistics kept per layer (distinct quantizers or packings of one layer).
     MAX_KEYS_PER_LAYER = 16
@@ -411,29 +412,30 @@ class _AnalyticalWorkload:
         self.hists: dict[tuple, list] = {}
         self.float_correct = 0
         self.float_passes = 0
-        pf = self._float_pass({}, record_calls=True).argmax(1)
-        self.float_correct = int((pf == self.y_test).sum())
 
-    def _float_pass(self, wanted: dict, record_calls: bool = False) -> torch.Tensor:
+    def _float_pass(self, wanted: dict) -> None:
         """Run the float model on the samples; for each ``name -> layer`` in ``wanted`` store
-        the statistics of the layer's integer inputs under its input key."""
-        calls = self.calls if record_calls else None
-        out, stats = _float_statistics(self.model, wanted, self.x_test, calls,
-                                       self.prepared.targets if record_calls else ())
+        the statistics of the layer's integer inputs under its input key. The first pass also
+        records the float accuracy and the layers' first-call input shapes."""
+        first = not self.float_passes
+        out, stats = _float_statistics(self.model, wanted, self.x_test,
+                                       self.calls if first else None,
+                                       self.prepared.targets if first else ())
+        if first:
+            self.float_correct = int((out.argmax(1) == self.y_test).sum())
         self.float_passes += 1
         for name, layer in wanted.items():
             same = [k for k in self.hists if k[0] == name]
             if len(same) >= self.MAX_KEYS_PER_LAYER:
                 del self.hists[same[0]]
             self.hists[(name, layer.input_key())] = stats[name]
-        return out
 
     def statistics(self, hw: dict) -> dict[str, list]:
         """Per mapped layer (``name -> HardwareLayer``), the input statistics of each of its
         crossbar layers; a float pass computes those not yet known for their input key."""
         missing = {name: layer for name, layer in hw.items()
                    if (name, layer.input_key()) not in self.hists}
-        if missing:
+        if missing or not self.float_passes:
             self._float_pass(missing)
         return {name: self.hists[(name, layer.input_key())] for name, layer in hw.items()}
 
