@@ -306,9 +306,7 @@ class HardwareLayer(nn.Module):
         q = self.act.to_int(x)
         shape = self.out_shape(tuple(x.shape))
         if self.is_conv:
-            cols = F.unfold(q.double(), self.kernel_size, dilation=self.dilation,
-                            padding=self.padding, stride=self.stride)  # (n, C*kh*kw, L)
-            mat = cols.transpose(1, 2).reshape(-1, cols.shape[1]).to(torch.int64)
+            mat = _im2col(q, self.kernel_size, self.padding, self.stride, self.dilation)
             # A pack's groups' input columns side by side (groups' channels are contiguous).
             k = mat.shape[1] // self.groups * self.per_pack
             mats = [m.contiguous() for m in mat.split(k, dim=1)]
@@ -354,6 +352,21 @@ class HardwareLayer(nn.Module):
             n, hout, wout = shape
             return y.reshape(n, hout, wout, -1).permute(0, 3, 1, 2).contiguous()
         return y.reshape(*shape, -1)
+
+
+def _im2col(q: torch.Tensor, kernel: tuple, padding: tuple, stride: tuple, dilation: tuple
+            ) -> torch.Tensor:
+    """The convolution's input vectors of integer ``q`` (n, C, H, W): a ``(n * hout * wout,
+    C * kh * kw)`` matrix, rows in output order, columns as ``F.unfold`` orders them. Integer
+    views and one copy (``F.unfold`` would need a float copy and a conversion back)."""
+    n, c = q.shape[:2]
+    if any(padding):
+        q = F.pad(q, (padding[1], padding[1], padding[0], padding[0]))
+    x = q.unfold(2, (kernel[0] - 1) * dilation[0] + 1, stride[0])
+    x = x.unfold(3, (kernel[1] - 1) * dilation[1] + 1, stride[1])  # (n, C, ho, wo, kh', kw')
+    if dilation[0] > 1 or dilation[1] > 1:
+        x = x[..., ::dilation[0], ::dilation[1]]
+    return x.permute(0, 2, 3, 1, 4, 5).reshape(n * x.shape[2] * x.shape[3], -1)
 
 
 @dataclass
