@@ -50,8 +50,8 @@ def best_time(fn, repeat: int) -> float:
     return min(times)
 
 
-def gemm_rates(repeat: int) -> dict[str, float]:
-    """MACs per second of fp32 and int8 GEMMs on this machine (2048^3)."""
+def gemm_rates(repeat: int, int8: bool = True) -> dict[str, float]:
+    """MACs per second of fp32 and (with ``int8``) int8 GEMMs on this machine (2048^3)."""
     import torch
 
     n = 2048
@@ -60,6 +60,8 @@ def gemm_rates(repeat: int) -> dict[str, float]:
     rates = {"numpy fp32 sgemm": n**3 / best_time(lambda: a @ a, repeat)}
     ta = torch.from_numpy(a)
     rates["torch fp32 mm"] = n**3 / best_time(lambda: ta @ ta, repeat)
+    if not int8:
+        return rates
     # 1024^3: on a CPU without VNNI int8 runs at well under 1 G MAC/s, and 2048^3 took minutes.
     n8 = 1024
     i8 = torch.randint(-128, 127, (n8, n8), dtype=torch.int8)

@@ -262,13 +262,10 @@ class CrossbarLayer:
             col_sums = np.add.reduceat(full.astype(np.int64), np.arange(0, self.rows_padded, r),
                                        axis=0) if full.size else np.zeros(1, np.int64)
             self._integer_bound = int(col_sums.max(initial=0)) * dac_max
-        # Rows of each group's GEMM. With integer partial sums only the rows that hold weights:
-        # the zero padding of the last group adds exactly nothing. float32 sums keep the padded
-        # shape: OpenBLAS rounds a float32 dot product differently when its length changes
-        # (measured), and the bits must not change.
-        self._padded_steps = self._integer_bound is None
-        self._span = [(gi * r, (gi + 1) * r if self._padded_steps else min(self.k, (gi + 1) * r))
-                      for gi in range(g)]
+        # Rows of each group's GEMM: only the rows that hold weights (the zero padding of the
+        # last group multiplies zero inputs: it adds exactly nothing). For float32 partial sums
+        # this changed the last bits once (docs/kernels.md section 6).
+        self._span = [(gi * r, min(self.k, (gi + 1) * r)) for gi in range(g)]
         self.backend = backend_k.make(backend, dac_max=dac_max)
         self._gemm_w = [self.backend.prepare(self.conductance[a:b], self._integer_bound)
                         for a, b in self._span]
@@ -370,14 +367,12 @@ class CrossbarLayer:
         block's inputs are all zero and it converts to nothing). Blocks are dropped only when
         ``active_all`` (``(G, P, M)``, see :func:`sim.kernels.inputs.input_activity`) is given
         and the group may drop them (zero-skipping, or zero converting to code 0 noiselessly).
-        ``steps`` are the inputs' DAC steps when already split (``(P, M, K)``, padded to
-        ``rows_padded`` for float32 partial sums).
+        ``steps`` are the inputs' DAC steps when already split (``(P, M, K)``).
         ``psum`` is a reused buffer, valid until the next item is requested.
         """
         inp = self.arch.inputs
         if steps is None:
-            steps = inputs_k.split_inputs(x, inp.bits, self.arch.crossbar.dac.bits, inp.signed,
-                                          self.rows_padded if self._padded_steps else None)
+            steps = inputs_k.split_inputs(x, inp.bits, self.arch.crossbar.dac.bits, inp.signed)
         n_rows = steps.shape[0] * x.shape[0]
         sigma_r = self.arch.variation.cell.read_noise_sigma
         skip = inp.zero_skip
@@ -394,18 +389,12 @@ class CrossbarLayer:
                     and (skip or self._zero_to_zero[gi])):
                 act = active_all[gi].reshape(-1)
                 if not act.all():
+                    # Only the blocks that drive a row are multiplied (float32 partial sums:
+                    # one-time change of their last bits, docs/kernels.md section 6).
                     row_of = np.full(n_rows, -1, dtype=np.int32)
-                    if self._integer_bound is not None:
-                        # Integer partial sums are exact whatever rows one GEMM holds.
-                        sel = np.flatnonzero(act)
-                        row_of[sel] = np.arange(sel.shape[0], dtype=np.int32)
-                        xg = xg[sel]
-                    else:
-                        # float32 sums: OpenBLAS rounds a row differently in a GEMM of another
-                        # height (measured), so every row is multiplied as before and only the
-                        # conversions of the all-zero blocks are dropped.
-                        sel = np.arange(n_rows)
-                        row_of[act] = sel[act]
+                    sel = np.flatnonzero(act)
+                    row_of[sel] = np.arange(sel.shape[0], dtype=np.int32)
+                    xg = xg[sel]
             psum = self.backend.gemm(xg, self._gemm_w[gi], buf)
             if sigma_r and noise_seed is not None:
                 rng = np.random.default_rng([*noise_seed, m0, gi, 0])
@@ -498,8 +487,7 @@ class CrossbarLayer:
         """
         arch = self.arch
         inp, adc = arch.inputs, arch.crossbar.adc
-        steps = inputs_k.split_inputs(x, inp.bits, arch.crossbar.dac.bits, inp.signed,
-                                      self.rows_padded if self._padded_steps else None)
+        steps = inputs_k.split_inputs(x, inp.bits, arch.crossbar.dac.bits, inp.signed)
         n_rows = steps.shape[0] * x.shape[0]
         ct = self.columns_total
         ideal = np.empty((self.groups, n_rows, ct))
@@ -563,8 +551,7 @@ class CrossbarLayer:
             psums = None
         else:
             steps, active_all, nnz_all = inputs_k.split_inputs_activity(
-                x, inp.bits, arch.crossbar.dac.bits, inp.signed, self.group_rows, self.groups,
-                self.rows_padded if self._padded_steps else None)
+                x, inp.bits, arch.crossbar.dac.bits, inp.signed, self.group_rows, self.groups)
             psums = self._group_psums(x, m0, call_seed, active_all, steps)
         ev = Events()
         # Per-step activity (sim.macros.activity): active row groups per (row tile, step, sample).
