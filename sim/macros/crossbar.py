@@ -134,6 +134,9 @@ class CrossbarLayer:
     #: Drop all-zero (group, step, sample) blocks from the GEMMs and conversions where that
     #: cannot change the result; ``False`` only to test that it does not.
     drop_zero_blocks = True
+    #: Apply threshold curves (capacitor mismatch) one run of same-instance columns at a time,
+    #: branch-free where the curve allows; ``False`` only to test that the bits are the same.
+    adc_by_runs = True
 
     def __init__(self, arch: Arch, weights: np.ndarray, *, seed=0, name: str = "layer",
                  backend: str | None = None, exact_fast_path: bool | None = None,
@@ -506,7 +509,8 @@ class CrossbarLayer:
             adc_k.adc_accumulate(
                 psum, np.zeros(0, np.int32), n_rows, active, False, self.lin_a[gi],
                 self.lin_b[gi], self.adc_thresholds, self.adc_lut, table, self.col_inst[gi],
-                adc.codes, self.half, noise, np.ones(ct), *readout, np.ones(1), value[gi])
+                adc.codes, self.half, noise, np.ones(ct), *readout, np.ones(1), value[gi],
+                self.adc_by_runs)
         return ideal, value
 
     def column_conversions(self, x: np.ndarray, *, seed: int = 0) -> dict[str, np.ndarray]:
@@ -573,7 +577,8 @@ class CrossbarLayer:
                     psum, row_of, x.shape[0], active, skip, self.lin_a[gi], self.lin_b[gi],
                     self.adc_thresholds, self.adc_lut, self.adc_table, self.col_inst[gi],
                     adc.codes, self.half,
-                    noise, self.step[gi], *self.combine[gi], self.step_weight, out)
+                    noise, self.step[gi], *self.combine[gi], self.step_weight, out,
+                    self.adc_by_runs)
             total = active.size
             done = int(active.sum()) if skip else total
             ev.adc_conversions += done * ct
