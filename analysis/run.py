@@ -412,6 +412,16 @@ class _AnalyticalWorkload:
         self.hists: dict[tuple, list] = {}
         self.float_correct = 0
         self.float_passes = 0
+        self.stamp = self._files_stamp()
+
+    def _files_stamp(self) -> tuple:
+        """Modification times of the files the model comes from (the checkpoint, a user's
+        model code): an edited one makes this entry stale."""
+        files = [getattr(self.workload, "checkpoint_path", None)]
+        ref = getattr(self.workload, "model_ref", None)
+        files.append(getattr(ref, "file", None))
+        return tuple(f.stat().st_mtime_ns if f is not None and Path(f).is_file() else None
+                     for f in files)
 
     def _float_pass(self, wanted: dict) -> None:
         """Run the float model on the samples; for each ``name -> layer`` in ``wanted`` store
@@ -444,12 +454,15 @@ def _analytical_workload(workload_path: Path | LoadedWorkload, samples: int | No
                          data_dir: str | Path | None, allow_float_products: bool
                          ) -> _AnalyticalWorkload:
     """The cached :class:`_AnalyticalWorkload` of these arguments (a few per process). A
-    workload file is keyed by its path and modification time, a workload in memory by itself.
+    workload file is keyed by its path and modification time (and those of its checkpoint and
+    model code), a workload in memory by itself.
     """
     source = ((str(workload_path.resolve()), workload_path.stat().st_mtime)
               if isinstance(workload_path, Path) else workload_path)
     key = (source, samples, None if data_dir is None else str(data_dir),
            bool(allow_float_products))
+    if key in _ANALYTICAL and _ANALYTICAL[key].stamp != _ANALYTICAL[key]._files_stamp():
+        del _ANALYTICAL[key]  # its checkpoint or model code changed
     if key not in _ANALYTICAL:
         if len(_ANALYTICAL) >= 4:
             _ANALYTICAL.pop(next(iter(_ANALYTICAL)))

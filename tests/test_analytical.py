@@ -252,30 +252,49 @@ def test_estimate_cache_recomputes_when_a_cause_changes(make_arch):
 
 
 def test_estimate_cache_sees_an_edited_workload_file(tmp_path):
-    """Editing the workload file (4-bit instead of 8-bit activations) between two points of
-    one process is a new cache entry: the second point equals a cold-cache run and moves."""
+    """Editing the workload file (4-bit instead of 8-bit activations), then its checkpoint,
+    between points of one process makes a new cache entry each time: each point equals a
+    cold-cache run and moves."""
     import os
+    import shutil
+
+    import torch
 
     from analysis import run
     from workloads.spec import builtin_workloads
 
+    def bump(path):  # a coarse clock: make the edit newer anyway
+        st = path.stat()
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+
     arch = _skip_arch()
     digits = Path(builtin_workloads()["digits_cnn"])
-    text = digits.read_text().replace("checkpoint: ", f"checkpoint: {digits.parent}/")
+    text = digits.read_text()
+    ckpt = tmp_path / "digits_cnn.pt"
+    shutil.copy(digits.parent / "checkpoints" / "digits_cnn.pt", ckpt)
+    assert "checkpoint: checkpoints/digits_cnn.pt" in text and "activations: 8" in text
     wl = tmp_path / "digits.yaml"
-    wl.write_text(text)
+    wl.write_text(text.replace("checkpoint: checkpoints/digits_cnn.pt", f"checkpoint: {ckpt}"))
     run._ANALYTICAL.clear()
     eight = run.estimate(arch, wl, samples=8)
-    assert "activations: 8" in text
-    wl.write_text(text.replace("activations: 8", "activations: 4"))
-    st = wl.stat()
-    os.utime(wl, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a coarse clock: still newer
+    wl.write_text(wl.read_text().replace("activations: 8", "activations: 4"))
+    bump(wl)
     four = run.estimate(arch, wl, samples=8)
     run._ANALYTICAL.clear()
     cold = run.estimate(arch, wl, samples=8)
     assert _events(four) == _events(cold)
     assert (four.events_total["adc_conversions_skipped"]
             != eight.events_total["adc_conversions_skipped"])
+    state = torch.load(ckpt)
+    first = next(k for k, v in state.items() if k.endswith("weight") and v.dim() == 4)
+    state[first] = state[first] * 0.25  # smaller activations downstream
+    torch.save(state, ckpt)
+    bump(ckpt)
+    edited = run.estimate(arch, wl, samples=8)
+    run._ANALYTICAL.clear()
+    cold = run.estimate(arch, wl, samples=8)
+    assert _events(edited) == _events(cold)
+    assert _events(edited) != _events(four)
 
 
 def test_geometry_matches_programmed_layer(isaac_arch, make_arch):
