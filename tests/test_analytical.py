@@ -352,3 +352,39 @@ def test_duplication_balances_and_model_too_big_is_reported(isaac_arch, make_arc
     ok = make_arch(**{"organization.tiles": 1, "organization.imas_per_tile": 1,
                       "organization.crossbars_per_ima": 2, "organization.reprogram": True})
     assert len(place(ok, _chain())) == 3
+
+
+def _greedy_copies(layers, crossbars, spare):
+    """The duplication rule written plainly (the oracle): each round, sort all layers by
+    vectors per copy (stable) and give one copy to the first that has vectors to spare and
+    fits; stop when none does or the busiest layer has at most one vector per copy."""
+    dup = [1] * len(layers)
+    while True:
+        order = sorted(range(len(layers)), key=lambda i: -layers[i].vectors / dup[i])
+        for i in order:
+            if dup[i] < layers[i].vectors and crossbars[i] <= spare:
+                dup[i] += 1
+                spare -= crossbars[i]
+                break
+        else:
+            break
+        if layers[order[0]].vectors / dup[order[0]] <= 1:
+            break
+    return dup
+
+
+def test_duplicates_heap_matches_the_plain_greedy():
+    """``placement._duplicates`` (a heap) gives the copies of the plain greedy rule on random
+    layer sets, ties and layers too large to copy included."""
+    from sim.engine.placement import _duplicates
+
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        n = int(rng.integers(1, 9))
+        vectors = rng.choice([1, 2, 3, 4, 16, 64, 100, 1024], size=n)
+        layers = [LayerShape(name=f"l{i}", k=8, n=8, vectors=int(v))
+                  for i, v in enumerate(vectors)]
+        crossbars = [int(c) for c in rng.integers(1, 40, size=n)]
+        spare = int(rng.integers(0, 400))
+        assert _duplicates(layers, crossbars, spare) == _greedy_copies(
+            layers, crossbars, spare), trial
