@@ -270,6 +270,7 @@ class CrossbarLayer:
         # this changed the last bits once (docs/kernels.md section 6).
         self._span = [(gi * r, min(self.k, (gi + 1) * r)) for gi in range(g)]
         self.backend = backend_k.make(backend, dac_max=dac_max)
+        self._binary_steps = dac_max <= 1
         self._gemm_w = [self.backend.prepare(self.conductance[a:b], self._integer_bound)
                         for a, b in self._span]
         self._gemm_w_sq = ([backend_k.NumpyBackend().prepare(self._conductance_sq[a:b], None)
@@ -406,7 +407,8 @@ class CrossbarLayer:
                 if psum.shape[0] != n_rows:  # rows dropped from the GEMM
                     z = z[sel]
                 xf = xg if xg.dtype == np.float32 else xg.astype(np.float32)
-                power = (xf * xf) @ self._gemm_w_sq[gi]
+                # DAC steps of 0 and 1 are their own squares: no squared copy.
+                power = (xf if self._binary_steps else xf * xf) @ self._gemm_w_sq[gi]
                 var_k.apply_read_noise(psum, power, sigma_r, z)
             yield gi, psum, row_of
 
