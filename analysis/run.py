@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -443,11 +444,12 @@ class _AnalyticalWorkload:
     def statistics(self, hw: dict) -> dict[str, list]:
         """Per mapped layer (``name -> HardwareLayer``), the input statistics of each of its
         crossbar layers; a float pass computes those not yet known for their input key."""
-        missing = {name: layer for name, layer in hw.items()
-                   if (name, layer.input_key()) not in self.hists}
-        if missing or not self.float_passes:
-            self._float_pass(missing)
-        return {name: self.hists[(name, layer.input_key())] for name, layer in hw.items()}
+        with _ANALYTICAL_LOCK:  # a Dask worker may run points in threads
+            missing = {name: layer for name, layer in hw.items()
+                       if (name, layer.input_key()) not in self.hists}
+            if missing or not self.float_passes:
+                self._float_pass(missing)
+            return {name: self.hists[(name, layer.input_key())] for name, layer in hw.items()}
 
 
 def _analytical_workload(workload_path: Path | LoadedWorkload, samples: int | None,
@@ -461,18 +463,20 @@ def _analytical_workload(workload_path: Path | LoadedWorkload, samples: int | No
               if isinstance(workload_path, Path) else workload_path)
     key = (source, samples, None if data_dir is None else str(data_dir),
            bool(allow_float_products))
-    if key in _ANALYTICAL and _ANALYTICAL[key].stamp != _ANALYTICAL[key]._files_stamp():
-        del _ANALYTICAL[key]  # its checkpoint or model code changed
-    if key not in _ANALYTICAL:
-        if len(_ANALYTICAL) >= 4:
-            _ANALYTICAL.pop(next(iter(_ANALYTICAL)))
-        _ANALYTICAL[key] = _AnalyticalWorkload(workload_path, samples, data_dir,
-                                               allow_float_products)
-    return _ANALYTICAL[key]
+    with _ANALYTICAL_LOCK:
+        if key in _ANALYTICAL and _ANALYTICAL[key].stamp != _ANALYTICAL[key]._files_stamp():
+            del _ANALYTICAL[key]  # its checkpoint or model code changed
+        if key not in _ANALYTICAL:
+            if len(_ANALYTICAL) >= 4:
+                _ANALYTICAL.pop(next(iter(_ANALYTICAL)))
+            _ANALYTICAL[key] = _AnalyticalWorkload(workload_path, samples, data_dir,
+                                                   allow_float_products)
+        return _ANALYTICAL[key]
 
 
 #: Design-point-independent analytical work per workload (see :func:`estimate`).
 _ANALYTICAL: dict[tuple, _AnalyticalWorkload] = {}
+_ANALYTICAL_LOCK = threading.RLock()
 
 
 def input_statistics(model: torch.nn.Module, mapped, x: torch.Tensor) -> dict[str, list]:
