@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -345,41 +346,39 @@ def estimate(arch: Arch, workload_path: str | Path | LoadedWorkload, *, samples:
     The float model runs on ``samples`` test samples; each mapped layer's integer inputs (the
     hardware's quantization) give the statistics (:func:`input_statistics`) from which
     :func:`sim.engine.analytical.estimate_events` counts the events: exact on these samples
-    (see ``docs/analytical.md``). The statistics depend on the workload, the samples and the
-    input format's signedness only, so a sweep computes them once per workload and process.
-    Timing, energy and area follow as in :func:`simulate`. The hardware accuracy is not
-    measured: it and the prediction agreement are NaN; the float accuracy is measured on the
-    same samples.
+    (see ``docs/analytical.md``). Timing, energy and area follow as in :func:`simulate`. The
+    hardware accuracy is not measured: it and the prediction agreement are NaN; the float
+    accuracy is measured on the same samples.
+
+    What does not depend on the design point is done once per workload and process and reused
+    (:class:`_AnalyticalWorkload`): loading the model and data, batch-norm folding, range
+    calibration and graph tracing (:func:`mappers.torch_bridge.prepare_model`), the float pass
+    with its accuracy, the layers' execution order and input shapes, and each layer's input
+    statistics, keyed on everything its input matrices depend on
+    (:meth:`~mappers.torch_bridge.HardwareLayer.input_key`: the activation quantizer, so
+    activation bits and the input format's signedness, the groups per crossbar and a packed
+    layer's rows). Each point maps the prepared model onto its arch and counts its events.
     """
+    from mappers.torch_bridge import map_prepared
     from sim.engine.analytical import estimate_events
 
     start = time.perf_counter()
     workload_path = _workload_arg(workload_path, None)
-    workload, model, x_test, y_test, calib, recipe = _prepare(workload_path, samples, data_dir)
-    n = len(y_test)
+    wl = _analytical_workload(workload_path, samples, data_dir, allow_float_products)
+    n = len(wl.y_test)
     # Event counts do not depend on the ADC's range: skip the calibrated range's pass.
     adc = dataclasses.replace(arch.crossbar.adc, range="fixed", clip=True)
     mapped_arch = dataclasses.replace(arch, crossbar=dataclasses.replace(arch.crossbar, adc=adc))
-    mapped = map_model(model, mapped_arch, recipe, calib, seed=seed,
-                       allow_float_products=allow_float_products)
-    # A workload in memory (not a file) is its own key.
-    source = ((str(workload_path.resolve()), workload_path.stat().st_mtime)
-              if isinstance(workload_path, Path) else workload_path)
-    key = (source, n, None if data_dir is None else str(data_dir), seed, arch.inputs.signed,
-           recipe)
-    if key not in _STATS:
-        with torch.no_grad():
-            pf = model(x_test).argmax(1)  # map_model left ``model`` as it was
-        if len(_STATS) >= 4:
-            _STATS.pop(next(iter(_STATS)))
-        _STATS[key] = (int((pf == y_test).sum()), input_statistics(model, mapped, x_test))
-    float_correct, stats = _STATS[key]
-    with torch.no_grad():
-        mapped(x_test[:1])  # one bit-true sample: the layers' execution order and shapes
+    mapped = map_prepared(wl.prepared, mapped_arch, wl.recipe, seed=seed)
+    hw = _hardware_layers(mapped)
+    stats = wl.statistics(hw)
+    for name, x_shape in wl.calls.items():  # execution order and shapes, as a forward pass
+        if name in hw:
+            hw[name].note_call(x_shape)
     events: dict[str, dict[str, int]] = {}
-    state = {"float_correct": float_correct, "hw_correct": math.nan,
+    state = {"float_correct": wl.float_correct, "hw_correct": math.nan,
              "agree": math.nan, "events": events, "activity": {}}
-    for name, layer in _hardware_layers(mapped).items():
+    for name, layer in hw.items():
         # xb.arch: a packed layer's sub-layers are stored at the layer's own weight bits.
         evs = []
         for xb, hist in zip(layer.crossbar_layers, stats[name], strict=True):
@@ -391,42 +390,146 @@ def estimate(arch: Arch, workload_path: str | Path | LoadedWorkload, *, samples:
     placements = place(arch, mapped.layer_shapes())
     graph = mapped.layer_graph()
     timing = schedule(arch, placements, _schedule_activity(arch, state), graph=graph)
-    result = _result(arch, Path(arch.source or "<arch>"), workload, workload_path, mapped,
+    result = _result(arch, Path(arch.source or "<arch>"), wl.workload, workload_path, mapped,
                      state, n, seed, time.perf_counter() - start, timing, graph, placements)
     result.notes.append(f"analytical mode: events estimated from the input statistics of {n} "
                         "test samples; hardware accuracy not measured")
     return result
 
 
-#: Input statistics per workload (see :func:`estimate`), a few workloads per process.
-_STATS: dict[tuple, tuple[int, dict]] = {}
+class _AnalyticalWorkload:
+    """One workload's design-point-independent work for :func:`estimate` (kept per process,
+    :data:`_ANALYTICAL`): the prepared model, the test samples, and, from the first float
+    pass over the samples, the float accuracy and each mapped layer's first-call input shape
+    in execution order; input statistics per ``(layer, input_key)``, each computed on first
+    demand by a float pass."""
+
+    #: Input statistics kept per layer (distinct quantizers or packings of one layer).
+    MAX_KEYS_PER_LAYER = 16
+
+    def __init__(self, workload_path, samples, data_dir, allow_float_products):
+        from mappers.torch_bridge import prepare_model
+
+        self.workload, self.model, self.x_test, self.y_test, calib, self.recipe = _prepare(
+            workload_path, samples, data_dir)
+        self.prepared = prepare_model(self.model, self.recipe, calib,
+                                      allow_float_products=allow_float_products)
+        self.calls: dict[str, tuple[int, ...]] = {}
+        self.hists: dict[tuple, list] = {}
+        self.float_correct = 0
+        self.float_passes = 0
+        self.stamp = self._files_stamp()
+
+    def _files_stamp(self) -> tuple:
+        """Modification times of the files the model comes from (the checkpoint, a user's
+        model code): an edited one makes this entry stale."""
+        files = [getattr(self.workload, "checkpoint_path", None)]
+        ref = getattr(self.workload, "model_ref", None)
+        files.append(getattr(ref, "file", None))
+        return tuple(f.stat().st_mtime_ns if f is not None and Path(f).is_file() else None
+                     for f in files)
+
+    def _float_pass(self, wanted: dict) -> None:
+        """Run the float model on the samples; for each ``name -> layer`` in ``wanted`` store
+        the statistics of the layer's integer inputs under its input key. The first pass also
+        records the float accuracy and the layers' first-call input shapes."""
+        first = not self.float_passes
+        out, stats = _float_statistics(self.model, wanted, self.x_test,
+                                       self.calls if first else None,
+                                       self.prepared.targets if first else ())
+        if first:
+            self.float_correct = int((out.argmax(1) == self.y_test).sum())
+        self.float_passes += 1
+        for name, layer in wanted.items():
+            same = [k for k in self.hists if k[0] == name]
+            if len(same) >= self.MAX_KEYS_PER_LAYER:
+                del self.hists[same[0]]
+            self.hists[(name, layer.input_key())] = stats[name]
+
+    def statistics(self, hw: dict) -> dict[str, list]:
+        """Per mapped layer (``name -> HardwareLayer``), the input statistics of each of its
+        crossbar layers; a float pass computes those not yet known for their input key."""
+        with _ANALYTICAL_LOCK:  # a Dask worker may run points in threads
+            missing = {name: layer for name, layer in hw.items()
+                       if (name, layer.input_key()) not in self.hists}
+            if missing or not self.float_passes:
+                self._float_pass(missing)
+            return {name: self.hists[(name, layer.input_key())] for name, layer in hw.items()}
+
+
+def _analytical_workload(workload_path: Path | LoadedWorkload, samples: int | None,
+                         data_dir: str | Path | None, allow_float_products: bool
+                         ) -> _AnalyticalWorkload:
+    """The cached :class:`_AnalyticalWorkload` of these arguments (a few per process). A
+    workload file is keyed by its path and modification time (and those of its checkpoint and
+    model code), a workload in memory by itself.
+    """
+    source = ((str(workload_path.resolve()), workload_path.stat().st_mtime)
+              if isinstance(workload_path, Path) else workload_path)
+    key = (source, samples, None if data_dir is None else str(data_dir),
+           bool(allow_float_products))
+    with _ANALYTICAL_LOCK:
+        if key in _ANALYTICAL and _ANALYTICAL[key].stamp != _ANALYTICAL[key]._files_stamp():
+            del _ANALYTICAL[key]  # its checkpoint or model code changed
+        if key not in _ANALYTICAL:
+            if len(_ANALYTICAL) >= 4:
+                _ANALYTICAL.pop(next(iter(_ANALYTICAL)))
+            _ANALYTICAL[key] = _AnalyticalWorkload(workload_path, samples, data_dir,
+                                                   allow_float_products)
+        return _ANALYTICAL[key]
+
+
+#: Design-point-independent analytical work per workload (see :func:`estimate`).
+_ANALYTICAL: dict[tuple, _AnalyticalWorkload] = {}
+_ANALYTICAL_LOCK = threading.RLock()
 
 
 def input_statistics(model: torch.nn.Module, mapped, x: torch.Tensor) -> dict[str, list]:
     """Per mapped layer, the :class:`~sim.engine.analytical.InputHistogram` of each of its
     crossbar layers' integer input vectors when the float ``model`` runs on ``x`` (the
     hardware's quantization of the float activations)."""
+    return _float_statistics(model, _hardware_layers(mapped), x)[1]
+
+
+def _float_statistics(model: torch.nn.Module, layers: dict, x: torch.Tensor,
+                      calls: dict | None = None, names=()) -> tuple[torch.Tensor, dict]:
+    """The float ``model``'s output on ``x`` and :func:`input_statistics` of ``layers``
+    (``name -> HardwareLayer``). A layer called several times with inputs of one shape (a
+    recurrent layer's matrices, once a step) counts every call; with differing shapes, its
+    last call. With ``calls``, also record there the first-call input shape of each module in
+    ``names``, in call order."""
     from mappers.recurrent import unroll
     from sim.engine.analytical import InputHistogram
 
-    hw = _hardware_layers(mapped)
-    # Recurrent layers as the bridge maps them (per-matrix Linear, called once a step): every
-    # call's inputs count.
+    # Recurrent layers as the bridge maps them (per-matrix Linear, called once a step).
     model = unroll(model)
     inputs: dict[str, list[torch.Tensor]] = {}
-    hooks = [mod.register_forward_pre_hook(
-        lambda _m, args, name=name: inputs.setdefault(name, []).append(args[0].detach()))
-        for name, mod in model.named_modules() if name in hw]
+    watched = set(layers) | set(names)
+
+    def hook(name, args):
+        if calls is not None and name in names and name not in calls:
+            calls[name] = tuple(args[0].shape)
+        if name in layers:
+            inputs.setdefault(name, []).append(args[0].detach())
+
+    hooks = [mod.register_forward_pre_hook(lambda _m, args, name=name: hook(name, args))
+             for name, mod in model.named_modules() if name in watched]
     try:
         with torch.no_grad():
-            model(x)
+            out = model(x)
     finally:
         for h in hooks:
             h.remove()
-    return {name: [InputHistogram.of(mat.numpy()) for mat in
-                   layer.hw_inputs(torch.cat(inputs[name]) if len(inputs[name]) > 1
-                                   else inputs[name][0])[0]]
-            for name, layer in hw.items()}
+    return out, {name: [InputHistogram.of(mat.numpy())
+                        for mat in layer.hw_inputs(_joined(inputs[name]))[0]]
+                 for name, layer in layers.items()}
+
+
+def _joined(calls: list[torch.Tensor]) -> torch.Tensor:
+    """One layer's inputs over its calls: all of them when they share a shape, else the last."""
+    if len(calls) > 1 and all(c.shape[1:] == calls[0].shape[1:] for c in calls):
+        return torch.cat(calls)
+    return calls[-1]
 
 
 def _workload_arg(workload: str | Path | LoadedWorkload, out_dir) -> Path | LoadedWorkload:

@@ -10,11 +10,17 @@ the float phase's peak and the bit-true figure the whole run's).
         workloads/lenet5_mnist_capram.yaml --data-dir ../shared/data
 
 Takes any arch and workload (the CAP-RAM ResNet-20 of the issue once it is trained).
+
+Also prints the load average before and after, the machine's fp32 GEMM rate measured in the
+same run (``bench_kernels.gemm_rates``), the events per image (ADC conversions, the
+hardware's cell-MACs) and how long those cell-MACs alone would take at that GEMM rate: a
+floor for any float32 implementation of the bit-true model.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import resource
 import sys
@@ -24,6 +30,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_kernels import gemm_rates  # noqa: E402
 
 from analysis.run import _prepare  # noqa: E402
 from mappers import map_model  # noqa: E402
@@ -44,7 +53,10 @@ def main(argv=None) -> int:
     ap.add_argument("--samples", type=int, default=None, help="default: the whole test set")
     ap.add_argument("--batch-size", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads")
     args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
 
     t0 = time.perf_counter()
     arch = load_arch(args.arch)
@@ -64,13 +76,20 @@ def main(argv=None) -> int:
         mapped = map_model(model, arch, recipe, calib, seed=args.seed)
         map_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        correct = 0
+        correct, conversions, cell_macs = 0, 0, 0
+        c0 = time.process_time()
         for b, (xb, yb) in enumerate(batches):
             mapped.reset_events()
             mapped.set_noise(args.seed, call=b)
             correct += int((mapped(xb).argmax(1) == yb).sum())
+            for rec in mapped.layers:
+                conversions += rec.events.adc_conversions
+                cell_macs += rec.events.cell_macs
         hw_s = time.perf_counter() - t0
+        hw_cpu = time.process_time() - c0
         hw_acc, hw_rss = correct / n, peak_rss_mb()
+    load_after = os.getloadavg()
+    fp32 = max(gemm_rates(3, int8=False).values())
 
     print(f"{workload.name} on {arch.name}: {n} test samples, batch {args.batch_size}, "
           f"torch threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}")
@@ -80,7 +99,14 @@ def main(argv=None) -> int:
     print(f"| float | {float_s:.2f} | {n / float_s:,.0f} | {100 * float_acc:.2f} % | "
           f"{float_rss:,.0f} |")
     print(f"| bit-true | {hw_s:.2f} | {n / hw_s:,.0f} | {100 * hw_acc:.2f} % | {hw_rss:,.0f} |")
-    print(f"bit-true / float time: {hw_s / float_s:.0f}x")
+    print(f"bit-true / float time: {hw_s / float_s:.0f}x; bit-true CPU time of this process "
+          f"{hw_cpu:.2f} s")
+    print(f"load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f} on "
+          f"{os.cpu_count()} CPUs; fp32 GEMM rate measured after the run: {fp32 / 1e9:.1f} G "
+          "MAC/s (best of numpy sgemm and torch mm, 2048^3)")
+    print(f"per image: {conversions / n / 1e6:.2f} M ADC conversions, {cell_macs / n / 1e6:.0f} "
+          f"M cell-MACs (the hardware's, padding and all-zero steps included); those cell-MACs "
+          f"at the fp32 GEMM rate alone: {cell_macs / fp32:.1f} s for the {n} images")
     return 0
 
 

@@ -50,8 +50,8 @@ def best_time(fn, repeat: int) -> float:
     return min(times)
 
 
-def gemm_rates(repeat: int) -> dict[str, float]:
-    """MACs per second of fp32 and int8 GEMMs on this machine (2048^3)."""
+def gemm_rates(repeat: int, int8: bool = True) -> dict[str, float]:
+    """MACs per second of fp32 and (with ``int8``) int8 GEMMs on this machine (2048^3)."""
     import torch
 
     n = 2048
@@ -60,6 +60,8 @@ def gemm_rates(repeat: int) -> dict[str, float]:
     rates = {"numpy fp32 sgemm": n**3 / best_time(lambda: a @ a, repeat)}
     ta = torch.from_numpy(a)
     rates["torch fp32 mm"] = n**3 / best_time(lambda: ta @ ta, repeat)
+    if not int8:
+        return rates
     # 1024^3: on a CPU without VNNI int8 runs at well under 1 G MAC/s, and 2048^3 took minutes.
     n8 = 1024
     i8 = torch.randint(-128, 127, (n8, n8), dtype=torch.int8)
@@ -150,6 +152,33 @@ def resnet18_image(arch, rng) -> tuple[float, int]:
     return total, cell_macs
 
 
+def curves_cpu(batch: int, repeat: int) -> None:
+    """Best CPU seconds (this process) of the 512x512 layer: variation and an ideal ADC, then
+    mismatched ADC curves applied column by column and by instance runs (the same bits)."""
+    rng = np.random.default_rng(0)
+    _, var, curves = archs()
+    lo = -(2 ** (var.weights.bits - 1)) + 1
+    w = rng.integers(lo, -lo, size=(512, 512))
+    x = rng.integers(-(2**15), 2**15, size=(batch, 512))
+    print(f"512x512, batch {batch}, CPU seconds (best of {repeat}), worker threads "
+          f"{__import__('sim.macros.crossbar', fromlist=['threads']).threads()}:")
+    outs = []
+    for arch, by_runs, label in ((var, True, "variation + ideal ADC"),
+                                 (curves, False, "+ curves, column by column"),
+                                 (curves, True, "+ curves, by instance runs")):
+        layer = CrossbarLayer(arch, w, seed=1, backend=BACKEND)
+        layer.adc_by_runs = by_runs
+        layer.matmul(x[:8], seed=0)
+        best = float("inf")
+        for _ in range(repeat):
+            c = time.process_time()
+            out, _ = layer.matmul(x, seed=0)
+            best = min(best, time.process_time() - c)
+        outs.append(out)
+        print(f"  {label:<32}{best:8.3f} s")
+    print("  curves paths give the same bits:", outs[1].tobytes() == outs[2].tobytes())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=256)
@@ -158,6 +187,9 @@ def main() -> None:
     ap.add_argument("--backend", choices=("auto", "numpy", "torch", "cuda"), default=None)
     ap.add_argument("--resnet18", action="store_true",
                     help="also time one ResNet-18 224x224 image's crossbar products")
+    ap.add_argument("--curves", action="store_true",
+                    help="only: CPU seconds of the 512x512 layer with variation, with ADC "
+                         "curves column by column, and with curves by instance runs")
     ap.add_argument("--no-fast-path", action="store_true",
                     help="run provably exact configs through the per-row-group model too")
     args = ap.parse_args()
@@ -166,6 +198,10 @@ def main() -> None:
     from threadpoolctl import threadpool_info
 
     import sim.macros.crossbar as xb
+
+    if args.curves:
+        curves_cpu(args.batch, args.repeat)
+        return
 
     print("machine:", platform.processor() or platform.machine(), f"{os.cpu_count()} cpus,",
           f"worker threads {xb.threads()}")

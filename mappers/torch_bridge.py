@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import math
 import operator
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -277,27 +278,55 @@ class HardwareLayer(nn.Module):
             counts += [active[t:t + gpc].sum(axis=0) for t in range(0, layer.groups, gpc)]
         return tile_histograms(np.stack(counts).astype(np.uint16), gpc)[0]
 
+    def out_shape(self, x_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The leading shape of the layer's output for an input of ``x_shape``: ``(n, hout,
+        wout)`` for a convolution, the input's leading dimensions otherwise. Its product is
+        the number of input vectors."""
+        if not self.is_conv:
+            return tuple(x_shape[:-1])
+        n, _, h, w = x_shape
+        hout = (h + 2 * self.padding[0] - self.dilation[0] * (self.kernel_size[0] - 1)
+                - 1) // self.stride[0] + 1
+        wout = (w + 2 * self.padding[1] - self.dilation[1] * (self.kernel_size[1] - 1)
+                - 1) // self.stride[1] + 1
+        return (n, hout, wout)
+
+    def input_key(self) -> tuple:
+        """What :meth:`hw_inputs` depends on besides its input and the module's geometry: the
+        activation quantizer, the groups per crossbar pack and a packed layer's sub-layer rows.
+        Two mapped layers of one module with equal keys give equal input matrices (the
+        analytical mode's input statistics are cached on it)."""
+        rows = (None if self.packing is None else
+                (self.packing.padded, tuple(r.numpy().tobytes() for r in self._rows)))
+        return (self.act, self.per_pack, rows)
+
+    def note_call(self, x_shape: tuple[int, ...]) -> None:
+        """Record the layer's place in execution order and its vectors per sample on its first
+        call with an input of ``x_shape`` (the forward pass does; the analytical mode calls it
+        from the float model's pass instead of running a bit-true sample)."""
+        rec = self.record
+        if rec.call_order >= 0:
+            return
+        rec.call_order = HardwareLayer._calls_seen
+        HardwareLayer._calls_seen += 1
+        shape = self.out_shape(x_shape)
+        n = x_shape[0] if len(x_shape) > 1 else 1
+        rec.vectors_per_sample = math.prod(shape) // max(n, 1)
+        if self.is_conv:
+            rec.out_width, rec.kernel_height = shape[2], self.kernel_size[0]
+
     def hw_inputs(self, x: torch.Tensor) -> tuple[list[torch.Tensor], tuple]:
         """Integer input matrices (one per crossbar pack of groups, zero point included) and
         the output shape."""
         q = self.act.to_int(x)
+        shape = self.out_shape(tuple(x.shape))
         if self.is_conv:
-            n, _, h, w = x.shape
-            cols = F.unfold(q.double(), self.kernel_size, dilation=self.dilation,
-                            padding=self.padding, stride=self.stride)  # (n, C*kh*kw, L)
-            hout = (h + 2 * self.padding[0] - self.dilation[0] * (self.kernel_size[0] - 1)
-                    - 1) // self.stride[0] + 1
-            wout = (w + 2 * self.padding[1] - self.dilation[1] * (self.kernel_size[1] - 1)
-                    - 1) // self.stride[1] + 1
-            mat = cols.transpose(1, 2).reshape(-1, cols.shape[1]).to(torch.int64)
+            mat = _im2col(q, self.kernel_size, self.padding, self.stride, self.dilation)
             # A pack's groups' input columns side by side (groups' channels are contiguous).
             k = mat.shape[1] // self.groups * self.per_pack
             mats = [m.contiguous() for m in mat.split(k, dim=1)]
-            shape = (n, hout, wout)
         else:
-            lead = x.shape[:-1]
             mats = [q.reshape(-1, x.shape[-1])]
-            shape = tuple(lead)
         if self.act.zero_point:
             mats = [m + self.act.zero_point for m in mats]
         if self.packing is not None:  # each sub-layer's rows of the layer's input
@@ -309,14 +338,7 @@ class HardwareLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         mats, shape = self.hw_inputs(x)
-        rec = self.record
-        if rec.call_order < 0:
-            rec.call_order = HardwareLayer._calls_seen
-            HardwareLayer._calls_seen += 1
-            n = x.shape[0] if x.dim() > 1 else 1
-            rec.vectors_per_sample = mats[0].shape[0] // max(n, 1)
-            if self.is_conv:
-                rec.out_width, rec.kernel_height = shape[2], self.kernel_size[0]
+        self.note_call(tuple(x.shape))
         if self.capture is not None and not self.capture:
             self.capture.append(mats[0].numpy())
         outs, evs = [], []
@@ -345,6 +367,21 @@ class HardwareLayer(nn.Module):
             n, hout, wout = shape
             return y.reshape(n, hout, wout, -1).permute(0, 3, 1, 2).contiguous()
         return y.reshape(*shape, -1)
+
+
+def _im2col(q: torch.Tensor, kernel: tuple, padding: tuple, stride: tuple, dilation: tuple
+            ) -> torch.Tensor:
+    """The convolution's input vectors of integer ``q`` (n, C, H, W): a ``(n * hout * wout,
+    C * kh * kw)`` matrix, rows in output order, columns as ``F.unfold`` orders them. Integer
+    views and one copy (``F.unfold`` would need a float copy and a conversion back)."""
+    n, c = q.shape[:2]
+    if any(padding):
+        q = F.pad(q, (padding[1], padding[1], padding[0], padding[0]))
+    x = q.unfold(2, (kernel[0] - 1) * dilation[0] + 1, stride[0])
+    x = x.unfold(3, (kernel[1] - 1) * dilation[1] + 1, stride[1])  # (n, C, ho, wo, kh', kw')
+    if dilation[0] > 1 or dilation[1] > 1:
+        x = x[..., ::dilation[0], ::dilation[1]]
+    return x.permute(0, 2, 3, 1, 4, 5).reshape(n * x.shape[2] * x.shape[3], -1)
 
 
 @dataclass
@@ -489,6 +526,55 @@ def check_mappable(model: nn.Module) -> None:
 COVERAGE_SAMPLES = 4
 
 
+@dataclass(frozen=True, eq=False)
+class PreparedModel:
+    """The part of :func:`map_model` that does not depend on the architecture: the folded
+    model (never modified afterwards), the classified operations, the calibrated activation
+    ranges and the traced graph. A sweep prepares a workload once per process and maps each
+    design point with :func:`map_prepared`."""
+
+    model: nn.Module
+    folded: list[str]
+    coverage: Coverage
+    targets: tuple[str, ...]
+    ranges: dict[str, tuple[float, float]]
+    samples: dict[str, torch.Tensor]
+    graph: LayerGraph | None
+    graph_note: str
+    #: Recurrent modules (unrolled): their matrices take the module's bits.
+    cells: frozenset[str] = frozenset()
+
+
+def prepare_model(model: nn.Module, recipe: QuantRecipe,
+                  calibration: Iterable[torch.Tensor] | torch.Tensor, *,
+                  allow_float_products: bool = False) -> PreparedModel:
+    """Everything :func:`map_model` does before it looks at the arch (see there)."""
+    if isinstance(model, nn.Conv2d | nn.Linear):  # a bare layer: give it a parent to swap in
+        model = nn.Sequential(model)
+    model = recurrent.unroll(model)  # GRU/LSTM/RNN: per-matrix nn.Linear and a step loop
+    check_mappable(model)
+    model, folded = fold_batchnorm(model)
+    batches = [calibration] if isinstance(calibration, torch.Tensor) else list(calibration)
+    coverage = record_operations(model, batches[0][:COVERAGE_SAMPLES],
+                                 allow_float_products=allow_float_products)
+    targets = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    if not targets:
+        raise MappingError("the model has no nn.Conv2d or nn.Linear layer to map")
+    ranges, samples = _calibrate_ranges(model, targets, batches)
+    graph, graph_note = trace_graph(model, batches[0][:1], [n for n, _ in targets])
+    if graph is None:  # torch.fx could not: the graph the recorder saw executing
+        recorded, why = coverage.layer_graph([n for n, _ in targets], graph_note.split(";")[0])
+        if recorded is not None:
+            graph, graph_note = recorded, ""
+        else:
+            graph_note += f"; the recorded operations gave no graph either ({why})"
+    return PreparedModel(model=model, folded=folded, coverage=coverage,
+                         targets=tuple(n for n, _ in targets), ranges=ranges, samples=samples,
+                         graph=graph, graph_note=graph_note,
+                         cells=frozenset(n for n, m in model.named_modules()
+                                         if isinstance(m, recurrent.UnrolledRecurrent)))
+
+
 def map_model(model: nn.Module, arch: Arch, recipe: QuantRecipe,
               calibration: Iterable[torch.Tensor] | torch.Tensor, *, seed: int = 0,
               allow_float_products: bool = False) -> MappedModel:
@@ -503,49 +589,47 @@ def map_model(model: nn.Module, arch: Arch, recipe: QuantRecipe,
     matrix product outside an ``nn.Conv2d``/``nn.Linear``, or an operator imcsim does not
     know, is a :class:`MappingError` naming its module and source line, unless
     ``allow_float_products`` (then it runs in float and the coverage lists it).
+
+    The same as :func:`prepare_model` followed by :func:`map_prepared`.
     """
-    if isinstance(model, nn.Conv2d | nn.Linear):  # a bare layer: give it a parent to swap in
-        model = nn.Sequential(model)
-    model = recurrent.unroll(model)  # GRU/LSTM/RNN: per-matrix nn.Linear and a step loop
-    check_mappable(model)
     _check_bits(arch, recipe)
-    model, folded = fold_batchnorm(model)
-    batches = [calibration] if isinstance(calibration, torch.Tensor) else list(calibration)
-    coverage = record_operations(model, batches[0][:COVERAGE_SAMPLES],
-                                 allow_float_products=allow_float_products)
-    targets = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
-    if not targets:
-        raise MappingError("the model has no nn.Conv2d or nn.Linear layer to map")
+    prepared = prepare_model(model, recipe, calibration,
+                             allow_float_products=allow_float_products)
+    return map_prepared(prepared, arch, recipe, seed=seed)
+
+
+def map_prepared(prepared: PreparedModel, arch: Arch, recipe: QuantRecipe, *,
+                 seed: int = 0) -> MappedModel:
+    """Program a :class:`PreparedModel` onto ``arch``: each Conv2d/Linear of a copy of the
+    folded model (sharing its parameters) becomes a :class:`HardwareLayer`."""
     # A recurrent layer's matrices take its bits (bits.weights_per_layer names the module).
-    cells = {n for n, m in model.named_modules() if isinstance(m, recurrent.UnrolledRecurrent)}
-    _check_bits(arch, recipe, [n for n, _ in targets] + sorted(cells))
-    ranges, samples = _calibrate_ranges(model, targets, batches)
-    graph, graph_note = trace_graph(model, batches[0][:1], [n for n, _ in targets])
-    if graph is None:  # torch.fx could not: the graph the recorder saw executing
-        recorded, why = coverage.layer_graph([n for n, _ in targets], graph_note.split(";")[0])
-        if recorded is not None:
-            graph, graph_note = recorded, ""
-        else:
-            graph_note += f"; the recorded operations gave no graph either ({why})"
+    _check_bits(arch, recipe, list(prepared.targets) + sorted(prepared.cells))
+    src = prepared.model
+    # A copy of the module tree only: parameters and buffers are shared, never written.
+    memo = {id(t): t for t in (*src.parameters(), *src.buffers())}
+    model = copy.deepcopy(src, memo)
+    modules = dict(model.named_modules())
     # The arch's variation.seed and the run seed together pick the chip: same pair, same bits.
-    seeds = np.random.SeedSequence([arch.variation.seed, seed]).spawn(len(targets))
+    seeds = np.random.SeedSequence([arch.variation.seed, seed]).spawn(len(prepared.targets))
     records = []
-    for (name, module), ss in zip(targets, seeds, strict=True):
-        lo, hi = ranges[name]
+    for name, ss in zip(prepared.targets, seeds, strict=True):
+        lo, hi = prepared.ranges[name]
         act = activation_quant(lo, hi, recipe.activation_bits, arch.inputs.signed)
         _check_input_range(arch, act, name)
         parent = name.rpartition(".")[0]
-        layer_recipe = recipe if parent not in cells or name in dict(recipe.layer_weight_bits) \
+        own_bits = parent not in prepared.cells or name in dict(recipe.layer_weight_bits)
+        layer_recipe = recipe if own_bits \
             else dataclasses.replace(recipe, weight_bits=recipe.bits_of(parent))
-        hw = HardwareLayer(name, module, arch, layer_recipe, act, ss)
+        hw = HardwareLayer(name, modules[name], arch, layer_recipe, act, ss)
         if arch.crossbar.adc.range == "calibrated":
-            mats, _ = hw.hw_inputs(samples[name])
+            mats, _ = hw.hw_inputs(prepared.samples[name])
             for xb, mat in zip(hw.crossbar_layers, mats, strict=True):
                 xb.calibrate(mat.numpy())
         _set_module(model, name, hw)
         records.append(hw.record)
-    return MappedModel(model=model, layers=records, folded_batchnorms=folded, graph=graph,
-                       graph_note=graph_note, coverage=coverage)
+    return MappedModel(model=model, layers=records, folded_batchnorms=list(prepared.folded),
+                       graph=prepared.graph, graph_note=prepared.graph_note,
+                       coverage=prepared.coverage)
 
 
 def _check_bits(arch: Arch, recipe: QuantRecipe, names: list[str] | None = None) -> None:

@@ -191,7 +191,7 @@ def test_estimate_end_to_end_with_zero_skip_and_statistics_reused():
 
     arch = _skip_arch()
     digits = builtin_workloads()["digits_cnn"]
-    run._STATS.clear()
+    run._ANALYTICAL.clear()
     est = run.estimate(arch, digits, samples=12)
     exact = run.simulate(arch, digits, samples=12, progress=False)
     assert [a.name for a in est.layers] == [b.name for b in exact.layers]
@@ -203,12 +203,98 @@ def test_estimate_end_to_end_with_zero_skip_and_statistics_reused():
                                                             rel=0.02), a.name
         assert a.events["adc_conversions_skipped"] > 0
     assert est.energy_per_inference_nj == pytest.approx(exact.energy_per_inference_nj, rel=0.02)
-    (stats_before,) = [v[1] for v in run._STATS.values()]
+    (wl,) = run._ANALYTICAL.values()
+    stats_before, passes = dict(wl.hists), wl.float_passes
     adc = dataclasses.replace(arch.crossbar.adc, bits=7, clip=True)
     other = dataclasses.replace(arch, crossbar=dataclasses.replace(arch.crossbar, adc=adc))
     run.estimate(other, digits, samples=12)
-    (stats_after,) = [v[1] for v in run._STATS.values()]
-    assert stats_after is stats_before
+    assert wl.float_passes == passes  # no float pass for a point that changes the ADC only
+    assert all(wl.hists[k] is v for k, v in stats_before.items())
+
+
+def _events(result):
+    return [(lr.name, lr.events) for lr in result.layers]
+
+
+def test_estimate_cache_recomputes_when_a_cause_changes(make_arch):
+    """A design point that changes what the cached input statistics depend on gets fresh
+    statistics, and its result equals a cold-cache result and moves with the cause: the input
+    format's signedness (the activation quantizer of a layer with negative inputs) and the
+    crossbar rows of a packed layer (its sub-layers' rows)."""
+    import torch
+    from torch import nn
+
+    from analysis import run
+    from analysis.run import LoadedWorkload
+    from workloads.spec import Bits
+
+    g = torch.Generator().manual_seed(3)
+    model = nn.Sequential(nn.Linear(40, 12), nn.ReLU(), nn.Linear(12, 4)).eval()
+    with torch.no_grad():  # half the first layer's weights zero: packing drops cells
+        model[0].weight.mul_((torch.rand(model[0].weight.shape, generator=g) < 0.5).float())
+    x = torch.randn(16, 40, generator=g)  # the first layer's inputs go negative
+    lw = LoadedWorkload(name="t", model=model, test_inputs=x, test_labels=torch.zeros(16).long(),
+                        calibration=x, bits=Bits(weights=8, activations=7), mapping="packed")
+    base = {"organization.tiles": 64, "inputs.signed": False}
+    cases = [({**base, "inputs.signed": True}, "signed"), ({**base, "crossbar.rows": 8}, "rows")]
+    for change, label in cases:
+        a, b = make_arch(**base), make_arch(**change)
+        run._ANALYTICAL.clear()
+        first = run.estimate(a, lw, samples=16)
+        (wl,) = run._ANALYTICAL.values()
+        passes = wl.float_passes
+        warm = run.estimate(b, lw, samples=16)
+        assert wl.float_passes == passes + 1, label  # the changed layers' statistics
+        run._ANALYTICAL.clear()
+        cold = run.estimate(b, lw, samples=16)
+        assert _events(warm) == _events(cold), label
+        assert _events(warm) != _events(first), label
+
+
+def test_estimate_cache_sees_an_edited_workload_file(tmp_path):
+    """Editing the workload file (4-bit instead of 8-bit activations), then its checkpoint,
+    between points of one process makes a new cache entry each time: each point equals a
+    cold-cache run and moves."""
+    import os
+    import shutil
+
+    import torch
+
+    from analysis import run
+    from workloads.spec import builtin_workloads
+
+    def bump(path):  # a coarse clock: make the edit newer anyway
+        st = path.stat()
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+
+    arch = _skip_arch()
+    digits = Path(builtin_workloads()["digits_cnn"])
+    text = digits.read_text()
+    ckpt = tmp_path / "digits_cnn.pt"
+    shutil.copy(digits.parent / "checkpoints" / "digits_cnn.pt", ckpt)
+    assert "checkpoint: checkpoints/digits_cnn.pt" in text and "activations: 8" in text
+    wl = tmp_path / "digits.yaml"
+    wl.write_text(text.replace("checkpoint: checkpoints/digits_cnn.pt", f"checkpoint: {ckpt}"))
+    run._ANALYTICAL.clear()
+    eight = run.estimate(arch, wl, samples=8)
+    wl.write_text(wl.read_text().replace("activations: 8", "activations: 4"))
+    bump(wl)
+    four = run.estimate(arch, wl, samples=8)
+    run._ANALYTICAL.clear()
+    cold = run.estimate(arch, wl, samples=8)
+    assert _events(four) == _events(cold)
+    assert (four.events_total["adc_conversions_skipped"]
+            != eight.events_total["adc_conversions_skipped"])
+    state = torch.load(ckpt)
+    first = next(k for k, v in state.items() if k.endswith("weight") and v.dim() == 4)
+    state[first] = state[first] * 0.25  # smaller activations downstream
+    torch.save(state, ckpt)
+    bump(ckpt)
+    edited = run.estimate(arch, wl, samples=8)
+    run._ANALYTICAL.clear()
+    cold = run.estimate(arch, wl, samples=8)
+    assert _events(edited) == _events(cold)
+    assert _events(edited) != _events(four)
 
 
 def test_geometry_matches_programmed_layer(isaac_arch, make_arch):
@@ -266,3 +352,39 @@ def test_duplication_balances_and_model_too_big_is_reported(isaac_arch, make_arc
     ok = make_arch(**{"organization.tiles": 1, "organization.imas_per_tile": 1,
                       "organization.crossbars_per_ima": 2, "organization.reprogram": True})
     assert len(place(ok, _chain())) == 3
+
+
+def _greedy_copies(layers, crossbars, spare):
+    """The duplication rule written plainly (the oracle): each round, sort all layers by
+    vectors per copy (stable) and give one copy to the first that has vectors to spare and
+    fits; stop when none does or the busiest layer has at most one vector per copy."""
+    dup = [1] * len(layers)
+    while True:
+        order = sorted(range(len(layers)), key=lambda i: -layers[i].vectors / dup[i])
+        for i in order:
+            if dup[i] < layers[i].vectors and crossbars[i] <= spare:
+                dup[i] += 1
+                spare -= crossbars[i]
+                break
+        else:
+            break
+        if layers[order[0]].vectors / dup[order[0]] <= 1:
+            break
+    return dup
+
+
+def test_duplicates_heap_matches_the_plain_greedy():
+    """``placement._duplicates`` (a heap) gives the copies of the plain greedy rule on random
+    layer sets, ties and layers too large to copy included."""
+    from sim.engine.placement import _duplicates
+
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        n = int(rng.integers(1, 9))
+        vectors = rng.choice([1, 2, 3, 4, 16, 64, 100, 1024], size=n)
+        layers = [LayerShape(name=f"l{i}", k=8, n=8, vectors=int(v))
+                  for i, v in enumerate(vectors)]
+        crossbars = [int(c) for c in rng.integers(1, 40, size=n)]
+        spare = int(rng.integers(0, 400))
+        assert _duplicates(layers, crossbars, spare) == _greedy_copies(
+            layers, crossbars, spare), trial

@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 
+from sim.kernels import adc as adc_k
 from sim.kernels import backend as backend_k
 from sim.kernels import inputs as inputs_k
 from sim.macros.crossbar import CrossbarLayer
@@ -180,3 +181,34 @@ def test_torch_int8_only_where_exact(make_arch):
     unsigned = _isaac_small(make_arch, **{"crossbar.dac.bits": 8, "crossbar.adc.bits": 12,
                                           "inputs.signed": False})
     assert all(g.fast is None for g in CrossbarLayer(unsigned, w, backend="torch")._gemm_w)
+
+
+@pytest.mark.parametrize("change", [
+    {"variation.adc.cap_mismatch_sigma": 0.05},
+    {"variation.adc.cap_mismatch_sigma": 0.3, "variation.adc.offset_sigma_lsb": 0.7,
+     "variation.adc.gain_sigma": 0.05, "crossbar.adc.per_crossbar": 2},
+    {"variation.adc.cap_mismatch_sigma": 0.05, "variation.adc.noise_sigma_lsb": 0.5,
+     "variation.cell.sigma": 0.05, "inputs.zero_skip": True},
+    {"variation.adc.cap_mismatch_sigma": 0.1, "crossbar.adc.calibration": "two_step",
+     "variation.cell.sigma": 0.05},
+    {"variation.adc.cap_mismatch_sigma": 0.05, "crossbar.adc.bits": 4,  # clipping at the top
+     "crossbar.adc.rounding": "floor", "variation.cell.sigma": 0.05},
+])
+def test_curves_converted_by_instance_runs_same_bits(make_arch, change):
+    """Mismatched ADC curves applied one run of same-instance columns at a time (branch-free
+    where the curve allows) give the bits and events of the column-by-column conversion (the
+    reference), for the same seeds: instances interleaved (two ADCs per crossbar), badly
+    mismatched curves (walked), comparator noise with zero-skip, a calibration table."""
+    arch = _isaac_small(make_arch, **{"organization.tiles": 8, **change})
+    w, x = _layer_io(seed=7, k=40, n=9, m=29, zero_fraction=0.3)
+    runs = []
+    for by_runs in (False, True):
+        layer = CrossbarLayer(arch, w, seed=4, exact_fast_path=False)
+        layer.adc_by_runs = by_runs
+        runs.append(layer.matmul(x, seed=2))
+    assert layer.adc_thresholds.shape[0] > 0 and layer.col_inst.max() > 0
+    _, fast = adc_k._instance_runs(layer.col_inst[0], layer.adc_thresholds, layer.adc_lut[3],
+                                   arch.crossbar.adc.codes)
+    assert fast.any()  # the branch-free loop ran
+    assert runs[0][0].tobytes() == runs[1][0].tobytes()
+    assert runs[0][1] == runs[1][1]

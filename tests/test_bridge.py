@@ -170,3 +170,19 @@ def test_map_model_records_the_layer_graph(make_arch):
     mapped(torch.randn(1, 1, 4, 4))
     sources = {s.name: s.source for s in mapped.layer_shapes()}
     assert sources == {"a": None, "b": "a", "c": "a", "fc": "b"}
+
+
+@pytest.mark.parametrize(("kernel", "padding", "stride", "dilation"), [
+    ((3, 3), (1, 1), (1, 1), (1, 1)), ((3, 2), (0, 1), (2, 1), (1, 1)),
+    ((3, 3), (2, 2), (1, 2), (2, 2)), ((1, 1), (0, 0), (1, 1), (1, 1)),
+    ((5, 3), (2, 0), (3, 2), (1, 2))])
+def test_im2col_matches_unfold(kernel, padding, stride, dilation):
+    """The bridge's integer im2col equals ``F.unfold`` (the reference) for padding, strides
+    and dilation, row for row and column for column."""
+    from mappers.torch_bridge import _im2col
+
+    q = torch.randint(-128, 128, (3, 4, 11, 9), generator=torch.Generator().manual_seed(0))
+    ref = F.unfold(q.double(), kernel, dilation=dilation, padding=padding, stride=stride)
+    ref = ref.transpose(1, 2).reshape(-1, ref.shape[1]).to(torch.int64)
+    got = _im2col(q, kernel, padding, stride, dilation)
+    assert got.dtype == torch.int64 and torch.equal(got, ref)

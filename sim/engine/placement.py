@@ -9,6 +9,7 @@ vectors per copy), as ISAAC replicates its early layers, while crossbars remain.
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass, replace
 
@@ -292,21 +293,7 @@ def place(arch: Arch, layers: list[LayerShape], *, duplicate: bool = True) -> li
             "larger organization or set organization.reprogram: true")
     dup = [1] * len(layers)
     if duplicate and family.duplicates and need <= capacity:
-        spare = capacity - need
-        # Greedy: give one more copy to the layer with the most vectors per copy (a
-        # recurrent product's steps cannot use a copy).
-        free = [i for i, ly in enumerate(layers) if not ly.recurrent]
-        while free:
-            order = sorted(free, key=lambda i: -layers[i].vectors / dup[i])
-            for i in order:
-                if dup[i] < layers[i].vectors and geos[i].crossbars <= spare:
-                    dup[i] += 1
-                    spare -= geos[i].crossbars
-                    break
-            else:
-                break
-            if layers[order[0]].vectors / dup[order[0]] <= 1:
-                break
+        dup = _duplicates(layers, [g.crossbars for g in geos], capacity - need)
     per_tile = org.imas_per_tile * org.crossbars_per_ima
     result, cursor = [], 0
     for ly, g, d in zip(layers, geos, dup, strict=True):
@@ -319,6 +306,39 @@ def place(arch: Arch, layers: list[LayerShape], *, duplicate: bool = True) -> li
                                 last_tile=(start + used - 1) // per_tile))
         cursor += used
     return result
+
+
+def _duplicates(layers: list[LayerShape], crossbars: list[int], spare: int) -> list[int]:
+    """Copies per layer: greedily, one more copy to the layer with the most vectors per copy
+    (ties: the earlier layer) that still has vectors to spare and fits the spare crossbars,
+    until none does or the busiest layer (of all) has at most one vector per copy. A
+    recurrent product takes no copy (its steps run one after another) and is never counted as
+    the busiest.
+
+    A heap over the layers that may still take a copy: a layer that cannot (all its vectors
+    have a copy, or it no longer fits) never can again, since copies only grow and the spare
+    crossbars only shrink; it leaves the heap but still counts as the busiest layer.
+    """
+    dup = [1] * len(layers)
+    heap = [(-ly.vectors / 1, i) for i, ly in enumerate(layers) if not ly.recurrent]
+    heapq.heapify(heap)
+    done = None  # the busiest of the layers that left the heap: (key, index)
+    while True:
+        while heap and not (dup[heap[0][1]] < layers[heap[0][1]].vectors
+                            and crossbars[heap[0][1]] <= spare):
+            out = heapq.heappop(heap)
+            done = out if done is None or out < done else done
+        if not heap:
+            break
+        top = heap[0] if done is None or heap[0] < done else done
+        _, i = heapq.heappop(heap)
+        dup[i] += 1
+        spare -= crossbars[i]
+        heapq.heappush(heap, (-layers[i].vectors / dup[i], i))
+        t = top[1]
+        if layers[t].vectors / dup[t] <= 1:
+            break
+    return dup
 
 
 # ---------------------------------------------------------------------------- mesh and routes

@@ -206,8 +206,77 @@ def _convert_row(psum, r, lin_a, lin_b, thr, lut_base, lut_t1, lut_t2, lut_ok, c
 
 
 @jit
+def _instance_runs(col_inst, thr, lut_ok, codes):
+    """Starts of the runs of adjacent columns converted by one ADC instance (plus the end),
+    and per instance whether its curve converts branch-free (:func:`_convert_runs`): at most
+    two thresholds per one-LSB bin and every threshold inside ``(0, codes)``, so that a value
+    clamped into ``[0, codes - 1]`` finds its code in the tables."""
+    n_cols = col_inst.shape[0]
+    n_runs = 1
+    for c in range(1, n_cols):
+        if col_inst[c] != col_inst[c - 1]:
+            n_runs += 1
+    starts = np.empty(n_runs + 1, np.int64)
+    starts[0] = 0
+    s = 1
+    for c in range(1, n_cols):
+        if col_inst[c] != col_inst[c - 1]:
+            starts[s] = c
+            s += 1
+    starts[n_runs] = n_cols
+    last = thr.shape[1] - 1
+    fast = np.empty(thr.shape[0], np.bool_)
+    for i in range(thr.shape[0]):
+        fast[i] = lut_ok[i] and thr[i, 0] > 0.0 and thr[i, last] < codes
+    return starts, fast
+
+
+@jit
+def _convert_runs(psum, r, lin_a, lin_b, thr, lut_base, lut_t1, lut_t2, starts, fast,
+                  col_inst, codes, half, noise, recon_step, v):
+    """Row ``r`` through threshold curves without a calibration table, one run of columns of
+    one ADC instance at a time: for a branch-free instance the inner loop has no branch (the
+    value is clamped into the table's range; outside it the count of thresholds below is 0 or
+    all, as the table says there), else the walk of :func:`_convert_row`. The same codes as
+    :func:`_convert_row`."""
+    top = codes - 1
+    has_noise = noise.shape[0] > 0
+    for s in range(starts.shape[0] - 1):
+        c0 = starts[s]
+        c1 = starts[s + 1]
+        i = col_inst[c0]
+        if fast[i]:
+            base = lut_base[i]
+            t1 = lut_t1[i]
+            t2 = lut_t2[i]
+            if has_noise:
+                for c in range(c0, c1):
+                    u = psum[r, c] * lin_a[c] + lin_b[c] + noise[r, c]
+                    b = int(min(max(u, 0.0), top))
+                    v[c] = (base[b] + (u >= t1[b]) + (u >= t2[b])) * recon_step[c]
+            else:
+                for c in range(c0, c1):
+                    u = psum[r, c] * lin_a[c] + lin_b[c]
+                    b = int(min(max(u, 0.0), top))
+                    v[c] = (base[b] + (u >= t1[b]) + (u >= t2[b])) * recon_step[c]
+            continue
+        for c in range(c0, c1):
+            u = psum[r, c] * lin_a[c] + lin_b[c]
+            if has_noise:
+                u += noise[r, c]
+            k = np.floor(u + half)
+            lo = int(min(max(k, 0.0), top))
+            while lo < top and thr[i, lo] <= u:
+                lo += 1
+            while lo > 0 and thr[i, lo - 1] > u:
+                lo -= 1
+            v[c] = lo * recon_step[c]
+
+
+@jit
 def adc_accumulate(psum, row_of, n_samples, active, skip, lin_a, lin_b, thr, lut, cal, col_inst,
-                   codes, half, noise, recon_step, direct, units, coef, step_weight, out):
+                   codes, half, noise, recon_step, direct, units, coef, step_weight, out,
+                   by_runs):
     """Convert one row group's partial sums and shift-add them into the outputs.
 
     ``psum`` (rows, C) float32 (or int32 from an integer GEMM) holds the analog partial sums
@@ -229,6 +298,10 @@ def adc_accumulate(psum, row_of, n_samples, active, skip, lin_a, lin_b, thr, lut
     where the unit-column terms carry the offset bias and the flipped columns' ``top x unit``
     parts (see :func:`combine_coefficients`). A (step, sample) whose group inputs are all zero
     is skipped when ``skip``.
+
+    ``by_runs``: threshold curves without a calibration table are applied one run of
+    same-instance columns at a time (:func:`_convert_runs`; the same bits as column by column,
+    which ``False`` keeps only to test that).
     """
     n_steps = step_weight.shape[0]
     n_cols = psum.shape[1]
@@ -236,6 +309,9 @@ def adc_accumulate(psum, row_of, n_samples, active, skip, lin_a, lin_b, thr, lut
     per = direct.shape[0] // n_out
     n_units = units.shape[1]
     v = np.empty(n_cols, dtype=np.float64)
+    runs = by_runs and thr.shape[0] > 0 and cal.shape[0] == 0
+    starts, fast = _instance_runs(col_inst, thr, lut[3], codes) if runs else (
+        np.zeros(1, np.int64), np.zeros(0, np.bool_))
     # Steps outer, samples inner: partial sums are read in row order (prefetch-friendly); each
     # output still adds its steps in the order p = 0, 1, ... (same bits as samples outer).
     for p in range(n_steps):
@@ -248,8 +324,12 @@ def adc_accumulate(psum, row_of, n_samples, active, skip, lin_a, lin_b, thr, lut
                 row = row_of[row]
                 if row < 0:
                     continue
-            _convert_row(psum, row, lin_a, lin_b, thr, lut[0], lut[1], lut[2],
-                         lut[3], cal, col_inst, codes, half, noise, recon_step, v)
+            if runs:
+                _convert_runs(psum, row, lin_a, lin_b, thr, lut[0], lut[1], lut[2], starts,
+                              fast, col_inst, codes, half, noise, recon_step, v)
+            else:
+                _convert_row(psum, row, lin_a, lin_b, thr, lut[0], lut[1], lut[2],
+                             lut[3], cal, col_inst, codes, half, noise, recon_step, v)
             sw = step_weight[p]
             j = 0
             for n in range(n_out):

@@ -134,6 +134,9 @@ class CrossbarLayer:
     #: Drop all-zero (group, step, sample) blocks from the GEMMs and conversions where that
     #: cannot change the result; ``False`` only to test that it does not.
     drop_zero_blocks = True
+    #: Apply threshold curves (capacitor mismatch) one run of same-instance columns at a time,
+    #: branch-free where the curve allows; ``False`` only to test that the bits are the same.
+    adc_by_runs = True
 
     def __init__(self, arch: Arch, weights: np.ndarray, *, seed=0, name: str = "layer",
                  backend: str | None = None, exact_fast_path: bool | None = None,
@@ -262,14 +265,12 @@ class CrossbarLayer:
             col_sums = np.add.reduceat(full.astype(np.int64), np.arange(0, self.rows_padded, r),
                                        axis=0) if full.size else np.zeros(1, np.int64)
             self._integer_bound = int(col_sums.max(initial=0)) * dac_max
-        # Rows of each group's GEMM. With integer partial sums only the rows that hold weights:
-        # the zero padding of the last group adds exactly nothing. float32 sums keep the padded
-        # shape: OpenBLAS rounds a float32 dot product differently when its length changes
-        # (measured), and the bits must not change.
-        self._padded_steps = self._integer_bound is None
-        self._span = [(gi * r, (gi + 1) * r if self._padded_steps else min(self.k, (gi + 1) * r))
-                      for gi in range(g)]
+        # Rows of each group's GEMM: only the rows that hold weights (the zero padding of the
+        # last group multiplies zero inputs: it adds exactly nothing). For float32 partial sums
+        # this changed the last bits once (docs/kernels.md section 6).
+        self._span = [(gi * r, min(self.k, (gi + 1) * r)) for gi in range(g)]
         self.backend = backend_k.make(backend, dac_max=dac_max)
+        self._binary_steps = dac_max <= 1
         self._gemm_w = [self.backend.prepare(self.conductance[a:b], self._integer_bound)
                         for a, b in self._span]
         self._gemm_w_sq = ([backend_k.NumpyBackend().prepare(self._conductance_sq[a:b], None)
@@ -370,14 +371,12 @@ class CrossbarLayer:
         block's inputs are all zero and it converts to nothing). Blocks are dropped only when
         ``active_all`` (``(G, P, M)``, see :func:`sim.kernels.inputs.input_activity`) is given
         and the group may drop them (zero-skipping, or zero converting to code 0 noiselessly).
-        ``steps`` are the inputs' DAC steps when already split (``(P, M, K)``, padded to
-        ``rows_padded`` for float32 partial sums).
+        ``steps`` are the inputs' DAC steps when already split (``(P, M, K)``).
         ``psum`` is a reused buffer, valid until the next item is requested.
         """
         inp = self.arch.inputs
         if steps is None:
-            steps = inputs_k.split_inputs(x, inp.bits, self.arch.crossbar.dac.bits, inp.signed,
-                                          self.rows_padded if self._padded_steps else None)
+            steps = inputs_k.split_inputs(x, inp.bits, self.arch.crossbar.dac.bits, inp.signed)
         n_rows = steps.shape[0] * x.shape[0]
         sigma_r = self.arch.variation.cell.read_noise_sigma
         skip = inp.zero_skip
@@ -394,18 +393,12 @@ class CrossbarLayer:
                     and (skip or self._zero_to_zero[gi])):
                 act = active_all[gi].reshape(-1)
                 if not act.all():
+                    # Only the blocks that drive a row are multiplied (float32 partial sums:
+                    # one-time change of their last bits, docs/kernels.md section 6).
                     row_of = np.full(n_rows, -1, dtype=np.int32)
-                    if self._integer_bound is not None:
-                        # Integer partial sums are exact whatever rows one GEMM holds.
-                        sel = np.flatnonzero(act)
-                        row_of[sel] = np.arange(sel.shape[0], dtype=np.int32)
-                        xg = xg[sel]
-                    else:
-                        # float32 sums: OpenBLAS rounds a row differently in a GEMM of another
-                        # height (measured), so every row is multiplied as before and only the
-                        # conversions of the all-zero blocks are dropped.
-                        sel = np.arange(n_rows)
-                        row_of[act] = sel[act]
+                    sel = np.flatnonzero(act)
+                    row_of[sel] = np.arange(sel.shape[0], dtype=np.int32)
+                    xg = xg[sel]
             psum = self.backend.gemm(xg, self._gemm_w[gi], buf)
             if sigma_r and noise_seed is not None:
                 rng = np.random.default_rng([*noise_seed, m0, gi, 0])
@@ -414,7 +407,8 @@ class CrossbarLayer:
                 if psum.shape[0] != n_rows:  # rows dropped from the GEMM
                     z = z[sel]
                 xf = xg if xg.dtype == np.float32 else xg.astype(np.float32)
-                power = (xf * xf) @ self._gemm_w_sq[gi]
+                # DAC steps of 0 and 1 are their own squares: no squared copy.
+                power = (xf if self._binary_steps else xf * xf) @ self._gemm_w_sq[gi]
                 var_k.apply_read_noise(psum, power, sigma_r, z)
             yield gi, psum, row_of
 
@@ -498,8 +492,7 @@ class CrossbarLayer:
         """
         arch = self.arch
         inp, adc = arch.inputs, arch.crossbar.adc
-        steps = inputs_k.split_inputs(x, inp.bits, arch.crossbar.dac.bits, inp.signed,
-                                      self.rows_padded if self._padded_steps else None)
+        steps = inputs_k.split_inputs(x, inp.bits, arch.crossbar.dac.bits, inp.signed)
         n_rows = steps.shape[0] * x.shape[0]
         ct = self.columns_total
         ideal = np.empty((self.groups, n_rows, ct))
@@ -518,7 +511,8 @@ class CrossbarLayer:
             adc_k.adc_accumulate(
                 psum, np.zeros(0, np.int32), n_rows, active, False, self.lin_a[gi],
                 self.lin_b[gi], self.adc_thresholds, self.adc_lut, table, self.col_inst[gi],
-                adc.codes, self.half, noise, np.ones(ct), *readout, np.ones(1), value[gi])
+                adc.codes, self.half, noise, np.ones(ct), *readout, np.ones(1), value[gi],
+                self.adc_by_runs)
         return ideal, value
 
     def column_conversions(self, x: np.ndarray, *, seed: int = 0) -> dict[str, np.ndarray]:
@@ -563,8 +557,7 @@ class CrossbarLayer:
             psums = None
         else:
             steps, active_all, nnz_all = inputs_k.split_inputs_activity(
-                x, inp.bits, arch.crossbar.dac.bits, inp.signed, self.group_rows, self.groups,
-                self.rows_padded if self._padded_steps else None)
+                x, inp.bits, arch.crossbar.dac.bits, inp.signed, self.group_rows, self.groups)
             psums = self._group_psums(x, m0, call_seed, active_all, steps)
         ev = Events()
         # Per-step activity (sim.macros.activity): active row groups per (row tile, step, sample).
@@ -586,7 +579,8 @@ class CrossbarLayer:
                     psum, row_of, x.shape[0], active, skip, self.lin_a[gi], self.lin_b[gi],
                     self.adc_thresholds, self.adc_lut, self.adc_table, self.col_inst[gi],
                     adc.codes, self.half,
-                    noise, self.step[gi], *self.combine[gi], self.step_weight, out)
+                    noise, self.step[gi], *self.combine[gi], self.step_weight, out,
+                    self.adc_by_runs)
             total = active.size
             done = int(active.sum()) if skip else total
             ev.adc_conversions += done * ct
