@@ -359,6 +359,7 @@ def estimate(arch: Arch, workload_path: str | Path | LoadedWorkload, *, samples:
     activation bits and the input format's signedness, the groups per crossbar and a packed
     layer's rows). Each point maps the prepared model onto its arch and counts its events.
     """
+    from mappers.recurrent import UnrolledRecurrent
     from mappers.torch_bridge import map_prepared
     from sim.engine.analytical import estimate_events
 
@@ -375,6 +376,10 @@ def estimate(arch: Arch, workload_path: str | Path | LoadedWorkload, *, samples:
     for name, x_shape in wl.calls.items():  # execution order and shapes, as a forward pass
         if name in hw:
             hw[name].note_call(x_shape)
+    for name, mod in mapped.model.named_modules():  # recurrent layers: steps a sequence
+        if isinstance(mod, UnrolledRecurrent):
+            for k in range(mod.num_layers):
+                mod.note_steps(k, wl.counts.get(f"{name}.hh_l{k}", 1))
     events: dict[str, dict[str, int]] = {}
     state = {"float_correct": wl.float_correct, "hw_correct": math.nan,
              "agree": math.nan, "events": events, "activity": {}}
@@ -415,6 +420,7 @@ class _AnalyticalWorkload:
         self.prepared = prepare_model(self.model, self.recipe, calib,
                                       allow_float_products=allow_float_products)
         self.calls: dict[str, tuple[int, ...]] = {}
+        self.counts: dict[str, int] = {}
         self.hists: dict[tuple, list] = {}
         self.float_correct = 0
         self.float_passes = 0
@@ -436,7 +442,8 @@ class _AnalyticalWorkload:
         first = not self.float_passes
         out, stats = _float_statistics(self.model, wanted, self.x_test,
                                        self.calls if first else None,
-                                       self.prepared.targets if first else ())
+                                       self.prepared.targets if first else (),
+                                       self.counts if first else None)
         if first:
             self.float_correct = int((out.argmax(1) == self.y_test).sum())
         self.float_passes += 1
@@ -492,12 +499,14 @@ def input_statistics(model: torch.nn.Module, mapped, x: torch.Tensor) -> dict[st
 
 
 def _float_statistics(model: torch.nn.Module, layers: dict, x: torch.Tensor,
-                      calls: dict | None = None, names=()) -> tuple[torch.Tensor, dict]:
+                      calls: dict | None = None, names=(), counts: dict | None = None
+                      ) -> tuple[torch.Tensor, dict]:
     """The float ``model``'s output on ``x`` and :func:`input_statistics` of ``layers``
     (``name -> HardwareLayer``). A layer called several times with inputs of one shape (a
     recurrent layer's matrices, once a step) counts every call; with differing shapes, its
     last call. With ``calls``, also record there the first-call input shape of each module in
-    ``names``, in call order."""
+    ``names``, in call order; with ``counts``, how often each was called (a recurrent
+    layer's matrix: once a step)."""
     from mappers.recurrent import unroll
     from sim.engine.analytical import InputHistogram
 
@@ -509,6 +518,8 @@ def _float_statistics(model: torch.nn.Module, layers: dict, x: torch.Tensor,
     def hook(name, args):
         if calls is not None and name in names and name not in calls:
             calls[name] = tuple(args[0].shape)
+        if counts is not None and name in names:
+            counts[name] = counts.get(name, 0) + 1
         if name in layers:
             inputs.setdefault(name, []).append(args[0].detach())
 

@@ -155,12 +155,7 @@ class UnrolledRecurrent(nn.Module):
                 outs.append(h)
             if base is not None:
                 hh.noise_call = base + 1
-            rec = getattr(hh, "record", None)
-            if rec is not None:  # the engine's view: T vectors a sequence, one at a time
-                rec.vectors_per_sample = steps
-                rec.recurrent = True
-            if k and getattr(ih, "record", None) is not None:
-                ih.record.recurrent = True  # fed one step at a time by the layer below
+            self.note_steps(k, steps)
             seq = torch.stack(outs, dim=1)
             hs.append(h)
             cs.append(c)
@@ -172,6 +167,19 @@ class UnrolledRecurrent(nn.Module):
             h_n = h_n.squeeze(1)
             c_n = c_n.squeeze(1) if c_n is not None else None
         return out, ((h_n, c_n) if self.mode == "LSTM" else h_n)
+
+    def note_steps(self, k: int, steps: int) -> None:
+        """The engine's view of layer ``k`` on a sequence of ``steps`` (the forward pass
+        records it; the analytical mode, which runs no bit-true pass, from the float pass's
+        step count): ``hh`` takes T vectors a sequence, one at a time, and so does ``ih`` of a
+        layer fed by the layer below. A no-op on a module not mapped (no records)."""
+        ih, hh = getattr(self, f"ih_l{k}"), getattr(self, f"hh_l{k}")
+        rec = getattr(hh, "record", None)
+        if rec is not None:
+            rec.vectors_per_sample = steps
+            rec.recurrent = True
+        if k and getattr(ih, "record", None) is not None:
+            ih.record.recurrent = True
 
     def graph_nodes(self, name: str, source: str, input_shape) -> list[GraphNode]:
         """The engine's nodes of this module called ``name`` on a tensor of ``input_shape``
