@@ -31,11 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mappers import spiking
 from mappers.coverage import Coverage, record_operations
 from mappers.quantize import ActQuant, activation_quant, quantize_weights
 from sim.config.schema import Arch
 from sim.engine.graph import NETWORK_INPUT, GraphNode, LayerGraph
-from sim.engine.placement import groups_per_pack
+from sim.engine.placement import groups_per_pack, spike_arch
 from sim.errors import MappingError
 from sim.macros import CrossbarLayer, Events
 from sim.macros.family import make_layer
@@ -99,6 +100,10 @@ class LayerRecord:
     rows_bound: int = 0
     #: Unified blocks stored as signs with a per-(row group, column) scale (packed only).
     scaled: bool = False
+    #: Spiking networks (:mod:`mappers.spiking`): rows driven by 1-bit spikes, and the rows
+    #: of the layer's input per sample (``T`` time steps folded into the batch, else 1).
+    spike_inputs: bool = False
+    time_steps: int = 1
 
 
 class HardwareLayer(nn.Module):
@@ -298,7 +303,7 @@ class HardwareLayer(nn.Module):
         if rec.call_order < 0:
             rec.call_order = HardwareLayer._calls_seen
             HardwareLayer._calls_seen += 1
-            n = x.shape[0] if x.dim() > 1 else 1
+            n = (x.shape[0] if x.dim() > 1 else 1) // rec.time_steps
             rec.vectors_per_sample = mats[0].shape[0] // max(n, 1)
             if self.is_conv:
                 rec.out_width, rec.kernel_height = shape[2], self.kernel_size[0]
@@ -363,7 +368,8 @@ class MappedModel:
                                      vectors=max(1, r.vectors_per_sample),
                                      out_width=r.out_width, kernel_height=r.kernel_height,
                                      source=src, groups=r.groups, parts=r.parts,
-                                     weight_bits=r.storage_bits))
+                                     weight_bits=r.storage_bits,
+                                     spike_inputs=r.spike_inputs))
             prev = r.name
         return shapes
 
@@ -514,8 +520,15 @@ def map_model(model: nn.Module, arch: Arch, recipe: QuantRecipe,
     for (name, module), ss in zip(targets, seeds, strict=True):
         lo, hi = ranges[name]
         act = activation_quant(lo, hi, recipe.activation_bits, arch.inputs.signed)
-        _check_input_range(arch, act, name)
-        hw = HardwareLayer(name, module, arch, recipe, act, ss)
+        layer_arch = arch
+        spikes = spiking.spike_driven(graph, name)
+        if spikes:  # 1-bit rows: one read per step, zero-skip (mappers.spiking)
+            spiking.check_spikes(name, samples[name])
+            act, layer_arch = spiking.SPIKE_QUANT, spike_arch(arch)
+        _check_input_range(layer_arch, act, name)
+        hw = HardwareLayer(name, module, layer_arch, recipe, act, ss)
+        hw.record.spike_inputs = spikes
+        hw.record.time_steps = spiking.time_steps(graph, name, hw.out_channels)
         if arch.crossbar.adc.range == "calibrated":
             mats, _ = hw.hw_inputs(samples[name])
             for xb, mat in zip(hw.crossbar_layers, mats, strict=True):
@@ -649,6 +662,9 @@ def _classify(node, modules) -> tuple[str, str]:
     if node.op == "call_function":
         fn = node.target
         name = getattr(fn, "__name__", str(fn))
+        kind = getattr(fn, "imcsim_kind", None)  # a leaf function naming its graph kind
+        if kind is not None:
+            return kind, name
         tensors = [a for a in node.all_input_nodes if _numel(a) is not None]
         if fn in _ADD_FUNCTIONS:
             return ("add" if len(tensors) >= 2 else "other"), name

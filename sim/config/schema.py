@@ -251,14 +251,18 @@ EVENTS: dict[str, EventKind | None] = {
     "add_ops": EventKind("add", ("shift_add",), "add"),
     "offchip_bits": EventKind("offchip_bit", ("offchip_link",), "transfer"),
     "scale_multiplies": EventKind("scale_multiply", ("multiplier",), "multiply"),
+    # Spiking networks: one membrane update (integrate, leak, threshold, reset) per neuron
+    # and time step (a ``neuron`` node of the layer graph, sim.engine.graph).
+    "neuron_updates": EventKind("neuron_update", ("lif_neuron",), "update"),
     "macs": None,
     "cell_macs": None,
 }
 
-#: Events only some mappings count (``scale_multiplies``: unified blocks stored as signs,
+#: Events only some mappings count (``neuron_updates``: spiking networks;
+#: ``scale_multiplies``: unified blocks stored as signs,
 #: :mod:`mappers.compress.mapping`). A config needs no components row for them: without one
 #: they are priced by their class's model at the config's point.
-OPTIONAL_EVENTS = frozenset({"scale_multiplies"})
+OPTIONAL_EVENTS = frozenset({"scale_multiplies", "neuron_updates"})
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -7,6 +7,8 @@ A :class:`LayerGraph` lists nodes in execution (topological) order. Each node ha
 - ``add``: element-wise sum of two or more tensors (a residual join);
 - ``pool``: max/average pooling (``in_elements`` = elements read by its windows);
 - ``activation``: ReLU, sigmoid, ... (``out_elements`` pass through it);
+- ``neuron``: spiking neurons (``out_elements`` over all time steps: one membrane update
+  each, in the digital neuron units);
 - ``concat``, ``flatten``, ``other``: no digital work (addressing), but ``concat`` still joins
   its inputs, so a consumer waits for all of them.
 
@@ -26,12 +28,12 @@ from sim.errors import InvariantError
 #: Name standing for the network's input in :attr:`GraphNode.inputs`.
 NETWORK_INPUT = "<input>"
 #: Node kinds.
-KINDS = ("matmul", "add", "pool", "activation", "concat", "flatten", "other")
+KINDS = ("matmul", "add", "pool", "activation", "neuron", "concat", "flatten", "other")
 #: Kinds that do digital work the schedule times and the events count.
-DIGITAL_WORK = ("add", "pool", "activation")
+DIGITAL_WORK = ("add", "pool", "activation", "neuron")
 #: Graph-level events (counted per node by :func:`graph_events`).
 GRAPH_EVENTS = ("noc_bit_hops", "router_bits", "activation_ops", "pooling_ops", "add_ops",
-                "offchip_bits")
+                "neuron_updates", "offchip_bits")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -176,6 +178,8 @@ def digital_ops(node: GraphNode) -> dict[str, int]:
         return {"pooling_ops": node.in_elements}
     if node.kind == "activation":
         return {"activation_ops": node.out_elements}
+    if node.kind == "neuron":
+        return {"neuron_updates": node.out_elements}
     return {}
 
 
@@ -187,7 +191,8 @@ def graph_events(arch, graph: LayerGraph, placements) -> dict[str, dict[str, int
       differ, the producer's output bits (``outputs.bits`` each) x mesh hops of the XY route
       between the producer's output tile and the consumer's input tile / x routers traversed
       (hops + 1); charged to the consumer. Data that stays on its tile uses no router.
-    - ``add_ops`` / ``pooling_ops`` / ``activation_ops``: :func:`digital_ops`.
+    - ``add_ops`` / ``pooling_ops`` / ``activation_ops`` / ``neuron_updates``:
+      :func:`digital_ops`.
     - ``offchip_bits``: the network input (``inputs.bits`` per element), charged to the
       first node reading it, and each final output (``outputs.bits`` per element), charged
       to the node producing it.
