@@ -63,7 +63,7 @@ def spike_driven(graph: LayerGraph | None, name: str) -> bool:
 def time_steps(graph: LayerGraph | None, name: str, n: int) -> int:
     """Rows of layer ``name``'s input per sample: ``T`` for a layer after a spiking model's
     time axis is folded into the batch, else 1 (the graph was traced on one sample)."""
-    if graph is None or name not in graph:
+    if not is_spiking(graph) or name not in graph:
         return 1
     node = graph.node(name)
     per_row = max(1, node.vectors) * max(1, n)

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from sim.errors import UserError
-from workloads.spiking import SpikingCifarCNN, SpikingLeNet
+from workloads.spiking import LeNetBN, SpikingCifarCNN, SpikingLeNet
 
 
 class DigitsCNN(nn.Module):
@@ -252,6 +252,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "row_gru": RowGRU,
     "spiking_lenet": SpikingLeNet,
     "spiking_cifar_cnn": SpikingCifarCNN,
+    "lenet_bn": LeNetBN,
 }
 
 

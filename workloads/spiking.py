@@ -179,11 +179,13 @@ class RateEncoder(nn.Module):
 
 
 def _neuron(kind: str, time_steps: int, tau: float) -> nn.Module:
+    if kind == "relu":  # the equivalent ANN (LeNetBN)
+        return nn.ReLU()
     if kind == "if":
         return IFNode(time_steps)
     if kind == "lif":
         return LIFNode(time_steps, tau=tau)
-    raise ValueError(f"neuron must be 'if' or 'lif', got {kind!r}")
+    raise ValueError(f"neuron must be 'if', 'lif' or 'relu', got {kind!r}")
 
 
 class SpikingLeNet(nn.Module):
@@ -229,6 +231,15 @@ class SpikingLeNet(nn.Module):
         x = self.pool2(self.sn2(self.bn2(self.conv2(x))))
         x = self.sn3(self.fc1(self.flatten(x)))
         return time_mean(self.fc2(x), self.time_steps)
+
+
+class LeNetBN(SpikingLeNet):
+    """The ANN with :class:`SpikingLeNet`'s architecture: the same convolutions, batch norm,
+    pooling and linear layers, ReLU in place of the neurons, one time step (the baseline the
+    spiking network's energy, latency and accuracy are compared with)."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__(num_classes, time_steps=1, neuron="relu", encoding="direct")
 
 
 class SpikingCifarCNN(nn.Module):
