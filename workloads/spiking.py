@@ -22,8 +22,8 @@ Encoders: ``direct`` feeds the analog image to the first layer, which runs once 
 output is repeated over the ``T`` steps (the first layer is then an ordinary multi-bit layer
 on the hardware); ``rate`` turns each pixel intensity in ``[0, 1]`` into Bernoulli spikes at
 every step (then every layer, the first included, is driven by spikes). Rate coding draws
-from a generator seeded by the module's ``seed`` and the call index in eval mode (same seed,
-same spikes), from torch's global generator in training.
+from a generator seeded by the module's ``seed`` in eval mode (same seed and batch, same
+spikes), from torch's global generator in training.
 
 :func:`multistep_neuron` and :func:`rate_encode` are leaves for ``torch.fx`` (``torch.fx.wrap``)
 and carry ``imcsim_kind`` so the bridge's layer graph sees one ``neuron`` node per neuron
@@ -159,23 +159,21 @@ torch.fx.wrap("time_mean")
 
 
 class RateEncoder(nn.Module):
-    """Rate coding of inputs in ``[0, 1]`` (see :func:`rate_encode`); ``seed`` fixes the
-    spikes in eval mode, a counter advances per call (reset by :meth:`reset`)."""
+    """Rate coding of inputs in ``[0, 1]`` (see :func:`rate_encode`).
+
+    In eval mode every call draws from a generator seeded with ``seed`` alone (frozen noise):
+    the spikes are a fixed function of the batch, so the float model and its hardware copy,
+    however often each was called before (calibration, coverage), see the same spikes. In
+    training the draws come from torch's global generator.
+    """
 
     def __init__(self, time_steps: int, seed: int = 0):
         super().__init__()
         self.time_steps = int(time_steps)
         self.seed = int(seed)
-        self.calls = 0
-
-    def reset(self, call: int = 0) -> None:
-        """Restart the per-call stream at ``call``."""
-        self.calls = int(call)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        call = self.calls
-        self.calls += 1
-        return rate_encode(x, self.time_steps, -1 if self.training else self.seed, call)
+        return rate_encode(x, self.time_steps, -1 if self.training else self.seed, 0)
 
 
 def _neuron(kind: str, time_steps: int, tau: float) -> nn.Module:
