@@ -185,3 +185,18 @@ def test_spike_layer_on_unsigned_multibit_arch_uses_one_step(make_arch):
     assert recs["conv1"].events.activity.steps == 8
     mapped2 = copy.deepcopy(mapped)
     assert mapped2 is not mapped
+
+
+def test_neuron_unit_energy_follows_width_and_node(make_arch):
+    """The lif_neuron model: linear in the membrane width, scaled by the node; the arch's
+    ``outputs.bits`` sets the width and so the price of a neuron update."""
+    from sim.components.digital import LIFNeuron
+
+    e16 = LIFNeuron(width_bits=16, technology_nm=32.0).energy_pj("update")
+    assert LIFNeuron(width_bits=32, technology_nm=32.0).energy_pj("update") == \
+        pytest.approx(2 * e16)
+    assert LIFNeuron(width_bits=16, technology_nm=65.0).energy_pj("update") > e16
+    narrow = make_arch(**{"outputs.bits": 8})
+    wide = make_arch(**{"outputs.bits": 16})
+    assert narrow.energy.pj("neuron_updates") == pytest.approx(
+        wide.energy.pj("neuron_updates") / 2)
