@@ -200,3 +200,19 @@ def test_neuron_unit_energy_follows_width_and_node(make_arch):
     wide = make_arch(**{"outputs.bits": 16})
     assert narrow.energy.pj("neuron_updates") == pytest.approx(
         wide.energy.pj("neuron_updates") / 2)
+
+
+def test_analytical_mode_counts_spike_layers(isaac_arch):
+    """``estimate`` counts spike-driven layers from the float model's spikes at one bit per
+    row: the same MACs as the bit-true pass and conversions within a few percent (the float
+    and the hardware membranes may cross the threshold differently)."""
+    data = (_inputs(4), torch.zeros(4, dtype=torch.long))
+    e = imcsim.estimate(_model(), isaac_arch, data, _inputs(8, 2), samples=4)
+    s = imcsim.simulate(_model(), isaac_arch, data, _inputs(8, 2), batch_size=4,
+                        progress=False)
+    est, sim = ({ly.name: ly.events for ly in r.layers} for r in (e, s))
+    for name in ("conv1", "conv2", "fc1"):
+        assert est[name]["macs"] == sim[name]["macs"]
+        assert est[name]["adc_conversions"] == pytest.approx(sim[name]["adc_conversions"],
+                                                             rel=0.05)
+    assert est["conv2"]["adc_conversions_skipped"] > 0
