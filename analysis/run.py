@@ -562,9 +562,15 @@ def _precision_note(arch: Arch, mapped) -> str | None:
     recs = [r for r in mapped.layers if r.storage_bits is None]
     if not recs:
         return None
-    lo = min(r.activation.lo + r.activation.zero_point for r in recs)
-    hi = max(r.activation.hi + r.activation.zero_point for r in recs)
     wb = max(r.weight_bits for r in recs)
+    # Spike-driven layers take 1-bit inputs in one step (mappers.spiking): never padded.
+    multibit = [r for r in recs if not r.spike_inputs]
+    if not multibit:
+        from sim.engine.placement import spike_arch
+
+        arch, multibit = spike_arch(arch), recs
+    lo = min(r.activation.lo + r.activation.zero_point for r in multibit)
+    hi = max(r.activation.hi + r.activation.zero_point for r in multibit)
     p = precision_padding(arch, wb, lo, hi)
     if not p.padded:
         return None

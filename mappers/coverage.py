@@ -99,7 +99,7 @@ FLOAT = {
                      "masked_fill_", "maximum", "minimum", "fmod", "remainder", "gt", "ge",
                      "lt", "le", "eq", "ne", "logical_not", "logical_and", "logical_or",
                      "bitwise_not", "isnan", "isinf", "nan_to_num", "_to_copy", "to", "copy_",
-                     "copy", "native_dropout", "dropout", "bernoulli_",
+                     "copy", "native_dropout", "dropout", "bernoulli_", "bernoulli", "rand",
                      "_local_scalar_dense", "is_nonzero", "item",
                      "fake_quantize_per_tensor_affine", "fake_quantize_per_channel_affine",
                      "fake_quantize_per_tensor_affine_cachemask",

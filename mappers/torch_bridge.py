@@ -36,12 +36,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mappers import recurrent
+from mappers import recurrent, spiking
 from mappers.coverage import Coverage, record_operations
 from mappers.quantize import ActQuant, activation_quant, quantize_weights
 from sim.config.schema import Arch
 from sim.engine.graph import NETWORK_INPUT, GraphNode, LayerGraph
-from sim.engine.placement import groups_per_pack
+from sim.engine.placement import groups_per_pack, spike_arch
 from sim.errors import MappingError
 from sim.macros import CrossbarLayer, Events
 from sim.macros.family import make_layer
@@ -109,6 +109,10 @@ class LayerRecord:
     #: product of a recurrent layer (``W_hh``), or the input product of one fed by another
     #: recurrent layer (set by :class:`mappers.recurrent.UnrolledRecurrent`); never copied.
     recurrent: bool = False
+    #: Spiking networks (:mod:`mappers.spiking`): rows driven by 1-bit spikes, and the rows
+    #: of the layer's input per sample (``T`` time steps folded into the batch, else 1).
+    spike_inputs: bool = False
+    time_steps: int = 1
 
 
 class HardwareLayer(nn.Module):
@@ -310,7 +314,8 @@ class HardwareLayer(nn.Module):
         rec.call_order = HardwareLayer._calls_seen
         HardwareLayer._calls_seen += 1
         shape = self.out_shape(x_shape)
-        n = x_shape[0] if len(x_shape) > 1 else 1
+        # A spiking network folds its T time steps into the batch: a sample is T rows.
+        n = (x_shape[0] if len(x_shape) > 1 else 1) // rec.time_steps
         rec.vectors_per_sample = math.prod(shape) // max(n, 1)
         if self.is_conv:
             rec.out_width, rec.kernel_height = shape[2], self.kernel_size[0]
@@ -415,7 +420,8 @@ class MappedModel:
                                      vectors=max(1, r.vectors_per_sample),
                                      out_width=r.out_width, kernel_height=r.kernel_height,
                                      source=src, groups=r.groups, parts=r.parts,
-                                     weight_bits=r.storage_bits, recurrent=r.recurrent))
+                                     weight_bits=r.storage_bits, recurrent=r.recurrent,
+                                     spike_inputs=r.spike_inputs))
             prev = r.name
         return shapes
 
@@ -615,12 +621,19 @@ def map_prepared(prepared: PreparedModel, arch: Arch, recipe: QuantRecipe, *,
     for name, ss in zip(prepared.targets, seeds, strict=True):
         lo, hi = prepared.ranges[name]
         act = activation_quant(lo, hi, recipe.activation_bits, arch.inputs.signed)
-        _check_input_range(arch, act, name)
         parent = name.rpartition(".")[0]
         own_bits = parent not in prepared.cells or name in dict(recipe.layer_weight_bits)
         layer_recipe = recipe if own_bits \
             else dataclasses.replace(recipe, weight_bits=recipe.bits_of(parent))
-        hw = HardwareLayer(name, modules[name], arch, layer_recipe, act, ss)
+        layer_arch = arch
+        spikes = spiking.spike_driven(prepared.graph, name)
+        if spikes:  # 1-bit rows: one read per step, zero-skip (mappers.spiking)
+            spiking.check_spikes(name, prepared.samples[name])
+            act, layer_arch = spiking.SPIKE_QUANT, spike_arch(arch)
+        _check_input_range(layer_arch, act, name)
+        hw = HardwareLayer(name, modules[name], layer_arch, layer_recipe, act, ss)
+        hw.record.spike_inputs = spikes
+        hw.record.time_steps = spiking.time_steps(prepared.graph, name, hw.out_channels)
         if arch.crossbar.adc.range == "calibrated":
             mats, _ = hw.hw_inputs(prepared.samples[name])
             for xb, mat in zip(hw.crossbar_layers, mats, strict=True):
@@ -755,6 +768,9 @@ def _classify(node, modules) -> tuple[str, str]:
     if node.op == "call_function":
         fn = node.target
         name = getattr(fn, "__name__", str(fn))
+        kind = getattr(fn, "imcsim_kind", None)  # a leaf function naming its graph kind
+        if kind is not None:
+            return kind, name
         tensors = [a for a in node.all_input_nodes if _numel(a) is not None]
         if fn in _ADD_FUNCTIONS:
             return ("add" if len(tensors) >= 2 else "other"), name

@@ -51,14 +51,15 @@ def total_area(arch):
 
 # ----------------------------------------------------------------------------- the ISAAC point
 def test_isaac_runs_at_its_stated_point(isaac_arch, isaac_dict):
-    # Every row is used as stated: no ratio other than 1, and three notes only (the NoC link,
-    # which Table I has no row for, and the optional scale multiply of unified layers and gate
-    # multiply of recurrent cells, all priced by their models).
+    # Every row is used as stated: no ratio other than 1, and four notes only (the NoC link,
+    # which Table I has no row for, and the optional scale multiply of unified layers, gate
+    # multiply of recurrent cells and neuron update of spiking networks, all priced by their
+    # models).
     for c in isaac_arch.components:
         assert (c.count, c.power_mw, c.area_um2) == (c.stated_count, c.stated_power_mw,
                                                      c.stated_area_um2), c.name
     assert [n.split(":")[0] for n in isaac_arch.notes] == ["noc_bit_hops", "scale_multiplies",
-                                                             "gate_multiplies"]
+                                                             "gate_multiplies", "neuron_updates"]
     # 16 mW / (8 ADCs x 1.28 GS/s): the adc row's power at its stated rate
     assert isaac_arch.energy.pj("adc_conversions") == pytest.approx(16e9 / (8 * 1.28e9), rel=REL)
 
@@ -318,6 +319,8 @@ def test_every_event_is_charged_to_its_component(isaac_arch):
         "scale_multiplies": "multiplier (model)",
         # optional (recurrent cells only): the same multiplier model
         "gate_multiplies": "multiplier (model)",
+        # optional (spiking networks only): priced by the lif_neuron model
+        "neuron_updates": "lif_neuron (model)",
     }
     from sim.macros.family import family_of
 

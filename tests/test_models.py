@@ -16,6 +16,7 @@ from sim.errors import DataError, UserError
 from workloads.download import file_digest
 from workloads.models import MODELS, build_model, model_input_shape
 from workloads.spec import load_workload
+from workloads.spiking import IFNode, LIFNode, RateEncoder
 from workloads.train import augment, evaluate, train
 
 train_module = sys.modules["workloads.train"]
@@ -39,6 +40,8 @@ def test_output_shape_on_a_dummy_batch(name, num_classes):
 # Models holding a recurrent layer (issue 10: the GRU workload of the RTMobile experiments;
 # mapped by mappers/recurrent.py); each may hold only that one extra layer type.
 NOT_MAPPABLE_YET = {"row_gru": nn.GRU}
+# Spiking models also hold their neurons and the rate encoder (digital units, no product).
+SPIKING_LEAVES = (IFNode, LIFNode, RateEncoder)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -46,6 +49,8 @@ def test_only_mappable_leaf_modules(name):
     model = build_model(name)
     leaves = [m for m in model.modules() if not list(m.children())]
     allowed = ALLOWED + ((NOT_MAPPABLE_YET[name],) if name in NOT_MAPPABLE_YET else ())
+    if name.startswith("spiking_"):
+        allowed += SPIKING_LEAVES
     assert all(isinstance(m, allowed) for m in leaves), {type(m) for m in leaves}
     assert not any(isinstance(m, nn.ReLU) and m.inplace for m in leaves)
 
@@ -63,7 +68,8 @@ def test_layer_counts_match_the_papers():
 
 
 def test_unknown_model_lists_valid_names():
-    with pytest.raises(UserError, match="digits_cnn, lenet5, resnet20, row_gru, vgg_small"):
+    with pytest.raises(UserError, match="digits_cnn, lenet5, lenet_bn, resnet20, row_gru, "
+                                        "spiking_cifar_cnn, spiking_lenet, vgg_small"):
         build_model("alexnet")
 
 

@@ -88,7 +88,8 @@ MISTAKES = [
     ({"name": None}, "name", "is required"),
     ({"name": "a/b"}, "name", "letters, digits"),
     ({"model": "resnet99"}, "model",
-     "must be one of cifar_cnn, digits_cnn, lenet5, resnet20, row_gru, vgg_small"),
+     "must be one of cifar_cnn, digits_cnn, lenet5, lenet_bn, resnet20, row_gru, "
+     "spiking_cifar_cnn, spiking_lenet, vgg_small"),
     ({"dataset": "imagenet"}, "dataset", "must be one of cifar10, digits, fashion_mnist"),
     ({"dataset": "cifar10"}, "dataset", "takes 1x28x28 inputs but data set cifar10 has 3x32x32"),
     ({"bits": None}, "bits", "is required"),
@@ -274,8 +275,9 @@ USER_MISTAKES = [
     ("nets/user_net.py:Net", "def broken(:\n", "failed: SyntaxError: "),
     ("no_such_module_xyz:Net", USER_MODEL, "no module named 'no_such_module_xyz'"),
     ("nets/user_net.py:1x", USER_MODEL, "is not of the form path/to/file.py:Class"),
-    ("lenet", USER_MODEL, "must be one of cifar_cnn, digits_cnn, lenet5, resnet20, row_gru, "
-                          "vgg_small, or a model class of your own"),
+    ("lenet", USER_MODEL, "must be one of cifar_cnn, digits_cnn, lenet5, lenet_bn, resnet20, "
+                          "row_gru, spiking_cifar_cnn, spiking_lenet, vgg_small, or a model "
+                          "class of your own"),
 ]
 
 

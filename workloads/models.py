@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from sim.errors import UserError
+from workloads.spiking import LeNetBN, SpikingCifarCNN, SpikingLeNet
 
 
 class DigitsCNN(nn.Module):
@@ -247,6 +248,9 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "vgg_small": VGGSmall,
     "cifar_cnn": CifarCNN,
     "row_gru": RowGRU,
+    "spiking_lenet": SpikingLeNet,
+    "spiking_cifar_cnn": SpikingCifarCNN,
+    "lenet_bn": LeNetBN,
 }
 
 

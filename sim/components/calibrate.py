@@ -50,7 +50,7 @@ _BUFFERS = ("edram_buffer", "sram_buffer")
 CELL_CLASSES: dict[str, tuple[str, ...]] = {"reram": ("reram_crossbar",),
                                             "sram": ("sram_array", "capacitor_array")}
 #: Classes acting once per digital clock cycle at most (their power follows ``clock.digital``).
-_DIGITAL = ("shift_add", "sigmoid", "maxpool", "register", "multiplier")
+_DIGITAL = ("shift_add", "sigmoid", "maxpool", "register", "multiplier", "lif_neuron")
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,7 @@ BINDINGS: dict[str, Binding] = {
     "capacitor_array": Binding((), ("rows", "columns", "crossbars_per_ima"), _array_own),
     "shift_add": Binding(("width",), (), lambda a: {"width": a.outputs.bits}),
     "multiplier": Binding(("width",), (), lambda a: {"width": a.outputs.bits}),
+    "lif_neuron": Binding(("width",), (), lambda a: {"width": a.outputs.bits}),
     **{c: Binding(("size", "width"), (), _buffer_own) for c in _BUFFERS},
     "router": Binding(("width",), (), _noc_own),
     "noc_link": Binding(("width",), (), _noc_own),

@@ -200,3 +200,48 @@ class Multiplier(Component):
     def _read_params(cls, s: Section, *, need_energy: bool, need_area: bool) -> dict[str, Any]:
         return {"width_bits": s.get("width", int, 16, lo=1, hi=256),
                 "scale_width_bits": s.get("scale_width", int, 8, lo=1, hi=64)}
+
+
+@register("lif_neuron")
+@dataclass(frozen=True, kw_only=True)
+class LIFNeuron(Component):
+    """Digital spiking-neuron unit: one ``update`` is one neuron's membrane step.
+
+    Per update: read the membrane from its register, add the input current (integrate), a
+    shift-and-subtract for the leak (LIF; an IF neuron pays it too: an upper bound), compare
+    with the threshold (a subtraction), write the membrane back (reset or not). Parameters:
+    ``width`` (membrane bits, default 16; bound to ``outputs.bits``).
+
+    Model: three ``width``-bit adds of ISAAC's shift-and-add (:data:`ISAAC_SHIFT_ADD`, 0.0208
+    pJ per 16-bit add, proportional to width) plus a ``width``-bit register read and write
+    (Aladdin, :data:`ALADDIN_REGISTER_BIT`, 0.009 pJ per bit at 40 nm), each times its
+    Stillmaker-Baas node factor; area: three adders and one ``width``-bit register. Latency:
+    one 1.2 GHz cycle unless ``rate``. A composition of the two calibrated models, not a
+    published neuron circuit: valid as far as they are (8-32 bits, 22-130 nm).
+    """
+
+    actions: ClassVar[tuple[str, ...]] = ("update",)
+    EXAMPLE: ClassVar = MappingProxyType({"width": 16})
+    DEFAULT_RATE_HZ: ClassVar[float | None] = 1.2e9
+    ADDS: ClassVar[int] = 3
+
+    width_bits: int = ISAAC_SHIFT_ADD_WIDTH_BITS
+
+    def _model_energy_pj(self, action: str) -> float:
+        a, r = ISAAC_SHIFT_ADD, ALADDIN_REGISTER_BIT
+        add = (a.energy_pj * self.width_bits / ISAAC_SHIFT_ADD_WIDTH_BITS
+               * energy_factor(self.technology_nm, a.technology_nm))
+        reg = 2 * self.width_bits * r.energy_pj * energy_factor(self.technology_nm,
+                                                                r.technology_nm)
+        return self.ADDS * add + reg
+
+    def _model_area_um2(self) -> float:
+        a, r = ISAAC_SHIFT_ADD, ALADDIN_REGISTER_BIT
+        add = (a.area_um2 * self.width_bits / ISAAC_SHIFT_ADD_WIDTH_BITS
+               * area_factor(self.technology_nm, a.technology_nm))
+        return self.ADDS * add + self.width_bits * r.area_um2 * area_factor(self.technology_nm,
+                                                                             r.technology_nm)
+
+    @classmethod
+    def _read_params(cls, s: Section, *, need_energy: bool, need_area: bool) -> dict[str, Any]:
+        return {"width_bits": s.get("width", int, ISAAC_SHIFT_ADD_WIDTH_BITS, lo=1, hi=256)}

@@ -253,15 +253,19 @@ EVENTS: dict[str, EventKind | None] = {
     "scale_multiplies": EventKind("scale_multiply", ("multiplier",), "multiply"),
     # Element-wise products of a recurrent cell's gates (mappers.recurrent, graph.GATE_OPS).
     "gate_multiplies": EventKind("gate_multiply", ("multiplier",), "multiply"),
+    # Spiking networks: one membrane update (integrate, leak, threshold, reset) per neuron
+    # and time step (a ``neuron`` node of the layer graph, sim.engine.graph).
+    "neuron_updates": EventKind("neuron_update", ("lif_neuron",), "update"),
     "macs": None,
     "cell_macs": None,
 }
 
 #: Events only some mappings count (``scale_multiplies``: unified blocks stored as signs,
 #: :mod:`mappers.compress.mapping`; ``gate_multiplies``: recurrent cells,
-#: :mod:`mappers.recurrent`). A config needs no components row for them: without one they
-#: are priced by their class's model at the config's point.
-OPTIONAL_EVENTS = frozenset({"scale_multiplies", "gate_multiplies"})
+#: :mod:`mappers.recurrent`; ``neuron_updates``: spiking networks, :mod:`mappers.spiking`).
+#: A config needs no components row for them: without one they are priced by their class's
+#: model at the config's point.
+OPTIONAL_EVENTS = frozenset({"scale_multiplies", "gate_multiplies", "neuron_updates"})
 
 
 @dataclass(frozen=True, kw_only=True)

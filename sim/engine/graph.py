@@ -10,6 +10,8 @@ A :class:`LayerGraph` lists nodes in execution (topological) order. Each node ha
 - ``gates``: the digital work of one recurrent layer's cell per time step (sigmoid / tanh,
   element-wise products, the state update; ``op`` is the cell mode, ``GRU``, ``LSTM``,
   ``RNN_TANH`` or ``RNN_RELU``), fed by its input and recurrent products;
+- ``neuron``: spiking neurons (``out_elements`` over all time steps: one membrane update
+  each, in the digital neuron units);
 - ``concat``, ``flatten``, ``other``: no digital work (addressing), but ``concat`` still joins
   its inputs, so a consumer waits for all of them.
 
@@ -33,12 +35,12 @@ from sim.errors import InvariantError
 #: Name standing for the network's input in :attr:`GraphNode.inputs`.
 NETWORK_INPUT = "<input>"
 #: Node kinds.
-KINDS = ("matmul", "add", "pool", "activation", "gates", "concat", "flatten", "other")
+KINDS = ("matmul", "add", "pool", "activation", "gates", "neuron", "concat", "flatten", "other")
 #: Kinds that do digital work the schedule times and the events count.
-DIGITAL_WORK = ("add", "pool", "activation", "gates")
+DIGITAL_WORK = ("add", "pool", "activation", "gates", "neuron")
 #: Graph-level events (counted per node by :func:`graph_events`).
 GRAPH_EVENTS = ("noc_bit_hops", "router_bits", "activation_ops", "pooling_ops", "add_ops",
-                "gate_multiplies", "offchip_bits")
+                "gate_multiplies", "neuron_updates", "offchip_bits")
 #: Digital operations of one recurrent cell per hidden unit and time step, by cell mode.
 #: GRU: r = s(a_r), z = s(a_z), n = tanh(a_n + r h_n), h = n + z (h - n): the sums a_r, a_z,
 #: a_n of the two products, h - n and the final add (5 adds), 2 sigmoids and a tanh, 2
@@ -213,6 +215,8 @@ def digital_ops(node: GraphNode) -> dict[str, int]:
         return {"activation_ops": node.out_elements}
     if node.kind == "gates":  # out_elements: hidden units x time steps
         return {k: v * node.out_elements for k, v in GATE_OPS[node.op].items()}
+    if node.kind == "neuron":
+        return {"neuron_updates": node.out_elements}
     return {}
 
 
@@ -226,7 +230,8 @@ def graph_events(arch, graph: LayerGraph, placements) -> dict[str, dict[str, int
       (hops + 1); charged to the consumer. Data that stays on its tile uses no router.
     - the same for a recurrent product's state, read from its ``state_from`` node's output
       tile at every step;
-    - ``add_ops`` / ``pooling_ops`` / ``activation_ops`` / ``gate_multiplies``:
+    - ``add_ops`` / ``pooling_ops`` / ``activation_ops`` / ``gate_multiplies`` /
+      ``neuron_updates``:
       :func:`digital_ops`.
     - ``offchip_bits``: the network input (``inputs.bits`` per element), charged to the
       first node reading it, and each final output (``outputs.bits`` per element), charged

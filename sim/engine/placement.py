@@ -44,6 +44,9 @@ class LayerShape:
     #: (``W_hh h_{t-1}``), or the input product of a recurrent layer fed by the layer below.
     #: It is never duplicated (a copy would have nothing to work on).
     recurrent: bool = False
+    #: Rows driven by 1-bit spikes (a spiking network's layer after a neuron layer): one
+    #: crossbar read per input vector, no bit-serial steps, see :func:`spike_arch`.
+    spike_inputs: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -184,6 +187,25 @@ def storage_arch(arch: Arch, bits: int | None) -> Arch:
     return replace(arch, weights=replace(arch.weights, bits=int(bits)))
 
 
+def spike_arch(arch: Arch) -> Arch:
+    """``arch`` as a layer whose rows are driven by spikes sees it: 1-bit unsigned inputs
+    (one crossbar read per input vector and time step, no bit-serial input cycles), and
+    zero-skipping on: a row without a spike is not driven, and a row group (fragment) without
+    a spike does not convert and takes no step time (the existing zero-skip path:
+    :func:`sim.kernels.inputs.input_activity` counts it from the real spikes)."""
+    inp = arch.inputs
+    if inp.bits == 1 and not inp.signed and inp.zero_skip:
+        return arch
+    return replace(arch, inputs=replace(inp, bits=1, signed=False, zero_skip=True))
+
+
+def layer_arch(arch: Arch, layer: LayerShape) -> Arch:
+    """The arch as ``layer`` uses it: its weights' storage bits (:func:`storage_arch`) and,
+    for a spike-driven layer, 1-bit inputs (:func:`spike_arch`)."""
+    arch = storage_arch(arch, layer.weight_bits)
+    return spike_arch(arch) if layer.spike_inputs else arch
+
+
 def main_part(arch: Arch, parts) -> int:
     """Index of the packed sub-layer with the most row groups (ties: the first), whose tiling
     and step activity stand for a layer of packed sub-layers in the schedule."""
@@ -205,7 +227,7 @@ def layer_geometry(arch: Arch, layer: LayerShape) -> Geometry:
     (:func:`packed_arrays`), the others keep their own; its tiling fields are those of
     :func:`main_part` and its columns per crossbar the widest sub-layer's.
     """
-    arch = storage_arch(arch, layer.weight_bits)
+    arch = layer_arch(arch, layer)
     if layer.parts:
         geos = [geometry(arch, k, n) for k, n in layer.parts]
         main = geos[main_part(arch, layer.parts)]

@@ -64,7 +64,14 @@ import simpy
 
 from sim.config.schema import Arch
 from sim.engine.graph import DIGITAL_WORK, NETWORK_INPUT, LayerGraph
-from sim.engine.placement import Geometry, Mesh, Placement, arrays_in_use, node_tiles
+from sim.engine.placement import (
+    Geometry,
+    Mesh,
+    Placement,
+    arrays_in_use,
+    layer_arch,
+    node_tiles,
+)
 from sim.errors import InvariantError
 from sim.macros.activity import StepActivity
 
@@ -281,7 +288,7 @@ def schedule(arch: Arch, placements: list[Placement],
     bus = arch.tile_buffer.bus_bits if arch.tile_buffer else 0
     link_cycle = (f / arch.noc.frequency_hz) if arch.noc else 0.0
     link_bits = arch.noc.link_bits if arch.noc else 0
-    obits, ibits = arch.outputs.bits, arch.inputs.bits
+    obits = arch.outputs.bits
     if not bus:
         notes.append("no tile_buffer: buffer ports and digital nodes are not timed")
     if not arch.noc:
@@ -300,7 +307,9 @@ def schedule(arch: Arch, placements: list[Placement],
         if nd.kind == "matmul":
             p = by_place[nd.name]
             ly, g = p.layer, p.geometry
-            act = layer_activity(arch, g, ly.vectors, activity.get(ly.name))
+            # A spike-driven layer's rows take 1-bit inputs with zero-skip (spike_arch).
+            ly_arch = layer_arch(arch, ly)
+            act = layer_activity(ly_arch, g, ly.vectors, activity.get(ly.name))
             per_vec, _ = cycles_per_vector(arch, g, act)
             row = max(1, ly.out_width)
             if nd.state_from and p.duplicates != 1:
@@ -312,7 +321,8 @@ def schedule(arch: Arch, placements: list[Placement],
                          row * max(1, math.ceil(p.duplicates / row)), producers=prods,
                          duplicates=p.duplicates, per_vector=per_vec,
                          drain=step_cycles(arch, crossbar_columns(arch, g)),
-                         in_bits_per_vector=ly.k * ly.groups * ibits,  # k: one group's rows
+                         # k: one group's rows
+                         in_bits_per_vector=ly.k * ly.groups * ly_arch.inputs.bits,
                          out_bits_per_vector=ly.n * obits,
                          port_shares=tuple(_tile_shares(arch, p).items()),
                          out_tile=sites[nd.name][1],
@@ -325,7 +335,8 @@ def schedule(arch: Arch, placements: list[Placement],
             # An activation right after a layer, on its tile, is applied on the layer's output
             # path (ISAAC's sigmoid units sit between the output register and the eDRAM): it
             # moves no data through the buffer port of its own.
-            fused = (nd.kind == "activation" and len(prods) == 1 and prods[0] in by_place
+            fused = (nd.kind in ("activation", "neuron") and len(prods) == 1
+                     and prods[0] in by_place
                      and sites[prods[0]][1] == sites[nd.name][0])
             bits = 0.0 if fused else obits / v
             plan = _Plan(name=nd.name, kind=nd.kind, vectors=v, out_width=max(1, nd.out_width),
@@ -469,7 +480,8 @@ def schedule(arch: Arch, placements: list[Placement],
     for name, pl in plans.items():
         if pl.kind == "matmul":
             p = by_place[name]
-            act = layer_activity(arch, p.geometry, p.layer.vectors, activity.get(name))
+            act = layer_activity(layer_arch(arch, p.layer), p.geometry, p.layer.vectors,
+                                 activity.get(name))
             timings[name].executed_steps = cycles_per_vector(arch, p.geometry, act)[1]
     layers = [timings[p.layer.name] for p in placements]
     nodes = [timings[nd.name] for nd in work if nd.kind in DIGITAL_WORK]
