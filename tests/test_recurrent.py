@@ -1,6 +1,6 @@
 """Recurrent layers (nn.GRU, nn.LSTM, nn.RNN) on crossbars: bit-true against a quantized
 float reference written here, the recurrent schedule, BSP savings, sequence length, and the
-options that are refused (mappers/recurrent.py, docs/rnn.md)."""
+options that are refused (mappers/recurrent.py, docs/snn_rnn.md)."""
 
 from __future__ import annotations
 

@@ -222,7 +222,7 @@ class RowGRU(nn.Module):
     recurrent workload of the RTMobile block-pruning experiments (issue 10; TIMIT, which
     RTMobile uses, is licensed and not available offline).
 
-    Its ``nn.GRU`` maps onto crossbars step by step (:mod:`mappers.recurrent`, docs/rnn.md).
+    Its ``nn.GRU`` maps onto crossbars step by step (:mod:`mappers.recurrent`, docs/snn_rnn.md).
     """
 
     input_shape = (1, 28, 28)
