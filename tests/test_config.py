@@ -340,6 +340,24 @@ def test_invalid_yaml_tab_indentation(tmp_path):
     assert info.value.problems[0][1].startswith("invalid YAML: line 2")
 
 
+def test_duplicate_key_is_refused_with_both_lines(tmp_path):
+    # Plain YAML keeps the last of two equal keys: the first value would vanish silently.
+    path = tmp_path / "twice.yaml"
+    path.write_text("mapping: packed\nbits: {weights: 8}\nmapping: dense\n")
+    with pytest.raises(ConfigError) as info:
+        read_yaml(path)
+    msg = info.value.problems[0][1]
+    assert msg.startswith("invalid YAML: line 3") and "'mapping'" in msg and "line 1" in msg
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("crossbar:\n  rows: 128\n  rows: 256\n")
+    with pytest.raises(ConfigError, match="'rows' is given twice"):
+        read_yaml(nested)
+    # The same key in two mappings, and YAML merge keys, stay legal.
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("a: {rows: 1}\nb: {rows: 2}\nbase: &x {c: 1}\nd: {<<: *x, e: 2}\n")
+    assert read_yaml(ok)["d"] == {"c": 1, "e": 2}
+
+
 def test_missing_file(tmp_path):
     path = tmp_path / "nope.yaml"
     with pytest.raises(ConfigError) as info:

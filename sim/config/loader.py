@@ -58,7 +58,26 @@ MAX_YAML_NODES = 200_000
 #: Deepest nesting of mappings and lists allowed.
 MAX_YAML_DEPTH = 100
 
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml where installed
+_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml where installed
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
+    """The safe loader, refusing a key given twice in one mapping (plain YAML keeps the last
+    silently, so a user's first value would be ignored without a word)."""
+
+    def construct_mapping(self, node, deep=False):  # noqa: D102
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, Any] = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                    continue
+                if key_node.value in seen:
+                    first = seen[key_node.value]
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"the key {key_node.value!r} is given twice in one mapping "
+                        f"(first at line {first.line + 1})", key_node.start_mark)
+                seen[key_node.value] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
 
 
 def read_yaml(path: str | Path) -> Any:
