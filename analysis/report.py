@@ -428,8 +428,8 @@ def _summary(r: Mapping[str, Any]) -> Section:
             "MACs of the dense model (a pruned model's packed layers counted at their dense "
             "K x N, as PatDNN and FORMS quote; these can exceed the peak), executed ones the "
             "MACs the crossbars perform (a packed layer's sub-layers); the two are equal for a "
-            "dense model. Peak figures assume every crossbar busy with dense inputs at the arch's precision "
-            "(the published CE/PE convention).")
+            "dense model. Peak figures assume every crossbar busy with dense inputs at the "
+            "arch's precision (the published CE/PE convention).")
     return Section("summary", "Summary", [Table(("quantity", "value", "unit"), rows), text])
 
 
