@@ -90,13 +90,37 @@ def _cmd_run(args: argparse.Namespace) -> int:
                       data_dir=args.data_dir, batch_size=args.batch_size, out_dir=out,
                       progress=not args.quiet, pipelined=not args.layer_by_layer,
                       trace_layer=args.trace, allow_float_products=args.allow_float_products)
-    print(format_result(result))
-    path = save(result, out)
-    print(f"\nwrote {path}")
+    # Files first, printout last: a closed stdout (`| head`) must not lose the result.
+    wrote = [save(result, out)]
     if args.report:
         from analysis.report import write_report
 
-        print(f"wrote {write_report(path, fmt=args.report)}")
+        wrote.append(write_report(wrote[0], fmt=args.report))
+    return _emit(format_result(result) + "\n\n" + "\n".join(f"wrote {p}" for p in wrote),
+                 wrote)
+
+
+def _silence_stdout() -> None:
+    """Point the stdout descriptor at /dev/null so the interpreter's exit flush stays quiet."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real descriptor (captured): nothing to flush into
+        pass
+    finally:
+        os.close(devnull)
+
+
+def _emit(text: str, wrote: list[Path]) -> int:
+    """Print the report of files already written. A reader that stopped reading (`| head`)
+    loses only the printout: one line on stderr names the saved files; exit 141 (SIGPIPE)."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        _silence_stdout()
+        print(f"imcsim: stdout was closed; results saved in {', '.join(map(str, wrote))}",
+              file=sys.stderr)
+        return 141
     return 0
 
 
@@ -126,9 +150,8 @@ def _cmd_montecarlo(args: argparse.Namespace) -> int:
                             workers=args.workers, scheduler=args.scheduler,
                             confidence=args.confidence, progress=not args.quiet,
                             command=" ".join(sys.argv), fixed=parse_set(args.set))
-    print(format_montecarlo(report))
-    print(f"\nwrote {out / 'montecarlo.json'}")
-    return 0
+    return _emit(f"{format_montecarlo(report)}\n\nwrote {out / 'montecarlo.json'}",
+                 [out / "montecarlo.json"])
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -245,9 +268,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print("[2/2] simulating it bit-true on ISAAC-CE (arch_configs/isaac_32nm.yaml)")
     result = simulate(ARCH_DIR / "isaac_32nm.yaml", demo_yaml, samples=args.samples,
                       seed=args.seed, out_dir=out, progress=not args.quiet)
-    print(format_result(result))
-    print(f"\nwrote {save(result, out)}")
-    return 0
+    path = save(result, out)
+    return _emit(f"{format_result(result)}\n\nwrote {path}", [path])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -420,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"imcsim: error: {err}", file=sys.stderr)
         return err.exit_code
     except BrokenPipeError:  # output piped into a program that stopped reading (head)
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep interpreter exit quiet
+        _silence_stdout()  # keep interpreter exit quiet
         return 141
     except OSError as err:
         # The machine, not imcsim: a file that vanished or cannot be read, a full disk that

@@ -32,7 +32,7 @@ from sim.config.loader import to_plain
 from sim.engine import rollup
 from sim.engine.placement import place
 from sim.engine.timing import Timing, schedule
-from sim.errors import UserError
+from sim.errors import InvariantError, UserError
 from sim.fileio import atomic_write, ensure_writable_dir
 from sim.macros import Events
 from sim.stats import energy_by_event_pj, total_pj
@@ -101,9 +101,17 @@ class Result:
     crossbar_utilization: float = 0.0
     crossbars_used: int = 0
     crossbars_total: int = 0
+    #: Effective (dense-equivalent) figures: 2 ops per MAC of the workload's dense ``K x N``
+    #: products, as PatDNN/FORMS quote a pruned model; they can exceed the peak.
     gops: float = 0.0
     tops_per_w: float = 0.0
     tops_per_mm2: float = 0.0
+    #: Executed figures: 2 ops per MAC the crossbars actually perform (a packed layer's
+    #: sub-layers, not its dense product); equal to the effective ones for a dense model.
+    executed_macs_per_inference: float = 0.0
+    gops_executed: float = 0.0
+    tops_per_w_executed: float = 0.0
+    tops_per_mm2_executed: float = 0.0
     power_w: float = 0.0
     area_mm2: float = 0.0
     area_by_component_mm2: dict[str, float] = field(default_factory=dict)
@@ -619,7 +627,6 @@ def _schedule_activity(arch: Arch, state: dict) -> dict:
     """Each layer's per-step activity, which the schedule times zero-skip from. Both the
     bit-true pass and the analytical mode record it for every layer; with zero-skip on a
     layer without one is an invariant violation (the schedule would have to guess)."""
-    from sim.errors import InvariantError
 
     acts = state.get("activity") or {}
     missing = [name for name in state["events"] if name not in acts]
@@ -704,6 +711,7 @@ def _result(arch: Arch, arch_path: Path, workload: Workload, workload_path: Path
     total = per_inf_pj * n
     macs = totals.get("macs", 0) / max(n, 1)
     ops = 2 * macs
+    executed = sum(_executed_macs(layer, recs.get(layer.name)) for layer in layers) / max(n, 1)
     area_by = rollup.area_by_component_um2(arch)
     area_mm2 = sum(area_by.values()) / 1e6
     pk = rollup.peak(arch) if arch.components else None
@@ -750,6 +758,9 @@ def _result(arch: Arch, arch_path: Path, workload: Workload, workload_path: Path
         crossbars_total=timing.crossbars_total, gops=gops,
         tops_per_w=ops / energy_j / 1e12 if energy_j else 0.0,
         tops_per_mm2=gops / 1e3 / area_mm2 if area_mm2 else 0.0,
+        executed_macs_per_inference=executed, gops_executed=2 * executed * ips / 1e9,
+        tops_per_w_executed=2 * executed / energy_j / 1e12 if energy_j else 0.0,
+        tops_per_mm2_executed=2 * executed * ips / 1e12 / area_mm2 if area_mm2 else 0.0,
         power_w=energy_j * ips, area_mm2=area_mm2,
         area_by_component_mm2={k: v / 1e6 for k, v in area_by.items()},
         energy_by_component_pj=by_component,
@@ -760,6 +771,20 @@ def _result(arch: Arch, arch_path: Path, workload: Workload, workload_path: Path
         layer_graph=graph.to_json() if graph is not None else {},
         operations=operations,
         energy_complete=not float_products)
+
+
+def _executed_macs(layer: LayerResult, rec) -> int:
+    """MACs the crossbars performed for ``layer``: its ``macs`` count, except for a packed
+    layer, whose count is the dense ``K x N`` per vector (mappers.torch_bridge.combine_events)
+    while its sub-layers compute only ``sum(k_i x n_i)`` per vector."""
+    macs = layer.events.get("macs", 0)
+    if rec is None or not rec.parts:
+        return macs
+    vectors, rest = divmod(macs, rec.k * rec.n)
+    if rest:
+        raise InvariantError(f"{layer.name}: {macs} MACs is not a whole number of "
+                             f"{rec.k} x {rec.n} vectors")
+    return vectors * sum(k * n for k, n in rec.parts)
 
 
 def _mapping_figures(arch: Arch, rec) -> dict[str, int]:
@@ -840,8 +865,10 @@ def format_result(result: Result) -> str:
         f"{100 * result.crossbar_utilization:.1f} % of {result.crossbars_used} used "
         f"(chip has {result.crossbars_total})",
         f"  {result.gops:.4g} GOPS, {result.tops_per_w:.4g} TOPS/W, "
-        f"{result.tops_per_mm2:.4g} TOPS/mm2, {result.power_w:.4g} W, "
-        f"area {result.area_mm2:.4g} mm2",
+        f"{result.tops_per_mm2:.4g} TOPS/mm2 effective (dense-equivalent), "
+        f"{result.power_w:.4g} W, area {result.area_mm2:.4g} mm2",
+        f"  {result.gops_executed:.4g} GOPS, {result.tops_per_w_executed:.4g} TOPS/W, "
+        f"{result.tops_per_mm2_executed:.4g} TOPS/mm2 executed (MACs the crossbars perform)",
     ]
     if result.peak_gops:
         lines.append(f"  peak: {result.peak_gops:.4g} GOPS, {result.peak_gops_per_mm2:.4g} "

@@ -107,3 +107,23 @@ def test_an_os_error_nobody_named_is_still_one_message(monkeypatch, capsys):
     assert main(["validate", "x"]) == 2
     err = capsys.readouterr().err
     assert err.strip() == "imcsim: error: /gone/file: No such file or directory"
+
+
+@pytest.mark.parametrize("report", [False, True], ids=["plain", "with_report"])
+def test_run_into_a_closed_pipe_still_saves_the_result(tmp_path, report):
+    """`imcsim run ... | head`: stdout closed before the report is printed. The result (and
+    the report file) are written first; no traceback, exit 141 as a shell reports SIGPIPE."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "analysis.cli", "run", ISAAC, "digits_cnn", "--samples",
+           "10", "--batch-size", "10", "--out", str(out), "--quiet"]
+    if report:
+        cmd += ["--report", "md"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    proc.stdout.close()  # the reader exits at once, before imcsim prints anything
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=600) == 141, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    assert "stdout was closed" in err and str(out / "result.json") in err
+    result = json.loads((out / "result.json").read_text())
+    assert result["samples"] == 10
+    assert (out / "report.md").is_file() == report

@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +27,7 @@ from mappers.compress import (
     Unify,
     Unstructured,
     fit,
+    manifest_source,
     parse_compression,
     pattern_library,
     project_all,
@@ -33,9 +35,9 @@ from mappers.compress import (
 )
 from mappers.compress.projections import keep_count
 from mappers.quantize import quantize_weights
-from sim.errors import ConfigError
+from sim.errors import ConfigError, UserError
 from workloads.models import DigitsCNN, LeNet5
-from workloads.spec import load_workload
+from workloads.spec import builtin_workloads, load_workload
 
 ISAAC = "isaac_32nm"
 
@@ -407,6 +409,30 @@ def test_cli_compress_writes_a_workload_that_run_can_use(tmp_path, capsys):
     assert int((model.fc.weight != 0).sum()) == 640
     assert main(["run", ISAAC, str(out / "tiny.yaml"), "--samples", "10", "--batch-size",
                  "10", "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    # The manifest's references: the built-in base workload by name, the compression file
+    # from the manifest's own folder; moving the output keeps the base workload resolvable.
+    assert manifest["base_workload_builtin"] == "digits_cnn"
+    assert manifest_source(out / "tiny.json") == builtin_workloads()["digits_cnn"]
+    assert manifest_source(out / "tiny.json", "compression") == spec.resolve()
+    moved = tmp_path / "elsewhere" / "deeper"
+    moved.mkdir(parents=True)
+    (out / "tiny.json").rename(moved / "tiny.json")
+    assert manifest_source(moved / "tiny.json") == builtin_workloads()["digits_cnn"]
+    with pytest.raises(UserError, match="compression_file"):  # a user file left behind
+        manifest_source(moved / "tiny.json", "compression")
+
+
+@pytest.mark.parametrize("manifest", sorted(
+    (Path(__file__).resolve().parents[1] / "workloads" / "compressed").glob("*.json")),
+    ids=lambda p: p.stem)
+def test_committed_manifests_refer_to_files_that_exist(manifest):
+    """Each shipped manifest's base workload and compression file resolve from its folder
+    (specs under results/ are written by bench/compress_experiments.py, not shipped)."""
+    data = json.loads(manifest.read_text())
+    base = manifest_source(manifest)
+    assert load_workload(base).name == data["base_workload"]
+    if not data["compression_file"].startswith("../../results/"):
+        assert manifest_source(manifest, "compression").is_file()
 
 
 def test_cli_compress_errors_exit_2(tmp_path, capsys):

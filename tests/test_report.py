@@ -140,9 +140,15 @@ def test_html_is_self_contained(result):
 
 def test_summary_numbers_match_the_result(html_mc, result):
     rows = html_mc.rows("summary")
-    assert rows["energy efficiency"][1] == "TOPS/W"
-    assert number(rows["energy efficiency"][0]) == pytest.approx(result["tops_per_w"], rel=1e-3)
-    assert number(rows["throughput"][0]) == pytest.approx(result["gops"], rel=1e-3)
+    assert rows["effective energy efficiency"][1] == "TOPS/W (dense-equivalent)"
+    assert number(rows["effective energy efficiency"][0]) == pytest.approx(
+        result["tops_per_w"], rel=1e-3)
+    assert number(rows["effective throughput"][0]) == pytest.approx(result["gops"], rel=1e-3)
+    assert number(rows["executed throughput"][0]) == pytest.approx(result["gops_executed"],
+                                                                   rel=1e-3)
+    assert number(rows["executed energy efficiency"][0]) == pytest.approx(
+        result["tops_per_w_executed"], rel=1e-3)
+    assert "throughput" not in rows and "energy efficiency" not in rows  # never unlabeled
     assert number(rows["hardware accuracy"][0]) == pytest.approx(
         100 * result["hardware_accuracy"], abs=0.01)
     assert number(rows["latency per inference"][0]) == pytest.approx(
@@ -264,7 +270,7 @@ def test_markdown_has_tables_and_writes_linked_figures(result, tmp_path):
                   "## Comparison with the published design"):
         assert title in text
     assert "| quantity | value | unit |" in text
-    cell = re.search(r"\| energy efficiency \| ([^|]+) \| TOPS/W \|", text).group(1)
+    cell = re.search(r"\| effective energy efficiency \| ([^|]+) \| TOPS/W \(", text).group(1)
     assert number(cell) == pytest.approx(result["tops_per_w"], rel=1e-3)
     links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
     assert sorted(links) == sorted(f"figs/{f}.png" for f in (*FIGURES, "fig-variation"))

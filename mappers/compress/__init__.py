@@ -6,7 +6,7 @@ block-based structured pruning (BSP), FORMS polarization and quantization, compo
 layer. ``imcsim compress WORKLOAD COMPRESSION.yaml`` runs :func:`compress`.
 """
 
-from mappers.compress.admm import Compressor, compress, fit, state_digest
+from mappers.compress.admm import Compressor, compress, fit, manifest_source, state_digest
 from mappers.compress.projections import (
     ORDER,
     BlockStructured,
@@ -25,5 +25,6 @@ from mappers.compress.spec import CompressionSpec, load_compression, parse_compr
 
 __all__ = ["ORDER", "BlockStructured", "CompressionSpec", "Compressor", "Connectivity",
            "Pattern", "Polarize", "Projection", "Quantize", "Structured", "Unify",
-           "Unstructured", "compress", "fit", "load_compression", "parse_compression",
+           "Unstructured", "compress", "fit", "load_compression", "manifest_source",
+           "parse_compression",
            "pattern_library", "project_all", "state_digest"]

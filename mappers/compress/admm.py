@@ -51,7 +51,7 @@ from sim.config.loader import read_yaml
 from sim.errors import InvariantError, UserError
 from sim.fileio import atomic_write
 from workloads.download import file_digest
-from workloads.spec import Workload, load_workload
+from workloads.spec import Workload, builtin_workloads, load_workload
 
 # One code path for seeding, optimizers, schedules, augmentation and evaluation: the
 # float-training module's own helpers.
@@ -507,11 +507,12 @@ def compress(workload: Workload, spec: CompressionSpec, *,
     manifest = {
         "workload": name,
         "base_workload": workload.name,
-        "base_workload_file": (os.path.relpath(workload.source, out_dir)
-                               if workload.source is not None else None),
+        # A built-in base workload is recorded by name (survives moving the manifest); the
+        # files by their path from the manifest's own folder (read by manifest_source).
+        "base_workload_builtin": _builtin_name(workload.source),
+        "base_workload_file": _relative(workload.source, out_dir),
         "base_checkpoint_sha256": base_sha,
-        "compression_file": (os.path.relpath(spec.source, out_dir)
-                             if spec.source is not None else None),
+        "compression_file": _relative(spec.source, out_dir),
         "compression": spec.raw,
         "command": command if command is not None else shlex.join(sys.argv),
         "seed": seed,
@@ -538,6 +539,52 @@ def compress(workload: Workload, spec: CompressionSpec, *,
     atomic_write(ckpt.with_suffix(".json"), lambda stream: stream.write(text.encode()))
     partial.unlink(missing_ok=True)
     return manifest
+
+
+def _builtin_name(source: Path | None) -> str | None:
+    """The built-in workload name of ``source``, if it is a shipped workload file."""
+    if source is None:
+        return None
+    found = builtin_workloads().get(source.stem)
+    return source.stem if found is not None and found.resolve() == source.resolve() else None
+
+
+def _relative(source: Path | None, folder: Path) -> str | None:
+    return Path(os.path.relpath(source.resolve(), folder.resolve())).as_posix() \
+        if source is not None else None
+
+
+def manifest_source(manifest: str | os.PathLike[str], which: str = "base_workload") -> Path:
+    """The file a compression manifest refers to: ``which`` is ``base_workload`` or
+    ``compression``.
+
+    A built-in base workload is found by its recorded name; otherwise the recorded path is
+    taken from the manifest's own folder, so a manifest moved together with its files (or
+    referring to a built-in workload) still resolves.
+
+    Raises:
+        UserError: the manifest cannot be read, or the file it names does not exist.
+    """
+    path = Path(manifest)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read compression manifest {path}: {exc}") from None
+    if which not in ("base_workload", "compression"):
+        raise ValueError(f"which must be 'base_workload' or 'compression', got {which!r}")
+    if which == "base_workload" and data.get("base_workload_builtin"):
+        found = builtin_workloads().get(data["base_workload_builtin"])
+        if found is not None:
+            return found
+    key = f"{which}_file"
+    recorded = data.get(key)
+    if not recorded:
+        raise UserError(f"{path}: {key}: no file recorded")
+    file = (path.parent / recorded).resolve()
+    if not file.is_file():
+        raise UserError(f"{path}: {key}: {recorded} (from the manifest's folder) does not "
+                        f"exist: {file}")
+    return file
 
 
 def state_digest(model: nn.Module) -> str:
