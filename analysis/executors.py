@@ -56,7 +56,8 @@ def evaluate_point(task: Task) -> Outcome:
     start = time.perf_counter()
     out: Outcome = {"key": task["key"]}
     try:
-        arch = arch_from_dict(task["arch"], source=task["label"])
+        # The coordinator's validated arch when the task carries it (same mapping, same arch).
+        arch = task.get("built") or arch_from_dict(task["arch"], source=task["label"])
         if task.get("mode") == "analytical":
             result = estimate(arch, task["workload"], samples=task["samples"] or 64,
                               seed=task["seed"], data_dir=task["data_dir"])

@@ -388,3 +388,82 @@ def test_duplicates_heap_matches_the_plain_greedy():
         spare = int(rng.integers(0, 400))
         assert _duplicates(layers, crossbars, spare) == _greedy_copies(
             layers, crossbars, spare), trial
+
+
+def _variation_arch(make_arch, **extra):
+    return make_arch(**{"variation.seed": 5, "variation.cell.distribution": "lognormal",
+                        "variation.cell.sigma": 0.05, "variation.cell.read_noise_sigma": 0.03,
+                        "variation.cell.stuck_at_0": 0.01, "variation.adc.offset_sigma_lsb": 0.3,
+                        "variation.adc.gain_sigma": 0.01,
+                        "variation.adc.cap_mismatch_sigma": 0.02, **extra})
+
+
+@pytest.mark.parametrize("extra", [{}, {"crossbar.adc.range": "calibrated"},
+                                   {"variation.adc.noise_sigma_lsb": 0.5}])
+def test_lazily_programmed_layer_equals_an_eager_one(make_arch, extra):
+    """A crossbar layer programs its cells and draws its ADC instances on first use: a layer
+    used straight away (first use: the bit-true product or a range calibration) gives the same
+    bits as one programmed in its constructor, with variation, stuck cells, mismatched ADCs
+    and noise; the seeds are spawned in the constructor, so the order of programming does not
+    matter (another layer programmed in between changes nothing)."""
+    arch = _variation_arch(make_arch, **extra)
+    rng = np.random.default_rng(2)
+    w = rng.integers(-100, 101, size=(300, 24))
+    x = _relu_like(rng, 40, 300, arch.inputs.bits)
+    seed = np.random.SeedSequence([7, 1])
+    eager = CrossbarLayer(arch, w, seed=seed, name="eager")
+    eager._program()  # what the constructor did before
+    lazy = CrossbarLayer(arch, w, seed=np.random.SeedSequence([7, 1]), name="lazy")
+    assert not lazy._programmed and lazy.crossbars == eager.crossbars
+    CrossbarLayer(arch, w, seed=3)._program()  # another layer programmed in between
+
+    def use(layer):
+        if arch.crossbar.adc.range == "calibrated":
+            layer.calibrate(x)
+        return layer.matmul(x, seed=4)
+
+    (ye, ee), (yl, el) = use(eager), use(lazy)
+    assert lazy._programmed
+    for attr in ("levels", "conductance", "adc_gain", "adc_offset", "adc_thresholds", "step"):
+        assert np.array_equal(getattr(eager, attr), getattr(lazy, attr)), attr
+    assert np.array_equal(ye, yl)
+    assert ee.counts() == el.counts()
+    # The cause moves the output: another chip seed draws other cells.
+    other, _ = use(CrossbarLayer(arch, w, seed=np.random.SeedSequence([7, 2])))
+    assert not np.array_equal(ye, other)
+
+
+def test_estimate_never_programs_cells(make_arch, monkeypatch):
+    """The analytical mode maps every layer but reads only its geometry: no crossbar layer is
+    programmed (dense, packed, calibrated range). The bit-true pass of the same mapping
+    programs them."""
+    import torch
+    from torch import nn
+
+    from analysis import run
+    from analysis.run import LoadedWorkload
+    from workloads.spec import Bits
+
+    g = torch.Generator().manual_seed(3)
+    model = nn.Sequential(nn.Linear(40, 12), nn.ReLU(), nn.Linear(12, 4)).eval()
+    x = torch.randn(16, 40, generator=g)
+    programmed = []
+    real = CrossbarLayer._program
+
+    def spy(self):
+        programmed.append(self.name)
+        real(self)
+
+    monkeypatch.setattr(CrossbarLayer, "_program", spy)
+    arch = _variation_arch(make_arch, **{"organization.tiles": 64,
+                                         "crossbar.adc.range": "calibrated"})
+    for mapping in ("dense", "packed"):
+        lw = LoadedWorkload(name="t", model=model, test_inputs=x,
+                            test_labels=torch.zeros(16).long(), calibration=x,
+                            bits=Bits(weights=8, activations=7), mapping=mapping)
+        run._ANALYTICAL.clear()
+        result = run.estimate(arch, lw, samples=16)
+        assert result.layers and programmed == [], mapping
+        run.simulate(arch, lw, samples=4, progress=False)
+        assert programmed, mapping
+        programmed.clear()

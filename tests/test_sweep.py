@@ -396,3 +396,39 @@ def test_point_keys_follow_a_user_models_code(tmp_path):
     assert edited != before
     (tmp_path / "w.pt").write_bytes(b"weights")
     assert _workload_digest(load_workload(spec)) != edited
+
+
+def test_worker_runs_the_arch_the_coordinator_built(tmp_path, monkeypatch):
+    """Each point's arch is built (validated, calibrated) once, by the coordinator; the worker
+    runs that arch: a task whose built arch differs gives that arch's metrics, and one without
+    it gives the same metrics as with it (the worker builds the same arch from the mapping)."""
+    import analysis.sweep as sweep_mod
+    from analysis.executors import evaluate_point
+
+    spec = load_sweep(write_spec(tmp_path, dict(
+        SMALL, constraints=[], mode="analytical", samples=12,
+        objectives={"tops_per_w": "max", "area_mm2": "min"},
+        parameters={"crossbar.cell.bits": [1, 2]})))
+    built = []
+    real = sweep_mod.arch_from_dict
+
+    def counting(data, **kw):
+        built.append(kw.get("source"))
+        return real(data, **kw)
+
+    monkeypatch.setattr(sweep_mod, "arch_from_dict", counting)
+    base = read_yaml(spec.arch_path)
+    tasks = [sweep_mod._build_point(spec, base, i, {"crossbar.cell.bits": b}, f"k{b}")[0]
+             for i, b in enumerate((1, 2))]
+    assert len(built) == 2
+    with_built = evaluate_point(tasks[0])
+    rebuilt = evaluate_point({k: v for k, v in tasks[0].items() if k != "built"})
+    assert with_built["status"] == rebuilt["status"] == "ok"
+    np.testing.assert_equal(with_built["metrics"], rebuilt["metrics"])  # NaN accuracy too
+    swapped = evaluate_point(dict(tasks[0], built=tasks[1]["built"]))
+    np.testing.assert_equal(swapped["metrics"], evaluate_point(tasks[1])["metrics"])
+    assert swapped["metrics"]["energy_per_inference_nj"] != \
+        with_built["metrics"]["energy_per_inference_nj"]
+    run_sweep(spec, tmp_path / "o", workers=0, progress=False)
+    points = [s for s in built[2:] if s != str(spec.arch_path)]  # (and the base arch once)
+    assert len(points) == 2  # one build per point of the sweep

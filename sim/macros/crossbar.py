@@ -161,20 +161,54 @@ class CrossbarLayer:
                                  f"({g}, {self.n}), got {sc.dtype} {sc.shape}")
             self.scale = sc.astype(np.int64)
         ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
-        cell_ss, adc_ss, self._call_ss = ss.spawn(3)
+        self._seeds = ss.spawn(3)  # cells, ADC instances, per-call noise
+        self._call_ss = self._seeds[2]
 
-        levels, col_out, col_weight, bias, sign = weights_k.encode_weights(
-            w, wf.bits, xb.cell.bits, wf.encoding, r)
+        # Encoding checks the weights (a bad matrix fails here, at mapping) and gives the
+        # geometry; the cells and ADC instances are programmed on first use (_program).
+        self._encoded = weights_k.encode_weights(w, wf.bits, xb.cell.bits, wf.encoding, r)
+        j = self._encoded[0].shape[1]
+        self.data_columns = j
+        self.column_tiles = nc = -(-j // xb.columns)
+        self.columns_total = j + (nc if xb.unit_column else 0)
+        groups_per_tile = xb.rows // r
+        self.row_tiles, self.groups_per_crossbar = -(-g // groups_per_tile), groups_per_tile
+        self.crossbars = self.row_tiles * nc
+        # Resolved now: an unknown or absent backend fails at mapping, and the environment is
+        # read when the layer is made, as before.
+        self._backend_name = backend_k.resolve(backend)
+        if exact_fast_path is None:
+            exact_fast_path = os.environ.get("IMCSIM_EXACT_FAST_PATH", "1") != "0"
+        self._exact_fast_path = exact_fast_path
+        self._programmed = False
+
+    def __getattr__(self, attr: str):
+        # Only reached for an attribute not set yet: the programmed state, made on first use.
+        if attr.startswith("__") or self.__dict__.get("_programmed", True):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {attr!r}")
+        self._program()
+        return getattr(self, attr)
+
+    def _program(self) -> None:
+        """Program the cells and draw the ADC instances: what the bit-true pass, calibration
+        and characterization read. Deferred from the constructor to first use so the
+        analytical mode (geometry and events only) never pays for it; the draws come from
+        the seeds spawned in the constructor, so when it runs changes no bit."""
+        self._programmed = True
+        arch = self.arch
+        xb, wf = arch.crossbar, arch.weights
+        r, g = self.group_rows, self.groups
+        cell_ss, adc_ss, _ = self._seeds
+        levels, col_out, col_weight, bias, sign = self._encoded
+        del self._encoded
         top = xb.cell.levels - 1
         j = levels.shape[1]
         if wf.column_flip:
             levels, flipped = weights_k.flip_columns(levels, r, xb.cell.levels)
         else:
             flipped = np.zeros((g, j), dtype=np.bool_)
-        self.data_columns = j
-        self.column_tiles = nc = -(-j // xb.columns)
-        n_unit = nc if xb.unit_column else 0
-        self.columns_total = ct = j + n_unit
+        ct = self.columns_total
+        n_unit = ct - j
         tile_of = np.arange(j) // xb.columns
 
         full = np.zeros((self.rows_padded, ct), dtype=np.uint8)
@@ -218,10 +252,7 @@ class CrossbarLayer:
 
         # ADC instances: ``per_crossbar`` per crossbar (row tile, column tile).
         adc = xb.adc
-        groups_per_tile = xb.rows // r
-        row_tiles = -(-g // groups_per_tile)
-        self.crossbars = row_tiles * nc
-        self.row_tiles, self.groups_per_crossbar = row_tiles, groups_per_tile
+        groups_per_tile = self.groups_per_crossbar
         pos = np.concatenate([np.arange(j) - tile_of * xb.columns,
                               np.full(n_unit, xb.columns)])
         col_tile = np.concatenate([tile_of, np.arange(n_unit)])
@@ -269,7 +300,7 @@ class CrossbarLayer:
         # last group multiplies zero inputs: it adds exactly nothing). For float32 partial sums
         # this changed the last bits once (docs/kernels.md section 6).
         self._span = [(gi * r, min(self.k, (gi + 1) * r)) for gi in range(g)]
-        self.backend = backend_k.make(backend, dac_max=dac_max)
+        self.backend = backend_k.make(self._backend_name, dac_max=dac_max)
         self._binary_steps = dac_max <= 1
         self._gemm_w = [self.backend.prepare(self.conductance[a:b], self._integer_bound)
                         for a, b in self._span]
@@ -279,12 +310,10 @@ class CrossbarLayer:
         #: ideal noiseless unit-step ADC whose codes hold every partial sum of these weights,
         #: and float64 holding every output exactly. Then :meth:`matmul` does one GEMM and
         #: counts the events from the inputs (the same counts, see tests/test_backend.py).
-        if exact_fast_path is None:
-            exact_fast_path = os.environ.get("IMCSIM_EXACT_FAST_PATH", "1") != "0"
         adc_ideal = not (av.offset_sigma_lsb or av.gain_sigma or av.cap_mismatch_sigma
                          or av.noise_sigma_lsb)
         self.exact = bool(
-            exact_fast_path and ideal_cells and no_stuck and adc_ideal
+            self._exact_fast_path and ideal_cells and no_stuck and adc_ideal
             and adc.range == "fixed" and self.step is not None and np.all(self.step == 1.0)
             and self._integer_bound <= adc.codes - 1
             and self.k * (1 << inp.bits) * (1 << wf.bits) * self._scale_max() < 2**53)

@@ -123,9 +123,18 @@ def register_family(class_name: str):
     return decorate
 
 
+_loaded = False
+
+
 def _load() -> None:
+    # Once per process: the import machinery's lookups cost more than the family lookups
+    # they guard (thousands per analytical sweep point).
+    global _loaded
+    if _loaded:
+        return
     for name in FAMILY_MODULES:
         importlib.import_module(f"sim.macros.{name}")
+    _loaded = True
 
 
 def family_names() -> tuple[str, ...]:
