@@ -53,6 +53,7 @@ from sim.config.loader import arch_from_dict, read_yaml
 from sim.engine.analytical import InputHistogram, estimate_events
 from sim.engine.placement import LayerShape, place
 from sim.engine.timing import schedule
+from sim.errors import UserError
 from sim.stats import energy_by_event_pj, total_pj
 from workloads.models import BasicBlock
 
@@ -312,7 +313,10 @@ def main() -> None:
     if not args.sweep_only:
         bench_schedule(base)
         bench_analytical(base)
-    bench_sweep(args.workload, args.data_dir, args.samples, args.profile)
+    try:
+        bench_sweep(args.workload, args.data_dir, args.samples, args.profile)
+    except UserError as exc:  # e.g. no CIFAR-10 folder: say so, as the CLI does
+        raise SystemExit(f"(c) not run: {exc}") from None
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
