@@ -39,25 +39,27 @@ FAST = True
 TARGET = 0.5
 
 
-def best_time(fn, repeat: int) -> float:
-    """Best wall time of ``repeat`` calls after one warm-up call."""
+def best_time(fn, repeat: int, clock=time.perf_counter) -> float:
+    """Best time of ``repeat`` calls after one warm-up call (wall time unless ``clock``)."""
     fn()
     times = []
     for _ in range(repeat):
-        t = time.perf_counter()
+        t = clock()
         fn()
-        times.append(time.perf_counter() - t)
+        times.append(clock() - t)
     return min(times)
 
 
-def gemm_rates(repeat: int, int8: bool = True) -> dict[str, float]:
+def gemm_rates(repeat: int, int8: bool = True, clock=time.perf_counter) -> dict[str, float]:
     """MACs per second of fp32 and (with ``int8``) int8 GEMMs on this machine (2048^3)."""
     import torch
 
     n = 2048
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n), dtype=np.float32)
-    rates = {"numpy fp32 sgemm": n**3 / best_time(lambda: a @ a, repeat)}
+    rates = {"numpy fp32 sgemm": n**3 / best_time(lambda: a @ a, repeat, clock)}
+    if clock is not time.perf_counter:
+        return rates
     ta = torch.from_numpy(a)
     rates["torch fp32 mm"] = n**3 / best_time(lambda: ta @ ta, repeat)
     if not int8:
@@ -179,6 +181,41 @@ def curves_cpu(batch: int, repeat: int) -> None:
     print("  curves paths give the same bits:", outs[1].tobytes() == outs[2].tobytes())
 
 
+def read_noise_cpu(batch: int, repeat: int) -> None:
+    """Best CPU seconds (this process) and cell-MAC rates of the 512x512 layer with cell
+    variation, then with read noise on top (``variation.cell.read_noise_sigma: 0.05``),
+    beside the one-thread fp32 GEMM rate by CPU time measured in the same run (CPU time on
+    both sides: on a loaded machine wall time counts the other processes' turns)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):  # CPU seconds, as the layer's
+        fp32 = gemm_rates(repeat, int8=False, clock=time.process_time)["numpy fp32 sgemm"]
+    rng = np.random.default_rng(0)
+    _, var, _ = archs()
+    base = read_yaml(ROOT / "arch_configs" / "isaac_32nm.yaml")
+    clip = {**base["crossbar"], "adc": {**base["crossbar"]["adc"], "clip": True}}
+    cell = {"distribution": "lognormal", "sigma": 0.05, "read_noise_sigma": 0.05}
+    noisy = arch_from_dict(dict(base, crossbar=clip, variation={"seed": 1, "cell": cell}),
+                           "isaac variation + read noise")
+    lo = -(2 ** (var.weights.bits - 1)) + 1
+    w = rng.integers(lo, -lo, size=(512, 512))
+    x = rng.integers(-(2**15), 2**15, size=(batch, 512))
+    print(f"512x512, batch {batch}, CPU seconds (best of {repeat}), worker threads "
+          f"{__import__('sim.macros.crossbar', fromlist=['threads']).threads()}; one-thread "
+          f"fp32 sgemm {fp32 / 1e9:.2f} G MAC/s by CPU time:")
+    for arch in (var, noisy):
+        layer = CrossbarLayer(arch, w, seed=1, backend=BACKEND)
+        cell_macs = layer.matmul(x[:1])[1].cell_macs * batch
+        best = float("inf")
+        for _ in range(repeat):
+            c = time.process_time()
+            layer.matmul(x, seed=0)
+            best = min(best, time.process_time() - c)
+        r = cell_macs / best
+        print(f"  {arch.source:<32}{best:8.3f} s {r / 1e9:8.2f} G cell-MAC/s  ratio "
+              f"{r / fp32:.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=256)
@@ -192,6 +229,9 @@ def main() -> None:
                          "curves column by column, and with curves by instance runs")
     ap.add_argument("--no-fast-path", action="store_true",
                     help="run provably exact configs through the per-row-group model too")
+    ap.add_argument("--read-noise", action="store_true",
+                    help="only: CPU seconds of the 512x512 layer with variation, and with "
+                         "read noise too, against the one-thread fp32 GEMM rate")
     args = ap.parse_args()
     global BACKEND, FAST
     BACKEND, FAST = args.backend, not args.no_fast_path
@@ -201,6 +241,9 @@ def main() -> None:
 
     if args.curves:
         curves_cpu(args.batch, args.repeat)
+        return
+    if args.read_noise:
+        read_noise_cpu(args.batch, args.repeat)
         return
 
     print("machine:", platform.processor() or platform.machine(), f"{os.cpu_count()} cpus,",

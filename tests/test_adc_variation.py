@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from sim.kernels import adc as adc_k
+from sim.kernels import noise as noise_k
 from sim.kernels import variation as var_k
 from sim.macros import crossbar as crossbar_mod
 from sim.macros.crossbar import CrossbarLayer
@@ -299,7 +300,8 @@ def test_layer_stuck_at_rates_on_unit_columns(make_arch):
 def test_read_noise_variance(sigma):
     power = np.repeat(np.array([[0.5, 2.0, 9.0, 40.0]], dtype=np.float32), 250_000, axis=0)
     psum = np.zeros(power.shape, dtype=np.float32)
-    got = var_k.read_noise(psum, power, sigma, np.random.default_rng(0))
+    got = noise_k.add_read_noise(psum, psum, power, sigma, noise_k.stream_key(0),
+                                 np.zeros(0, np.int32), power.shape[0], 0, 1)
     assert got is psum  # in place
     n = power.shape[0]
     for c in range(power.shape[1]):

@@ -2,7 +2,8 @@
 
 Draws use ``numpy.random.Generator`` objects made from ``numpy.random.SeedSequence`` children
 by the caller: the same seed gives the same bits whatever the thread count, which numba's
-per-thread ``np.random`` state inside ``prange`` loops would not guarantee.
+per-thread ``np.random`` state inside ``prange`` loops would not guarantee. Per-access read
+noise is drawn inside a compiled kernel from a counter instead (:mod:`sim.kernels.noise`).
 """
 
 from __future__ import annotations
@@ -41,26 +42,3 @@ def stuck_at(levels: np.ndarray, p0: float, p1: float, top: int,
     out[r < p0] = 0
     out[(r >= p0) & (r < p0 + p1)] = top
     return out
-
-
-def read_noise(psum: np.ndarray, power_sum: np.ndarray, sigma: float,
-               rng: np.random.Generator) -> np.ndarray:
-    """Add per-access read noise to column partial sums, in place.
-
-    Each cell read carries independent noise of sigma ``sigma x g`` (its conductance ``g``)
-    scaled by its input ``x``, so a column sum's noise is normal with variance
-    ``sigma**2 x sum(x**2 g**2)``: ``power_sum`` holds that sum, computed by one more GEMM.
-    Sampling the column sum directly is exact in distribution and costs one draw per
-    conversion instead of one per cell.
-    """
-    return apply_read_noise(psum, power_sum, sigma,
-                            rng.standard_normal(psum.shape, dtype=np.float32))
-
-
-def apply_read_noise(psum: np.ndarray, power_sum: np.ndarray, sigma: float,
-                     z: np.ndarray) -> np.ndarray:
-    """:func:`read_noise` with its standard normal draws ``z`` (float32, ``psum``'s shape)
-    given: ``psum += sigma x z x sqrt(power_sum)`` in float32, in place."""
-    z = z * np.sqrt(power_sum, dtype=np.float32)
-    psum += np.float32(sigma) * z
-    return psum

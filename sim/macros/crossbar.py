@@ -25,6 +25,7 @@ from sim.kernels import activity as activity_k
 from sim.kernels import adc as adc_k
 from sim.kernels import backend as backend_k
 from sim.kernels import inputs as inputs_k
+from sim.kernels import noise as noise_k
 from sim.kernels import variation as var_k
 from sim.kernels import weights as weights_k
 from sim.kernels.adc import draw_adc_instances
@@ -304,8 +305,14 @@ class CrossbarLayer:
         self._binary_steps = dac_max <= 1
         self._gemm_w = [self.backend.prepare(self.conductance[a:b], self._integer_bound)
                         for a, b in self._span]
-        self._gemm_w_sq = ([backend_k.NumpyBackend().prepare(self._conductance_sq[a:b], None)
-                            for a, b in self._span] if cv.read_noise_sigma else None)
+        # Read noise needs sum(x^2 g^2) beside each partial sum. With 0/1 DAC steps x^2 = x,
+        # so one GEMM by [g | g^2] gives both (numpy: read noise makes the sums non-integer).
+        self._gemm_w_noise = None
+        if cv.read_noise_sigma:
+            self._gemm_w_noise = [np.ascontiguousarray(
+                np.hstack([self.conductance[a:b], self._conductance_sq[a:b]])
+                if self._binary_steps else self._conductance_sq[a:b], dtype=np.float32)
+                for a, b in self._span]
         #: True when the outputs provably equal the integer product ``x @ w``: ideal cells, an
         #: ideal noiseless unit-step ADC whose codes hold every partial sum of these weights,
         #: and float64 holding every output exactly. Then :meth:`matmul` does one GEMM and
@@ -411,7 +418,10 @@ class CrossbarLayer:
         skip = inp.zero_skip
         no_rows = np.zeros(0, dtype=np.int32)
         # One buffer per chunk: a fresh 8 MiB array per GEMM would page-fault every time.
-        buf = np.empty((n_rows, self.columns_total), dtype=np.float32)
+        ct = self.columns_total
+        buf = np.empty((n_rows, ct), dtype=np.float32)
+        buf2 = (np.empty((n_rows, 2 * ct if self._binary_steps else ct), dtype=np.float32)
+                if sigma_r and noise_seed is not None else None)
         for gi, (a, b) in enumerate(self._span):
             view = steps[:, :, a:b]
             # One copy of the strided rows, straight into the GEMM's input type.
@@ -428,17 +438,23 @@ class CrossbarLayer:
                     sel = np.flatnonzero(act)
                     row_of[sel] = np.arange(sel.shape[0], dtype=np.int32)
                     xg = xg[sel]
-            psum = self.backend.gemm(xg, self._gemm_w[gi], buf)
             if sigma_r and noise_seed is not None:
-                rng = np.random.default_rng([*noise_seed, m0, gi, 0])
-                # Drawn for every block (same stream whatever is dropped), used where computed.
-                z = rng.standard_normal((n_rows, self.columns_total), dtype=np.float32)
-                if psum.shape[0] != n_rows:  # rows dropped from the GEMM
-                    z = z[sel]
                 xf = xg if xg.dtype == np.float32 else xg.astype(np.float32)
-                # DAC steps of 0 and 1 are their own squares: no squared copy.
-                power = (xf if self._binary_steps else xf * xf) @ self._gemm_w_sq[gi]
-                var_k.apply_read_noise(psum, power, sigma_r, z)
+                n = xf.shape[0]
+                if self._binary_steps:
+                    src = power = np.matmul(xf, self._gemm_w_noise[gi], out=buf2[:n])
+                    power_col = ct
+                else:
+                    src = self.backend.gemm(xg, self._gemm_w[gi], buf)
+                    power = np.matmul(xf * xf, self._gemm_w_noise[gi], out=buf2[:n])
+                    power_col = 0
+                # Drawn in the compiled kernel, one draw per computed partial sum, each a
+                # function of (call, group, sample, step, column) alone (sim.kernels.noise).
+                psum = noise_k.add_read_noise(
+                    buf[:n], src, power, sigma_r, noise_k.stream_key(*noise_seed, gi, 0),
+                    row_of, x.shape[0], m0, steps.shape[0], power_col=power_col)
+            else:
+                psum = self.backend.gemm(xg, self._gemm_w[gi], buf)
             yield gi, psum, row_of
 
     def _chunks(self, m: int) -> list[tuple[int, int]]:
