@@ -195,3 +195,91 @@ def test_stream_through_shared_crossbars_is_serial(make_arch):
     t = schedule(arch, place(arch, shapes), inferences=4)
     assert t.interval_cycles == sum(x.busy_cycles for x in t.layers)
     assert t.inference_end_cycles[0] == t.latency_cycles  # the first is not overtaken
+
+
+# ------------------------------------------------------------------- simulations shared by points
+def _memo_case(make_arch, **overrides):
+    """A 3-layer chain on 4 tiles with a buffer port and a NoC, so that every part of an
+    operation (compute, ports, links) is timed, and its schedule."""
+    # Each part bounds some operations: a 10 ns read, an ADC converting 5 columns in 12.5 ns,
+    # a 2-bit buffer port and 2-bit NoC links.
+    base = {"organization.tiles": 4, "organization.imas_per_tile": 2,
+            "organization.crossbars_per_ima": 4, "noc": {"link_bits": 2, "frequency": "1GHz"},
+            "tile_buffer": {"size": "4KiB", "bus_bits": 2}, "inputs.zero_skip": True,
+            "clock.crossbar_cycle": "10ns", "crossbar.adc.rate": "0.4GS/s"}
+    arch = make_arch(**{**base, **overrides})
+    shapes = [LayerShape(name="c1", k=27, n=4, vectors=64, out_width=8, kernel_height=3),
+              LayerShape(name="c2", k=36, n=4, vectors=16, out_width=4, kernel_height=3,
+                         source="c1"),
+              LayerShape(name="fc", k=64, n=4, vectors=1, source="c2")]
+    pl = place(arch, shapes)
+    rng = np.random.default_rng(0)
+    act = {}
+    for p in pl:  # half of the inputs zero: per-step activity that moves the step times
+        x = rng.integers(0, 1 << (arch.inputs.bits - 1), size=(p.layer.vectors, p.layer.k))
+        x[rng.random(x.shape) < 0.7] = 0
+        act[p.layer.name] = _activity(arch, x) if p.layer.k <= 256 else None
+    return arch, pl, act
+
+
+# (override, whether it moves the schedule's figures): every arch field the schedule reads
+# through its plans, and two it does not read (ADC resolution and energy: same simulation).
+MEMO_CHANGES = [
+    ({"crossbar.adc.rate": "0.1GS/s"}, True),
+    ({"crossbar.adc.per_crossbar": 2}, True),
+    ({"clock.crossbar_cycle": "30ns"}, True),
+    ({"clock.digital": "2GHz"}, True),
+    ({"tile_buffer.bus_bits": 1}, True),
+    ({"noc.link_bits": 1}, True),
+    ({"noc.frequency": "0.25GHz"}, True),
+    ({"organization.tiles": 2, "organization.crossbars_per_ima": 8}, True),
+    ({"organization.tiles": 8}, True),
+    ({"inputs.zero_skip_timing": "per_crossbar"}, True),
+    ({"inputs.bits": 4}, True),
+    ({"outputs.bits": 32}, True),
+    ({"crossbar.adc.bits": 7}, False),
+    ({"energy.adc_conversion": "9pJ"}, False),
+]
+
+
+@pytest.mark.parametrize(("change", "moves"), MEMO_CHANGES)
+def test_kept_simulation_is_used_only_for_the_same_inputs(make_arch, change, moves):
+    from sim.engine import timing as timing_mod
+
+    arch0, pl0, act0 = _memo_case(make_arch)
+    arch1, pl1, act1 = _memo_case(make_arch, **change)
+    timing_mod.clear_simulations()
+    cold = schedule(arch1, pl1, act1)  # nothing kept
+    assert timing_mod.SIMULATION_STATS == {"hits": 0, "misses": 2}  # one, then the stream
+    timing_mod.clear_simulations()
+    base = schedule(arch0, pl0, act0)
+    warm = schedule(arch1, pl1, act1)  # after the base point's simulations were kept
+    assert warm == cold  # a kept simulation never stands in for another's
+    stats = timing_mod.SIMULATION_STATS
+    if moves:
+        assert warm != base
+        assert stats == {"hits": 0, "misses": 4}
+    else:
+        assert warm == base
+        assert stats == {"hits": 2, "misses": 2}
+    again = schedule(arch1, pl1, act1)
+    assert again == cold and stats["hits"] >= 2
+    again.layers[0].busy_cycles += 1  # a returned result is a copy: the kept one stays
+    assert schedule(arch1, pl1, act1) == cold
+
+
+def test_kept_simulations_see_activity_placement_and_graph(make_arch):
+    from sim.engine import timing as timing_mod
+
+    arch, pl, act = _memo_case(make_arch)
+    timing_mod.clear_simulations()
+    base = schedule(arch, pl, act)
+    dense = schedule(arch, pl, None)  # other step activity
+    timing_mod.clear_simulations()
+    assert dense == schedule(arch, pl, None) and dense != base
+    one = schedule(arch, place(arch, [p.layer for p in pl], duplicate=False), act)
+    timing_mod.clear_simulations()
+    assert one == schedule(arch, place(arch, [p.layer for p in pl], duplicate=False), act)
+    assert one != base
+    layered = schedule(arch, pl, act, pipelined=False)
+    assert layered != base and timing_mod.SIMULATION_STATS["misses"] >= 1

@@ -55,7 +55,10 @@ one inference scheduled alone. Time is counted in whole digital clock cycles.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -77,6 +80,19 @@ from sim.macros.activity import StepActivity
 
 #: Inferences simulated in a pipelined stream to measure the steady-state interval.
 STREAM_INFERENCES = 4
+
+#: Simulations kept per process (:func:`_simulate_memo`): key -> result, oldest first.
+_SIMULATIONS: OrderedDict[tuple, tuple] = OrderedDict()
+#: Most simulations kept.
+SIMULATIONS_KEPT = 64
+#: Hits and misses of :data:`_SIMULATIONS` (for tests and benchmarks).
+SIMULATION_STATS = {"hits": 0, "misses": 0}
+
+
+def clear_simulations() -> None:
+    """Forget every kept simulation (benchmarks: a cold schedule)."""
+    _SIMULATIONS.clear()
+    SIMULATION_STATS.update(hits=0, misses=0)
 
 
 @dataclass
@@ -254,6 +270,9 @@ class _Plan:
     spans: bool = False
 
 
+_PLAN_FIELDS = tuple(f.name for f in dataclasses.fields(_Plan))
+
+
 def schedule(arch: Arch, placements: list[Placement],
              activity: Mapping[str, StepActivity] | None = None, *,
              graph: LayerGraph | None = None, pipelined: bool = True,
@@ -374,11 +393,15 @@ def schedule(arch: Arch, placements: list[Placement],
 
     shared_ports = {t for t, u in port_users.items() if len(u) > 1 and bus}
     shared_links = {lk for lk, u in link_users.items() if len(u) > 1 and link_bits}
-    # Every operation's needs and durations, worked out once (the stream repeats them).
-    op_specs = {name: _operations(pl, plans, pipelined, bus, link_bits, link_cycle,
-                                  shared_ports, shared_links) for name, pl in plans.items()}
+    # Every operation's needs and durations, worked out once (the stream repeats them), when
+    # a simulation is run (not for one that is kept, :func:`_simulate_memo`).
+    op_specs: dict[str, list[_Op]] = {}
 
     def simulate(n_inf: int):
+        if not op_specs:
+            op_specs.update({name: _operations(pl, plans, pipelined, bus, link_bits, link_cycle,
+                                               shared_ports, shared_links)
+                             for name, pl in plans.items()})
         env = simpy.Environment()
         # Queues serve older inferences first (a pipeline works on its oldest data), then
         # in order of arrival.
@@ -470,9 +493,16 @@ def schedule(arch: Arch, placements: list[Placement],
         env.run()
         return timings, inf_end, busy_xbar[0], finished
 
-    timings, inf_end, busy, finished = simulate(1)
+    # The simulation reads nothing but these (its operations are worked out from them by
+    # _operations): design points that give the same ones (e.g. an ADC resolution that
+    # changes energies but no time) share it (:func:`_simulate_memo`).
+    inputs = (tuple((name, *(getattr(pl, f) for f in _PLAN_FIELDS))
+                    for name, pl in plans.items()),
+              pipelined, bus, link_bits, link_cycle,
+              tuple(sorted(shared_ports)), tuple(sorted(shared_links)))
+    timings, inf_end, busy, finished = _simulate_memo(inputs, 1, simulate)
     if n_inf > 1:
-        _, stream_end, _, stream_finished = simulate(n_inf)
+        _, stream_end, _, stream_finished = _simulate_memo(inputs, n_inf, simulate)
         finished = {k: min(v, stream_finished[k] // n_inf) for k, v in finished.items()}
     stuck = [n for n, k in finished.items() if k < 1]
     if stuck:
@@ -504,6 +534,43 @@ def schedule(arch: Arch, placements: list[Placement],
                   crossbars_total=org.crossbars, busy_crossbar_cycles=busy,
                   notes=notes, inferences=n_inf, interval_cycles=interval,
                   inference_end_cycles=ends)
+
+
+def _simulate_memo(inputs: tuple, n_inf: int, simulate):
+    """``simulate(n_inf)``, or a copy of its result for the same ``inputs`` and ``n_inf``.
+
+    ``inputs`` is everything the simulation reads, in the order it reads it: each node's
+    plan (processes start in this order) and operations, and the shared ports and links. The
+    simpy run is deterministic, so equal inputs give equal results; the key is built from
+    the derived figures, not from the arch, so no arch field the schedule reads can be
+    missing from it. Kept per process, at most :data:`SIMULATIONS_KEPT`, returned as copies.
+    """
+    key = (n_inf, inputs)
+    try:
+        hit = _SIMULATIONS[key]
+    except TypeError:  # an unhashable figure: simulate, keep nothing
+        return simulate(n_inf)
+    except KeyError:
+        SIMULATION_STATS["misses"] += 1
+        hit = simulate(n_inf)
+        _SIMULATIONS[key] = _copy_simulation(hit)
+        while len(_SIMULATIONS) > SIMULATIONS_KEPT:
+            _SIMULATIONS.popitem(last=False)
+        return hit
+    SIMULATION_STATS["hits"] += 1
+    _SIMULATIONS.move_to_end(key)
+    return _copy_simulation(hit)
+
+
+def _copy_simulation(sim: tuple) -> tuple:
+    """A copy of ``simulate``'s result that shares nothing mutable with it."""
+    timings, inf_end, busy, finished = sim
+    copies = {}
+    for name, t in timings.items():
+        c = copy.copy(t)
+        c.step_spans = list(t.step_spans)
+        copies[name] = c
+    return copies, list(inf_end), busy, dict(finished)
 
 
 @dataclass(frozen=True)
