@@ -58,6 +58,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -85,14 +86,16 @@ STREAM_INFERENCES = 4
 _SIMULATIONS: OrderedDict[tuple, tuple] = OrderedDict()
 #: Most simulations kept.
 SIMULATIONS_KEPT = 64
+_SIMULATIONS_LOCK = threading.Lock()
 #: Hits and misses of :data:`_SIMULATIONS` (for tests and benchmarks).
 SIMULATION_STATS = {"hits": 0, "misses": 0}
 
 
 def clear_simulations() -> None:
     """Forget every kept simulation (benchmarks: a cold schedule)."""
-    _SIMULATIONS.clear()
-    SIMULATION_STATS.update(hits=0, misses=0)
+    with _SIMULATIONS_LOCK:
+        _SIMULATIONS.clear()
+        SIMULATION_STATS.update(hits=0, misses=0)
 
 
 @dataclass
@@ -547,19 +550,21 @@ def _simulate_memo(inputs: tuple, n_inf: int, simulate):
     """
     key = (n_inf, inputs)
     try:
-        hit = _SIMULATIONS[key]
+        with _SIMULATIONS_LOCK:
+            hit = _SIMULATIONS.get(key)
+            if hit is not None:
+                SIMULATION_STATS["hits"] += 1
+                _SIMULATIONS.move_to_end(key)
+                return _copy_simulation(hit)
+            SIMULATION_STATS["misses"] += 1
     except TypeError:  # an unhashable figure: simulate, keep nothing
         return simulate(n_inf)
-    except KeyError:
-        SIMULATION_STATS["misses"] += 1
-        hit = simulate(n_inf)
-        _SIMULATIONS[key] = _copy_simulation(hit)
+    made = simulate(n_inf)
+    with _SIMULATIONS_LOCK:
+        _SIMULATIONS[key] = _copy_simulation(made)
         while len(_SIMULATIONS) > SIMULATIONS_KEPT:
             _SIMULATIONS.popitem(last=False)
-        return hit
-    SIMULATION_STATS["hits"] += 1
-    _SIMULATIONS.move_to_end(key)
-    return _copy_simulation(hit)
+    return made
 
 
 def _copy_simulation(sim: tuple) -> tuple:
