@@ -239,19 +239,18 @@ def main() -> None:
 
     import sim.macros.crossbar as xb
 
-    if args.curves:
-        curves_cpu(args.batch, args.repeat)
-        return
-    if args.read_noise:
-        read_noise_cpu(args.batch, args.repeat)
-        return
-
     print("machine:", platform.processor() or platform.machine(), f"{os.cpu_count()} cpus,",
           f"worker threads {xb.threads()}")
     print("OPENBLAS_CORETYPE =", os.environ.get("OPENBLAS_CORETYPE", "(unset)"))
     for info in threadpool_info():
         print(f"BLAS: {info.get('internal_api')} {info.get('version')} kernel "
               f"{info.get('architecture')} threads {info.get('num_threads')}")
+    if args.curves:
+        curves_cpu(args.batch, args.repeat)
+        return
+    if args.read_noise:
+        read_noise_cpu(args.batch, args.repeat)
+        return
     from sim.kernels import backend as backend_k
 
     print("array backend:", backend_k.resolve(BACKEND), "| exact fast path:", FAST)
