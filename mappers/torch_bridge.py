@@ -129,7 +129,8 @@ class HardwareLayer(nn.Module):
     _calls_seen = 0
 
     def __init__(self, name: str, module: nn.Conv2d | nn.Linear, arch: Arch,
-                 recipe: QuantRecipe, act: ActQuant, seed: np.random.SeedSequence):
+                 recipe: QuantRecipe, act: ActQuant, seed: np.random.SeedSequence, *,
+                 quantized: dict | None = None):
         super().__init__()
         self.layer_name = name
         self.is_conv = isinstance(module, nn.Conv2d)
@@ -146,8 +147,16 @@ class HardwareLayer(nn.Module):
             self.out_channels = module.out_features
             self.groups = 1
         bits = recipe.bits_of(name)
-        q, scale = quantize_weights(weight, bits)
-        self.register_buffer("w_scale", scale)
+        # ``quantized`` keeps the result per (layer, bits, version of the weight tensor: an
+        # in-place edit bumps it), for mappings of the same prepared model; ``q`` is only read.
+        key = (name, bits, module.weight._version)
+        got = quantized.get(key) if quantized is not None else None
+        if got is None:
+            got = quantize_weights(weight, bits)
+            if quantized is not None:
+                quantized[key] = got
+        q, scale = got
+        self.register_buffer("w_scale", scale.clone())
         per_group = self.out_channels // self.groups
         k_group = q[0].numel()
         #: The packed sub-layers (``None``: the layer maps densely).
@@ -549,6 +558,9 @@ class PreparedModel:
     graph_note: str
     #: Recurrent modules (unrolled): their matrices take the module's bits.
     cells: frozenset[str] = frozenset()
+    #: Quantized weights ``(q, scale)`` per ``(layer, bits, weight version)``: every design
+    #: point of a sweep maps the same folded weights (:class:`HardwareLayer` ``quantized``).
+    quantized: dict = field(default_factory=dict, repr=False)
 
 
 def prepare_model(model: nn.Module, recipe: QuantRecipe,
@@ -631,7 +643,8 @@ def map_prepared(prepared: PreparedModel, arch: Arch, recipe: QuantRecipe, *,
             spiking.check_spikes(name, prepared.samples[name])
             act, layer_arch = spiking.SPIKE_QUANT, spike_arch(arch)
         _check_input_range(layer_arch, act, name)
-        hw = HardwareLayer(name, modules[name], layer_arch, layer_recipe, act, ss)
+        hw = HardwareLayer(name, modules[name], layer_arch, layer_recipe, act, ss,
+                           quantized=prepared.quantized)
         hw.record.spike_inputs = spikes
         hw.record.time_steps = spiking.time_steps(prepared.graph, name, hw.out_channels)
         if arch.crossbar.adc.range == "calibrated":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -186,3 +188,38 @@ def test_im2col_matches_unfold(kernel, padding, stride, dilation):
     ref = ref.transpose(1, 2).reshape(-1, ref.shape[1]).to(torch.int64)
     got = _im2col(q, kernel, padding, stride, dilation)
     assert got.dtype == torch.int64 and torch.equal(got, ref)
+
+
+def test_prepared_model_quantizes_each_layer_once_per_bits_and_weights(make_arch):
+    """Mappings of one prepared model reuse its quantized weights: the same as quantizing
+    afresh; another weight width, or weights edited in place, quantize again."""
+    from mappers.torch_bridge import map_prepared, prepare_model
+
+    torch.manual_seed(0)
+    model = _bn_model()
+    calib = torch.randn(16, 2, 8, 8)
+    x = torch.randn(3, 2, 8, 8)
+    arch = make_arch(**{"weights.bits": 8})
+
+    def fresh(recipe):
+        return map_model(model, arch, recipe, calib, seed=1)(x)
+
+    r8, r6 = QuantRecipe(weight_bits=8, activation_bits=7), QuantRecipe(weight_bits=6,
+                                                                        activation_bits=7)
+    prepared = prepare_model(model, r8, calib)
+    first = map_prepared(prepared, arch, r8, seed=1)
+    assert len(prepared.quantized) == len(prepared.targets)
+    again = map_prepared(prepared, arch, r8, seed=1)  # from the kept quantization
+    assert torch.equal(again(x), first(x)) and torch.equal(first(x), fresh(r8))
+    again.model.get_submodule(prepared.targets[0]).w_scale.mul_(2)  # a copy: first unchanged
+    assert torch.equal(first(x), fresh(r8))
+    six = map_prepared(prepared, arch, r6, seed=1)
+    assert len(prepared.quantized) == 2 * len(prepared.targets)
+    assert torch.equal(six(x), fresh(r6)) and not torch.equal(six(x), first(x))
+    w = prepared.model.get_submodule(prepared.targets[0]).weight
+    with torch.no_grad():
+        w.mul_(-1)  # an in-place edit of the prepared weights
+    edited = map_prepared(prepared, arch, r8, seed=1)(x)
+    assert not torch.equal(edited, first(x))
+    unkept = dataclasses.replace(prepared, quantized={})  # the same weights, nothing kept
+    assert torch.equal(edited, map_prepared(unkept, arch, r8, seed=1)(x))
