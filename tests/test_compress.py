@@ -61,6 +61,7 @@ CASES = [
     (Structured(2.0, "filter"), (8, 3, 3, 3)),
     (Structured(2.0, "channel"), (8, 4, 3, 3)),
     (Structured(3.0, "channel"), (6, 9)),
+    (Structured(2.0, "both"), (8, 6, 3, 3)),
     (Pattern(LIB), (4, 3, 3, 3)),
     (Connectivity(2.0), (4, 3, 3, 3)),
     (BlockStructured((4, 4), column_rate=2.0, row_rate=2.0), (8, 12)),
@@ -93,6 +94,24 @@ def test_rate_one_keeps_a_dense_model_dense(proj, shape):
     w = rand(*shape, seed=2)
     assert torch.equal(proj.project(w), w)
     assert proj.satisfied(w)
+
+
+def test_structured_both_keeps_a_block_of_whole_filters_and_channels():
+    """axis: both keeps ceil(8 / 2) = 4 filters and, of them, ceil(6 / 2) = 3 channels: a
+    4 x 3 block of whole 3x3 kernels (the packed mapping's 27 rows x 4 columns). Moving the
+    rate moves the block; a weight left outside it is refused by ``satisfied``."""
+    w = rand(8, 6, 3, 3, seed=6)
+    for rate, (f, c) in ((2.0, (4, 3)), (3.0, (3, 2)), (1.0, (8, 6))):
+        p = Structured(rate, "both").project(w)
+        assert int((p.abs().sum(dim=(1, 2, 3)) > 0).sum()) == f
+        assert int((p.abs().sum(dim=(0, 2, 3)) > 0).sum()) == c
+        assert int((p != 0).sum()) == f * c * 9
+    p = Structured(2.0, "both").project(w)
+    kept_f = p.abs().sum(dim=(1, 2, 3)) > 0
+    assert Structured(2.0, "filter").satisfied(p) and Structured(2.0, "channel").satisfied(p)
+    q = p.clone()
+    q[~kept_f, 0] = 1.0  # one more filter alive
+    assert not Structured(2.0, "both").satisfied(q)
 
 
 def _dist(a, b):
