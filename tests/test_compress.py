@@ -466,6 +466,25 @@ def test_cli_compress_errors_exit_2(tmp_path, capsys):
     good.write_text("layers:\n  fc: {unstructured: {rate: 2}}\n")
     assert main(["compress", "digits_cnn", str(good), "--epochs", "-1"]) == 2
     assert "--epochs" in capsys.readouterr().err
+    assert main(["compress", "digits_cnn", str(good), "--train-samples", "0"]) == 2
+    assert "--train-samples" in capsys.readouterr().err
+
+
+def test_cli_compress_train_samples_trains_on_the_first_samples(tmp_path):
+    """--train-samples N: the run trains on N samples (the manifest records it, the step
+    count follows it) and tests on the whole test split."""
+    spec = tmp_path / "c.yaml"
+    spec.write_text("name: few\nadmm: {epochs: 1}\nfinetune: {epochs: 0}\n"
+                    "train: {batch_size: 32, lr: 0.001, optimizer: adam}\n"
+                    "layers:\n  fc: {unstructured: {rate: 2}}\n")
+    runs = {}
+    for n in (64, 96):
+        out = tmp_path / f"out{n}"
+        assert main(["compress", "digits_cnn", str(spec), "--out", str(out), "--quiet",
+                     "--train-samples", str(n)]) == 0
+        runs[n] = json.loads((out / "few.json").read_text())
+    assert runs[64]["train_samples"] == 64 and runs[96]["train_samples"] == 96
+    assert runs[64]["test_samples"] == runs[96]["test_samples"] > 96
 
 
 def test_a_polarized_quantized_layer_encodes_on_polarized_crossbars():
