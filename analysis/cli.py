@@ -206,7 +206,8 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     spec = load_compression(args.compression, workload.build_model())
     manifest = compress(workload, spec, out=args.out, data_dir=args.data_dir,
                         admm_epochs=args.epochs, finetune_epochs=args.finetune_epochs,
-                        seed=args.seed, progress=not args.quiet,
+                        seed=args.seed, train_samples=args.train_samples,
+                        progress=not args.quiet,
                         command=" ".join(["imcsim", *sys.argv[1:]]))
     totals = manifest["totals"]
     print(f"test accuracy {100 * manifest['baseline_accuracy']:.2f} % (float) -> "
@@ -385,6 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--finetune-epochs", type=int, default=None,
                     help="override finetune.epochs")
     cp.add_argument("--seed", type=int, default=None, help="override train.seed")
+    cp.add_argument("--train-samples", type=int, default=None,
+                    help="train on the first N training samples only (a short run on a "
+                         "loaded machine; default: all, the manifest records the count)")
     cp.add_argument("--data-dir", default=None, help="data folder (default: $IMCSIM_DATA)")
     cp.add_argument("--quiet", action="store_true", help="no progress bar")
     cp.set_defaults(func=_cmd_compress)

@@ -61,6 +61,7 @@ CASES = [
     (Structured(2.0, "filter"), (8, 3, 3, 3)),
     (Structured(2.0, "channel"), (8, 4, 3, 3)),
     (Structured(3.0, "channel"), (6, 9)),
+    (Structured(2.0, "both"), (8, 6, 3, 3)),
     (Pattern(LIB), (4, 3, 3, 3)),
     (Connectivity(2.0), (4, 3, 3, 3)),
     (BlockStructured((4, 4), column_rate=2.0, row_rate=2.0), (8, 12)),
@@ -93,6 +94,24 @@ def test_rate_one_keeps_a_dense_model_dense(proj, shape):
     w = rand(*shape, seed=2)
     assert torch.equal(proj.project(w), w)
     assert proj.satisfied(w)
+
+
+def test_structured_both_keeps_a_block_of_whole_filters_and_channels():
+    """axis: both keeps ceil(8 / 2) = 4 filters and, of them, ceil(6 / 2) = 3 channels: a
+    4 x 3 block of whole 3x3 kernels (the packed mapping's 27 rows x 4 columns). Moving the
+    rate moves the block; a weight left outside it is refused by ``satisfied``."""
+    w = rand(8, 6, 3, 3, seed=6)
+    for rate, (f, c) in ((2.0, (4, 3)), (3.0, (3, 2)), (1.0, (8, 6))):
+        p = Structured(rate, "both").project(w)
+        assert int((p.abs().sum(dim=(1, 2, 3)) > 0).sum()) == f
+        assert int((p.abs().sum(dim=(0, 2, 3)) > 0).sum()) == c
+        assert int((p != 0).sum()) == f * c * 9
+    p = Structured(2.0, "both").project(w)
+    kept_f = p.abs().sum(dim=(1, 2, 3)) > 0
+    assert Structured(2.0, "filter").satisfied(p) and Structured(2.0, "channel").satisfied(p)
+    q = p.clone()
+    q[~kept_f, 0] = 1.0  # one more filter alive
+    assert not Structured(2.0, "both").satisfied(q)
 
 
 def _dist(a, b):
@@ -447,6 +466,25 @@ def test_cli_compress_errors_exit_2(tmp_path, capsys):
     good.write_text("layers:\n  fc: {unstructured: {rate: 2}}\n")
     assert main(["compress", "digits_cnn", str(good), "--epochs", "-1"]) == 2
     assert "--epochs" in capsys.readouterr().err
+    assert main(["compress", "digits_cnn", str(good), "--train-samples", "0"]) == 2
+    assert "--train-samples" in capsys.readouterr().err
+
+
+def test_cli_compress_train_samples_trains_on_the_first_samples(tmp_path):
+    """--train-samples N: the run trains on N samples (the manifest records it, the step
+    count follows it) and tests on the whole test split."""
+    spec = tmp_path / "c.yaml"
+    spec.write_text("name: few\nadmm: {epochs: 1}\nfinetune: {epochs: 0}\n"
+                    "train: {batch_size: 32, lr: 0.001, optimizer: adam}\n"
+                    "layers:\n  fc: {unstructured: {rate: 2}}\n")
+    runs = {}
+    for n in (64, 96):
+        out = tmp_path / f"out{n}"
+        assert main(["compress", "digits_cnn", str(spec), "--out", str(out), "--quiet",
+                     "--train-samples", str(n)]) == 0
+        runs[n] = json.loads((out / "few.json").read_text())
+    assert runs[64]["train_samples"] == 64 and runs[96]["train_samples"] == 96
+    assert runs[64]["test_samples"] == runs[96]["test_samples"] > 96
 
 
 def test_a_polarized_quantized_layer_encodes_on_polarized_crossbars():

@@ -1,4 +1,4 @@
-"""Small packed sub-layers share arrays block-diagonally (sim.engine.placement.copack).
+"""Small packed sub-layers share arrays (sim.engine.placement.copack).
 
 Counting: a layer's arrays fall from one per sub-layer to what first-fit of its
 ``(rows, columns)`` rectangles predicts, computed here by hand; a layer-by-layer family
@@ -88,24 +88,46 @@ def test_copacked_layer_is_exact_and_counted_alike(make_arch):
 
 def test_capram_layers_share_weight_groups_but_reram_layers_do_not(make_arch):
     """Nine layers of one small sub-layer each (4-bit weights: 20 rows x 1 weight = 20 x 4
-    cells of a 64 x 128 group): CAP-RAM runs layer by layer, so three share a group (rows
-    60 of 64) -> 3 groups of its 8; one per layer would need 9 and not fit. The tiny
-    ReRAM arch pipelines its layers: each keeps its own crossbar."""
+    cells of a 64 x 128 group): CAP-RAM runs layer by layer, so different layers need only
+    disjoint cells (strips): three stack in a 4-column strip (rows 60 of 64), the three
+    strips stand side by side -> 1 group of its 8; one per layer would need 9 and not fit.
+    The tiny ReRAM arch pipelines its layers: each keeps its own crossbar."""
     cap = capram()
     layers = [LayerShape(name=f"l{i}", k=20, n=1, vectors=1, parts=((20, 1),), weight_bits=4)
               for i in range(9)]
     assert all(layer_geometry(cap, ly).crossbars == 1 for ly in layers)
     placed = place(cap, layers)
     assert len(placed) == 9 and all(p.last_tile == 0 for p in placed)
-    assert arrays_in_use(cap, placed) == 3  # the schedule's crossbars_used
+    assert arrays_in_use(cap, placed) == 1  # the schedule's crossbars_used
+    big = [LayerShape(name=f"big{i}", k=128, n=32, vectors=1, parts=((64, 32), (64, 32)),
+                      weight_bits=4) for i in range(4)]
+    assert arrays_in_use(cap, place(cap, layers + big[:3])) == 7  # 1 shared + 3 x 2 whole
     with np.testing.assert_raises(MappingError) as info:
-        place(cap, layers + [LayerShape(name="big", k=64, n=64, vectors=1,
-                                         parts=((64, 32), (64, 32)), weight_bits=4)] * 3)
-    # 3 shared groups + 3 x 2 whole groups = 9 > 8
+        place(cap, layers + big)
+    # 1 shared group + 4 x 2 whole groups = 9 > 8
     assert "needs 9 weight groups" in str(info.exception)
     reram = make_arch(**{"organization.tiles": 64})
     small = [LayerShape(name=f"l{i}", k=3, n=1, vectors=1, parts=((3, 1),)) for i in range(4)]
     assert sum(p.crossbars for p in place(reram, small, duplicate=False)) == 4
+
+
+def test_strips_share_rows_or_columns_across_layers_only():
+    """copack(strips=True) on CAP-RAM's 64 x 128 groups, by hand. Rectangles 64x64, 64x64,
+    30x32, 30x32, 10x32 of five layers: the two 64-wide ones stand side by side (sharing all
+    rows), the 32-wide ones open a strip in a second group where 30 + 30 rows stack (sharing
+    columns) and the 10-row one needs a second strip: [[0, 1], [2, 3, 4]]. Block-diagonal
+    (the default: disjoint rows AND columns) needs 4 groups. When the first two belong to
+    one layer (keep_apart) they are never in one group, and the rest fill the first."""
+    cap = capram()
+    rects = [(64, 64), (64, 64), (30, 32), (30, 32), (10, 32)]
+    assert copack(cap, rects, keep_apart=[0, 1, 2, 3, 4], strips=True) == [[0, 1], [2, 3, 4]]
+    assert copack(cap, rects) == [[0], [1], [2, 3], [4]]
+    assert copack(cap, rects, keep_apart=[0, 0, 1, 2, 3], strips=True) == [[0, 2, 3, 4], [1]]
+    # a narrower block stacks in a wider strip while the rows allow (30 + 30 <= 64) ...
+    assert copack(cap, [(30, 32), (30, 40)], strips=True) == [[1, 0]]
+    # ... else it opens a strip beside it if the columns allow (100 + 40 > 128: no)
+    assert copack(cap, [(40, 100), (30, 40)], strips=True) == [[0], [1]]
+    assert copack(cap, [(40, 88), (30, 40)], strips=True) == [[0, 1]]
 
 
 def test_pack_then_copack_on_capram_is_exact():

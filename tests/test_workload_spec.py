@@ -78,7 +78,7 @@ def test_builtin_workloads_load_by_path_and_by_name(name):
     assert by_name == load_workload(builtin_workloads()[name])
     # Compressed workloads (mapping: packed) store their weights at their own bits; the
     # "_w16" ones are the FORMS variation study's 16-bit originals (docs/forms.md).
-    expected = 4 if name == "lenet5_mnist_capram" else 16 if name.endswith("_w16") else 8
+    expected = (4 if name.endswith("_capram") else 16 if name.endswith("_w16") else 8)
     assert by_name.bits.weights == expected
     assert by_name.bits.activations == 8
     assert by_name.checkpoint_path.parent.name == "checkpoints"

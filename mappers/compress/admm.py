@@ -427,7 +427,8 @@ def compress(workload: Workload, spec: CompressionSpec, *,
              out: str | os.PathLike[str] | None = None,
              data_dir: str | os.PathLike[str] | None = None, admm_epochs: int | None = None,
              finetune_epochs: int | None = None, seed: int | None = None,
-             progress: bool = True, resume: bool = True, command: str | None = None,
+             train_samples: int | None = None, progress: bool = True, resume: bool = True,
+             command: str | None = None,
              on_epoch: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Compress ``workload``'s trained model by ``spec``; write workload YAML, checkpoint and
     manifest into ``out`` (default ``results/compress/NAME``).
@@ -435,6 +436,8 @@ def compress(workload: Workload, spec: CompressionSpec, *,
     The written ``NAME.yaml`` is the base workload's file with ``name`` and ``checkpoint``
     replaced (and no ``train:`` section), so ``imcsim run ARCH out/NAME.yaml`` maps the
     compressed model. Returns the manifest (also written as ``NAME.json``).
+    ``train_samples``: train on the first that many training samples only (the manifest's
+    ``train_samples`` records it); the test set stays whole.
 
     Raises:
         DataError: the base checkpoint or the data set is missing.
@@ -443,6 +446,8 @@ def compress(workload: Workload, spec: CompressionSpec, *,
                          ("--seed", seed)):
         if value is not None and value < 0:
             raise UserError(f"{label} must be at least 0, got {value}")
+    if train_samples is not None and train_samples < 1:
+        raise UserError(f"--train-samples must be at least 1, got {train_samples}")
     if admm_epochs is not None or finetune_epochs is not None:
         admm = spec.admm if admm_epochs is None else replace(spec.admm, epochs=admm_epochs)
         ft = spec.finetune_epochs if finetune_epochs is None else finetune_epochs
@@ -460,6 +465,8 @@ def compress(workload: Workload, spec: CompressionSpec, *,
 
     source = locate_dataset(workload.dataset, data_dir)
     x_train, y_train = workload.load_data("train", data_dir)
+    if train_samples is not None:
+        x_train, y_train = x_train[:train_samples], y_train[:train_samples]
     x_test, y_test = workload.load_data("test", data_dir)
     base_sha = file_digest(workload.checkpoint_path, "sha256")
     fingerprint = json.dumps({

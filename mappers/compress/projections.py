@@ -103,6 +103,9 @@ class Structured(Projection):
 
     A filter is an output channel (a crossbar column); a channel is an input channel (the
     ``kh x kw`` crossbar rows of one input channel, one row for a Linear). Exactly nearest.
+    ``axis: both`` keeps ``ceil(filters / rate)`` filters, then, of what they hold,
+    ``ceil(channels / rate)`` channels (a kept block of whole rows and whole columns: the
+    packed mapping then maps ``rate**2`` times fewer cells; nearest per step, not jointly).
     """
 
     rate: float
@@ -120,12 +123,21 @@ class Structured(Projection):
         shape[0 if self.axis == "filter" else 1] = -1
         return keep.reshape(shape).expand_as(w)
 
+    def _axes(self):
+        if self.axis == "both":
+            return (Structured(self.rate, "filter"), Structured(self.rate, "channel"))
+        return None
+
     def project(self, w):  # noqa: D102
+        if (axes := self._axes()) is not None:
+            return axes[1].project(axes[0].project(w))
         scores = self._groups(w)
         keep = self._expand(top_mask(scores, keep_count(scores.numel(), self.rate)), w)
         return torch.where(keep, w, torch.zeros_like(w))
 
     def satisfied(self, w):  # noqa: D102
+        if (axes := self._axes()) is not None:
+            return all(a.satisfied(w) for a in axes)
         nonzero = (self._groups(w) > 0)
         return int(nonzero.sum()) <= keep_count(nonzero.numel(), self.rate)
 

@@ -253,7 +253,7 @@ def _layer_methods(section: Section, kind: str, module: nn.Module, problems: Pro
         if method in ("unstructured", "structured", "connectivity"):
             p["rate"] = s.get("rate", float, lo=1.0)
         if method == "structured":
-            p["axis"] = s.get("axis", str, "filter", choices=("filter", "channel"))
+            p["axis"] = s.get("axis", str, "filter", choices=("filter", "channel", "both"))
         if method == "pattern" and tuple(module.kernel_size) != (3, 3):
             problems.add(path, f"PatDNN patterns need 3x3 kernels, this layer has "
                                f"{module.kernel_size[0]}x{module.kernel_size[1]}")

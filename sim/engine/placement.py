@@ -126,7 +126,7 @@ def array_rect(arch: Arch, k: int, n: int) -> tuple[int, int] | None:
     return rows, g.data_columns
 
 
-def copack(arch: Arch, rects, *, keep_apart=None) -> list[list[int]]:
+def copack(arch: Arch, rects, *, keep_apart=None, strips: bool = False) -> list[list[int]]:
     """Share arrays among ``rects`` (``(rows, columns)`` blocks) block-diagonally.
 
     Blocks on one array take disjoint rows and disjoint columns (as :func:`groups_per_pack`
@@ -136,8 +136,19 @@ def copack(arch: Arch, rects, *, keep_apart=None) -> list[list[int]]:
     decreasing (rows, columns) order, ties by index: deterministic. ``keep_apart[i]`` (a
     label per block, optional): blocks with the same label never share an array. Returns
     the arrays as lists of block indices (in placement order).
+
+    ``strips=True``: blocks that never compute at the same time (different layers of a
+    family that runs layer by layer, kept apart by ``keep_apart``) need only disjoint
+    *cells*: a block may share rows with another (the other's columns are not converted
+    while it computes) or columns (the other's rows are not driven). Each array is then cut
+    into vertical strips side by side (widths summing to at most ``crossbar.columns``); a
+    strip takes the width of its first block and stacks blocks no wider than it while their
+    rows sum to at most ``crossbar.rows``. First fit, blocks in decreasing (columns, rows)
+    order, ties by index.
     """
     xb = arch.crossbar
+    if strips:
+        return _strip_pack(xb.rows, xb.columns, rects, keep_apart)
     order = sorted(range(len(rects)), key=lambda i: (-rects[i][0], -rects[i][1], i))
     bins: list[list[int]] = []
     used: list[list[int]] = []
@@ -153,6 +164,30 @@ def copack(arch: Arch, rects, *, keep_apart=None) -> list[list[int]]:
         else:
             bins.append([i])
             used.append([r, c])
+    return bins
+
+
+def _strip_pack(rows: int, columns: int, rects, keep_apart) -> list[list[int]]:
+    """:func:`copack` with ``strips=True``."""
+    order = sorted(range(len(rects)), key=lambda i: (-rects[i][1], -rects[i][0], i))
+    bins: list[list[int]] = []
+    strips: list[list[list[int]]] = []  # per array: [width, rows used] per strip
+    for i in order:
+        r, c = rects[i]
+        for b, members in enumerate(bins):
+            if keep_apart is not None and any(keep_apart[j] == keep_apart[i] for j in members):
+                continue
+            fit = next((s for s in strips[b] if c <= s[0] and s[1] + r <= rows), None)
+            if fit is None and sum(s[0] for s in strips[b]) + c <= columns:
+                fit = [c, 0]
+                strips[b].append(fit)
+            if fit is not None:
+                fit[1] += r
+                members.append(i)
+                break
+        else:
+            bins.append([i])
+            strips.append([[c, r]])
     return bins
 
 
@@ -264,7 +299,7 @@ def arrays_needed(arch: Arch, geos: list[Geometry]) -> tuple[int, bool]:
     if cross:
         rects = [r for g in geos for r in g.shared_arrays]
         owner = [i for i, g in enumerate(geos) for _ in g.shared_arrays]
-        need += len(copack(arch, rects, keep_apart=owner)) - len(rects)
+        need += len(copack(arch, rects, keep_apart=owner, strips=True)) - len(rects)
     return need, cross
 
 
