@@ -92,13 +92,19 @@ def test_table_ratios_follow_the_hardware_figures():
                 "baseline_accuracy": 0.9, "hard_projection_accuracy": 0.5,
                 "test_accuracy": 0.88,
                 "layers": {"fc.weight": {"pruning_rate": 4.0, "methods": {}}}}
-    figures = {"hw_accuracy": 0.875, "crossbars": 10, "adc_per_inf": 1000.0,
-               "energy_nj": 50.0, "latency_cycles": 400.0}
+    figures = {"hw_accuracy": 0.875, "crossbars": 10, "crossbars_one_copy": 6,
+               "adc_per_inf": 1000.0, "energy_nj": 50.0, "latency_cycles": 400.0,
+               "interval_cycles": 300.0}
     dense = {"command": "imcsim run dense", **figures}
     hw = {"dense:base.yaml": dense,
-          "m": {"command": "imcsim run m", "wall_s": 1.0, **figures, "crossbars": 5}}
-    text = "\n".join(ct.table("g", "T", "base.yaml", ["m"], {"m": manifest}, hw, []))
+          "m": {"command": "imcsim run m", "wall_s": 1.0, **figures, "crossbars": 5,
+                "crossbars_one_copy": 4, "interval_cycles": 400.0}}
+    text = "\n".join(ct.table("g", "T", "base.yaml", ["m", "x"], {"m": manifest}, hw, []))
     assert "5 (2.00x)" in text and "4.00x" in text and "88.00 %" in text
+    assert "| x | not run |" in text
+    assert "4 (1.50x)" in text and "400 (0.75x)" in text  # one copy; a slower interval
+    assert all(line.count("|") == text.splitlines()[4].count("|")
+               for line in text.splitlines() if line.startswith("|"))  # no ragged row
     hw["m"]["crossbars"] = 10
     assert "10 (1.00x)" in "\n".join(ct.table("g", "T", "base.yaml", ["m"], {"m": manifest},
                                              hw, []))
