@@ -126,3 +126,20 @@ def test_examples_name_their_own_workload():
                  "compress_lenet5_forms23"):
         data = yaml.safe_load((ROOT / "examples" / f"{spec}.yaml").read_text())
         assert data["layers"], spec
+
+
+def test_packing_alone_takes_precision_out_of_the_saving():
+    # One packed layer (10 -> 6 crossbars at its bits; 300 -> 200 conversions per vector, 50
+    # vectors) and one dense layer (2 crossbars, 1000 conversions), 2 samples.
+    layers = [{"crossbars": 6, "events": {"adc_conversions": 200 * 50},
+               "mapping": {"dense_at_bits_crossbars": 10, "crossbars": 6,
+                           "dense_at_bits_conversions_per_vector": 300,
+                           "conversions_per_vector": 200}},
+              {"crossbars": 2, "events": {"adc_conversions": 1000}, "mapping": {}}]
+    fig = ct.at_bits(layers, 2)
+    assert fig == {"crossbars_at_bits": 12, "adc_at_bits_per_inf": (300 * 50 + 1000) / 2}
+    hw = {**fig, "crossbars_one_copy": 8, "adc_per_inf": (200 * 50 + 1000) / 2}
+    assert ct._packing_alone(hw) == f"1.50x / {16000 / 11000:.2f}x"
+    layers[0]["mapping"]["dense_at_bits_conversions_per_vector"] = 200  # no column saved
+    assert ct._packing_alone({**hw, **ct.at_bits(layers, 2)}) == "1.50x / 1.00x"
+    assert ct.at_bits([layers[1]], 2) == {}  # a dense run has no packed figures
