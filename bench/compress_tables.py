@@ -14,6 +14,10 @@ after a mapping change (``make compress-tables``). A run that fails (the GRU: th
 bridge cannot map ``nn.GRU``) is reported with its error message, not dropped.
 
     python bench/compress_tables.py --data-dir /path/to/data [--samples 32] [--network cifar_cnn]
+
+``--network cifar_cnn`` (the default) also makes the network-independent tables (GRU BSP,
+LeNet-5 FORMS recipe) and writes ``docs/compression_tables.md``; ``--network resnet20`` makes
+only the ResNet-20 tables and writes ``docs/compression_tables_resnet20.md``.
 """
 
 from __future__ import annotations
@@ -75,15 +79,47 @@ def hardware(name: str, workload: str, samples: int, seed: int, data_dir: str | 
     r = json.loads((out / "result.json").read_text())
     n = r["samples"]
     cycles = r["latency_per_inference_s"] * r["digital_clock_hz"]
-    return {"command": command, "wall_s": wall, "samples": n,
+    xlayers = [lay for lay in r["layers"] if lay.get("placement", "crossbar") == "crossbar"]
+    return {"command": command, "wall_s": wall, "samples": n, **at_bits(xlayers, n),
             "hw_accuracy": r["hardware_accuracy"], "float_accuracy": r["float_accuracy"],
             "crossbars": r["crossbars_used"],
+            "crossbars_one_copy": sum(lay["crossbars"] for lay in r["layers"]
+                                      if lay.get("placement", "crossbar") == "crossbar"),
             "layer_crossbars": {lay["name"]: lay["crossbars"] for lay in r["layers"]
                                 if lay.get("placement", "crossbar") == "crossbar"},
             "adc_per_inf": r["events_total"]["adc_conversions"] / n,
             "cell_reads_per_inf": r["events_total"]["cell_reads"] / n,
             "energy_nj": r["energy_per_inference_nj"], "latency_cycles": cycles,
             "interval_cycles": r["interval_cycles"]}
+
+
+def at_bits(layers: list[dict], samples: int) -> dict:
+    """The same model mapped dense at each layer's stored bits, from a packed run's per-layer
+    ``mapping`` record: crossbars (one copy) and ADC conversions per inference, each layer's
+    conversions scaled by its ``dense_at_bits / packed`` conversions per vector (exact without
+    zero-skipping: both count the same input vectors). Empty for a dense run."""
+    if not any(lay.get("mapping") for lay in layers):
+        return {}
+    xbars = conv = 0.0
+    for lay in layers:
+        m = lay.get("mapping") or {}
+        done = lay["events"]["adc_conversions"]
+        if m:
+            xbars += m["dense_at_bits_crossbars"]
+            conv += done * m["dense_at_bits_conversions_per_vector"] / m["conversions_per_vector"]
+        else:
+            xbars += lay["crossbars"]
+            conv += done
+    return {"crossbars_at_bits": xbars, "adc_at_bits_per_inf": conv / samples}
+
+
+def _packing_alone(hw: dict) -> str:
+    """Crossbars and conversions the packing saves against the same weights dense at their
+    stored bits (what is left of the saving once precision is taken out)."""
+    if "error" in hw or not hw.get("crossbars_at_bits"):
+        return "-"
+    return (f"{hw['crossbars_at_bits'] / hw['crossbars_one_copy']:.2f}x / "
+            f"{hw['adc_at_bits_per_inf'] / hw['adc_per_inf']:.2f}x")
 
 
 def _pct(x: float | None) -> str:
@@ -98,14 +134,22 @@ def _ratio(dense: dict, hw: dict, key: str) -> str:
 
 def _hw_cells(dense: dict, hw: dict) -> list[str]:
     if "error" in hw:
-        return [f"fails: {hw['error']}"] + ["-"] * 4
-    return [_pct(hw["hw_accuracy"]), _ratio(dense, hw, "crossbars"),
-            _ratio(dense, hw, "adc_per_inf"), _ratio(dense, hw, "energy_nj"),
-            _ratio(dense, hw, "latency_cycles")]
+        return [f"fails: {hw['error']}"] + ["-"] * (HW_COLUMNS - 1)
+    return [_pct(hw["hw_accuracy"]), _ratio(dense, hw, "crossbars_one_copy"),
+            _ratio(dense, hw, "crossbars"), _ratio(dense, hw, "adc_per_inf"),
+            _ratio(dense, hw, "energy_nj"), _ratio(dense, hw, "latency_cycles"),
+            _ratio(dense, hw, "interval_cycles"), _packing_alone(hw)]
 
 
-HW_HEAD = ("hw acc. (N samples) | crossbars (dense/this) | ADC conv. / inference | "
-           "energy nJ / inference | latency cycles")
+HW_HEAD = ("hw acc. (N samples) | crossbars, one copy of each layer | crossbars placed "
+           "(with copies) | ADC conv. / inference | energy nJ / inference | latency cycles | "
+           "pipeline interval cycles | packing alone: crossbars / ADC conv. (vs dense at the "
+           "stored bits)")
+HW_COLUMNS = HW_HEAD.count("|") + 1
+
+
+def _count(x) -> str:
+    return "-" if x is None else f"{x:,.0f}"
 
 
 def _layer_rates(m: dict) -> str:
@@ -122,14 +166,16 @@ def table(group: str, title: str, dense_workload: str, names: list[str], manifes
             "compressed | " + HW_HEAD + " |" + "".join(f" {h} |" for h, _ in extra))
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
     d = ["dense (base)", "1x", "1x", "-", "-", "-"] + (
-        [f"fails: {dense['error']}"] + ["-"] * 4 if "error" in dense else
-        [_pct(dense["hw_accuracy"]), f"{dense['crossbars']:,}", f"{dense['adc_per_inf']:,.0f}",
-         f"{dense['energy_nj']:,.0f}", f"{dense['latency_cycles']:,.0f}"])
+        [f"fails: {dense['error']}"] + ["-"] * (HW_COLUMNS - 1) if "error" in dense else
+        [_pct(dense["hw_accuracy"])] + [_count(dense.get(k)) for k in (
+            "crossbars_one_copy", "crossbars", "adc_per_inf", "energy_nj", "latency_cycles",
+            "interval_cycles")] + ["-"])
     lines.append("| " + " | ".join(d + ["-"] * len(extra)) + " |")
     for name in names:
         m = manifests.get(name)
         if m is None:
-            lines.append("| " + " | ".join([name, "not run"] + ["-"] * (9 + len(extra))) + " |")
+            lines.append("| " + " | ".join([name, "not run"] + ["-"] * (4 + HW_COLUMNS
+                                                                        + len(extra))) + " |")
             continue
         t = m["totals"]
         row = [name, f"{t['compressed_pruning_rate']:.2f}x", f"{t['model_pruning_rate']:.2f}x",
@@ -171,16 +217,17 @@ def main(argv: list[str] | None = None) -> int:  # noqa: D103
     ap.add_argument("--data-dir", default=os.environ.get("IMCSIM_DATA"))
     ap.add_argument("--samples", type=int, default=32)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--out", default="docs/compression_tables.md")
+    ap.add_argument("--out", help="output file (default: docs/compression_tables.md for "
+                    "cifar_cnn, docs/compression_tables_NETWORK.md otherwise)")
     ap.add_argument("--reuse", action="store_true",
                     help="read results already in results/compress/hw of the same samples and "
                          "seed instead of rerunning them (never after a mapping change)")
     args = ap.parse_args(argv)
 
+    if args.out is None:
+        args.out = ("docs/compression_tables.md" if args.network == "cifar_cnn"
+                    else f"docs/compression_tables_{args.network}.md")
     exps = experiments(args.network)
-    if args.network != "cifar_cnn":
-        exps.update({k: v for k, v in experiments("cifar_cnn").items()
-                     if v["group"] in ("gru_bsp", "lenet_forms")})
     manifests = {n: json.loads((ROOT / COMPRESSED / f"{n}.json").read_text())
                  for n in exps if (ROOT / COMPRESSED / f"{n}.json").exists()}
     groups: dict[str, list[str]] = {}
@@ -203,16 +250,22 @@ def main(argv: list[str] | None = None) -> int:  # noqa: D103
     lines = ["# Compression tables (generated)", "",
              f"Written by `python bench/compress_tables.py --network {net} --samples "
              f"{args.samples} --seed {args.seed}{' --reuse' if args.reuse else ''}` "
-             "(`make compress-tables`) on "
+             + ("(`make compress-tables`) " if net == "cifar_cnn" else "") + "on "
              f"{datetime.now(UTC).isoformat(timespec='minutes')} at commit {commit}. Do not "
              "edit by hand; docs/compression.md explains the columns.", "",
              "Columns: rate = weights / nonzero weights (compressed layers; whole model); "
              "float / hard proj. / compressed = test accuracy in torch on the whole test "
              "split (the base model on the same data copy; right after the hard projection; "
              "after masked fine-tuning), from the manifest; hw acc. = bit-true accuracy of "
-             f"`imcsim run` on the first {args.samples} test samples; crossbars, ADC "
-             "conversions, energy and latency per inference on the ISAAC config, with the "
-             "saving against the dense base model in parentheses.", ""]
+             f"`imcsim run` on the first {args.samples} test samples; crossbars (one copy of "
+             "each layer: what the mapping needs; placed: with the copies the placer adds to "
+             "fill the chip), ADC conversions, energy and latency per inference and the "
+             "pipeline's interval between inferences on the ISAAC config, with the saving "
+             "against the dense base model in parentheses (the dense model is stored at the "
+             "arch's 16-bit weights, a compressed one at its own bits, so this saving includes "
+             "precision); packing alone = the same compressed weights mapped dense at their "
+             "stored bits against the packed mapping (the saving of the structure itself, "
+             "from each layer's `mapping` record).", ""]
     ul = [("unify storage rate", lambda m: ", ".join(
         f"{v['methods']['unify'].get('storage_rate', float('nan')):.2f}x"
         for v in m["layers"].values() if "unify" in v["methods"]))]
@@ -223,10 +276,13 @@ def main(argv: list[str] | None = None) -> int:  # noqa: D103
     rt = [("RTMobile (TIMIT PER) at the nearest published rate",
            lambda m: "{:.2f}x: {} %".format(*nearest_rtmobile(
                m["totals"]["compressed_pruning_rate"])))]
-    lines += table("gru_bsp", "RTMobile BSP, GRU on row-sequential MNIST",
-                   dense_of["gru_bsp"], groups["gru_bsp"], manifests, hw, rt)
-    lines += table("lenet_forms", "LeNet-5 on MNIST, pruned + 4-bit + polarized (FORMS recipe)",
-                   dense_of["lenet_forms"], groups["lenet_forms"], manifests, hw, [])
+    if "gru_bsp" in groups:
+        lines += table("gru_bsp", "RTMobile BSP, GRU on row-sequential MNIST",
+                       dense_of["gru_bsp"], groups["gru_bsp"], manifests, hw, rt)
+    if "lenet_forms" in groups:
+        lines += table("lenet_forms",
+                       "LeNet-5 on MNIST, pruned + 4-bit + polarized (FORMS recipe)",
+                       dense_of["lenet_forms"], groups["lenet_forms"], manifests, hw, [])
     if "lenet5_mnist_forms" in manifests:
         lines += forms_arithmetic(manifests["lenet5_mnist_forms"])
     path = ROOT / args.out

@@ -92,13 +92,19 @@ def test_table_ratios_follow_the_hardware_figures():
                 "baseline_accuracy": 0.9, "hard_projection_accuracy": 0.5,
                 "test_accuracy": 0.88,
                 "layers": {"fc.weight": {"pruning_rate": 4.0, "methods": {}}}}
-    figures = {"hw_accuracy": 0.875, "crossbars": 10, "adc_per_inf": 1000.0,
-               "energy_nj": 50.0, "latency_cycles": 400.0}
+    figures = {"hw_accuracy": 0.875, "crossbars": 10, "crossbars_one_copy": 6,
+               "adc_per_inf": 1000.0, "energy_nj": 50.0, "latency_cycles": 400.0,
+               "interval_cycles": 300.0}
     dense = {"command": "imcsim run dense", **figures}
     hw = {"dense:base.yaml": dense,
-          "m": {"command": "imcsim run m", "wall_s": 1.0, **figures, "crossbars": 5}}
-    text = "\n".join(ct.table("g", "T", "base.yaml", ["m"], {"m": manifest}, hw, []))
+          "m": {"command": "imcsim run m", "wall_s": 1.0, **figures, "crossbars": 5,
+                "crossbars_one_copy": 4, "interval_cycles": 400.0}}
+    text = "\n".join(ct.table("g", "T", "base.yaml", ["m", "x"], {"m": manifest}, hw, []))
     assert "5 (2.00x)" in text and "4.00x" in text and "88.00 %" in text
+    assert "| x | not run |" in text
+    assert "4 (1.50x)" in text and "400 (0.75x)" in text  # one copy; a slower interval
+    assert all(line.count("|") == text.splitlines()[4].count("|")
+               for line in text.splitlines() if line.startswith("|"))  # no ragged row
     hw["m"]["crossbars"] = 10
     assert "10 (1.00x)" in "\n".join(ct.table("g", "T", "base.yaml", ["m"], {"m": manifest},
                                              hw, []))
@@ -120,3 +126,20 @@ def test_examples_name_their_own_workload():
                  "compress_lenet5_forms23"):
         data = yaml.safe_load((ROOT / "examples" / f"{spec}.yaml").read_text())
         assert data["layers"], spec
+
+
+def test_packing_alone_takes_precision_out_of_the_saving():
+    # One packed layer (10 -> 6 crossbars at its bits; 300 -> 200 conversions per vector, 50
+    # vectors) and one dense layer (2 crossbars, 1000 conversions), 2 samples.
+    layers = [{"crossbars": 6, "events": {"adc_conversions": 200 * 50},
+               "mapping": {"dense_at_bits_crossbars": 10, "crossbars": 6,
+                           "dense_at_bits_conversions_per_vector": 300,
+                           "conversions_per_vector": 200}},
+              {"crossbars": 2, "events": {"adc_conversions": 1000}, "mapping": {}}]
+    fig = ct.at_bits(layers, 2)
+    assert fig == {"crossbars_at_bits": 12, "adc_at_bits_per_inf": (300 * 50 + 1000) / 2}
+    hw = {**fig, "crossbars_one_copy": 8, "adc_per_inf": (200 * 50 + 1000) / 2}
+    assert ct._packing_alone(hw) == f"1.50x / {16000 / 11000:.2f}x"
+    layers[0]["mapping"]["dense_at_bits_conversions_per_vector"] = 200  # no column saved
+    assert ct._packing_alone({**hw, **ct.at_bits(layers, 2)}) == "1.50x / 1.00x"
+    assert ct.at_bits([layers[1]], 2) == {}  # a dense run has no packed figures
