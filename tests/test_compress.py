@@ -72,6 +72,8 @@ CASES = [
     (Polarize(8), (5, 3, 3, 3)),
     (Quantize(4), (6, 10)),
     (Quantize(2), (4, 3, 3, 3)),
+    (Quantize(2, "fit"), (4, 3, 3, 3)),
+    (Quantize(3, "fit"), (6, 10)),
 ]
 
 
@@ -227,6 +229,57 @@ def test_quantize_is_the_nearest_grid_point_and_maps_exactly_through_the_bridge(
         assert torch.allclose(q.double() * scale[:, None], p.double(), rtol=1e-6, atol=0)
         assert int(q.abs().max()) == qmax
         assert max(len(torch.unique(row)) for row in p) <= 2 * qmax + 1  # levels per channel
+
+
+def test_fit_scale_quantize_lowers_the_error_and_still_maps_exactly_through_the_bridge():
+    """``scale: fit`` picks each channel's top level to minimize the squared error: at 2 bits
+    the max-scale grid {-max, 0, +max} zeroes every weight below max / 2 (most of a Gaussian
+    channel), the fitted ternary keeps about half. The bridge's own max-scale quantizer must
+    read back the same codes, so the top level stays in use."""
+    w = rand(16, 64, 3, 3, seed=12)
+    for bits in (2, 3, 4):
+        fixed, fit = Quantize(bits).project(w), Quantize(bits, "fit").project(w)
+        e_fixed, e_fit = (fixed - w).pow(2).sum(), (fit - w).pow(2).sum()
+        assert e_fit < e_fixed
+        # never worse than the max-scale grid in any channel (it is the first candidate)
+        assert bool(((fit - w).pow(2).sum((1, 2, 3))
+                     <= (fixed - w).pow(2).sum((1, 2, 3)) + 1e-9).all())
+        q, scale = quantize_weights(fit, bits)
+        assert torch.equal((q.double() * scale[:, None, None, None]).to(fit.dtype), fit)
+        assert Quantize(bits).satisfied(fit)
+    fixed, fit = Quantize(2).project(w), Quantize(2, "fit").project(w)
+    assert float((fixed != 0).float().mean()) < 0.25 < 0.4 < float((fit != 0).float().mean())
+    # Gaussian weights: the least-squares ternary error is about 0.19 of the energy
+    assert 0.17 < float((fit - w).pow(2).sum() / w.pow(2).sum()) < 0.21
+    # the fit moves with its cause: a channel scaled by 3 gets the same codes, 3x the level
+    w2 = w.clone()
+    w2[0] *= 3
+    fit2 = Quantize(2, "fit").project(w2)
+    assert torch.allclose(fit2[0], 3 * fit[0]) and torch.equal(fit2[1:], fit[1:])
+
+
+def test_quantization_zeros_stay_trainable_in_fine_tuning_pruned_weights_do_not():
+    """The fine-tuning mask is the pruning structure (every method but ``quantize``): a
+    weight rounded to zero by a coarse grid may grow back to a level, a pruned one may not."""
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(32, 8)
+
+    net = Net()
+    spec = parse_compression({"layers": {"fc": {"structured": {"rate": 2},
+                                                 "quantize": {"bits": 2}}}}, net)
+    comp = Compressor(net, spec)
+    comp.freeze()
+    (t,) = comp.targets
+    support = comp.support(t, t.param)
+    projected = comp.project(t, t.param, frozen=True)
+    kept_filters = projected.abs().sum(1) > 0
+    assert int(kept_filters.sum()) == 4
+    assert torch.equal(support, kept_filters[:, None].expand_as(support))
+    assert bool((projected[kept_filters] == 0).any())  # ternary zeros inside kept filters...
+    assert bool(support[kept_filters].all())  # ...are not in the mask
 
 
 def test_polarize_reuses_the_engine_projection():
@@ -386,7 +439,8 @@ def test_compression_yaml_problems_are_reported_with_their_paths():
            "train": {"optimizer": "lbfgs"},
            "layers": {"conv9": {"unstructured": {"rate": 2}},
                       "conv1": {"pattern": {}, "bsp": {"block": [2, 2]},
-                                "unstructured": {"rate": 0.5}, "quantize": {},
+                                "unstructured": {"rate": 0.5},
+                                "quantize": {"scale": "mean"},
                                 "prune": {}},
                       "fc3": {"unify": {"block": [2], "zero_fraction": 0.8,
                                         "unify_fraction": 0.5}}}}
@@ -396,6 +450,7 @@ def test_compression_yaml_problems_are_reported_with_their_paths():
     assert set(paths) >= {"admm.epochs", "admm.rho", "admm.bogus", "train.optimizer",
                           "layers.conv9", "layers.conv1.pattern", "layers.conv1.bsp",
                           "layers.conv1.unstructured.rate", "layers.conv1.quantize.bits",
+                          "layers.conv1.quantize.scale",
                           "layers.conv1.prune", "layers.fc3.unify.block", "layers.fc3.unify"}
     assert "5x5" in paths["layers.conv1.pattern"]
     assert "conv1, conv2" in paths["layers.conv9"]

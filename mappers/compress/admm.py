@@ -10,8 +10,9 @@ Problem: minimize ``loss(W)`` subject to ``W_t in S_t`` for every compressed wei
 3. U-step: ``U_t += W_t - Z_t``; then ``rho *= rho_growth`` (capped at ``rho_max``).
 
 Steps 2-3 run ``updates_per_epoch`` times per ADMM epoch. Then the hard projection
-``W_t = P_t(W_t)`` fixes the structure: its zeros become a mask and the discrete choices of
-each projection are frozen (:meth:`Projection.freeze`). Masked fine-tuning trains on: every
+``W_t = P_t(W_t)`` fixes the structure: the zeros of the pruning methods (every method but
+``quantize``) become a mask and the discrete choices of each projection are frozen
+(:meth:`Projection.freeze`). Masked fine-tuning trains on: every
 step's forward and backward pass uses the projected weights ``P_t(W_t)`` (straight-through:
 the gradient updates the latent ``W_t``), and the mask is re-applied after every optimizer
 step, so pruned weights stay zero. The saved model is ``P_t(W_t)``: every constraint holds
@@ -122,6 +123,21 @@ class Compressor:
                 piece = p.project(piece)
             out.append(piece)
         return torch.cat(out, dim=0)
+
+    def support(self, t: Target, w: torch.Tensor) -> torch.Tensor:
+        """Where the frozen projection of ``w`` may be nonzero: its structure, not its grid.
+
+        The frozen chain without ``quantize``: a weight that quantization rounds to zero
+        stays trainable (the next step's projection may round it to a level), while a weight
+        a pruning method removed stays removed.
+        """
+        out = []
+        for i, piece in enumerate(t.pieces(w.detach())):
+            for p in self.frozen[t.key][i]:
+                if p.method != "quantize":
+                    piece = p.project(piece)
+            out.append(piece)
+        return torch.cat(out, dim=0) != 0
 
     def freeze(self) -> None:
         """Fix every projection's discrete choices on the current weights."""
@@ -264,10 +280,10 @@ def fit(model: nn.Module, spec: CompressionSpec, data: dict[str, torch.Tensor], 
                 admm = epoch < admm_epochs
                 if not admm and mask is None:  # hard projection, once
                     comp.freeze()
+                    mask = {t.key: comp.support(t, t.param) for t in comp.targets}
                     with torch.no_grad():
                         for t in comp.targets:
                             t.param.copy_(comp.project(t, t.param, frozen=True))
-                    mask = {t.key: (t.param.detach() != 0) for t in comp.targets}
                     hard_accuracy = evaluate(model, data["x_test"], data["y_test"],
                                              device=device)
                     optimizer = _optimizer(model, settings)

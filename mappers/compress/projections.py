@@ -144,17 +144,32 @@ class Structured(Projection):
 
 @dataclass(frozen=True)
 class Quantize(Projection):
-    """Symmetric ``bits``-bit grid per output channel, scale ``max|w| / (2**(bits-1) - 1)``.
+    """Symmetric ``bits``-bit grid per output channel, ``{A x q / qmax : |q| <= qmax}``.
 
-    The same grid as the torch bridge's :func:`mappers.quantize.quantize_weights`, so the
-    bridge re-quantizes a projected layer without a second rounding. Nearest point of the
-    grid whose scale is set by the channel's largest magnitude (the scale itself is not
-    optimized). Values are written as ``max|w| x (q / qmax)`` so the largest magnitude is
-    kept bit for bit and the projection is exactly idempotent.
+    ``scale: max`` (default): the top level ``A`` is the channel's largest magnitude, the same
+    grid as the torch bridge's :func:`mappers.quantize.quantize_weights`, and the projection
+    is the nearest point of that grid (the scale itself is not optimized). At 2 bits this grid
+    is ``{-max, 0, +max}``: every weight below ``max / 2`` becomes zero.
+
+    ``scale: fit``: ``A`` is chosen per channel to minimize ``||w - A q / qmax||^2`` (a
+    search over 96 candidate top levels ``max|w| / t``, ``t`` geometric in
+    ``[(qmax - 0.49) / qmax, 8]``, then alternating refinement ``A = qmax sum(w q) / sum(q^2)``
+    while it strictly lowers the error: the least-squares scale of TWN-style ternary and
+    Lloyd-style multi-bit quantizers; near-optimal, not proven optimal). ``A`` is kept where
+    the top code ``qmax`` is used, so the largest projected magnitude is ``A`` and the bridge's
+    max-scale re-quantization reproduces the codes exactly.
+
+    Both write values as ``A x (q / qmax)`` so the top level is kept bit for bit and the
+    projection is exactly idempotent; ``satisfied`` is the same check for both (on the grid
+    of the channel's own largest magnitude).
     """
 
     bits: int
+    scale: str = "max"
     method = "quantize"
+
+    #: Candidate top levels of ``scale: fit`` per channel.
+    FIT_CANDIDATES = 96
 
     def _codes(self, w):
         m = matrix(w).double()
@@ -164,10 +179,50 @@ class Quantize(Projection):
         q = torch.round(m / (safe / qmax)).clamp(-qmax, qmax)
         return q, safe, qmax
 
+    def _fit(self, w):
+        """Codes and per-channel top level of ``scale: fit``."""
+        q, amax, qmax = self._codes(w)  # candidate t = 1 (the max-scale grid) first
+        m = matrix(w).double()
+
+        def codes(top):
+            return torch.round(m / (top / qmax)).clamp(-qmax, qmax)
+
+        def error(top, c):
+            return (m - top * (c / qmax)).pow(2).sum(1, keepdim=True)
+
+        best_top, best_q = amax, q
+        best = error(amax, q)
+        lo = math.log((qmax - 0.49) / qmax)
+        for t in torch.logspace(lo, math.log(8.0), self.FIT_CANDIDATES, base=math.e,
+                                dtype=torch.float64).tolist():
+            top = amax / t
+            c = codes(top)
+            err = error(top, c)
+            better = err < best
+            best = torch.where(better, err, best)
+            best_top = torch.where(better, top, best_top)
+            best_q = torch.where(better, c, best_q)
+        tol = 1e-9 * m.pow(2).sum(1, keepdim=True)  # below float32 rounding: not a gain
+        for _ in range(8):  # alternating least squares: scale for the codes, codes for it
+            qq = best_q.pow(2).sum(1, keepdim=True)
+            top = qmax * (m * best_q).sum(1, keepdim=True) / torch.where(qq > 0, qq, 1.0)
+            top = torch.where(qq > 0, top, best_top)
+            c = codes(top)
+            err = error(top, c)
+            uses_top = (c.abs() == qmax).any(1, keepdim=True)
+            better = (err < best - tol) & uses_top & (top > 0)
+            if not bool(better.any()):
+                break
+            best = torch.where(better, err, best)
+            best_top = torch.where(better, top, best_top)
+            best_q = torch.where(better, c, best_q)
+        return best_q, best_top, qmax
+
     def project(self, w):  # noqa: D102
-        q, amax, qmax = self._codes(w)
+        q, top, qmax = self._fit(w) if self.scale == "fit" else self._codes(w)
+        top = top.to(w.dtype).double()  # the stored top level, which ``satisfied`` reads back
         # "+ 0.0" turns the -0.0 of negative weights rounded to zero into 0.0
-        return (amax * (q / qmax) + 0.0).to(w.dtype).reshape(w.shape)
+        return (top * (q / qmax) + 0.0).to(w.dtype).reshape(w.shape)
 
     def satisfied(self, w):  # noqa: D102
         q, amax, qmax = self._codes(w)
@@ -176,7 +231,7 @@ class Quantize(Projection):
         return bool(on_grid.all()) and max(levels, default=0) <= 2 * qmax + 1
 
     def stats(self, w):  # noqa: D102
-        return {"bits": self.bits}
+        return {"bits": self.bits, "scale": self.scale}
 
 
 def kernel_pattern_codes(w: torch.Tensor) -> torch.Tensor:

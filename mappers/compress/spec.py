@@ -115,7 +115,7 @@ class CompressionSpec:
             elif method == "polarize":
                 out.append(Polarize(p["fragment_rows"]))
             elif method == "quantize":
-                out.append(Quantize(p["bits"]))
+                out.append(Quantize(p["bits"], p["scale"]))
         return out
 
 
@@ -273,6 +273,7 @@ def _layer_methods(section: Section, kind: str, module: nn.Module, problems: Pro
             p["fragment_rows"] = s.get("fragment_rows", int, lo=1, hi=4096)
         if method == "quantize":
             p["bits"] = s.get("bits", int, lo=2, hi=16)
+            p["scale"] = s.get("scale", str, "max", choices=("max", "fit"))
         s.finish()
         if method in ("polarize", "unify") and getattr(module, "groups", 1) != 1:
             problems.add(path, "grouped convolutions are not supported")
