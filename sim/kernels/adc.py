@@ -5,8 +5,11 @@ is mapped to code units ``u = y / step x (1 + gain) + offset``, then to the code
 ``#{k >= 1 : T[k-1] <= u}`` clipped to ``[0, codes-1]``. The thresholds ``T`` of an ideal ADC
 are ``k - 0.5`` (rounding to nearest) or ``k`` (floor). A mismatched SAR ADC's thresholds come
 from its capacitor DAC: bit ``i`` weighs ``W_i = 2**i + e_i`` LSB instead of ``2**i``; the SAR
-search is monotone, so its curve is again a threshold list (possibly with missing codes), which
-the hot kernel applies as a lookup by binary search. Conversion noise is added to ``u``.
+search is monotone, so its curve is again a threshold list (possibly with missing codes). The
+hot kernel finds a code by walking the SAR's bit weights in float32, vectorized over columns,
+and looks it up in the threshold list only where the walk passed within its rounding bound of
+a trial level (:func:`walk_tables`); the codes are those of the list. Conversion noise is added
+to ``u``.
 """
 
 from __future__ import annotations
@@ -83,23 +86,64 @@ def threshold_lut(thr: np.ndarray):
     return base, t1, t2, ok
 
 
+#: Widest SAR ADC whose codes the vectorized walk finds (its steps are unrolled when compiled);
+#: a wider one's codes are looked up in its threshold tables.
+WALK_BITS = 8
+
+
+def walk_tables(bit_weights: np.ndarray, half: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-instance tables of the vectorized SAR walk: ``(w, eps)``.
+
+    ``w`` ``(n, WALK_BITS)`` float32 holds each instance's bit weights MSB first, its unused
+    top steps ``+inf`` (they never set a bit); ``eps`` ``(n,)`` float32 is how close to a trial
+    level a walk may pass before its code is taken from the threshold list instead. Empty
+    (``(0, 0)`` and ``(0,)``) without weights or with more than :data:`WALK_BITS` bits.
+
+    Why the codes are those of :func:`sar_thresholds`' list: with ``x = u + half`` the SAR
+    sets bit ``i`` when ``d = x - A - W_i >= 0`` (``A``: the weights of the bits set so far),
+    and the list holds the jump points of exactly this walk (to float64 rounding,
+    ``< 2**-48 M``, ``M = sum|W| + |half| + 1``). The float32 walk's ``d`` differs from the
+    exact one by at most ``2**-24 (3 bits + 4) M`` while ``|x| <= 2M`` (rounding of ``x`` and
+    the weights to float32, one rounding per step); beyond ``2M`` every decision is forced
+    (all bits set, or none) in both. So a walk whose every ``|d|`` exceeds ``eps = 2**-21
+    (WALK_BITS + 3) M`` (over twice both bounds) took the exact walk's path, no jump point
+    lies between ``u`` and the nearest trial level it compared, and its code is the count of
+    thresholds ``<= u``. The kernel checks this with two numbers: the last ``d`` of a set bit
+    (the least one when every weight is positive: ``d`` only falls) and the largest ``d`` of a
+    cleared bit. An instance with a weight ``<= 0`` (a broken capacitor DAC) gets
+    ``eps = inf``: every code from the list.
+    """
+    bw = np.asarray(bit_weights, np.float64)
+    if bw.size == 0 or bw.shape[1] > WALK_BITS:
+        return np.zeros((0, 0), np.float32), np.zeros(0, np.float32)
+    n, bits = bw.shape
+    w = np.full((n, WALK_BITS), np.inf, np.float32)
+    w[:, WALK_BITS - bits:] = bw[:, ::-1]
+    m = np.abs(bw).sum(axis=1) + abs(half) + 1.0
+    eps = 2.0**-21 * (WALK_BITS + 3) * m
+    eps[~(bw > 0).all(axis=1) | ~np.isfinite(m)] = np.inf
+    return w, eps.astype(np.float32)
+
+
 def draw_adc_instances(n: int, bits: int, rounding: str, *, offset_sigma_lsb: float,
                        gain_sigma: float, cap_mismatch_sigma: float,
                        rng: np.random.Generator):
-    """Static curves of ``n`` ADC instances: ``(gain, offset, thresholds)``.
+    """Static curves of ``n`` ADC instances: ``(gain, offset, thresholds, bit_weights)``.
 
-    ``gain`` and ``offset`` are ``(n,)``; ``thresholds`` is ``(n, codes-1)`` when capacitor
-    mismatch is on and ``(0, 0)`` otherwise (the kernel then rounds arithmetically).
+    ``gain`` and ``offset`` are ``(n,)``; ``thresholds`` is ``(n, codes-1)`` and
+    ``bit_weights`` (the SAR DAC's, LSB first, the curve's cause) ``(n, bits)`` when capacitor
+    mismatch is on, both ``(0, 0)`` otherwise (the kernel then rounds arithmetically).
     """
     gain = 1.0 + gain_sigma * rng.standard_normal(n) if gain_sigma else np.ones(n)
     offset = offset_sigma_lsb * rng.standard_normal(n) if offset_sigma_lsb else np.zeros(n)
     if cap_mismatch_sigma:
         nominal = 2.0 ** np.arange(bits)
         err = cap_mismatch_sigma * np.sqrt(nominal) * rng.standard_normal((n, bits))
-        thr = sar_thresholds(nominal[None, :] + err, 0.5 if rounding == "nearest" else 0.0)
+        bw = nominal[None, :] + err
+        thr = sar_thresholds(bw, 0.5 if rounding == "nearest" else 0.0)
     else:
-        thr = np.zeros((0, 0))
-    return gain.astype(np.float64), offset.astype(np.float64), thr
+        thr = bw = np.zeros((0, 0))
+    return gain.astype(np.float64), offset.astype(np.float64), thr, bw
 
 
 @jit
@@ -206,6 +250,81 @@ def _convert_row(psum, r, lin_a, lin_b, thr, lut_base, lut_t1, lut_t2, lut_ok, c
 
 
 @jit
+def _count_le(u, thr, i, top, half):
+    """Number of instance ``i``'s thresholds ``<= u``, walked from the ideal code."""
+    k = np.floor(u + half)
+    lo = int(min(max(k, 0.0), top))
+    while lo < top and thr[i, lo] <= u:
+        lo += 1
+    while lo > 0 and thr[i, lo - 1] > u:
+        lo -= 1
+    return lo
+
+
+@jit
+def _walk_codes(x, w, eps, code, near):
+    """The SAR walk of values ``x = u + half`` (float32, one per column) through the column's
+    bit weights ``w[:, c]`` (MSB first, see :func:`walk_tables`): codes into ``code`` and, into
+    ``near``, whether the walk passed within ``eps[c]`` of a trial level. Returns how many did.
+    Branch-free over columns, so the compiler vectorizes it (16 columns per AVX-512 op)."""
+    zero = np.float32(0.0)
+    n_near = 0
+    for c in range(x.shape[0]):
+        r = x[c]
+        k = zero
+        worst_clear = np.float32(-np.inf)
+        p = np.float32(1 << (WALK_BITS - 1))
+        for i in range(WALK_BITS):
+            d = r - w[i, c]
+            bit = d >= zero
+            r = d if bit else r
+            k = k + p if bit else k
+            worst_clear = worst_clear if bit else max(worst_clear, d)
+            p *= np.float32(0.5)
+        code[c] = k
+        # r: the last d of a set bit (when k > 0); worst_clear: the largest d of a clear bit.
+        f = ((r <= eps[c]) & (k > zero)) | (worst_clear >= -eps[c])
+        near[c] = f
+        n_near += f
+    return n_near
+
+
+@jit
+def _convert_walk(psum, r, lin_a, lin_b, thr, w, eps, cal, col_inst, codes, half, noise,
+                  recon_step, x, code, near, v):
+    """Row ``r`` through threshold curves by the vectorized SAR walk (:func:`walk_tables`,
+    ``w`` and ``eps`` per column), with the codes of the rare walks that passed close to a
+    trial level counted in the list ``thr``: the codes of :func:`_convert_row`. With a
+    calibration table ``cal`` a code's value is looked up there. ``x``, ``code``, ``near``
+    are scratch rows."""
+    n_cols = psum.shape[1]
+    if noise.shape[0] > 0:
+        for c in range(n_cols):
+            x[c] = np.float32(psum[r, c] * lin_a[c] + lin_b[c] + noise[r, c] + half)
+    else:
+        for c in range(n_cols):
+            x[c] = np.float32(psum[r, c] * lin_a[c] + lin_b[c] + half)
+    n_near = _walk_codes(x, w, eps, code, near)
+    if cal.shape[0] > 0:
+        for c in range(n_cols):
+            v[c] = cal[col_inst[c], int(code[c])] * recon_step[c]
+    else:
+        for c in range(n_cols):
+            v[c] = code[c] * recon_step[c]
+    if n_near == 0:
+        return
+    top = codes - 1
+    for c in range(n_cols):
+        if near[c]:
+            u = psum[r, c] * lin_a[c] + lin_b[c]
+            if noise.shape[0] > 0:
+                u += noise[r, c]
+            i = col_inst[c]
+            k = _count_le(u, thr, i, top, half)
+            v[c] = (cal[i, k] if cal.shape[0] > 0 else k) * recon_step[c]
+
+
+@jit
 def _instance_runs(col_inst, thr, lut_ok, codes):
     """Starts of the runs of adjacent columns converted by one ADC instance (plus the end),
     and per instance whether its curve converts branch-free (:func:`_convert_runs`): at most
@@ -276,7 +395,7 @@ def _convert_runs(psum, r, lin_a, lin_b, thr, lut_base, lut_t1, lut_t2, starts, 
 @jit
 def adc_accumulate(psum, row_of, n_samples, active, skip, lin_a, lin_b, thr, lut, cal, col_inst,
                    codes, half, noise, recon_step, direct, units, coef, step_weight, out,
-                   by_runs):
+                   by_runs, walk):
     """Convert one row group's partial sums and shift-add them into the outputs.
 
     ``psum`` (rows, C) float32 (or int32 from an integer GEMM) holds the analog partial sums
@@ -299,9 +418,10 @@ def adc_accumulate(psum, row_of, n_samples, active, skip, lin_a, lin_b, thr, lut
     parts (see :func:`combine_coefficients`). A (step, sample) whose group inputs are all zero
     is skipped when ``skip``.
 
-    ``by_runs``: threshold curves without a calibration table are applied one run of
-    same-instance columns at a time (:func:`_convert_runs`; the same bits as column by column,
-    which ``False`` keeps only to test that).
+    ``by_runs``: threshold curves are converted by the vectorized SAR walk when ``walk``
+    (``(w, eps)`` per instance, :func:`walk_tables`) is not empty, else (without a calibration
+    table) one run of same-instance columns at a time (:func:`_convert_runs`); all give the
+    bits of the column-by-column conversion, which ``False`` keeps only to test that.
     """
     n_steps = step_weight.shape[0]
     n_cols = psum.shape[1]
@@ -309,9 +429,21 @@ def adc_accumulate(psum, row_of, n_samples, active, skip, lin_a, lin_b, thr, lut
     per = direct.shape[0] // n_out
     n_units = units.shape[1]
     v = np.empty(n_cols, dtype=np.float64)
-    runs = by_runs and thr.shape[0] > 0 and cal.shape[0] == 0
+    walks = by_runs and thr.shape[0] > 0 and walk[0].shape[0] > 0
+    runs = by_runs and thr.shape[0] > 0 and cal.shape[0] == 0 and not walks
     starts, fast = _instance_runs(col_inst, thr, lut[3], codes) if runs else (
         np.zeros(1, np.int64), np.zeros(0, np.bool_))
+    # The walk's weights and bound per column; its scratch rows.
+    n_walk = n_cols if walks else 0
+    w_col = np.empty((WALK_BITS, n_walk), np.float32)
+    eps_col = np.empty(n_walk, np.float32)
+    for c in range(n_walk):
+        eps_col[c] = walk[1][col_inst[c]]
+        for i in range(WALK_BITS):
+            w_col[i, c] = walk[0][col_inst[c], i]
+    x_row = np.empty(n_walk, np.float32)
+    code_row = np.empty(n_walk, np.float32)
+    near_row = np.empty(n_walk, np.bool_)
     # Steps outer, samples inner: partial sums are read in row order (prefetch-friendly); each
     # output still adds its steps in the order p = 0, 1, ... (same bits as samples outer).
     for p in range(n_steps):
@@ -324,7 +456,10 @@ def adc_accumulate(psum, row_of, n_samples, active, skip, lin_a, lin_b, thr, lut
                 row = row_of[row]
                 if row < 0:
                     continue
-            if runs:
+            if walks:
+                _convert_walk(psum, row, lin_a, lin_b, thr, w_col, eps_col, cal, col_inst,
+                              codes, half, noise, recon_step, x_row, code_row, near_row, v)
+            elif runs:
                 _convert_runs(psum, row, lin_a, lin_b, thr, lut[0], lut[1], lut[2], starts,
                               fast, col_inst, codes, half, noise, recon_step, v)
             else:
