@@ -215,7 +215,7 @@ def test_curves_converted_by_instance_runs_same_bits(make_arch, change):
     walks = arch.crossbar.adc.bits <= adc_k.WALK_BITS
     assert (layer.adc_walk_tables[0].shape[0] > 0) == walks
     if walks:
-        assert np.isfinite(layer.adc_walk_tables[1]).any()  # the walk decided some codes
+        assert (layer.adc_walk_tables[3] < 2**32 - 1).any()  # the walk decided some codes
     elif "calibration" not in str(change):
         _, fast = adc_k._instance_runs(layer.col_inst[0], layer.adc_thresholds,
                                        layer.adc_lut[3], arch.crossbar.adc.codes)

@@ -415,15 +415,14 @@ def test_sar_thresholds_match_bit_by_bit_sar(bits, sigma, half):
 def _walk_row(u, thr, walk, inst, codes, half, cal=None):
     """Values of code-unit inputs ``u`` converted by the SAR-walk row kernel."""
     n = u.shape[0]
-    w_inst, eps_inst = walk
-    w = np.ascontiguousarray(w_inst[inst].T)
-    eps = np.ascontiguousarray(eps_inst[inst])
+    step, scale, x_max, near_e = walk
     # u enters as the offset (psum 0 x gain 0 + offset = u exactly, any float64)
     v = np.empty(n)
-    adc_k._convert_walk(np.zeros((1, n), np.float32), 0, np.zeros(n), u, thr, w, eps,
-                        np.zeros((0, 0)) if cal is None else cal, inst.astype(np.int32),
-                        codes, half, np.zeros((0, 0), np.float32), np.ones(n),
-                        np.empty(n, np.float32), np.empty(n, np.float32),
+    adc_k._convert_walk(np.zeros((1, n), np.float32), 0, np.zeros(n), u, thr,
+                        np.ascontiguousarray(step[inst].T), scale[inst], x_max[inst],
+                        near_e[inst], np.zeros((0, 0)) if cal is None else cal,
+                        inst.astype(np.int32), codes, half, np.zeros((0, 0), np.float32),
+                        np.ones(n), np.empty(n, np.uint32), np.empty(n, np.uint32),
                         np.empty(n, np.bool_), v)
     return v
 
@@ -443,7 +442,8 @@ def test_sar_walk_gives_the_threshold_counts_also_at_the_thresholds(bits, sigma,
     thr = adc_k.sar_thresholds(bw, half)
     walk = adc_k.walk_tables(bw, half)
     assert walk[0].shape == (n_inst, adc_k.WALK_BITS)
-    assert np.isinf(walk[1]).any() == (bw <= 0).any(axis=1).any()
+    listed = walk[3] == 2**32 - 1  # instances whose every code comes from the list
+    assert listed.any() == (bw <= 0).any(axis=1).any()
     codes = 1 << bits
     us, insts, is_rand = [], [], []
     for i in range(n_inst):
@@ -462,12 +462,14 @@ def test_sar_walk_gives_the_threshold_counts_also_at_the_thresholds(bits, sigma,
     cal = rng.normal(size=(n_inst, codes))
     assert np.array_equal(_walk_row(u, thr, walk, inst, codes, half, cal), cal[inst, want])
     # the list decides only where the walk passed close to a trial level: not everywhere
-    if np.isfinite(walk[1]).all():
-        x = (u + half).astype(np.float32)
-        code = np.empty(u.shape, np.float32)
+    if not listed.any():
+        step, scale, x_max, near_e = walk
+        t = np.minimum(np.maximum(u + half, 0.0), x_max[inst])
+        x = (t * scale[inst]).astype(np.uint32) & np.uint32(0xFFFFFF00)
+        code = np.empty(u.shape, np.uint32)
         flag = np.empty(u.shape, np.bool_)
-        n_near = adc_k._walk_codes(x, np.ascontiguousarray(walk[0][inst].T),
-                                   np.ascontiguousarray(walk[1][inst]), code, flag)
+        n_near = adc_k._walk_codes(x, np.ascontiguousarray(step[inst].T), near_e[inst], code,
+                                   flag)
         assert n_near == flag.sum() > 0  # values on the thresholds
         assert flag[is_rand].mean() < 0.05  # random values: the walk decides
         assert np.array_equal(code[~flag], want[~flag])
@@ -475,10 +477,9 @@ def test_sar_walk_gives_the_threshold_counts_also_at_the_thresholds(bits, sigma,
 
 def test_walk_tables_empty_beyond_the_walk():
     bw = 2.0 ** np.arange(adc_k.WALK_BITS + 1)[None, :]
-    w, eps = adc_k.walk_tables(bw, 0.5)
-    assert w.shape[0] == 0 and eps.shape[0] == 0
-    w, eps = adc_k.walk_tables(np.zeros((0, 0)), 0.5)
-    assert w.shape[0] == 0
+    assert all(t.shape[0] == 0 for t in adc_k.walk_tables(bw, 0.5))
+    assert all(t.shape[0] == 0 for t in adc_k.walk_tables(np.zeros((0, 0)), 0.5))
+    assert all(t.shape[0] == 1 for t in adc_k.walk_tables(bw[:, 1:], 0.5))
 
 
 @pytest.mark.parametrize("rounding", ["nearest", "floor"])

@@ -6,10 +6,10 @@ is mapped to code units ``u = y / step x (1 + gain) + offset``, then to the code
 are ``k - 0.5`` (rounding to nearest) or ``k`` (floor). A mismatched SAR ADC's thresholds come
 from its capacitor DAC: bit ``i`` weighs ``W_i = 2**i + e_i`` LSB instead of ``2**i``; the SAR
 search is monotone, so its curve is again a threshold list (possibly with missing codes). The
-hot kernel finds a code by walking the SAR's bit weights in float32, vectorized over columns,
-and looks it up in the threshold list only where the walk passed within its rounding bound of
-a trial level (:func:`walk_tables`); the codes are those of the list. Conversion noise is added
-to ``u``.
+hot kernel finds a code by walking the SAR's bit weights in fixed point, vectorized over
+columns, and looks it up in the threshold list only where the walk passed within its rounding
+bound of a trial level (:func:`walk_tables`); the codes are those of the list. Conversion
+noise is added to ``u``.
 """
 
 from __future__ import annotations
@@ -89,40 +89,58 @@ def threshold_lut(thr: np.ndarray):
 #: Widest SAR ADC whose codes the vectorized walk finds (its steps are unrolled when compiled);
 #: a wider one's codes are looked up in its threshold tables.
 WALK_BITS = 8
+#: How close (in units of the walk's fixed point) to a trial level a walk may pass before its
+#: code is taken from the threshold list: twice the walk's rounding bound, plus one unit for
+#: the list's own float64 rounding (see :func:`walk_tables`).
+WALK_NEAR = WALK_BITS + 3
 
 
-def walk_tables(bit_weights: np.ndarray, half: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per-instance tables of the vectorized SAR walk: ``(w, eps)``.
+def walk_tables(bit_weights: np.ndarray, half: float):
+    """Per-instance tables of the vectorized SAR walk: ``(step, scale, x_max, near_e)``.
 
-    ``w`` ``(n, WALK_BITS)`` float32 holds each instance's bit weights MSB first, its unused
-    top steps ``+inf`` (they never set a bit); ``eps`` ``(n,)`` float32 is how close to a trial
-    level a walk may pass before its code is taken from the threshold list instead. Empty
-    (``(0, 0)`` and ``(0,)``) without weights or with more than :data:`WALK_BITS` bits.
+    The walk runs in 32-bit fixed point: a value ``x = u + half`` is clamped to ``[0, x_max]``
+    and floored to whole units of ``2**-s`` LSB; its word is ``r = X * 256`` (``X``: the value
+    in units, the low 8 bits hold the code), ``scale = 2**s * 256`` words per LSB. ``step``
+    ``(n, WALK_BITS)`` uint32 are the words ``W * 256 - 2**bit`` of the rounded bit weights
+    ``W``, MSB first (unused top steps ``2**32 - 1``: they never set a bit), so one step is
+    ``r = min(r - step, r)`` unsigned: the value falls by ``W`` and the bit is set exactly
+    when ``X >= W`` (otherwise ``r - step`` wraps above ``r``). ``near_e`` ``(n,)`` is the
+    bound on ``step - r`` up to which a cleared bit counts as close (``2**32 - 1``: every
+    code from the list, for an instance with a weight ``<= 0``). Empty arrays without weights
+    or with more than :data:`WALK_BITS` bits.
 
-    Why the codes are those of :func:`sar_thresholds`' list: with ``x = u + half`` the SAR
-    sets bit ``i`` when ``d = x - A - W_i >= 0`` (``A``: the weights of the bits set so far),
-    and the list holds the jump points of exactly this walk (to float64 rounding,
-    ``< 2**-48 M``, ``M = sum|W| + |half| + 1``). The float32 walk's ``d`` differs from the
-    exact one by at most ``2**-24 (3 bits + 4) M`` while ``|x| <= 2M`` (rounding of ``x`` and
-    the weights to float32, one rounding per step); beyond ``2M`` every decision is forced
-    (all bits set, or none) in both. So a walk whose every ``|d|`` exceeds ``eps = 2**-21
-    (WALK_BITS + 3) M`` (over twice both bounds) took the exact walk's path, no jump point
-    lies between ``u`` and the nearest trial level it compared, and its code is the count of
-    thresholds ``<= u``. The kernel checks this with two numbers: the last ``d`` of a set bit
-    (the least one when every weight is positive: ``d`` only falls) and the largest ``d`` of a
-    cleared bit. An instance with a weight ``<= 0`` (a broken capacitor DAC) gets
-    ``eps = inf``: every code from the list.
+    Why the codes are those of :func:`sar_thresholds`' list: the SAR sets bit ``i`` when
+    ``d = x - A - W_i >= 0`` (``A``: the weights of the bits set so far), and the list holds
+    the jump points of exactly this walk (to float64 rounding, far below one unit). In fixed
+    point ``d`` is exact up to the rounding of ``x`` (< 1 unit) and of the weights (1/2 unit
+    each): at most ``1 + bits / 2`` units, less than half of :data:`WALK_NEAR`; beyond
+    ``x_max = M = sum|W| + |half| + 1`` and below 0 every decision is forced (all bits set,
+    or none), in both. So a walk whose every ``|d|`` exceeds ``WALK_NEAR`` units took
+    the exact walk's path, no jump point lies between ``u`` and the nearest trial level it
+    compared, and its code is the count of thresholds ``<= u``. The kernel checks this with
+    two numbers: the value left (the least ``d`` of a set bit: with positive weights ``d``
+    only falls) and the least ``step - r`` (the distance below the trial level of a cleared
+    bit, times 256, minus the code bits; for a set bit it wraps to at least ``2**32`` minus
+    the largest word, far above ``near_e``). ``s`` is the largest with
+    ``x_max * 2**s * 256 <= 2**32 - 2**13``.
     """
     bw = np.asarray(bit_weights, np.float64)
     if bw.size == 0 or bw.shape[1] > WALK_BITS:
-        return np.zeros((0, 0), np.float32), np.zeros(0, np.float32)
+        return (np.zeros((0, 0), np.uint32), np.zeros(0), np.zeros(0),
+                np.zeros(0, np.uint32))
     n, bits = bw.shape
-    w = np.full((n, WALK_BITS), np.inf, np.float32)
-    w[:, WALK_BITS - bits:] = bw[:, ::-1]
     m = np.abs(bw).sum(axis=1) + abs(half) + 1.0
-    eps = 2.0**-21 * (WALK_BITS + 3) * m
-    eps[~(bw > 0).all(axis=1) | ~np.isfinite(m)] = np.inf
-    return w, eps.astype(np.float32)
+    good = (bw > 0).all(axis=1) & np.isfinite(m)
+    x_max = np.where(good, m, 1.0)
+    unit = 2.0 ** np.floor(np.log2((2.0**32 - 2.0**13) / 256.0 / x_max))  # units per LSB
+    units = np.rint(bw * unit[:, None])  # rounded weights, in units
+    good &= (units >= 1).all(axis=1)
+    step = np.full((n, WALK_BITS), 2**32 - 1, np.uint64)
+    bit = 1 << np.arange(bits - 1, -1, -1)
+    words = units[:, ::-1].astype(np.int64) * 256 - bit[None, :]
+    step[:, WALK_BITS - bits:] = np.where(good[:, None], words, 2**32 - 1)
+    near_e = np.where(good, (WALK_NEAR + 1) * 256, 2**32 - 1)
+    return (step.astype(np.uint32), unit * 256.0, x_max, near_e.astype(np.uint32))
 
 
 def draw_adc_instances(n: int, bits: int, rounding: str, *, offset_sigma_lsb: float,
@@ -261,67 +279,78 @@ def _count_le(u, thr, i, top, half):
     return lo
 
 
+_U32 = np.uint32
+
+
 @jit
-def _walk_codes(x, w, eps, code, near):
-    """The SAR walk of values ``x = u + half`` (float32, one per column) through the column's
-    bit weights ``w[:, c]`` (MSB first, see :func:`walk_tables`): codes into ``code`` and, into
-    ``near``, whether the walk passed within ``eps[c]`` of a trial level. Returns how many did.
-    Branch-free over columns, so the compiler vectorizes it (16 columns per AVX-512 op)."""
-    zero = np.float32(0.0)
+def _walk_codes(x, step, near_e, code, near):
+    """The SAR walk of fixed-point words ``x`` (one per column, see :func:`walk_tables`)
+    through the column's step words ``step[:, c]`` (MSB first): codes into ``code`` and, into
+    ``near``, whether the walk passed within :data:`WALK_NEAR` units of a trial level. Returns
+    how many did. Two unsigned integer operations per step and no branch, so the compiler
+    vectorizes it over columns."""
     n_near = 0
     for c in range(x.shape[0]):
         r = x[c]
-        k = zero
-        worst_clear = np.float32(-np.inf)
-        p = np.float32(1 << (WALK_BITS - 1))
+        gap = _U32(0xFFFFFFFF)
         for i in range(WALK_BITS):
-            d = r - w[i, c]
-            bit = d >= zero
-            r = d if bit else r
-            k = k + p if bit else k
-            worst_clear = worst_clear if bit else max(worst_clear, d)
-            p *= np.float32(0.5)
+            w = step[i, c]
+            d = _U32(r - w)
+            e = _U32(w - r)
+            r = d if d < r else r
+            gap = e if e < gap else gap
+        k = r & _U32(255)
         code[c] = k
-        # r: the last d of a set bit (when k > 0); worst_clear: the largest d of a clear bit.
-        f = ((r <= eps[c]) & (k > zero)) | (worst_clear >= -eps[c])
+        f = (gap <= near_e[c]) | ((_U32(r >> _U32(8)) <= _U32(WALK_NEAR)) & (k > _U32(0)))
         near[c] = f
         n_near += f
     return n_near
 
 
 @jit
-def _convert_walk(psum, r, lin_a, lin_b, thr, w, eps, cal, col_inst, codes, half, noise,
-                  recon_step, x, code, near, v):
+def _convert_walk(psum, r, lin_a, lin_b, thr, step, scale, x_max, near_e, cal, col_inst,
+                  codes, half, noise, recon_step, x, code, near, v):
     """Row ``r`` through threshold curves by the vectorized SAR walk (:func:`walk_tables`,
-    ``w`` and ``eps`` per column), with the codes of the rare walks that passed close to a
-    trial level counted in the list ``thr``: the codes of :func:`_convert_row`. With a
-    calibration table ``cal`` a code's value is looked up there. ``x``, ``code``, ``near``
-    are scratch rows."""
+    its tables per column), with the codes of the rare walks that passed close to a trial
+    level counted in the list ``thr``: the codes of :func:`_convert_row`. With a calibration
+    table ``cal`` a code's value is looked up there. ``x``, ``code``, ``near`` are scratch
+    rows."""
     n_cols = psum.shape[1]
+    # The word of x: floor(x * scale) units, times 256 (scale * 256 is a power of two, so the
+    # product is exact; the mask clears the code bits).
     if noise.shape[0] > 0:
         for c in range(n_cols):
-            x[c] = np.float32(psum[r, c] * lin_a[c] + lin_b[c] + noise[r, c] + half)
+            t = psum[r, c] * lin_a[c] + lin_b[c] + noise[r, c] + half
+            x[c] = _U32(min(max(t, 0.0), x_max[c]) * scale[c]) & _U32(0xFFFFFF00)
     else:
         for c in range(n_cols):
-            x[c] = np.float32(psum[r, c] * lin_a[c] + lin_b[c] + half)
-    n_near = _walk_codes(x, w, eps, code, near)
+            t = psum[r, c] * lin_a[c] + lin_b[c] + half
+            x[c] = _U32(min(max(t, 0.0), x_max[c]) * scale[c]) & _U32(0xFFFFFF00)
+    n_near = _walk_codes(x, step, near_e, code, near)
     if cal.shape[0] > 0:
         for c in range(n_cols):
-            v[c] = cal[col_inst[c], int(code[c])] * recon_step[c]
+            v[c] = cal[col_inst[c], code[c]] * recon_step[c]
     else:
         for c in range(n_cols):
             v[c] = code[c] * recon_step[c]
     if n_near == 0:
         return
     top = codes - 1
-    for c in range(n_cols):
-        if near[c]:
-            u = psum[r, c] * lin_a[c] + lin_b[c]
-            if noise.shape[0] > 0:
-                u += noise[r, c]
-            i = col_inst[c]
-            k = _count_le(u, thr, i, top, half)
-            v[c] = (cal[i, k] if cal.shape[0] > 0 else k) * recon_step[c]
+    for c0 in range(0, n_cols, 64):  # skip blocks without a close walk (a vectorized count)
+        c1 = min(c0 + 64, n_cols)
+        hit = 0
+        for c in range(c0, c1):
+            hit += near[c]
+        if hit == 0:
+            continue
+        for c in range(c0, c1):
+            if near[c]:
+                u = psum[r, c] * lin_a[c] + lin_b[c]
+                if noise.shape[0] > 0:
+                    u += noise[r, c]
+                i = col_inst[c]
+                k = _count_le(u, thr, i, top, half)
+                v[c] = (cal[i, k] if cal.shape[0] > 0 else k) * recon_step[c]
 
 
 @jit
@@ -419,7 +448,7 @@ def adc_accumulate(psum, row_of, n_samples, active, skip, lin_a, lin_b, thr, lut
     is skipped when ``skip``.
 
     ``by_runs``: threshold curves are converted by the vectorized SAR walk when ``walk``
-    (``(w, eps)`` per instance, :func:`walk_tables`) is not empty, else (without a calibration
+    (its tables per instance, :func:`walk_tables`) is not empty, else (without a calibration
     table) one run of same-instance columns at a time (:func:`_convert_runs`); all give the
     bits of the column-by-column conversion, which ``False`` keeps only to test that.
     """
@@ -433,16 +462,21 @@ def adc_accumulate(psum, row_of, n_samples, active, skip, lin_a, lin_b, thr, lut
     runs = by_runs and thr.shape[0] > 0 and cal.shape[0] == 0 and not walks
     starts, fast = _instance_runs(col_inst, thr, lut[3], codes) if runs else (
         np.zeros(1, np.int64), np.zeros(0, np.bool_))
-    # The walk's weights and bound per column; its scratch rows.
+    # The walk's tables per column; its scratch rows.
     n_walk = n_cols if walks else 0
-    w_col = np.empty((WALK_BITS, n_walk), np.float32)
-    eps_col = np.empty(n_walk, np.float32)
+    step_col = np.empty((WALK_BITS, n_walk), np.uint32)
+    scale_col = np.empty(n_walk)
+    x_max_col = np.empty(n_walk)
+    near_col = np.empty(n_walk, np.uint32)
     for c in range(n_walk):
-        eps_col[c] = walk[1][col_inst[c]]
-        for i in range(WALK_BITS):
-            w_col[i, c] = walk[0][col_inst[c], i]
-    x_row = np.empty(n_walk, np.float32)
-    code_row = np.empty(n_walk, np.float32)
+        i = col_inst[c]
+        scale_col[c] = walk[1][i]
+        x_max_col[c] = walk[2][i]
+        near_col[c] = walk[3][i]
+        for b in range(WALK_BITS):
+            step_col[b, c] = walk[0][i, b]
+    x_row = np.empty(n_walk, np.uint32)
+    code_row = np.empty(n_walk, np.uint32)
     near_row = np.empty(n_walk, np.bool_)
     # Steps outer, samples inner: partial sums are read in row order (prefetch-friendly); each
     # output still adds its steps in the order p = 0, 1, ... (same bits as samples outer).
@@ -457,8 +491,9 @@ def adc_accumulate(psum, row_of, n_samples, active, skip, lin_a, lin_b, thr, lut
                 if row < 0:
                     continue
             if walks:
-                _convert_walk(psum, row, lin_a, lin_b, thr, w_col, eps_col, cal, col_inst,
-                              codes, half, noise, recon_step, x_row, code_row, near_row, v)
+                _convert_walk(psum, row, lin_a, lin_b, thr, step_col, scale_col, x_max_col,
+                              near_col, cal, col_inst, codes, half, noise, recon_step, x_row,
+                              code_row, near_row, v)
             elif runs:
                 _convert_runs(psum, row, lin_a, lin_b, thr, lut[0], lut[1], lut[2], starts,
                               fast, col_inst, codes, half, noise, recon_step, v)

@@ -643,7 +643,7 @@ class CrossbarLayer:
         ev.activity = self._step_activity(tile_count, x.shape[0])
         return ev
 
-    def _walk(self) -> tuple[np.ndarray, np.ndarray]:
+    def _walk(self) -> tuple:
         """The SAR walk's tables for the ADC kernel (empty: convert by the tables)."""
         return self.adc_walk_tables if self.adc_walk else _NO_WALK
 
@@ -695,7 +695,7 @@ class CrossbarLayer:
         return out, ev
 
 
-_NO_WALK = (np.zeros((0, 0), np.float32), np.zeros(0, np.float32))
+_NO_WALK = (np.zeros((0, 0), np.uint32), np.zeros(0), np.zeros(0), np.zeros(0, np.uint32))
 
 
 def threads() -> int:
