@@ -283,25 +283,32 @@ _U32 = np.uint32
 
 
 @jit
+def _walk_one(x, step, near_e, c):
+    """The SAR walk of fixed-point word ``x`` through column ``c``'s step words ``step[:, c]``
+    (MSB first, see :func:`walk_tables`): its code and whether it passed within
+    :data:`WALK_NEAR` units of a trial level. Two unsigned integer operations per step and no
+    branch, so a loop over columns calling it is vectorized."""
+    r = x
+    gap = _U32(0xFFFFFFFF)
+    for i in range(WALK_BITS):
+        w = step[i, c]
+        d = _U32(r - w)
+        e = _U32(w - r)
+        r = d if d < r else r
+        gap = e if e < gap else gap
+    k = r & _U32(255)
+    near = (gap <= near_e[c]) | ((_U32(r >> _U32(8)) <= _U32(WALK_NEAR)) & (k > _U32(0)))
+    return k, near
+
+
+@jit
 def _walk_codes(x, step, near_e, code, near):
-    """The SAR walk of fixed-point words ``x`` (one per column, see :func:`walk_tables`)
-    through the column's step words ``step[:, c]`` (MSB first): codes into ``code`` and, into
-    ``near``, whether the walk passed within :data:`WALK_NEAR` units of a trial level. Returns
-    how many did. Two unsigned integer operations per step and no branch, so the compiler
-    vectorizes it over columns."""
+    """Codes (into ``code``) and closeness (into ``near``) of the walks of words ``x``, one
+    per column (:func:`_walk_one`); returns how many walks were close."""
     n_near = 0
     for c in range(x.shape[0]):
-        r = x[c]
-        gap = _U32(0xFFFFFFFF)
-        for i in range(WALK_BITS):
-            w = step[i, c]
-            d = _U32(r - w)
-            e = _U32(w - r)
-            r = d if d < r else r
-            gap = e if e < gap else gap
-        k = r & _U32(255)
+        k, f = _walk_one(x[c], step, near_e, c)
         code[c] = k
-        f = (gap <= near_e[c]) | ((_U32(r >> _U32(8)) <= _U32(WALK_NEAR)) & (k > _U32(0)))
         near[c] = f
         n_near += f
     return n_near
@@ -316,23 +323,35 @@ def _convert_walk(psum, r, lin_a, lin_b, thr, step, scale, x_max, near_e, cal, c
     table ``cal`` a code's value is looked up there. ``x``, ``code``, ``near`` are scratch
     rows."""
     n_cols = psum.shape[1]
+    n_near = 0
     # The word of x: floor(x * scale) units, times 256 (scale * 256 is a power of two, so the
-    # product is exact; the mask clears the code bits).
-    if noise.shape[0] > 0:
+    # product is exact; the mask clears the code bits). One loop per case, each vectorized.
+    mask = _U32(0xFFFFFF00)
+    if cal.shape[0] > 0:
+        for c in range(n_cols):
+            t = psum[r, c] * lin_a[c] + lin_b[c]
+            if noise.shape[0] > 0:
+                t += noise[r, c]
+            x[c] = _U32(min(max(t + half, 0.0), x_max[c]) * scale[c]) & mask
+        n_near = _walk_codes(x, step, near_e, code, near)
+        for c in range(n_cols):
+            v[c] = cal[col_inst[c], code[c]] * recon_step[c]
+    elif noise.shape[0] > 0:
         for c in range(n_cols):
             t = psum[r, c] * lin_a[c] + lin_b[c] + noise[r, c] + half
-            x[c] = _U32(min(max(t, 0.0), x_max[c]) * scale[c]) & _U32(0xFFFFFF00)
+            k, f = _walk_one(_U32(min(max(t, 0.0), x_max[c]) * scale[c]) & mask, step,
+                             near_e, c)
+            v[c] = k * recon_step[c]
+            near[c] = f
+            n_near += f
     else:
         for c in range(n_cols):
             t = psum[r, c] * lin_a[c] + lin_b[c] + half
-            x[c] = _U32(min(max(t, 0.0), x_max[c]) * scale[c]) & _U32(0xFFFFFF00)
-    n_near = _walk_codes(x, step, near_e, code, near)
-    if cal.shape[0] > 0:
-        for c in range(n_cols):
-            v[c] = cal[col_inst[c], code[c]] * recon_step[c]
-    else:
-        for c in range(n_cols):
-            v[c] = code[c] * recon_step[c]
+            k, f = _walk_one(_U32(min(max(t, 0.0), x_max[c]) * scale[c]) & mask, step,
+                             near_e, c)
+            v[c] = k * recon_step[c]
+            near[c] = f
+            n_near += f
     if n_near == 0:
         return
     top = codes - 1
