@@ -155,30 +155,40 @@ def resnet18_image(arch, rng) -> tuple[float, int]:
 
 
 def curves_cpu(batch: int, repeat: int) -> None:
-    """Best CPU seconds (this process) of the 512x512 layer: variation and an ideal ADC, then
-    mismatched ADC curves applied column by column and by instance runs (the same bits)."""
+    """Best CPU seconds (this process) and cell-MAC rates of the 512x512 layer: variation and
+    an ideal ADC, then mismatched ADC curves column by column (the reference), by instance
+    runs through the tables, and by the vectorized SAR walk (the default; the same bits),
+    beside the one-thread fp32 GEMM rate by CPU time measured in the same run."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):  # CPU seconds, as the layer's
+        fp32 = gemm_rates(repeat, int8=False, clock=time.process_time)["numpy fp32 sgemm"]
     rng = np.random.default_rng(0)
     _, var, curves = archs()
     lo = -(2 ** (var.weights.bits - 1)) + 1
     w = rng.integers(lo, -lo, size=(512, 512))
     x = rng.integers(-(2**15), 2**15, size=(batch, 512))
     print(f"512x512, batch {batch}, CPU seconds (best of {repeat}), worker threads "
-          f"{__import__('sim.macros.crossbar', fromlist=['threads']).threads()}:")
+          f"{__import__('sim.macros.crossbar', fromlist=['threads']).threads()}; one-thread "
+          f"fp32 sgemm {fp32 / 1e9:.2f} G MAC/s by CPU time:")
     outs = []
-    for arch, by_runs, label in ((var, True, "variation + ideal ADC"),
-                                 (curves, False, "+ curves, column by column"),
-                                 (curves, True, "+ curves, by instance runs")):
+    for arch, by_runs, walk, label in ((var, True, True, "variation + ideal ADC"),
+                                       (curves, False, False, "+ curves, column by column"),
+                                       (curves, True, False, "+ curves, by instance runs"),
+                                       (curves, True, True, "+ curves, SAR walk")):
         layer = CrossbarLayer(arch, w, seed=1, backend=BACKEND)
-        layer.adc_by_runs = by_runs
-        layer.matmul(x[:8], seed=0)
+        layer.adc_by_runs, layer.adc_walk = by_runs, walk
+        cell_macs = layer.matmul(x[:8], seed=0)[1].cell_macs * batch // 8
         best = float("inf")
         for _ in range(repeat):
             c = time.process_time()
             out, _ = layer.matmul(x, seed=0)
             best = min(best, time.process_time() - c)
         outs.append(out)
-        print(f"  {label:<32}{best:8.3f} s")
-    print("  curves paths give the same bits:", outs[1].tobytes() == outs[2].tobytes())
+        r = cell_macs / best
+        print(f"  {label:<32}{best:8.3f} s {r / 1e9:8.2f} G cell-MAC/s  ratio {r / fp32:.3f}")
+    print("  curves paths give the same bits:",
+          outs[1].tobytes() == outs[2].tobytes() == outs[3].tobytes())
 
 
 def read_noise_cpu(batch: int, repeat: int) -> None:
@@ -225,8 +235,9 @@ def main() -> None:
     ap.add_argument("--resnet18", action="store_true",
                     help="also time one ResNet-18 224x224 image's crossbar products")
     ap.add_argument("--curves", action="store_true",
-                    help="only: CPU seconds of the 512x512 layer with variation, with ADC "
-                         "curves column by column, and with curves by instance runs")
+                    help="only: CPU seconds of the 512x512 layer with variation, and with ADC "
+                         "curves column by column, by instance runs and by the SAR walk, "
+                         "against the one-thread fp32 GEMM rate")
     ap.add_argument("--no-fast-path", action="store_true",
                     help="run provably exact configs through the per-row-group model too")
     ap.add_argument("--read-noise", action="store_true",

@@ -130,7 +130,7 @@ def test_gain_and_offset_enter_in_code_units(make_arch):
 @pytest.mark.parametrize(("gain_sigma", "offset_sigma"), [(0.05, 0.4), (0.2, 2.0)])
 def test_adc_instance_draw_statistics(gain_sigma, offset_sigma):
     n = 200_000
-    gain, offset, thr = adc_k.draw_adc_instances(
+    gain, offset, thr, _ = adc_k.draw_adc_instances(
         n, 6, "nearest", offset_sigma_lsb=offset_sigma, gain_sigma=gain_sigma,
         cap_mismatch_sigma=0.0, rng=np.random.default_rng(0))
     assert thr.shape == (0, 0)  # no capacitor mismatch: the kernel rounds arithmetically
@@ -143,7 +143,7 @@ def test_adc_instance_draw_statistics(gain_sigma, offset_sigma):
 
 
 def test_ideal_adc_instances_are_ideal():
-    gain, offset, thr = adc_k.draw_adc_instances(
+    gain, offset, thr, _ = adc_k.draw_adc_instances(
         5, 8, "floor", offset_sigma_lsb=0.0, gain_sigma=0.0, cap_mismatch_sigma=0.0,
         rng=np.random.default_rng(0))
     assert gain.tolist() == [1.0] * 5 and offset.tolist() == [0.0] * 5
@@ -156,7 +156,7 @@ def test_transfer_curve_monotonic_and_inl_grows_with_cap_mismatch():
     u = np.linspace(-2, 2**bits + 2, 5000)
     mean_inl = []
     for sigma in (0.002, 0.01, 0.04, 0.16):
-        _, _, thr = adc_k.draw_adc_instances(
+        _, _, thr, _ = adc_k.draw_adc_instances(
             200, bits, "nearest", offset_sigma_lsb=0.0, gain_sigma=0.0,
             cap_mismatch_sigma=sigma, rng=np.random.default_rng(1))
         assert thr.shape == (200, 2**bits - 1)

@@ -193,22 +193,65 @@ def test_torch_int8_only_where_exact(make_arch):
      "variation.cell.sigma": 0.05},
     {"variation.adc.cap_mismatch_sigma": 0.05, "crossbar.adc.bits": 4,  # clipping at the top
      "crossbar.adc.rounding": "floor", "variation.cell.sigma": 0.05},
+    {"variation.adc.cap_mismatch_sigma": 0.05, "crossbar.adc.bits": 8,
+     "variation.adc.noise_sigma_lsb": 0.3, "variation.cell.sigma": 0.05},
+    {"variation.adc.cap_mismatch_sigma": 0.05, "crossbar.adc.bits": 10,  # wider than the walk
+     "variation.cell.sigma": 0.05},
 ])
 def test_curves_converted_by_instance_runs_same_bits(make_arch, change):
-    """Mismatched ADC curves applied one run of same-instance columns at a time (branch-free
-    where the curve allows) give the bits and events of the column-by-column conversion (the
-    reference), for the same seeds: instances interleaved (two ADCs per crossbar), badly
-    mismatched curves (walked), comparator noise with zero-skip, a calibration table."""
+    """Mismatched ADC curves converted by the vectorized SAR walk (the default), and one run
+    of same-instance columns at a time through the tables, give the bits and events of the
+    column-by-column conversion (the reference), for the same seeds: instances interleaved
+    (two ADCs per crossbar), badly mismatched curves, comparator noise with zero-skip, a
+    calibration table, clipping, an ADC wider than the walk (tables only)."""
     arch = _isaac_small(make_arch, **{"organization.tiles": 8, **change})
     w, x = _layer_io(seed=7, k=40, n=9, m=29, zero_fraction=0.3)
     runs = []
-    for by_runs in (False, True):
+    for by_runs, walk in ((False, False), (True, False), (True, True)):
         layer = CrossbarLayer(arch, w, seed=4, exact_fast_path=False)
-        layer.adc_by_runs = by_runs
+        layer.adc_by_runs, layer.adc_walk = by_runs, walk
         runs.append(layer.matmul(x, seed=2))
     assert layer.adc_thresholds.shape[0] > 0 and layer.col_inst.max() > 0
-    _, fast = adc_k._instance_runs(layer.col_inst[0], layer.adc_thresholds, layer.adc_lut[3],
-                                   arch.crossbar.adc.codes)
-    assert fast.any()  # the branch-free loop ran
-    assert runs[0][0].tobytes() == runs[1][0].tobytes()
-    assert runs[0][1] == runs[1][1]
+    walks = arch.crossbar.adc.bits <= adc_k.WALK_BITS
+    assert (layer.adc_walk_tables[0].shape[0] > 0) == walks
+    if walks:
+        assert (layer.adc_walk_tables[3] < 2**32 - 1).any()  # the walk decided some codes
+    elif "calibration" not in str(change):
+        _, fast = adc_k._instance_runs(layer.col_inst[0], layer.adc_thresholds,
+                                       layer.adc_lut[3], arch.crossbar.adc.codes)
+        assert fast.any()  # the branch-free loop ran
+    for out, ev in runs[1:]:
+        assert out.tobytes() == runs[0][0].tobytes()
+        assert ev == runs[0][1]
+    # same seed, same bits; another call seed moves the comparator noise
+    again = CrossbarLayer(arch, w, seed=4, exact_fast_path=False).matmul(x, seed=2)[0]
+    assert again.tobytes() == runs[0][0].tobytes()
+
+
+def test_curves_by_walk_same_bits_on_the_shipped_mismatch_examples():
+    """The shipped ADC-mismatch configs (ISAAC with two-step calibration and comparator noise;
+    CAP-RAM's 7-bit ciSARs, four columns each) convert by the SAR walk with the bits of the
+    column-by-column reference."""
+    from pathlib import Path
+
+    from sim.config.loader import arch_from_dict, read_yaml
+    from sim.macros.family import make_layer
+
+    root = Path(__file__).resolve().parents[1] / "examples"
+    rng = np.random.default_rng(11)
+    for name in ("isaac_32nm_adc_mismatch.yaml", "cap_ram_65nm_variation.yaml"):
+        arch = arch_from_dict(read_yaml(root / name), name)
+        bits = arch.weights.bits
+        w = rng.integers(-(1 << (bits - 1)) + 1, 1 << (bits - 1), size=(150, 12))
+        lo, hi = ((-(1 << (arch.inputs.bits - 1)), 1 << (arch.inputs.bits - 1))
+                  if arch.inputs.signed else (0, 1 << arch.inputs.bits))
+        x = rng.integers(lo, hi, size=(9, 150))
+        outs = []
+        for by_runs in (False, True):
+            layer = make_layer(arch, w, seed=5)
+            layer.adc_by_runs = by_runs
+            outs.append(layer.matmul(x, seed=1)[0])
+        assert layer.adc_walk_tables[0].shape[0] > 0, name
+        assert outs[0].tobytes() == outs[1].tobytes(), name
+
+

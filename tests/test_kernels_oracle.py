@@ -412,6 +412,76 @@ def test_sar_thresholds_match_bit_by_bit_sar(bits, sigma, half):
         assert got.tolist() == want
 
 
+def _walk_row(u, thr, walk, inst, codes, half, cal=None):
+    """Values of code-unit inputs ``u`` converted by the SAR-walk row kernel."""
+    n = u.shape[0]
+    step, scale, x_max, near_e = walk
+    # u enters as the offset (psum 0 x gain 0 + offset = u exactly, any float64)
+    v = np.empty(n)
+    adc_k._convert_walk(np.zeros((1, n), np.float32), 0, np.zeros(n), u, thr,
+                        np.ascontiguousarray(step[inst].T), scale[inst], x_max[inst],
+                        near_e[inst], np.zeros((0, 0)) if cal is None else cal,
+                        inst.astype(np.int32), codes, half, np.zeros((0, 0), np.float32),
+                        np.ones(n), np.empty(n, np.uint32), np.empty(n, np.uint32),
+                        np.empty(n, np.bool_), v)
+    return v
+
+
+@pytest.mark.parametrize("half", [0.5, 0.0])
+@pytest.mark.parametrize(("bits", "sigma"), [(1, 0.2), (3, 0.05), (7, 0.01), (8, 0.02),
+                                             (8, 0.3), (6, 1.5)])
+def test_sar_walk_gives_the_threshold_counts_also_at_the_thresholds(bits, sigma, half):
+    """The vectorized float32 SAR walk gives the code of the threshold list (the count of
+    thresholds <= u) for values on, just below and just above every threshold (float64
+    neighbours), random values, and values far outside the range; weights <= 0 (sigma 1.5)
+    send every value to the list. With a calibration table the code's value is looked up."""
+    rng = np.random.default_rng(bits * 100 + int(sigma * 1000))
+    n_inst = 5
+    nominal = 2.0 ** np.arange(bits)
+    bw = nominal + sigma * np.sqrt(nominal) * rng.standard_normal((n_inst, bits))
+    thr = adc_k.sar_thresholds(bw, half)
+    walk = adc_k.walk_tables(bw, half)
+    assert walk[0].shape == (n_inst, adc_k.WALK_BITS)
+    listed = walk[3] == 2**32 - 1  # instances whose every code comes from the list
+    assert listed.any() == (bw <= 0).any(axis=1).any()
+    codes = 1 << bits
+    us, insts, is_rand = [], [], []
+    for i in range(n_inst):
+        t = thr[i][np.isfinite(thr[i])]
+        near = np.concatenate([t, np.nextafter(t, -np.inf), np.nextafter(t, np.inf),
+                               t + 1e-4, t - 1e-4, t + 3e-3, t - 3e-3])
+        far = np.array([-1e30, -1e6, -3.0, -half, 0.0, codes + 5.0, 1e6, 1e30])
+        rand = rng.uniform(-2.0, codes + 2.0, size=300)
+        u = np.concatenate([near, far, rand])
+        us.append(u)
+        insts.append(np.full(u.shape, i))
+        is_rand.append(np.arange(u.shape[0]) >= u.shape[0] - rand.shape[0])
+    u, inst, is_rand = np.concatenate(us), np.concatenate(insts), np.concatenate(is_rand)
+    want = np.array([int((thr[i] <= x).sum()) for x, i in zip(u, inst, strict=True)])
+    assert np.array_equal(_walk_row(u, thr, walk, inst, codes, half), want)
+    cal = rng.normal(size=(n_inst, codes))
+    assert np.array_equal(_walk_row(u, thr, walk, inst, codes, half, cal), cal[inst, want])
+    # the list decides only where the walk passed close to a trial level: not everywhere
+    if not listed.any():
+        step, scale, x_max, near_e = walk
+        t = np.minimum(np.maximum(u + half, 0.0), x_max[inst])
+        x = (t * scale[inst]).astype(np.uint32) & np.uint32(0xFFFFFF00)
+        code = np.empty(u.shape, np.uint32)
+        flag = np.empty(u.shape, np.bool_)
+        n_near = adc_k._walk_codes(x, np.ascontiguousarray(step[inst].T), near_e[inst], code,
+                                   flag)
+        assert n_near == flag.sum() > 0  # values on the thresholds
+        assert flag[is_rand].mean() < 0.05  # random values: the walk decides
+        assert np.array_equal(code[~flag], want[~flag])
+
+
+def test_walk_tables_empty_beyond_the_walk():
+    bw = 2.0 ** np.arange(adc_k.WALK_BITS + 1)[None, :]
+    assert all(t.shape[0] == 0 for t in adc_k.walk_tables(bw, 0.5))
+    assert all(t.shape[0] == 0 for t in adc_k.walk_tables(np.zeros((0, 0)), 0.5))
+    assert all(t.shape[0] == 1 for t in adc_k.walk_tables(bw[:, 1:], 0.5))
+
+
 @pytest.mark.parametrize("rounding", ["nearest", "floor"])
 @pytest.mark.parametrize("bits", [1, 4, 7])
 def test_ideal_sar_is_ideal_rounding_including_ties(bits, rounding):

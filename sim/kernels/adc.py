@@ -5,8 +5,11 @@ is mapped to code units ``u = y / step x (1 + gain) + offset``, then to the code
 ``#{k >= 1 : T[k-1] <= u}`` clipped to ``[0, codes-1]``. The thresholds ``T`` of an ideal ADC
 are ``k - 0.5`` (rounding to nearest) or ``k`` (floor). A mismatched SAR ADC's thresholds come
 from its capacitor DAC: bit ``i`` weighs ``W_i = 2**i + e_i`` LSB instead of ``2**i``; the SAR
-search is monotone, so its curve is again a threshold list (possibly with missing codes), which
-the hot kernel applies as a lookup by binary search. Conversion noise is added to ``u``.
+search is monotone, so its curve is again a threshold list (possibly with missing codes). The
+hot kernel finds a code by walking the SAR's bit weights in fixed point, vectorized over
+columns, and looks it up in the threshold list only where the walk passed within its rounding
+bound of a trial level (:func:`walk_tables`); the codes are those of the list. Conversion
+noise is added to ``u``.
 """
 
 from __future__ import annotations
@@ -83,23 +86,82 @@ def threshold_lut(thr: np.ndarray):
     return base, t1, t2, ok
 
 
+#: Widest SAR ADC whose codes the vectorized walk finds (its steps are unrolled when compiled);
+#: a wider one's codes are looked up in its threshold tables.
+WALK_BITS = 8
+#: How close (in units of the walk's fixed point) to a trial level a walk may pass before its
+#: code is taken from the threshold list: twice the walk's rounding bound, plus one unit for
+#: the list's own float64 rounding (see :func:`walk_tables`).
+WALK_NEAR = WALK_BITS + 3
+
+
+def walk_tables(bit_weights: np.ndarray, half: float):
+    """Per-instance tables of the vectorized SAR walk: ``(step, scale, x_max, near_e)``.
+
+    The walk runs in 32-bit fixed point: a value ``x = u + half`` is clamped to ``[0, x_max]``
+    and floored to whole units of ``2**-s`` LSB; its word is ``r = X * 256`` (``X``: the value
+    in units, the low 8 bits hold the code), ``scale = 2**s * 256`` words per LSB. ``step``
+    ``(n, WALK_BITS)`` uint32 are the words ``W * 256 - 2**bit`` of the rounded bit weights
+    ``W``, MSB first (unused top steps ``2**32 - 1``: they never set a bit), so one step is
+    ``r = min(r - step, r)`` unsigned: the value falls by ``W`` and the bit is set exactly
+    when ``X >= W`` (otherwise ``r - step`` wraps above ``r``). ``near_e`` ``(n,)`` is the
+    bound on ``step - r`` up to which a cleared bit counts as close (``2**32 - 1``: every
+    code from the list, for an instance with a weight ``<= 0``). Empty arrays without weights
+    or with more than :data:`WALK_BITS` bits.
+
+    Why the codes are those of :func:`sar_thresholds`' list: the SAR sets bit ``i`` when
+    ``d = x - A - W_i >= 0`` (``A``: the weights of the bits set so far), and the list holds
+    the jump points of exactly this walk (to float64 rounding, far below one unit). In fixed
+    point ``d`` is exact up to the rounding of ``x`` (< 1 unit) and of the weights (1/2 unit
+    each): at most ``1 + bits / 2`` units, less than half of :data:`WALK_NEAR`; beyond
+    ``x_max = M = sum|W| + |half| + 1`` and below 0 every decision is forced (all bits set,
+    or none), in both. So a walk whose every ``|d|`` exceeds ``WALK_NEAR`` units took
+    the exact walk's path, no jump point lies between ``u`` and the nearest trial level it
+    compared, and its code is the count of thresholds ``<= u``. The kernel checks this with
+    two numbers: the value left (the least ``d`` of a set bit: with positive weights ``d``
+    only falls) and the least ``step - r`` (the distance below the trial level of a cleared
+    bit, times 256, minus the code bits; for a set bit it wraps to at least ``2**32`` minus
+    the largest word, far above ``near_e``). ``s`` is the largest with
+    ``x_max * 2**s * 256 <= 2**32 - 2**13``.
+    """
+    bw = np.asarray(bit_weights, np.float64)
+    if bw.size == 0 or bw.shape[1] > WALK_BITS:
+        return (np.zeros((0, 0), np.uint32), np.zeros(0), np.zeros(0),
+                np.zeros(0, np.uint32))
+    n, bits = bw.shape
+    m = np.abs(bw).sum(axis=1) + abs(half) + 1.0
+    good = (bw > 0).all(axis=1) & np.isfinite(m)
+    x_max = np.where(good, m, 1.0)
+    unit = 2.0 ** np.floor(np.log2((2.0**32 - 2.0**13) / 256.0 / x_max))  # units per LSB
+    units = np.rint(bw * unit[:, None])  # rounded weights, in units
+    good &= (units >= 1).all(axis=1)
+    step = np.full((n, WALK_BITS), 2**32 - 1, np.uint64)
+    bit = 1 << np.arange(bits - 1, -1, -1)
+    words = units[:, ::-1].astype(np.int64) * 256 - bit[None, :]
+    step[:, WALK_BITS - bits:] = np.where(good[:, None], words, 2**32 - 1)
+    near_e = np.where(good, (WALK_NEAR + 1) * 256, 2**32 - 1)
+    return (step.astype(np.uint32), unit * 256.0, x_max, near_e.astype(np.uint32))
+
+
 def draw_adc_instances(n: int, bits: int, rounding: str, *, offset_sigma_lsb: float,
                        gain_sigma: float, cap_mismatch_sigma: float,
                        rng: np.random.Generator):
-    """Static curves of ``n`` ADC instances: ``(gain, offset, thresholds)``.
+    """Static curves of ``n`` ADC instances: ``(gain, offset, thresholds, bit_weights)``.
 
-    ``gain`` and ``offset`` are ``(n,)``; ``thresholds`` is ``(n, codes-1)`` when capacitor
-    mismatch is on and ``(0, 0)`` otherwise (the kernel then rounds arithmetically).
+    ``gain`` and ``offset`` are ``(n,)``; ``thresholds`` is ``(n, codes-1)`` and
+    ``bit_weights`` (the SAR DAC's, LSB first, the curve's cause) ``(n, bits)`` when capacitor
+    mismatch is on, both ``(0, 0)`` otherwise (the kernel then rounds arithmetically).
     """
     gain = 1.0 + gain_sigma * rng.standard_normal(n) if gain_sigma else np.ones(n)
     offset = offset_sigma_lsb * rng.standard_normal(n) if offset_sigma_lsb else np.zeros(n)
     if cap_mismatch_sigma:
         nominal = 2.0 ** np.arange(bits)
         err = cap_mismatch_sigma * np.sqrt(nominal) * rng.standard_normal((n, bits))
-        thr = sar_thresholds(nominal[None, :] + err, 0.5 if rounding == "nearest" else 0.0)
+        bw = nominal[None, :] + err
+        thr = sar_thresholds(bw, 0.5 if rounding == "nearest" else 0.0)
     else:
-        thr = np.zeros((0, 0))
-    return gain.astype(np.float64), offset.astype(np.float64), thr
+        thr = bw = np.zeros((0, 0))
+    return gain.astype(np.float64), offset.astype(np.float64), thr, bw
 
 
 @jit
@@ -206,6 +268,111 @@ def _convert_row(psum, r, lin_a, lin_b, thr, lut_base, lut_t1, lut_t2, lut_ok, c
 
 
 @jit
+def _count_le(u, thr, i, top, half):
+    """Number of instance ``i``'s thresholds ``<= u``, walked from the ideal code."""
+    k = np.floor(u + half)
+    lo = int(min(max(k, 0.0), top))
+    while lo < top and thr[i, lo] <= u:
+        lo += 1
+    while lo > 0 and thr[i, lo - 1] > u:
+        lo -= 1
+    return lo
+
+
+_U32 = np.uint32
+
+
+@jit
+def _walk_one(x, step, near_e, c):
+    """The SAR walk of fixed-point word ``x`` through column ``c``'s step words ``step[:, c]``
+    (MSB first, see :func:`walk_tables`): its code and whether it passed within
+    :data:`WALK_NEAR` units of a trial level. Two unsigned integer operations per step and no
+    branch, so a loop over columns calling it is vectorized."""
+    r = x
+    gap = _U32(0xFFFFFFFF)
+    for i in range(WALK_BITS):
+        w = step[i, c]
+        d = _U32(r - w)
+        e = _U32(w - r)
+        r = d if d < r else r
+        gap = e if e < gap else gap
+    k = r & _U32(255)
+    near = (gap <= near_e[c]) | ((_U32(r >> _U32(8)) <= _U32(WALK_NEAR)) & (k > _U32(0)))
+    return k, near
+
+
+@jit
+def _walk_codes(x, step, near_e, code, near):
+    """Codes (into ``code``) and closeness (into ``near``) of the walks of words ``x``, one
+    per column (:func:`_walk_one`); returns how many walks were close."""
+    n_near = 0
+    for c in range(x.shape[0]):
+        k, f = _walk_one(x[c], step, near_e, c)
+        code[c] = k
+        near[c] = f
+        n_near += f
+    return n_near
+
+
+@jit
+def _convert_walk(psum, r, lin_a, lin_b, thr, step, scale, x_max, near_e, cal, col_inst,
+                  codes, half, noise, recon_step, x, code, near, v):
+    """Row ``r`` through threshold curves by the vectorized SAR walk (:func:`walk_tables`,
+    its tables per column), with the codes of the rare walks that passed close to a trial
+    level counted in the list ``thr``: the codes of :func:`_convert_row`. With a calibration
+    table ``cal`` a code's value is looked up there. ``x``, ``code``, ``near`` are scratch
+    rows."""
+    n_cols = psum.shape[1]
+    n_near = 0
+    # The word of x: floor(x * scale) units, times 256 (scale * 256 is a power of two, so the
+    # product is exact; the mask clears the code bits). One loop per case, each vectorized.
+    mask = _U32(0xFFFFFF00)
+    if cal.shape[0] > 0:
+        for c in range(n_cols):
+            t = psum[r, c] * lin_a[c] + lin_b[c]
+            if noise.shape[0] > 0:
+                t += noise[r, c]
+            x[c] = _U32(min(max(t + half, 0.0), x_max[c]) * scale[c]) & mask
+        n_near = _walk_codes(x, step, near_e, code, near)
+        for c in range(n_cols):
+            v[c] = cal[col_inst[c], code[c]] * recon_step[c]
+    elif noise.shape[0] > 0:
+        for c in range(n_cols):
+            t = psum[r, c] * lin_a[c] + lin_b[c] + noise[r, c] + half
+            k, f = _walk_one(_U32(min(max(t, 0.0), x_max[c]) * scale[c]) & mask, step,
+                             near_e, c)
+            v[c] = k * recon_step[c]
+            near[c] = f
+            n_near += f
+    else:
+        for c in range(n_cols):
+            t = psum[r, c] * lin_a[c] + lin_b[c] + half
+            k, f = _walk_one(_U32(min(max(t, 0.0), x_max[c]) * scale[c]) & mask, step,
+                             near_e, c)
+            v[c] = k * recon_step[c]
+            near[c] = f
+            n_near += f
+    if n_near == 0:
+        return
+    top = codes - 1
+    for c0 in range(0, n_cols, 64):  # skip blocks without a close walk (a vectorized count)
+        c1 = min(c0 + 64, n_cols)
+        hit = 0
+        for c in range(c0, c1):
+            hit += near[c]
+        if hit == 0:
+            continue
+        for c in range(c0, c1):
+            if near[c]:
+                u = psum[r, c] * lin_a[c] + lin_b[c]
+                if noise.shape[0] > 0:
+                    u += noise[r, c]
+                i = col_inst[c]
+                k = _count_le(u, thr, i, top, half)
+                v[c] = (cal[i, k] if cal.shape[0] > 0 else k) * recon_step[c]
+
+
+@jit
 def _instance_runs(col_inst, thr, lut_ok, codes):
     """Starts of the runs of adjacent columns converted by one ADC instance (plus the end),
     and per instance whether its curve converts branch-free (:func:`_convert_runs`): at most
@@ -276,7 +443,7 @@ def _convert_runs(psum, r, lin_a, lin_b, thr, lut_base, lut_t1, lut_t2, starts, 
 @jit
 def adc_accumulate(psum, row_of, n_samples, active, skip, lin_a, lin_b, thr, lut, cal, col_inst,
                    codes, half, noise, recon_step, direct, units, coef, step_weight, out,
-                   by_runs):
+                   by_runs, walk):
     """Convert one row group's partial sums and shift-add them into the outputs.
 
     ``psum`` (rows, C) float32 (or int32 from an integer GEMM) holds the analog partial sums
@@ -299,9 +466,10 @@ def adc_accumulate(psum, row_of, n_samples, active, skip, lin_a, lin_b, thr, lut
     parts (see :func:`combine_coefficients`). A (step, sample) whose group inputs are all zero
     is skipped when ``skip``.
 
-    ``by_runs``: threshold curves without a calibration table are applied one run of
-    same-instance columns at a time (:func:`_convert_runs`; the same bits as column by column,
-    which ``False`` keeps only to test that).
+    ``by_runs``: threshold curves are converted by the vectorized SAR walk when ``walk``
+    (its tables per instance, :func:`walk_tables`) is not empty, else (without a calibration
+    table) one run of same-instance columns at a time (:func:`_convert_runs`); all give the
+    bits of the column-by-column conversion, which ``False`` keeps only to test that.
     """
     n_steps = step_weight.shape[0]
     n_cols = psum.shape[1]
@@ -309,9 +477,26 @@ def adc_accumulate(psum, row_of, n_samples, active, skip, lin_a, lin_b, thr, lut
     per = direct.shape[0] // n_out
     n_units = units.shape[1]
     v = np.empty(n_cols, dtype=np.float64)
-    runs = by_runs and thr.shape[0] > 0 and cal.shape[0] == 0
+    walks = by_runs and thr.shape[0] > 0 and walk[0].shape[0] > 0
+    runs = by_runs and thr.shape[0] > 0 and cal.shape[0] == 0 and not walks
     starts, fast = _instance_runs(col_inst, thr, lut[3], codes) if runs else (
         np.zeros(1, np.int64), np.zeros(0, np.bool_))
+    # The walk's tables per column; its scratch rows.
+    n_walk = n_cols if walks else 0
+    step_col = np.empty((WALK_BITS, n_walk), np.uint32)
+    scale_col = np.empty(n_walk)
+    x_max_col = np.empty(n_walk)
+    near_col = np.empty(n_walk, np.uint32)
+    for c in range(n_walk):
+        i = col_inst[c]
+        scale_col[c] = walk[1][i]
+        x_max_col[c] = walk[2][i]
+        near_col[c] = walk[3][i]
+        for b in range(WALK_BITS):
+            step_col[b, c] = walk[0][i, b]
+    x_row = np.empty(n_walk, np.uint32)
+    code_row = np.empty(n_walk, np.uint32)
+    near_row = np.empty(n_walk, np.bool_)
     # Steps outer, samples inner: partial sums are read in row order (prefetch-friendly); each
     # output still adds its steps in the order p = 0, 1, ... (same bits as samples outer).
     for p in range(n_steps):
@@ -324,7 +509,11 @@ def adc_accumulate(psum, row_of, n_samples, active, skip, lin_a, lin_b, thr, lut
                 row = row_of[row]
                 if row < 0:
                     continue
-            if runs:
+            if walks:
+                _convert_walk(psum, row, lin_a, lin_b, thr, step_col, scale_col, x_max_col,
+                              near_col, cal, col_inst, codes, half, noise, recon_step, x_row,
+                              code_row, near_row, v)
+            elif runs:
                 _convert_runs(psum, row, lin_a, lin_b, thr, lut[0], lut[1], lut[2], starts,
                               fast, col_inst, codes, half, noise, recon_step, v)
             else:

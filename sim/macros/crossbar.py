@@ -135,9 +135,13 @@ class CrossbarLayer:
     #: Drop all-zero (group, step, sample) blocks from the GEMMs and conversions where that
     #: cannot change the result; ``False`` only to test that it does not.
     drop_zero_blocks = True
-    #: Apply threshold curves (capacitor mismatch) one run of same-instance columns at a time,
-    #: branch-free where the curve allows; ``False`` only to test that the bits are the same.
+    #: Convert through threshold curves (capacitor mismatch) by a vectorized path: the SAR
+    #: walk (``adc_walk``), else one run of same-instance columns at a time; ``False``: column
+    #: by column (the reference), only to test that the bits are the same.
     adc_by_runs = True
+    #: The vectorized path is the SAR walk of :func:`sim.kernels.adc.walk_tables` (ADCs of up
+    #: to ``WALK_BITS`` bits); ``False``: the instance runs, only to test and measure.
+    adc_walk = True
 
     def __init__(self, arch: Arch, weights: np.ndarray, *, seed=0, name: str = "layer",
                  backend: str | None = None, exact_fast_path: bool | None = None,
@@ -262,12 +266,14 @@ class CrossbarLayer:
         #: ADC instances of this layer (``col_inst`` indexes them).
         self.adc_instances = n_adcs
         av = arch.variation.adc
-        gain, offset, thr = draw_adc_instances(
+        gain, offset, thr, bit_weights = draw_adc_instances(
             n_adcs, adc.bits, adc.rounding, offset_sigma_lsb=av.offset_sigma_lsb,
             gain_sigma=av.gain_sigma, cap_mismatch_sigma=av.cap_mismatch_sigma,
             rng=adc_rng)
         self.adc_gain, self.adc_offset, self.adc_thresholds = gain, offset, thr
         self.adc_lut = adc_k.threshold_lut(thr)
+        self.half = 0.5 if adc.rounding == "nearest" else 0.0
+        self.adc_walk_tables = adc_k.walk_tables(bit_weights, self.half)
         # Two-step calibration (crossbar.adc.calibration): its known inputs and their noise
         # come from a child of the ADC seed, apart from every other stream.
         self._adc_cal_ss = adc_ss.spawn(1)[0]
@@ -276,7 +282,6 @@ class CrossbarLayer:
         self.adc_table = np.zeros((0, 0))
         #: What the last two-step calibration fitted (``None`` when off).
         self.adc_calibration: dict | None = None
-        self.half = 0.5 if adc.rounding == "nearest" else 0.0
         self.step = None
         if adc.range == "fixed":
             self._set_steps(np.full((g, ct), adc_full_scale(arch) / (adc.codes - 1)))
@@ -557,7 +562,7 @@ class CrossbarLayer:
                 psum, np.zeros(0, np.int32), n_rows, active, False, self.lin_a[gi],
                 self.lin_b[gi], self.adc_thresholds, self.adc_lut, table, self.col_inst[gi],
                 adc.codes, self.half, noise, np.ones(ct), *readout, np.ones(1), value[gi],
-                self.adc_by_runs)
+                self.adc_by_runs, self._walk())
         return ideal, value
 
     def column_conversions(self, x: np.ndarray, *, seed: int = 0) -> dict[str, np.ndarray]:
@@ -625,7 +630,7 @@ class CrossbarLayer:
                     self.adc_thresholds, self.adc_lut, self.adc_table, self.col_inst[gi],
                     adc.codes, self.half,
                     noise, self.step[gi], *self.combine[gi], self.step_weight, out,
-                    self.adc_by_runs)
+                    self.adc_by_runs, self._walk())
             total = active.size
             done = int(active.sum()) if skip else total
             ev.adc_conversions += done * ct
@@ -637,6 +642,10 @@ class CrossbarLayer:
                 tile_count[gi // self.groups_per_crossbar] += active
         ev.activity = self._step_activity(tile_count, x.shape[0])
         return ev
+
+    def _walk(self) -> tuple:
+        """The SAR walk's tables for the ADC kernel (empty: convert by the tables)."""
+        return self.adc_walk_tables if self.adc_walk else _NO_WALK
 
     def _step_activity(self, tile_count: np.ndarray | None, vectors: int) -> StepActivity:
         """The chunk's :class:`StepActivity`: from the per-tile counts of active row groups,
@@ -684,6 +693,9 @@ class CrossbarLayer:
                      self.columns_total, self.steps)
         ev.scale_multiplies = self.scale_multiplies(m_total)
         return out, ev
+
+
+_NO_WALK = (np.zeros((0, 0), np.uint32), np.zeros(0), np.zeros(0), np.zeros(0, np.uint32))
 
 
 def threads() -> int:
