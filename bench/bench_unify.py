@@ -98,11 +98,11 @@ def main(argv: list[str] | None = None) -> None:
             print(line + (f" {ref:16.3f}" if ref is not None else ""))
         total = sum(r[3] for r in rows)
         print(f"  one Z-step, 18 convs: {total:.3f} s CPU = {total * fp32 / 1e9:.2f} G fp32 "
-              f"GEMM MAC = {total * fp32 / step_macs:.3f} training steps")
+              f"GEMM MAC = {total * fp32 / step_macs:.3f} training steps' MACs")
         if args.reference:
             old_total = sum(r[4] for r in rows)
             print(f"  former choice, 18 convs: {old_total:.1f} s CPU = "
-                  f"{old_total * fp32 / step_macs:.1f} training steps "
+                  f"{old_total * fp32 / step_macs:.1f} training steps' MACs "
                   f"({old_total / total:.0f}x the projection now)")
 
 
