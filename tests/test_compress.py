@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ from mappers.compress import (
     project_all,
     state_digest,
 )
-from mappers.compress.projections import keep_count
+from mappers.compress.projections import FREE, UNIFIED, ZERO, choose_blocks, keep_count, matrix
 from mappers.quantize import quantize_weights
 from sim.errors import ConfigError, UserError
 from workloads.models import DigitsCNN, LeNet5
@@ -216,6 +217,126 @@ def test_unify_block_shape_moves_the_result():
     w2[:4] *= 10  # the free blocks would now be chosen elsewhere...
     assert not torch.equal(proj.project(w2) == 0, frozen.project(w2) == 0)
     assert torch.equal(frozen.project(w2) == 0, frozen.project(w) == 0)  # ...not frozen
+
+
+def _assignment_reference(zero, unify, n_zero, n_unify):
+    """The former block choice of ``Unify``: scipy's rectangular assignment of the blocks to
+    ``n_zero`` zero slots and ``n_unify`` unify slots (slow, O(n**3); the oracle of
+    :func:`choose_blocks`)."""
+    from scipy.optimize import linear_sum_assignment
+
+    state = np.full(len(zero), FREE, dtype=np.int64)
+    if n_zero + n_unify:
+        cost = np.concatenate([np.repeat(zero[:, None], n_zero, axis=1),
+                               np.repeat(unify[:, None], n_unify, axis=1)], axis=1)
+        rows, cols = linear_sum_assignment(cost)
+        state[rows] = np.where(cols < n_zero, ZERO, UNIFIED)
+    return state
+
+
+def _block_costs(proj, w):
+    """Per block of ``proj`` on ``w``: (cost of zeroing, cost of unifying), float64."""
+    tiles = proj._tiles(w)
+    a, _, _ = proj._shared(tiles)
+    mag = tiles.abs()
+    unify = torch.where(mag != 0, mag - a[..., None], torch.zeros_like(mag)).pow(2).sum(-1)
+    return mag.pow(2).sum(-1).reshape(-1).numpy(), unify.reshape(-1).numpy()
+
+
+def _choice_cost(state, zero, unify):
+    """Exact summed cost of block states (floats summed as fractions)."""
+    return (sum((Fraction(float(c)) for c in zero[state == ZERO]), Fraction(0))
+            + sum((Fraction(float(c)) for c in unify[state == UNIFIED]), Fraction(0)))
+
+
+UNIFY_SHAPES = [((2, 2), (6, 4)), ((4, 2), (6, 16)), ((8, 1), (16, 8, 3, 3)),
+                ((1, 8), (16, 8, 3, 3)), ((4, 4), (10, 6, 3, 3)), ((3, 5), (7, 11))]
+UNIFY_FRACTIONS = [(0.5, 0.3), (0.25, 0.5), (0.0, 0.6), (0.7, 0.0), (0.5, 0.5), (0.1, 0.9)]
+
+
+@pytest.mark.parametrize(("block", "shape"), UNIFY_SHAPES)
+def test_unify_choice_is_the_assignment_reference_bit_for_bit(block, shape):
+    # Generic random weights: the nearest assignment is unique, so the exact sort-and-split
+    # choice must equal the former linear_sum_assignment choice block for block, and the
+    # projected weights bit for bit.
+    for seed, (zf, uf) in enumerate(UNIFY_FRACTIONS):
+        proj = Unify(block, zf, uf)
+        w = rand(*shape, seed=100 + seed)
+        zero, unify = _block_costs(proj, w)
+        ref = _assignment_reference(zero, unify, *proj.counts(len(zero)))
+        assert proj.choose(w) == tuple(int(s) for s in ref)
+        frozen = Unify(block, zf, uf, assignment=tuple(int(s) for s in ref))
+        assert torch.equal(proj.project(w), frozen.project(w))
+
+
+def test_unify_choice_is_minimal_with_ties_against_the_reference_and_brute_force():
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        n = int(rng.integers(1, 40))
+        kind = trial % 3
+        if kind == 0:  # small integer costs: ties everywhere, float sums exact
+            zero = rng.integers(0, 4, n).astype(np.float64)
+            unify = rng.integers(0, 4, n).astype(np.float64)
+        elif kind == 1:  # a few distinct float values, repeated
+            vals = rng.random(3)
+            zero, unify = vals[rng.integers(0, 3, n)], vals[rng.integers(0, 3, n)]
+        else:  # blocks already zero (both costs 0) or already unified (unify cost 0)
+            zero = rng.random(n)
+            unify = rng.random(n) * (rng.random(n) < 0.5)
+            zero[rng.random(n) < 0.3] = 0.0
+            unify[zero == 0] = 0.0
+        n_zero = int(rng.integers(0, n + 1))
+        n_unify = int(rng.integers(0, n - n_zero + 1))
+        got = choose_blocks(zero, unify, n_zero, n_unify)
+        assert int((got == ZERO).sum()) == n_zero and int((got == UNIFIED).sum()) == n_unify
+        ref = _assignment_reference(zero, unify, n_zero, n_unify)
+        best = _choice_cost(got, zero, unify)
+        if kind == 0:
+            assert best == _choice_cost(ref, zero, unify)
+        else:
+            assert float(best) == pytest.approx(float(_choice_cost(ref, zero, unify)),
+                                                rel=1e-12, abs=1e-300)
+            assert best <= _choice_cost(ref, zero, unify)
+        if n <= 7:  # every assignment with the right counts
+            brute = min(_choice_cost(np.array(s), zero, unify)
+                        for s in itertools.product((FREE, UNIFIED, ZERO), repeat=n)
+                        if s.count(ZERO) == n_zero and s.count(UNIFIED) == n_unify)
+            assert best == brute
+        assert np.array_equal(got, choose_blocks(zero, unify, n_zero, n_unify))
+
+
+def test_unify_choice_moves_with_the_costs_and_rejects_bad_input():
+    zero = np.array([1.0, 5.0, 3.0, 9.0])
+    unify = np.array([4.0, 1.0, 2.0, 0.5])
+    assert choose_blocks(zero, unify, 1, 1).tolist() == [ZERO, FREE, FREE, UNIFIED]
+    assert choose_blocks(zero, unify, 1, 2).tolist() == [ZERO, UNIFIED, FREE, UNIFIED]
+    zero[2] = 0.5  # block 2 is now the cheapest to zero
+    assert choose_blocks(zero, unify, 1, 1).tolist() == [FREE, FREE, ZERO, UNIFIED]
+    assert choose_blocks(zero, unify, 0, 0).tolist() == [FREE] * 4
+    with pytest.raises(ValueError, match="cannot choose"):
+        choose_blocks(zero, unify, 3, 2)
+    with pytest.raises(ValueError, match="finite"):
+        choose_blocks(np.array([np.nan, 1.0]), np.array([0.0, 1.0]), 1, 0)
+
+
+def test_unify_with_tied_blocks_is_nearest_idempotent_and_satisfied():
+    # Zero blocks, already-unified blocks and duplicated blocks tie in cost; the projection
+    # must still be as near as the reference's and a fixed point of itself.
+    w = rand(16, 8, 3, 3, seed=11)
+    v = matrix(w).T  # crossbar view (72, 16); [8, 1] blocks = 8 rows of one column
+    v[0:8, 0] = 0.0
+    v[8:16, 1] = torch.sign(v[8:16, 1]) * 0.7
+    v[16:24, 2] = v[24:32, 2]
+    v[32:40, 3] = v[24:32, 2]
+    w = v.T.reshape(w.shape).contiguous()
+    for zf, uf in UNIFY_FRACTIONS:
+        proj = Unify((8, 1), zf, uf)
+        zero, unify = _block_costs(proj, w)
+        ref = _assignment_reference(zero, unify, *proj.counts(len(zero)))
+        got = proj.project(w)
+        near = _dist(w, Unify((8, 1), zf, uf, assignment=tuple(int(s) for s in ref)).project(w))
+        assert _dist(w, got) == pytest.approx(near, rel=1e-12, abs=1e-12)
+        assert proj.satisfied(got) and torch.equal(proj.project(got), got)
 
 
 def test_quantize_is_the_nearest_grid_point_and_maps_exactly_through_the_bridge():

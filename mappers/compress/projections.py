@@ -24,6 +24,7 @@ constraint on random weights.
 
 from __future__ import annotations
 
+import heapq
 import math
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -371,6 +372,78 @@ class BlockStructured(Projection):
 FREE, UNIFIED, ZERO = 0, 1, 2
 
 
+def _common_integers(*costs: np.ndarray) -> list[list[int]]:
+    """Finite non-negative float64 costs as Python integers on one binary scale, so sums
+    and comparisons of them are exact (``x = m * 2**e`` with a 53-bit integer ``m``)."""
+    flat = np.concatenate([np.asarray(c, dtype=np.float64).ravel() for c in costs])
+    if not np.isfinite(flat).all() or (flat < 0).any():
+        raise ValueError("unification block costs must be finite and non-negative "
+                         "(non-finite weights?)")
+    mant, exp = np.frexp(flat)
+    m = (mant * 2.0 ** 53).astype(np.int64)  # exact: a float64 mantissa has 53 bits
+    e = exp.astype(np.int64) - 53
+    low = int(e[m != 0].min()) if (m != 0).any() else 0
+    ints = [int(mi) << int(ei - low) if mi else 0 for mi, ei in zip(m, e, strict=True)]
+    out, start = [], 0
+    for c in costs:
+        out.append(ints[start:start + np.size(c)])
+        start += np.size(c)
+    return out
+
+
+def _smallest_sums(values: list[int], order: list[int], k: int) -> list[int | None]:
+    """``out[p]``: the sum of the ``k`` smallest ``values`` (ties to the lower index) among
+    the first ``p`` indices of ``order``; ``None`` while fewer than ``k`` are seen."""
+    out: list[int | None] = [None] * (len(order) + 1)
+    if k == 0:
+        return [0] * (len(order) + 1)
+    heap: list[tuple[int, int]] = []  # max-heap of the kept (value, index), negated
+    total = 0
+    for p, i in enumerate(order, 1):
+        if len(heap) < k:
+            heapq.heappush(heap, (-values[i], -i))
+            total += values[i]
+        elif (values[i], i) < (-heap[0][0], -heap[0][1]):
+            total += values[i] + heapq.heapreplace(heap, (-values[i], -i))[0]
+        if len(heap) == k:
+            out[p] = total
+    return out
+
+
+def choose_blocks(zero_cost: np.ndarray, unify_cost: np.ndarray, n_zero: int,
+                  n_unify: int) -> np.ndarray:
+    """The exact minimum-cost block states: ``n_zero`` blocks ``ZERO``, ``n_unify`` others
+    ``UNIFIED``, the rest ``FREE`` (cost 0), minimizing the summed costs.
+
+    Exact, in ``O(n log n)``: order the blocks by ``d = zero_cost - unify_cost`` (ties by
+    index). Some optimal choice zeroes only blocks ordered before every unified one (if a
+    zeroed block ``i`` came after a unified ``j``, swapping their states changes the cost
+    by ``d_j - d_i <= 0``). So for the best split ``p`` of that order, the zeroed blocks are
+    the ``n_zero`` cheapest to zero among the first ``p`` and the unified ones the
+    ``n_unify`` cheapest to unify among the others; every split is tried with two running
+    heaps. Costs are summed as exact integers (each float64 cost is an integer multiple of
+    a common power of two), so the minimum is the true one of the given costs, not one
+    subject to rounding. Ties go to the smallest split, then to the lower block index.
+    """
+    n = len(zero_cost)
+    if len(unify_cost) != n or n_zero < 0 or n_unify < 0 or n_zero + n_unify > n:
+        raise ValueError(f"cannot choose {n_zero} zero and {n_unify} unified blocks of {n}")
+    state = np.full(n, FREE, dtype=np.int64)
+    if n_zero + n_unify == 0:
+        return state
+    z, u = _common_integers(zero_cost, unify_cost)
+    order = sorted(range(n), key=lambda i: (z[i] - u[i], i))
+    head = _smallest_sums(z, order, n_zero)
+    tail = _smallest_sums(u, order[::-1], n_unify)[::-1]
+    split = min((p for p in range(n_zero, n - n_unify + 1)),
+                key=lambda p: (head[p] + tail[p], p))
+    zeroed = sorted(order[:split], key=lambda i: (z[i], i))[:n_zero]
+    unified = sorted(order[split:], key=lambda i: (u[i], i))[:n_unify]
+    state[zeroed] = ZERO
+    state[unified] = UNIFIED
+    return state
+
+
 @dataclass(frozen=True)
 class Unify(Projection):
     """Micro-structured weight unification on the crossbar matrix ``(K, N)``.
@@ -382,10 +455,10 @@ class Unify(Projection):
     shared value for fixed signs). Zeros inside a unified block stay zero, so the method
     composes with pruning and polarization applied before or after it.
 
-    Blocks are selected by an exact minimum-cost assignment (``scipy``'s
-    ``linear_sum_assignment``): zeroing a block costs ``sum w**2``, unifying it costs
-    ``sum (|w| - mean|w|)**2``, leaving it free costs nothing. The result is the nearest
-    point of the set on weights without exact zeros.
+    Blocks are selected by an exact minimum-cost choice (:func:`choose_blocks`): zeroing a
+    block costs ``sum w**2``, unifying it costs ``sum (|w| - mean|w|)**2``, leaving it free
+    costs nothing. The result is the nearest point of the set on weights without exact
+    zeros.
     """
 
     block: tuple[int, int]
@@ -439,16 +512,7 @@ class Unify(Projection):
         zero = mag.pow(2).sum(-1).reshape(-1).numpy()
         unify = torch.where(mag != 0, mag - a[..., None], torch.zeros_like(mag)).pow(2).sum(-1)
         unify = unify.reshape(-1).numpy()
-        n_zero, n_unify = self.counts(len(zero))
-        state = np.full(len(zero), FREE, dtype=np.int64)
-        if n_zero + n_unify:
-            from scipy.optimize import linear_sum_assignment
-
-            cost = np.concatenate([np.repeat(zero[:, None], n_zero, axis=1),
-                                   np.repeat(unify[:, None], n_unify, axis=1)], axis=1)
-            rows, cols = linear_sum_assignment(cost)
-            state[rows] = np.where(cols < n_zero, ZERO, UNIFIED)
-        return tuple(int(s) for s in state)
+        return tuple(int(s) for s in choose_blocks(zero, unify, *self.counts(len(zero))))
 
     def project(self, w):  # noqa: D102
         state = self.assignment if self.assignment is not None else self.choose(w)
