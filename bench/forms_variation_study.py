@@ -6,7 +6,10 @@ For each LABEL: IDEAL_RUN_DIR holds the ``result.json`` of ``imcsim run`` withou
 (or the ``montecarlo.json`` of ``imcsim montecarlo --chips 2 --set variation.cell.sigma=0``
 when the arch needs ``--set`` settings; its chips must agree), MONTECARLO_DIR the
 ``montecarlo.json`` of ``imcsim montecarlo`` on the same arch, workload, test samples and
-run seed with the variation on (``--set variation.cell.sigma=0.1``). Prints
+run seed with the variation on (``--set variation.cell.sigma=0.1``); several montecarlo
+folders joined by ``+`` (e.g. chips 0-9 and, by ``--base-seed 10``, chips 10-49) are pooled
+into one set of chips: they must agree on everything but the chips, and no chip seed may
+repeat. Prints
 one Markdown row per label: arch, workload, images per chip, chips, accuracy without
 variation, mean accuracy over the chips with its confidence interval, the drop (percentage
 points; the ideal accuracy is a single deterministic run, so the drop's interval is the
@@ -18,6 +21,11 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from analysis.montecarlo import confidence_interval  # noqa: E402
 
 
 def _ideal(d: Path) -> dict:
@@ -32,10 +40,33 @@ def _ideal(d: Path) -> dict:
             "hardware_accuracy": accs.pop()}
 
 
+def pooled(mc_dirs: str) -> dict:
+    """The ``montecarlo.json`` of ``mc_dirs`` (``A+B+...``), chips pooled over the folders."""
+    runs = [json.loads((Path(d) / "montecarlo.json").read_text()) for d in mc_dirs.split("+")]
+    mc = runs[0]
+    if len(runs) == 1:
+        return mc
+    same = ("arch", "workload", "samples", "run_seed", "fixed", "confidence")
+    chips = []
+    for d, run in zip(mc_dirs.split("+"), runs, strict=True):
+        if any(run.get(k) != mc.get(k) for k in same) or len(run["levels"]) != 1 \
+                or len(mc["levels"]) != 1:
+            raise SystemExit(f"{d}: not the same study as {mc_dirs.split('+')[0]} "
+                             f"(compare {', '.join(same)}; one level each)")
+        chips += run["levels"][0]["chips"]
+    seeds = [c["seed"] for c in chips]
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit(f"{mc_dirs}: a chip seed repeats across the folders")
+    acc = np.array([c["hardware_accuracy"] for c in chips], dtype=np.float64)
+    level = {**mc["levels"][0], "chips": chips,
+             "summary": {"hardware_accuracy": confidence_interval(acc, mc["confidence"])}}
+    return {**mc, "levels": [level]}
+
+
 def row(label: str, ideal_dir: str, mc_dir: str) -> str:
     """One Markdown row; refuses a pair that did not run the same samples and seed."""
     ideal = _ideal(Path(ideal_dir))
-    mc = json.loads((Path(mc_dir) / "montecarlo.json").read_text())
+    mc = pooled(mc_dir)
     if (ideal["samples"], ideal["seed"]) != (mc["samples"], mc["run_seed"]):
         raise SystemExit(f"{label}: {ideal_dir} ran {ideal['samples']} samples with seed "
                          f"{ideal['seed']}, {mc_dir} {mc['samples']} with seed {mc['run_seed']}")
