@@ -205,13 +205,7 @@ def _threshold_code(u, i, thr, lut_base, lut_t1, lut_t2, lut_ok, top, half):
         return lut_base[i, b] + (u >= lut_t1[i, b]) + (u >= lut_t2[i, b])
     # Outside the table (clipping, negative) or a badly mismatched curve: walk from the
     # ideal code to the number of thresholds <= u.
-    k = np.floor(u + half)
-    lo = int(min(max(k, 0.0), top))
-    while lo < top and thr[i, lo] <= u:
-        lo += 1
-    while lo > 0 and thr[i, lo - 1] > u:
-        lo -= 1
-    return lo
+    return _count_le(u, thr, i, top, half)
 
 
 @jit
@@ -237,7 +231,8 @@ def _convert_row(psum, r, lin_a, lin_b, thr, lut_base, lut_t1, lut_t2, lut_ok, c
                 k = int(min(max(np.floor(u + half), 0.0), top))
             v[c] = cal[i, k] * recon_step[c]
     elif thr.shape[0] > 0:
-        # The body of _threshold_code, written out: as a call it ran 2x slower (measured).
+        # The table lookup of _threshold_code, written out: as a call it ran 2x slower
+        # (measured); the rare walk outside the table stays a call.
         for c in range(n_cols):
             u = psum[r, c] * lin_a[c] + lin_b[c]
             if has_noise:
@@ -248,13 +243,7 @@ def _convert_row(psum, r, lin_a, lin_b, thr, lut_base, lut_t1, lut_t2, lut_ok, c
                 v[c] = (lut_base[i, b] + (u >= lut_t1[i, b]) + (u >= lut_t2[i, b])) \
                     * recon_step[c]
                 continue
-            k = np.floor(u + half)
-            lo = int(min(max(k, 0.0), top))
-            while lo < top and thr[i, lo] <= u:
-                lo += 1
-            while lo > 0 and thr[i, lo - 1] > u:
-                lo -= 1
-            v[c] = lo * recon_step[c]
+            v[c] = _count_le(u, thr, i, top, half) * recon_step[c]
     elif has_noise:
         for c in range(n_cols):
             q = np.floor(psum[r, c] * lin_a[c] + lin_b[c] + noise[r, c] + half)
@@ -431,13 +420,7 @@ def _convert_runs(psum, r, lin_a, lin_b, thr, lut_base, lut_t1, lut_t2, starts, 
             u = psum[r, c] * lin_a[c] + lin_b[c]
             if has_noise:
                 u += noise[r, c]
-            k = np.floor(u + half)
-            lo = int(min(max(k, 0.0), top))
-            while lo < top and thr[i, lo] <= u:
-                lo += 1
-            while lo > 0 and thr[i, lo - 1] > u:
-                lo -= 1
-            v[c] = lo * recon_step[c]
+            v[c] = _count_le(u, thr, i, top, half) * recon_step[c]
 
 
 @jit
