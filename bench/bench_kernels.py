@@ -154,23 +154,30 @@ def resnet18_image(arch, rng) -> tuple[float, int]:
     return total, cell_macs
 
 
-def curves_cpu(batch: int, repeat: int) -> None:
-    """Best CPU seconds (this process) and cell-MAC rates of the 512x512 layer: variation and
-    an ideal ADC, then mismatched ADC curves column by column (the reference), by instance
-    runs through the tables, and by the vectorized SAR walk (the default; the same bits),
-    beside the one-thread fp32 GEMM rate by CPU time measured in the same run."""
+def _layer_setup(batch: int, repeat: int, weight_bits: int):
+    """The one-thread fp32 GEMM rate by CPU time (measured now), and the 512x512 layer's
+    weights and ``batch`` 16-bit inputs (seed 0); prints the header line."""
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1, user_api="blas"):  # CPU seconds, as the layer's
         fp32 = gemm_rates(repeat, int8=False, clock=time.process_time)["numpy fp32 sgemm"]
     rng = np.random.default_rng(0)
-    _, var, curves = archs()
-    lo = -(2 ** (var.weights.bits - 1)) + 1
+    lo = -(2 ** (weight_bits - 1)) + 1
     w = rng.integers(lo, -lo, size=(512, 512))
     x = rng.integers(-(2**15), 2**15, size=(batch, 512))
     print(f"512x512, batch {batch}, CPU seconds (best of {repeat}), worker threads "
           f"{__import__('sim.macros.crossbar', fromlist=['threads']).threads()}; one-thread "
           f"fp32 sgemm {fp32 / 1e9:.2f} G MAC/s by CPU time:")
+    return fp32, w, x
+
+
+def curves_cpu(batch: int, repeat: int) -> None:
+    """Best CPU seconds (this process) and cell-MAC rates of the 512x512 layer: variation and
+    an ideal ADC, then mismatched ADC curves column by column (the reference), by instance
+    runs through the tables, and by the vectorized SAR walk (the default; the same bits),
+    beside the one-thread fp32 GEMM rate by CPU time measured in the same run."""
+    _, var, curves = archs()
+    fp32, w, x = _layer_setup(batch, repeat, var.weights.bits)
     outs = []
     for arch, by_runs, walk, label in ((var, True, True, "variation + ideal ADC"),
                                        (curves, False, False, "+ curves, column by column"),
@@ -196,23 +203,13 @@ def read_noise_cpu(batch: int, repeat: int) -> None:
     variation, then with read noise on top (``variation.cell.read_noise_sigma: 0.05``),
     beside the one-thread fp32 GEMM rate by CPU time measured in the same run (CPU time on
     both sides: on a loaded machine wall time counts the other processes' turns)."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1, user_api="blas"):  # CPU seconds, as the layer's
-        fp32 = gemm_rates(repeat, int8=False, clock=time.process_time)["numpy fp32 sgemm"]
-    rng = np.random.default_rng(0)
     _, var, _ = archs()
     base = read_yaml(ROOT / "arch_configs" / "isaac_32nm.yaml")
     clip = {**base["crossbar"], "adc": {**base["crossbar"]["adc"], "clip": True}}
     cell = {"distribution": "lognormal", "sigma": 0.05, "read_noise_sigma": 0.05}
     noisy = arch_from_dict(dict(base, crossbar=clip, variation={"seed": 1, "cell": cell}),
                            "isaac variation + read noise")
-    lo = -(2 ** (var.weights.bits - 1)) + 1
-    w = rng.integers(lo, -lo, size=(512, 512))
-    x = rng.integers(-(2**15), 2**15, size=(batch, 512))
-    print(f"512x512, batch {batch}, CPU seconds (best of {repeat}), worker threads "
-          f"{__import__('sim.macros.crossbar', fromlist=['threads']).threads()}; one-thread "
-          f"fp32 sgemm {fp32 / 1e9:.2f} G MAC/s by CPU time:")
+    fp32, w, x = _layer_setup(batch, repeat, var.weights.bits)
     for arch in (var, noisy):
         layer = CrossbarLayer(arch, w, seed=1, backend=BACKEND)
         cell_macs = layer.matmul(x[:1])[1].cell_macs * batch
