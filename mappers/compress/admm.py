@@ -46,7 +46,15 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from mappers.compress.projections import Projection, Unify, compose, pattern_library
+from mappers.compress.projections import (
+    Projection,
+    Structured,
+    Unify,
+    compose,
+    coupled_keep,
+    keep_count,
+    pattern_library,
+)
 from mappers.compress.spec import CompressionSpec, LayerSpec, layer_kinds
 from sim.config.loader import read_yaml
 from sim.errors import InvariantError, UserError
@@ -114,12 +122,64 @@ class Compressor:
                                                                         tuple(self.library)))))
         #: Per target, per piece, the frozen projections (set by :meth:`freeze`).
         self.frozen: dict[str, list[list[Projection]]] | None = None
+        #: ``structured.channels_with`` couplings: (producer, its consumers, channels kept).
+        self.couplings: list[tuple[Target, list[Target], int]] = []
+        by_layer = {t.layer: t for t in self.targets}
+        consumers: dict[str, list[Target]] = {}
+        for ls in spec.layers:
+            p = ls.methods.get("structured")
+            if p and p.get("channels_with") is not None:
+                consumers.setdefault(p["channels_with"], []).append(by_layer[ls.name])
+        for name, cons in consumers.items():
+            prod = by_layer[name]
+            rate = next(ls for ls in spec.layers if ls.name == name).methods["structured"]["rate"]
+            self.couplings.append((prod, cons, keep_count(prod.param.shape[0], rate)))
+
+    def _fixed(self, values: dict[str, torch.Tensor]) -> dict[str, dict[str, tuple[int, ...]]]:
+        """The coupled kept sets on ``values`` (weights by target key), per target."""
+        fixed: dict[str, dict[str, tuple[int, ...]]] = {}
+        for prod, cons, k in self.couplings:
+            kept = coupled_keep(values[prod.key].detach(),
+                                [values[c.key].detach() for c in cons], k)
+            fixed.setdefault(prod.key, {})["filters"] = kept
+            for c in cons:
+                fixed.setdefault(c.key, {})["channels"] = kept
+        return fixed
+
+    @staticmethod
+    def _chain(t: Target, fixed: dict[str, dict[str, tuple[int, ...]]]) -> list[Projection]:
+        sets = fixed.get(t.key)
+        if not sets:
+            return t.projections
+        return [replace(p, **sets) if isinstance(p, Structured) else p for p in t.projections]
 
     def project(self, t: Target, w: torch.Tensor, frozen: bool = False) -> torch.Tensor:
-        """The composed projection ``P_t(w)`` (with the frozen choices if ``frozen``)."""
+        """The composed projection ``P_t(w)`` (with the frozen choices if ``frozen``).
+
+        A coupled target (``channels_with``) takes its coupled set from ``w`` and the other
+        targets' current weights; :meth:`project_all` projects several targets at once.
+        """
+        if frozen or not self.couplings:
+            return self._project(t, w, None if frozen else t.projections)
+        values = {u.key: u.param for u in self.targets}
+        values[t.key] = w
+        return self._project(t, w, self._chain(t, self._fixed(values)))
+
+    def project_all(self, values: dict[str, torch.Tensor], frozen: bool = False
+                    ) -> dict[str, torch.Tensor]:
+        """:meth:`project` of every target, ``values`` by target key, couplings chosen on
+        ``values`` together."""
+        if frozen:
+            return {t.key: self._project(t, values[t.key], None) for t in self.targets}
+        fixed = self._fixed(values)
+        return {t.key: self._project(t, values[t.key], self._chain(t, fixed))
+                for t in self.targets}
+
+    def _project(self, t: Target, w: torch.Tensor, chain: list[Projection] | None
+                 ) -> torch.Tensor:
         out = []
         for i, piece in enumerate(t.pieces(w.detach())):
-            for p in (self.frozen[t.key][i] if frozen else t.projections):
+            for p in (self.frozen[t.key][i] if chain is None else chain):
                 piece = p.project(piece)
             out.append(piece)
         return torch.cat(out, dim=0)
@@ -142,11 +202,12 @@ class Compressor:
     def freeze(self) -> None:
         """Fix every projection's discrete choices on the current weights."""
         self.frozen = {}
+        fixed = self._fixed({t.key: t.param for t in self.targets})
         for t in self.targets:
             per_piece = []
             for piece in t.pieces(t.param.detach()):
                 chain = []
-                for p in t.projections:
+                for p in self._chain(t, fixed):
                     f = p.freeze(piece)
                     chain.append(f)
                     piece = f.project(piece)
@@ -157,8 +218,15 @@ class Compressor:
         """The frozen choices as plain lists (for checkpoints)."""
         if self.frozen is None:
             return None
-        return {key: [[list(p.assignment) if isinstance(p, Unify) and p.assignment is not None
-                       else None for p in chain] for chain in chains]
+        def choice(p):
+            if isinstance(p, Unify) and p.assignment is not None:
+                return list(p.assignment)
+            if isinstance(p, Structured) and (p.filters, p.channels) != (None, None):
+                return {"filters": p.filters and list(p.filters),
+                        "channels": p.channels and list(p.channels)}
+            return None
+
+        return {key: [[choice(p) for p in chain] for chain in chains]
                 for key, chains in self.frozen.items()}
 
     def load_frozen_state(self, state: dict | None) -> None:
@@ -169,14 +237,25 @@ class Compressor:
         self.frozen = {}
         for t in self.targets:
             self.frozen[t.key] = [
-                [replace(p, assignment=tuple(a)) if a is not None else p
+                [p if a is None else replace(p, assignment=tuple(a)) if isinstance(a, list)
+                 else replace(p, **{k: v if v is None else tuple(v) for k, v in a.items()})
                  for p, a in zip(t.projections, chain, strict=True)]
                 for chain in state[t.key]]
 
     def check(self, t: Target, w: torch.Tensor) -> dict[str, bool]:
         """Each method's constraint on every piece of ``w``."""
-        return {p.method: all(p.satisfied(piece) for piece in t.pieces(w.detach()))
-                for p in t.projections}
+        out = {p.method: all(p.satisfied(piece) for piece in t.pieces(w.detach()))
+               for p in t.projections}
+        for prod, cons, k in self.couplings:  # kept filters and kept channels are one set
+            if t is prod or t in cons:
+                live = set()
+                for u in (prod, *cons):
+                    v = (w if u is t else u.param).detach()
+                    keep_dim = 0 if u is prod else 1  # a filter of prod, a channel of cons
+                    dims = [d for d in range(v.dim()) if d != keep_dim]
+                    live |= set(torch.nonzero(v.ne(0).any(dim=tuple(dims))).flatten().tolist())
+                out["channels_with"] = out.get("channels_with", True) and len(live) <= k
+        return out
 
     def report(self) -> dict[str, Any]:
         """Achieved figures per compressed weight (for the manifest)."""
@@ -247,7 +326,7 @@ def fit(model: nn.Module, spec: CompressionSpec, data: dict[str, torch.Tensor], 
         model.to(device)
         baseline = evaluate(model, data["x_test"], data["y_test"], device=device)
         comp = Compressor(model, spec)
-        z = {t.key: comp.project(t, t.param) for t in comp.targets}
+        z = comp.project_all({t.key: t.param for t in comp.targets})
         u = {t.key: torch.zeros_like(t.param.detach()) for t in comp.targets}
         rho = spec.admm.rho
         mask: dict[str, torch.Tensor] | None = None
@@ -307,10 +386,10 @@ def fit(model: nn.Module, spec: CompressionSpec, data: dict[str, torch.Tensor], 
                         scheduler.step()
                         if i + 1 in update_at:
                             with torch.no_grad():
+                                z = comp.project_all({t.key: t.param.detach() + u[t.key]
+                                                      for t in comp.targets})
                                 for t in comp.targets:
-                                    w = t.param.detach()
-                                    z[t.key] = comp.project(t, w + u[t.key])
-                                    u[t.key] = u[t.key] + w - z[t.key]
+                                    u[t.key] = u[t.key] + t.param.detach() - z[t.key]
                             rho = min(rho * spec.admm.rho_growth, spec.admm.rho_max)
                     else:
                         latent = {t.key: t.param.detach().clone() for t in comp.targets}

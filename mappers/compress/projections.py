@@ -107,40 +107,86 @@ class Structured(Projection):
     ``axis: both`` keeps ``ceil(filters / rate)`` filters, then, of what they hold,
     ``ceil(channels / rate)`` channels (a kept block of whole rows and whole columns: the
     packed mapping then maps ``rate**2`` times fewer cells; nearest per step, not jointly).
+
+    ``filters`` / ``channels``: kept sets fixed from outside (a coupling between a layer's
+    filters and the next layer's channels, chosen jointly by
+    :func:`coupled_keep`); they are applied first, then the free axes of ``axis`` keep their
+    largest groups among what is left.
     """
 
     rate: float
     axis: str = "filter"
+    filters: tuple[int, ...] | None = None
+    channels: tuple[int, ...] | None = None
     method = "structured"
 
-    def _groups(self, w):
+    def _groups(self, w, axis=None):
         sq = w.pow(2)
-        if self.axis == "filter":
+        if (axis or self.axis) == "filter":
             return matrix(sq).sum(1)
         return sq.sum(dim=[d for d in range(w.dim()) if d != 1])
 
-    def _expand(self, keep, w):
+    @staticmethod
+    def _expand(keep, w, axis):
         shape = [1] * w.dim()
-        shape[0 if self.axis == "filter" else 1] = -1
+        shape[0 if axis == "filter" else 1] = -1
         return keep.reshape(shape).expand_as(w)
 
-    def _axes(self):
-        if self.axis == "both":
-            return (Structured(self.rate, "filter"), Structured(self.rate, "channel"))
-        return None
+    def _free_axes(self):
+        axes = ("filter", "channel") if self.axis == "both" else (self.axis,)
+        fixed = {"filter": self.filters, "channel": self.channels}
+        return [a for a in axes if fixed[a] is None]
+
+    def _fixed(self):
+        return [(a, s) for a, s in (("filter", self.filters), ("channel", self.channels))
+                if s is not None]
 
     def project(self, w):  # noqa: D102
-        if (axes := self._axes()) is not None:
-            return axes[1].project(axes[0].project(w))
-        scores = self._groups(w)
-        keep = self._expand(top_mask(scores, keep_count(scores.numel(), self.rate)), w)
-        return torch.where(keep, w, torch.zeros_like(w))
+        for axis, kept in self._fixed():
+            n = w.shape[0 if axis == "filter" else 1]
+            keep = torch.zeros(n, dtype=torch.bool)
+            keep[list(kept)] = True
+            w = torch.where(self._expand(keep, w, axis), w, torch.zeros_like(w))
+        for axis in self._free_axes():
+            scores = self._groups(w, axis)
+            keep = top_mask(scores, keep_count(scores.numel(), self.rate))
+            w = torch.where(self._expand(keep, w, axis), w, torch.zeros_like(w))
+        return w
 
     def satisfied(self, w):  # noqa: D102
-        if (axes := self._axes()) is not None:
-            return all(a.satisfied(w) for a in axes)
-        nonzero = (self._groups(w) > 0)
-        return int(nonzero.sum()) <= keep_count(nonzero.numel(), self.rate)
+        axes = ("filter", "channel") if self.axis == "both" else (self.axis,)
+        fixed = dict(self._fixed())
+        for axis in set(axes) | set(fixed):
+            nonzero = self._groups(w, axis) > 0
+            if int(nonzero.sum()) > keep_count(nonzero.numel(), self.rate) and axis in axes:
+                return False
+            if axis in fixed and not set(torch.nonzero(nonzero).flatten().tolist()) <= set(
+                    fixed[axis]):
+                return False
+        return True
+
+    def stats(self, w):  # noqa: D102
+        out = {}
+        for axis in ("filter", "channel"):
+            out[f"kept_{axis}s"] = int((self._groups(w, axis) > 0).sum())
+        return out
+
+
+def coupled_keep(producer: torch.Tensor, consumers: list[torch.Tensor], k: int
+                 ) -> tuple[int, ...]:
+    """The ``k`` channels kept jointly as the producer's filters and the consumers' channels.
+
+    The producer's filter ``c`` feeds channel ``c`` of each consumer (the next convolution
+    or Linear), so pruning one without the other wastes cells: a kept channel whose filter is
+    pruned reads a constant map, a kept filter whose channel is pruned is computed for
+    nothing. Removing channel ``c`` from all of them costs ``||P[c]||^2 + sum ||C[:, c]||^2``,
+    so keeping the ``k`` largest sums is the exactly nearest point of the coupled constraint
+    alone (ties to the lower index).
+    """
+    score = matrix(producer.pow(2)).sum(1).double()
+    for c in consumers:
+        score = score + c.pow(2).sum(dim=[d for d in range(c.dim()) if d != 1]).double()
+    return tuple(sorted(torch.nonzero(top_mask(score, k)).flatten().tolist()))
 
 
 @dataclass(frozen=True)

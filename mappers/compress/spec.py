@@ -41,6 +41,7 @@ from mappers.compress.projections import (
     Structured,
     Unify,
     Unstructured,
+    keep_count,
 )
 from sim.config.loader import read_yaml
 from sim.config.validate import Problems, Section
@@ -103,7 +104,7 @@ class CompressionSpec:
             if method == "unstructured":
                 out.append(Unstructured(p["rate"]))
             elif method == "structured":
-                out.append(Structured(p["rate"], p["axis"]))
+                out.append(Structured(p["rate"], p["axis"]))  # channels_with: Compressor
             elif method == "pattern":
                 out.append(Pattern(tuple(library)))
             elif method == "connectivity":
@@ -202,6 +203,7 @@ def parse_compression(data: object, model: nn.Module, *, source: Path | None = N
         if methods:
             layers.append(LayerSpec(name=lname, kind=kind, methods=methods))
     layers_section.finish()
+    _check_couplings(layers, kinds, problems)
     if "layers" in top.data and not layers and not problems:
         problems.add("layers", "names no layer to compress")
     top.finish()
@@ -210,6 +212,59 @@ def parse_compression(data: object, model: nn.Module, *, source: Path | None = N
                            finetune_epochs=finetune_epochs, train=train, layers=tuple(layers),
                            source=source.absolute() if source is not None else None,
                            raw=data if isinstance(data, dict) else {})
+
+
+def _check_couplings(layers: list[LayerSpec], kinds: dict, problems: Problems) -> None:
+    """``structured.channels_with``: the named layer's filters feed this layer's channels.
+
+    Both layers prune structurally, the producer its filters (``axis: filter|both``), this
+    layer its channels (``axis: channel|both``), and both keep the same number of them.
+    """
+    by_name = {ls.name: ls for ls in layers}
+    for ls in layers:
+        p = ls.methods.get("structured")
+        if not p or p.get("channels_with") is None:
+            continue
+        path = f"layers.{ls.name}.structured.channels_with"
+        name = p["channels_with"]
+        module = kinds[ls.name][1]
+        prod = by_name.get(name)
+        pp = prod.methods.get("structured") if prod is not None else None
+        if name == ls.name:
+            problems.add(path, "a layer cannot take its channels from its own filters")
+            continue
+        if ls.kind not in ("conv", "linear"):
+            problems.add(path, f"couples conv and linear layers only, this is a {ls.kind}")
+            continue
+        if pp is None:
+            problems.add(path, f"{name!r} must be a layer of this file with `structured` "
+                               f"pruning (its kept filters become this layer's kept channels)")
+            continue
+        if prod.kind not in ("conv", "linear"):
+            problems.add(path, f"couples conv and linear layers only, {name!r} is a {prod.kind}")
+            continue
+        if p["axis"] == "filter":
+            problems.add(f"layers.{ls.name}.structured.axis",
+                         "must be `channel` or `both` with channels_with (the coupling "
+                         "chooses channels)")
+        if pp["axis"] == "channel":
+            problems.add(f"layers.{name}.structured.axis",
+                         f"must be `filter` or `both`: {ls.name} takes its channels from "
+                         f"this layer's filters")
+        if pp.get("channels_with") is not None and by_name.get(pp["channels_with"]) is ls:
+            problems.add(path, f"{name!r} and {ls.name!r} take their channels from each other")
+        out = kinds[name][1]
+        n_out = out.out_channels if prod.kind == "conv" else out.out_features
+        n_in = module.in_channels if ls.kind == "conv" else module.in_features
+        if n_out != n_in:
+            problems.add(path, f"{name!r} has {n_out} filters but {ls.name} has {n_in} input "
+                               f"channels: they must be the same channels")
+            continue
+        k_out, k_in = keep_count(n_out, pp["rate"]), keep_count(n_in, p["rate"])
+        if k_out != k_in:
+            problems.add(path, f"{name!r} keeps {k_out} of its {n_out} filters (rate "
+                               f"{pp['rate']}) but this layer keeps {k_in} of its {n_in} "
+                               f"channels (rate {p['rate']}): the counts must be equal")
 
 
 def _positive(section: Section, key: str, default: float) -> float:
@@ -254,6 +309,7 @@ def _layer_methods(section: Section, kind: str, module: nn.Module, problems: Pro
             p["rate"] = s.get("rate", float, lo=1.0)
         if method == "structured":
             p["axis"] = s.get("axis", str, "filter", choices=("filter", "channel", "both"))
+            p["channels_with"] = s.get("channels_with", str, None)
         if method == "pattern" and tuple(module.kernel_size) != (3, 3):
             problems.add(path, f"PatDNN patterns need 3x3 kernels, this layer has "
                                f"{module.kernel_size[0]}x{module.kernel_size[1]}")
