@@ -119,19 +119,15 @@ def pooled_accuracy(chips: list[dict[str, Any]], samples: int) -> dict[str, Any]
     fl = np.array([c["float_accuracy"] for c in chips], dtype=float)
     images = samples * len(chips)
     observed = float(hw.var(ddof=1)) if len(hw) > 1 else math.nan
-    sampling = float(np.mean(hw * (1 - hw) / samples)) if len(hw) else math.nan
+    sampling = float(np.mean(hw * (1 - hw))) / samples
     return {"images": images,
-            "hardware_accuracy": float(np.rint(hw * samples).sum() / images) if images
-            else math.nan,
-            "float_accuracy": float(np.rint(fl * samples).sum() / images) if images
-            else math.nan,
-            "observed_std": math.sqrt(observed) if not math.isnan(observed) else math.nan,
-            "sampling_std": math.sqrt(sampling) if not math.isnan(sampling) else math.nan,
-            "chip_std": math.sqrt(max(0.0, observed - sampling))
-            if not math.isnan(observed) else math.nan}
+            "hardware_accuracy": float(np.rint(hw * samples).sum()) / images,
+            "float_accuracy": float(np.rint(fl * samples).sum()) / images,
+            "observed_std": math.sqrt(observed), "sampling_std": math.sqrt(sampling),
+            "chip_std": math.sqrt(max(0.0, observed - sampling)) if len(hw) > 1 else math.nan}
 
 
-def test_split_size(workload_path: Path, data_dir: str | None) -> int:
+def size_of_test_split(workload_path: Path, data_dir: str | None) -> int:
     """How many samples the workload's test split holds (loading it: a missing data set is
     found here, once, with its own message)."""
     return len(load_workload(workload_path).load_data("test", data_dir)[1])
@@ -175,7 +171,7 @@ def run_montecarlo(arch_path: Path, workload_path: Path, *, chips: int, samples:
     data_dir = None if data_dir is None else str(Path(data_dir).resolve())
     split = None
     if disjoint_samples:
-        split = test_split_size(Path(workload_path), data_dir)
+        split = size_of_test_split(Path(workload_path), data_dir)
         samples = disjoint_slices(chips, samples, split)
     params = [Parameter(name="variation.seed", paths=("variation.seed",),
                         values=tuple(base_seed + i for i in range(chips)))]
