@@ -89,7 +89,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     result = simulate(arch, workload, samples=args.samples, seed=args.seed,
                       data_dir=args.data_dir, batch_size=args.batch_size, out_dir=out,
                       progress=not args.quiet, pipelined=not args.layer_by_layer,
-                      trace_layer=args.trace, allow_float_products=args.allow_float_products)
+                      trace_layer=args.trace, allow_float_products=args.allow_float_products,
+                      first_sample=args.first_sample)
     # Files first, printout last: a closed stdout (`| head`) must not lose the result.
     wrote = [save(result, out)]
     if args.report:
@@ -149,7 +150,8 @@ def _cmd_montecarlo(args: argparse.Namespace) -> int:
                             batch_size=args.batch_size, data_dir=args.data_dir, out_dir=out,
                             workers=args.workers, scheduler=args.scheduler,
                             confidence=args.confidence, progress=not args.quiet,
-                            command=" ".join(sys.argv), fixed=parse_set(args.set))
+                            command=" ".join(sys.argv), fixed=parse_set(args.set),
+                            disjoint_samples=args.disjoint_samples)
     return _emit(f"{format_montecarlo(report)}\n\nwrote {out / 'montecarlo.json'}",
                  [out / "montecarlo.json"])
 
@@ -291,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--samples", type=_whole(1), default=None,
                    help="test samples, at least 1 (default: all; more than the test split "
                         "uses the whole split and says so)")
+    r.add_argument("--first-sample", type=_whole(0), default=0,
+                   help="index of the first test sample (default 0): the run uses samples "
+                        "FIRST .. FIRST + SAMPLES - 1, e.g. one Monte Carlo chip's slice")
     r.add_argument("--seed", type=_whole(0, SEED_MAX), default=0,
                    help="seed of every random draw, 0..2^32-1")
     r.add_argument("--out", default=None,
@@ -318,7 +323,13 @@ def build_parser() -> argparse.ArgumentParser:
     mc.add_argument("--chips", type=_whole(2), default=10,
                     help="chips to simulate, at least 2 (default 10)")
     mc.add_argument("--samples", type=_whole(1), default=None,
-                    help="test samples per chip, at least 1 (default: all)")
+                    help="test samples per chip, at least 1 (default: all; with "
+                         "--disjoint-samples, the test split divided by --chips)")
+    mc.add_argument("--disjoint-samples", action="store_true",
+                    help="chip i (in seed order) runs on its own test samples i*SAMPLES .. "
+                         "(i+1)*SAMPLES-1 instead of every chip on the first SAMPLES: N chips "
+                         "cover N x SAMPLES images; every --vary level uses the same slice "
+                         "per chip (paired)")
     mc.add_argument("--seed", type=_whole(0, SEED_MAX), default=0,
                     help="run seed, the same on every chip, 0..2^32-1")
     mc.add_argument("--base-seed", type=_whole(0, SEED_MAX), default=0,

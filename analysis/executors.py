@@ -64,7 +64,8 @@ def evaluate_point(task: Task) -> Outcome:
         else:
             result = simulate(arch, task["workload"], samples=task["samples"],
                               seed=task["seed"], data_dir=task["data_dir"],
-                              batch_size=task["batch_size"], progress=False)
+                              batch_size=task["batch_size"], progress=False,
+                              first_sample=task.get("first_sample", 0))
     except (ConfigError, MappingError) as err:
         out.update(status="invalid", reason=str(err))
     except UserError as err:  # missing data or checkpoint: the same for every point

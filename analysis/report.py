@@ -580,8 +580,17 @@ def _variation(mc: Mapping[str, Any], result: Mapping[str, Any]) -> Section:
     samples = mc.get("samples")
     text = (f"{mc.get('chips', DASH)} chips per level, each a different seed from base seed "
             f"{mc.get('base_seed', DASH)}, "
-            f"{'the whole test split' if samples is None else f'{samples} test samples'} each; "
+            f"{'the whole test split' if samples is None else f'{samples} test samples'} each"
+            f"{' (its own slice of the test split)' if mc.get('disjoint_samples') else ''}; "
             f"intervals are {conf:.0f} % confidence intervals of the mean over chips.")
+    for lv in mc["levels"] if mc.get("disjoint_samples") else ():
+        p = lv.get("pooled") or {}
+        if p:
+            text += (f" {lv['label']}: {_num(100 * p['hardware_accuracy'])} % hardware, "
+                     f"{_num(100 * p['float_accuracy'])} % float over all {p['images']:,} "
+                     f"images; chip-to-chip std {_num(100 * p['chip_std'])} points (observed "
+                     f"{_num(100 * p['observed_std'])}, of which sampling alone "
+                     f"{_num(100 * p['sampling_std'])}).")
     if not (_same(mc, result, "arch") and _same(mc, result, "workload")):
         text += (f" Note: this Monte Carlo run is {mc.get('workload')} on {mc.get('arch')}, "
                  f"not the result's {result['workload']} on {result['arch']}.")

@@ -92,6 +92,9 @@ class Result:
     energy_total_pj: float
     energy_per_inference_nj: float
     wall_time_s: float
+    #: Index of the first test sample simulated: samples ``[first_sample, first_sample +
+    #: samples)`` of the test split (a Monte Carlo chip's own slice; 0 for a plain run).
+    first_sample: int = 0
     latency_per_inference_s: float = 0.0
     inferences_per_s: float = 0.0
     pipelined: bool = True
@@ -172,7 +175,7 @@ class LoadedWorkload:
 
 
 def _config_key(arch: Arch, workload: Workload, samples: int, seed: int,
-                batch_size: int) -> str:
+                batch_size: int, first_sample: int = 0) -> str:
     h = hashlib.sha256()
     h.update(json.dumps(to_plain(arch), sort_keys=True, default=str).encode())
     if workload.source is not None:
@@ -185,12 +188,23 @@ def _config_key(arch: Arch, workload: Workload, samples: int, seed: int,
     # PROGRESS_FORMAT: a saved state of another format (e.g. without per-step activity)
     # is not resumed.
     h.update(f"{samples}|{seed}|{batch_size}|{sim.__version__}|{PROGRESS_FORMAT}".encode())
+    if first_sample:  # only then: the saved states of runs from sample 0 keep their keys
+        h.update(f"|from {first_sample}".encode())
     return h.hexdigest()
+
+
+def _test_window(total: int, samples: int | None, first_sample: int = 0) -> slice:
+    """Which of a test split's ``total`` samples a run uses: ``samples`` of them (all when
+    ``None``) from index ``first_sample`` on, cut at the end of the split. The one place
+    test samples are selected (files and a :class:`LoadedWorkload` alike)."""
+    start = min(int(first_sample), total)
+    stop = total if samples is None else min(start + int(samples), total)
+    return slice(start, stop)
 
 
 @functools.lru_cache(maxsize=4)
 def _cached_data(workload_path: Path, mtime: float, data_dir: str | None, samples: int | None,
-                 calibration: int):
+                 calibration: int, first_sample: int = 0):
     """Test samples and calibration samples of a workload, kept per process.
 
     A sweep evaluates many design points of the same workload in one worker process; loading
@@ -200,8 +214,8 @@ def _cached_data(workload_path: Path, mtime: float, data_dir: str | None, sample
     workload = load_workload(workload_path)
     x_test, y_test = workload.load_data("test", data_dir)
     x_train, _ = workload.load_data("train", data_dir)
-    n = len(y_test) if samples is None else min(int(samples), len(y_test))
-    return x_test[:n].clone(), y_test[:n].clone(), x_train[:calibration].clone()
+    window = _test_window(len(y_test), samples, first_sample)
+    return x_test[window].clone(), y_test[window].clone(), x_train[:calibration].clone()
 
 
 def _atomic_json(path: Path, obj: Any) -> None:
@@ -209,17 +223,19 @@ def _atomic_json(path: Path, obj: Any) -> None:
 
 
 def _prepare(workload_path: Path | LoadedWorkload, samples: int | None,
-             data_dir: str | Path | None):
-    """The workload, its model, test and calibration samples (cached) and its recipe."""
+             data_dir: str | Path | None, first_sample: int = 0):
+    """The workload, its model, test samples (``samples`` from ``first_sample`` on, see
+    :func:`_test_window`), calibration samples (cached) and its recipe."""
     if isinstance(workload_path, LoadedWorkload):
         w = workload_path
-        n = len(w.test_labels) if samples is None else min(int(samples), len(w.test_labels))
-        return (w, w.model, w.test_inputs[:n], w.test_labels[:n], w.calibration,
+        window = _test_window(len(w.test_labels), samples, first_sample)
+        return (w, w.model, w.test_inputs[window], w.test_labels[window], w.calibration,
                 _recipe(w.bits, w.mapping))
     workload = load_workload(workload_path)
     x_test, y_test, calib = _cached_data(
         workload_path.resolve(), workload_path.stat().st_mtime,
-        None if data_dir is None else str(data_dir), samples, workload.calibration_samples)
+        None if data_dir is None else str(data_dir), samples, workload.calibration_samples,
+        first_sample)
     recipe = _recipe(workload.bits, workload.mapping)
     return workload, workload.load_model(), x_test, y_test, calib, recipe
 
@@ -236,12 +252,14 @@ def simulate(arch_path: str | Path | Arch, workload_path: str | Path | LoadedWor
              seed: int = 0, data_dir: str | Path | None = None, batch_size: int = 50,
              out_dir: str | Path | None = None, progress: bool = True,
              pipelined: bool = True, trace_layer: str | None = None,
-             allow_float_products: bool = False) -> Result:
+             allow_float_products: bool = False, first_sample: int = 0) -> Result:
     """Run ``workload_path`` on ``arch_path`` bit-true over ``samples`` test samples.
 
     ``arch_path`` is an arch YAML or an already loaded :class:`~sim.config.Arch` (a sweep
     point). ``seed`` fixes every random draw (static variation, ADC curves, noise); ``samples=None``
-    uses the whole test split. With ``out_dir`` the run is resumable (see module docstring).
+    uses the whole test split; ``first_sample`` skips that many test samples first (the run
+    uses samples ``[first_sample, first_sample + samples)``, as a Monte Carlo chip on its own
+    slice does). With ``out_dir`` the run is resumable (see module docstring).
     ``trace_layer`` names a mapped layer whose per-cycle trace for the first test sample is
     written to ``out_dir/trace_<layer>.csv``. ``workload_path`` may be a
     :class:`LoadedWorkload` (then ``data_dir`` is unused and ``out_dir`` must be ``None``).
@@ -249,7 +267,7 @@ def simulate(arch_path: str | Path | Arch, workload_path: str | Path | LoadedWor
     (the result lists them and says its energy is incomplete); without it they are refused.
     """
     start = time.perf_counter()
-    _check_run_arguments(samples, batch_size, seed)
+    _check_run_arguments(samples, batch_size, seed, first_sample)
     workload_path = _workload_arg(workload_path, out_dir)
     if out_dir is not None:  # before any work: an unwritable folder is found at once
         ensure_writable_dir(out_dir)
@@ -260,12 +278,17 @@ def simulate(arch_path: str | Path | Arch, workload_path: str | Path | LoadedWor
     else:
         arch_path = Path(arch_path)
         arch = load_arch(arch_path)
-    workload, model, x_test, y_test, calib, recipe = _prepare(workload_path, samples, data_dir)
+    workload, model, x_test, y_test, calib, recipe = _prepare(workload_path, samples, data_dir,
+                                                              first_sample)
     n = len(y_test)
+    dataset = getattr(workload, "dataset", "workload")
+    if not n:
+        raise UserError(f"first sample {first_sample} is past the end of the {dataset} test "
+                        "split")
     clamped = samples is not None and samples > n
     if clamped:
-        log.warning("--samples %d: the %s test split has %d samples; using all %d", samples,
-                    workload.dataset, n, n)
+        log.warning("--samples %d: the %s test split has %d samples%s; using all %d", samples,
+                    dataset, n, f" from sample {first_sample} on" if first_sample else "", n)
     mapped = map_model(model, arch, recipe, calib, seed=seed,
                        allow_float_products=allow_float_products)
     # Placement (does the model fit the chip?) and the traced layer's name are checked on one
@@ -286,7 +309,7 @@ def simulate(arch_path: str | Path | Arch, workload_path: str | Path | LoadedWor
     if out_dir is not None:
         out = Path(out_dir)
         progress_file = out / "progress.json"
-        state["key"] = _config_key(arch, workload, n, seed, batch_size)
+        state["key"] = _config_key(arch, workload, n, seed, batch_size, first_sample)
         if progress_file.is_file():
             try:
                 saved = json.loads(progress_file.read_text())
@@ -330,12 +353,16 @@ def simulate(arch_path: str | Path | Arch, workload_path: str | Path | LoadedWor
                      Path(out_dir) if out_dir is not None else Path("."))
     result = _result(arch, arch_path, workload, workload_path, mapped, state, n, seed,
                      earlier + time.perf_counter() - start, timing, graph, placements)
+    result.first_sample = int(first_sample)
     if clamped:
-        result.notes.append(f"{samples} samples asked for; the test split has {n}, all used")
+        result.notes.append(f"{samples} samples asked for; the test split has {n}"
+                            f"{f' from sample {first_sample} on' if first_sample else ''}, "
+                            "all used")
     return result
 
 
-def _check_run_arguments(samples: int | None, batch_size: int, seed: int) -> None:
+def _check_run_arguments(samples: int | None, batch_size: int, seed: int,
+                         first_sample: int = 0) -> None:
     """The numeric arguments of a run, checked before anything is loaded."""
     if samples is not None and (isinstance(samples, bool) or int(samples) < 1):
         raise UserError(f"samples must be at least 1 (or None for the whole split), got "
@@ -344,6 +371,8 @@ def _check_run_arguments(samples: int | None, batch_size: int, seed: int) -> Non
         raise UserError(f"batch size must be at least 1, got {batch_size}")
     if int(seed) < 0:
         raise UserError(f"seed must not be negative, got {seed}")
+    if isinstance(first_sample, bool) or int(first_sample) < 0:
+        raise UserError(f"first sample must not be negative, got {first_sample}")
 
 
 def estimate(arch: Arch, workload_path: str | Path | LoadedWorkload, *, samples: int = 16,
@@ -809,7 +838,9 @@ def save(result: Result, out_dir: str | Path) -> Path:
 def format_result(result: Result) -> str:
     """A human-readable summary: accuracies, events per layer, energy."""
     lines = [
-        f"{result.workload} on {result.arch}: {result.samples} test samples, seed {result.seed}",
+        f"{result.workload} on {result.arch}: {result.samples} test samples"
+        f"{f' (from sample {result.first_sample})' if result.first_sample else ''}, "
+        f"seed {result.seed}",
         f"  float accuracy    {100 * result.float_accuracy:6.2f} %",
         f"  hardware accuracy {100 * result.hardware_accuracy:6.2f} %   "
         f"(same prediction as float on {100 * result.prediction_agreement:.2f} %)",

@@ -154,7 +154,8 @@ def _build_point(spec: SweepSpec, base: dict, idx: int, values: dict[str, Any], 
     # in a tenth of the time); "arch" keeps the mapping it was built from.
     task = {"key": key, "idx": idx, "arch": data, "built": arch, "label": label,
             "workload": str(spec.workload_path), "samples": spec.samples, "seed": spec.seed,
-            "data_dir": spec.data_dir, "batch_size": spec.batch_size, "mode": spec.mode}
+            "data_dir": spec.data_dir, "batch_size": spec.batch_size, "mode": spec.mode,
+            "first_sample": spec.first_sample(values)}
     return task, notes, ""
 
 
@@ -190,7 +191,10 @@ def _unique_points(spec: SweepSpec, fingerprint: str) -> tuple[list[dict], list[
     """The design points and their keys, each point once (the first occurrence)."""
     points, keys, seen = [], [], set()
     for values in spec.design_points():
-        key = point_key(fingerprint, spec.settings(values))
+        settings = spec.settings(values)
+        if spec.slice_by is not None:  # the point's own test samples are part of its identity
+            settings = {**settings, "(first test sample)": spec.first_sample(values)}
+        key = point_key(fingerprint, settings)
         if key not in seen:
             seen.add(key)
             points.append(values)

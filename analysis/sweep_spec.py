@@ -112,6 +112,27 @@ class SweepSpec:
     constraints: tuple[Constraint, ...]
     objectives: dict[str, str]
     mode: str = "bit_true"
+    #: The name of a parameter whose ``i``-th value runs on its own test samples ``[i *
+    #: samples, (i + 1) * samples)`` instead of the first ``samples`` (Monte Carlo's
+    #: ``--disjoint-samples``: chip ``i`` on slice ``i``); ``None``: every point on the same.
+    slice_by: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.slice_by is None:
+            return
+        names = {p.name: p for p in self.parameters}
+        if (self.slice_by not in names or names[self.slice_by].values is None
+                or self.samples is None or self.mode != "bit_true"):
+            raise ValueError(f"slice_by {self.slice_by!r} needs a parameter of that name with "
+                             "listed values, a sample count and the bit-true mode")
+
+    def first_sample(self, values: dict[str, Any]) -> int:
+        """The index of the first test sample point ``values`` runs on (0 unless
+        :attr:`slice_by`)."""
+        if self.slice_by is None:
+            return 0
+        p = next(p for p in self.parameters if p.name == self.slice_by)
+        return p.values.index(values[self.slice_by]) * self.samples
 
     def design_points(self) -> list[dict[str, Any]]:
         """Every point to evaluate: parameter name -> value, in a fixed order."""
@@ -143,6 +164,8 @@ class SweepSpec:
                 self.seed, self.batch_size, self.fixed, extra]
         if self.mode != "bit_true":
             blob.append(self.mode)
+        if self.slice_by is not None:  # the first sample joins each key (sweep._unique_points)
+            blob.append(["disjoint samples", self.slice_by])
         return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
 
 
