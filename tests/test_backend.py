@@ -207,9 +207,10 @@ def test_curves_converted_by_instance_runs_same_bits(make_arch, change):
     arch = _isaac_small(make_arch, **{"organization.tiles": 8, **change})
     w, x = _layer_io(seed=7, k=40, n=9, m=29, zero_fraction=0.3)
     runs = []
-    for by_runs, walk in ((False, False), (True, False), (True, True)):
+    for by_runs, walk, blocks in ((False, False, False), (True, False, False),
+                                  (True, True, False), (True, True, True)):
         layer = CrossbarLayer(arch, w, seed=4, exact_fast_path=False)
-        layer.adc_by_runs, layer.adc_walk = by_runs, walk
+        layer.adc_by_runs, layer.adc_walk, layer.adc_walk_blocks = by_runs, walk, blocks
         runs.append(layer.matmul(x, seed=2))
     assert layer.adc_thresholds.shape[0] > 0 and layer.col_inst.max() > 0
     walks = arch.crossbar.adc.bits <= adc_k.WALK_BITS
@@ -247,11 +248,46 @@ def test_curves_by_walk_same_bits_on_the_shipped_mismatch_examples():
                   if arch.inputs.signed else (0, 1 << arch.inputs.bits))
         x = rng.integers(lo, hi, size=(9, 150))
         outs = []
-        for by_runs in (False, True):
+        for by_runs, blocks in ((False, False), (True, False), (True, True)):
             layer = make_layer(arch, w, seed=5)
-            layer.adc_by_runs = by_runs
+            layer.adc_by_runs, layer.adc_walk_blocks = by_runs, blocks
             outs.append(layer.matmul(x, seed=1)[0])
         assert layer.adc_walk_tables[0].shape[0] > 0, name
-        assert outs[0].tobytes() == outs[1].tobytes(), name
+        assert outs[0].tobytes() == outs[1].tobytes() == outs[2].tobytes(), name
 
 
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.4])
+@pytest.mark.parametrize("n", [1, 5, 60])  # 8, 40 and 480 columns: 64, 12 and 1 rows a block
+def test_narrow_rows_walked_in_blocks_same_bits(noise, n):
+    """CAP-RAM's narrow packed sub-layers (a few dozen columns) walk their ADC curves over
+    blocks of whole rows (``_walk_blocks``): the bits of the row-by-row walk and of the
+    column-by-column reference, with and without comparator noise, for row widths that
+    divide the block and that do not; another call seed moves the outputs."""
+    from pathlib import Path
+
+    from sim.config.loader import arch_from_dict, read_yaml
+    from sim.macros.family import make_layer
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "cap_ram_65nm_variation.yaml"
+    raw = read_yaml(path)
+    raw["variation"]["adc"]["noise"] = f"{noise * 9.4}mV"
+    raw["crossbar"]["mac"]["ktc_noise"] = bool(noise)  # kT/C adds to the comparator noise
+    arch = arch_from_dict(raw, path.name)
+    rng = np.random.default_rng(3)
+    w = rng.integers(-127, 128, size=(50, n))
+    x = rng.integers(0, 256, size=(333, 50))
+    outs = []
+    for by_runs, blocks in ((False, False), (True, False), (True, True)):
+        layer = make_layer(arch, w, seed=5)
+        layer.adc_by_runs, layer.adc_walk_blocks = by_runs, blocks
+        outs.append(layer.matmul(x, seed=1))
+    assert 0 < layer.columns_total < adc_k.WALK_BLOCK
+    assert bool(layer.arch.variation.adc.noise_sigma_lsb) == bool(noise)
+    for out, ev in outs[1:]:
+        assert out.tobytes() == outs[0][0].tobytes()
+        assert ev == outs[0][1]
+    if noise:
+        other = make_layer(arch, w, seed=5).matmul(x, seed=2)[0]
+        assert other.tobytes() != outs[0][0].tobytes()

@@ -223,3 +223,34 @@ def test_prepared_model_quantizes_each_layer_once_per_bits_and_weights(make_arch
     assert not torch.equal(edited, first(x))
     unkept = dataclasses.replace(prepared, quantized={})  # the same weights, nothing kept
     assert torch.equal(edited, map_prepared(unkept, arch, r8, seed=1)(x))
+
+
+@pytest.mark.parametrize("signed,bits,act_bits", [(True, 16, 8), (False, 8, 8), (False, 16, 16)])
+def test_narrow_inputs_same_values_and_bits(make_arch, signed, bits, act_bits):
+    """The forward pass builds its input matrices in int16 where every value fits (zero point
+    included), int64 otherwise: the same values as the default int64 matrices, and the
+    crossbar layers (cell and ADC variation, comparator noise) give the same outputs and
+    events from either type."""
+    import numpy as np
+
+    arch = make_arch(**{"inputs.signed": signed, "inputs.bits": bits, "crossbar.adc.clip": True,
+                        "variation": {"seed": 2, "cell": {"sigma": 0.05},
+                                      "adc": {"noise_sigma_lsb": 0.3,
+                                              "cap_mismatch_sigma": 0.02}}})
+    model = _bn_model()
+    mapped = map_model(model, arch, QuantRecipe(weight_bits=8, activation_bits=act_bits),
+                       torch.randn(16, 2, 8, 8), seed=3)
+    x = torch.randn(3, 2, 8, 8)
+    hw = next(m for m in mapped.model.modules() if hasattr(m, "hw_inputs"))
+    wide, _ = hw.hw_inputs(x)
+    narrow, _ = hw.hw_inputs(x, narrow=True)
+    fits = max(abs(hw.act.lo), abs(hw.act.hi)) + abs(hw.act.zero_point) < 2**15
+    assert fits == (act_bits == 8)
+    for a, b in zip(wide, narrow, strict=True):
+        assert a.dtype == torch.int64 and b.dtype == (torch.int16 if fits else torch.int64)
+        assert torch.equal(a, b.long())
+        xb = hw.crossbar_layers[0]
+        out_a, ev_a = xb.matmul(a.numpy(), seed=4)
+        out_b, ev_b = xb.matmul(b.numpy(), seed=4)
+        assert out_a.tobytes() == out_b.tobytes() and ev_a == ev_b
+        assert np.abs(out_a).sum() > 0

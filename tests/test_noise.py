@@ -115,3 +115,31 @@ def test_read_noise_does_not_depend_on_chunking(make_arch, monkeypatch):
     # the first samples' outputs do not depend on the samples after them
     assert layer.matmul(x[:17], seed=3)[0].tobytes() == whole[:17].tobytes()
     assert not np.array_equal(layer.matmul(x, seed=4)[0], whole)
+
+
+@pytest.mark.parametrize("rows,cols,dropped", [(1000, 24, 0.0), (300, 7, 0.4), (0, 5, 0.0),
+                                               (50, 1, 1.0)])
+def test_comparator_noise_is_numpys_stream(rows, cols, dropped):
+    """The compiled comparator-noise draw is ``(sigma * rng.standard_normal((rows, cols)))
+    .astype(float32)`` bit for bit (the stream the earlier numpy code drew), keeps only the
+    rows ``row_of`` keeps, in order, and leaves the generator where numpy leaves it."""
+    sigma = 0.37
+    mine, ref = np.random.default_rng([4, 5, 6]), np.random.default_rng([4, 5, 6])
+    want = (sigma * ref.standard_normal((rows, cols))).astype(np.float32)
+    row_of = np.zeros(0, np.int32)
+    if dropped:
+        keep = np.random.default_rng(1).random(rows) >= dropped
+        row_of = np.full(rows, -1, np.int32)
+        row_of[keep] = np.arange(int(keep.sum()))
+        want = want[keep]
+    got = noise_k.comparator_noise(mine, sigma, rows, cols, row_of,
+                                   np.full((rows, cols), np.nan, np.float32))
+    assert got.dtype == np.float32 and got.shape == want.shape
+    assert got.tobytes() == want.tobytes()
+    assert mine.standard_normal() == ref.standard_normal()  # both streams at the same place
+    if rows * cols:  # another seed, other draws
+        other = noise_k.comparator_noise(np.random.default_rng([4, 5, 7]), sigma, rows, cols,
+                                         np.zeros(0, np.int32),
+                                         np.empty((rows, cols), np.float32))
+        assert other.tobytes() != (sigma * np.random.default_rng([4, 5, 6]).standard_normal(
+            (rows, cols))).astype(np.float32).tobytes()

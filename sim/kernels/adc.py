@@ -426,7 +426,7 @@ def _convert_runs(psum, r, lin_a, lin_b, thr, lut_base, lut_t1, lut_t2, starts, 
 @jit
 def adc_accumulate(psum, row_of, n_samples, active, skip, lin_a, lin_b, thr, lut, cal, col_inst,
                    codes, half, noise, recon_step, direct, units, coef, step_weight, out,
-                   by_runs, walk):
+                   by_runs, walk, blocks):
     """Convert one row group's partial sums and shift-add them into the outputs.
 
     ``psum`` (rows, C) float32 (or int32 from an integer GEMM) holds the analog partial sums
@@ -453,6 +453,9 @@ def adc_accumulate(psum, row_of, n_samples, active, skip, lin_a, lin_b, thr, lut
     (its tables per instance, :func:`walk_tables`) is not empty, else (without a calibration
     table) one run of same-instance columns at a time (:func:`_convert_runs`); all give the
     bits of the column-by-column conversion, which ``False`` keeps only to test that.
+    ``blocks``: the walk of rows narrower than :data:`WALK_BLOCK` columns runs over blocks of
+    whole rows (:func:`_walk_blocks`, same bits) where every row is computed and there is no
+    calibration table; ``False`` walks row by row (for tests).
     """
     n_steps = step_weight.shape[0]
     n_cols = psum.shape[1]
@@ -480,6 +483,12 @@ def adc_accumulate(psum, row_of, n_samples, active, skip, lin_a, lin_b, thr, lut
     x_row = np.empty(n_walk, np.uint32)
     code_row = np.empty(n_walk, np.uint32)
     near_row = np.empty(n_walk, np.bool_)
+    if blocks and walks and cal.shape[0] == 0 and row_of.shape[0] == 0 and not skip \
+            and 0 < n_cols < WALK_BLOCK:
+        _walk_blocks(psum, n_samples, lin_a, lin_b, thr, col_inst, codes, half, noise,
+                     recon_step, direct, units, coef, step_weight, out, step_col, scale_col,
+                     x_max_col, near_col)
+        return
     # Steps outer, samples inner: partial sums are read in row order (prefetch-friendly); each
     # output still adds its steps in the order p = 0, 1, ... (same bits as samples outer).
     for p in range(n_steps):
@@ -512,6 +521,95 @@ def adc_accumulate(psum, row_of, n_samples, active, skip, lin_a, lin_b, thr, lut
                     t += direct[j] * v[j]
                     j += 1
                 acc[n] += sw * t
+
+
+#: Conversions per block of :func:`_walk_blocks` (whole rows of narrow layers).
+WALK_BLOCK = 512
+
+
+@jit
+def _walk_blocks(psum, n_samples, lin_a, lin_b, thr, col_inst, codes, half, noise, recon_step,
+                 direct, units, coef, step_weight, out, step_col, scale_col, x_max_col,
+                 near_col):
+    """:func:`adc_accumulate`'s SAR-walk path for rows narrower than :data:`WALK_BLOCK`
+    columns, every row computed (no dropped rows, no skipping, no calibration table): the
+    walk runs over blocks of whole consecutive rows as one flat loop (the per-column tables
+    tiled over the block), so it vectorizes across rows where a row alone is a few vectors
+    long. Each conversion is the expression of :func:`_convert_walk` on the same values and
+    each output adds its terms in the same order: the same bits."""
+    n_cols = psum.shape[1]
+    n_out = out.shape[1]
+    per = direct.shape[0] // n_out
+    n_units = units.shape[1]
+    top = codes - 1
+    has_noise = noise.shape[0] > 0
+    rows_blk = max(1, WALK_BLOCK // n_cols)
+    nb = rows_blk * n_cols
+    a_t = np.empty(nb)
+    b_t = np.empty(nb)
+    sc_t = np.empty(nb)
+    xm_t = np.empty(nb)
+    rs_t = np.empty(nb)
+    ne_t = np.empty(nb, np.uint32)
+    st_t = np.empty((WALK_BITS, nb), np.uint32)
+    for e in range(nb):
+        c = e % n_cols
+        a_t[e] = lin_a[c]
+        b_t[e] = lin_b[c]
+        sc_t[e] = scale_col[c]
+        xm_t[e] = x_max_col[c]
+        rs_t[e] = recon_step[c]
+        ne_t[e] = near_col[c]
+        for b in range(WALK_BITS):
+            st_t[b, e] = step_col[b, c]
+    v = np.empty(nb)
+    near = np.empty(nb, np.bool_)
+    pf = np.ascontiguousarray(psum).reshape(psum.shape[0] * n_cols)
+    nf = np.ascontiguousarray(noise).reshape(noise.shape[0] * noise.shape[1])
+    mask = _U32(0xFFFFFF00)
+    for p in range(step_weight.shape[0]):
+        sw = step_weight[p]
+        for m0 in range(0, n_samples, rows_blk):
+            m1 = min(n_samples, m0 + rows_blk)
+            cnt = (m1 - m0) * n_cols
+            base = (p * n_samples + m0) * n_cols
+            n_near = 0
+            if has_noise:
+                for e in range(cnt):
+                    t = pf[base + e] * a_t[e] + b_t[e] + nf[base + e] + half
+                    k, f = _walk_one(_U32(min(max(t, 0.0), xm_t[e]) * sc_t[e]) & mask, st_t,
+                                     ne_t, e)
+                    v[e] = k * rs_t[e]
+                    near[e] = f
+                    n_near += f
+            else:
+                for e in range(cnt):
+                    t = pf[base + e] * a_t[e] + b_t[e] + half
+                    k, f = _walk_one(_U32(min(max(t, 0.0), xm_t[e]) * sc_t[e]) & mask, st_t,
+                                     ne_t, e)
+                    v[e] = k * rs_t[e]
+                    near[e] = f
+                    n_near += f
+            if n_near:
+                for e in range(cnt):
+                    if near[e]:
+                        c = e % n_cols
+                        u = pf[base + e] * a_t[e] + b_t[e]
+                        if has_noise:
+                            u += nf[base + e]
+                        v[e] = _count_le(u, thr, col_inst[c], top, half) * rs_t[e]
+            for m in range(m0, m1):
+                acc = out[m]
+                j = (m - m0) * n_cols
+                j0 = j
+                for n in range(n_out):
+                    t = 0.0
+                    for k in range(n_units):
+                        t += coef[n, k] * v[j0 + units[n, k]]
+                    for _ in range(per):
+                        t += direct[j - j0] * v[j]
+                        j += 1
+                    acc[n] += sw * t
 
 
 def combine_coefficients(col_out, col_weight, flip, ref_col, flip_top, bias_weight, n_out):

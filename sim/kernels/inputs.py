@@ -54,9 +54,16 @@ def _split_steps(x, bits, dac_bits, signed, n_steps, rows_padded, out, group_row
                     nnz[g, p, m] = c
 
 
+#: Integer input types the kernels take as they are (the values, not the type, matter); any
+#: other input is converted to int64.
+_NARROW = (np.dtype(np.int16), np.dtype(np.int32))
+
+
 def _checked(x: np.ndarray, bits: int, signed: bool, dac_bits: int) -> np.ndarray:
-    """``x`` as contiguous int64, checked to lie in the ``bits``-bit range."""
-    x = np.ascontiguousarray(x, dtype=np.int64)
+    """``x`` as contiguous int64 (int16 and int32 stay as they are: the bridge's narrow
+    im2col), checked to lie in the ``bits``-bit range."""
+    x = np.asarray(x)
+    x = np.ascontiguousarray(x, dtype=x.dtype if x.dtype in _NARROW else np.int64)
     lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
     if x.size and (x.min() < lo or x.max() > hi):
         raise ValueError(f"inputs outside the {'signed' if signed else 'unsigned'} {bits}-bit "

@@ -203,3 +203,41 @@ def add_read_noise(out: np.ndarray, src: np.ndarray, power: np.ndarray, sigma: f
                     np.uint64(key), row_of, int(n_samples), int(m0), int(n_steps), ZIG_X,
                     ZIG_RATIO, ZIG_F, ZIG_R)
     return out
+
+
+# ---------------------------------------------------------------- comparator noise
+# Comparator noise keeps numpy's stream: a ``numpy.random.Generator`` per (call, chunk, row
+# group), ``sigma x standard_normal`` in row-major order, rounded to float32. numba draws
+# from the same Generator object with NumPy's own algorithms (its bit generator's words and
+# the same ziggurat), so the values are numpy's bit for bit
+# (tests/test_noise.py::test_comparator_noise_is_numpys_stream), with no float64 array, no
+# product temporary and no float32 copy in between (about 3x cheaper per draw).
+@jit
+def _fill_comparator(rng, sigma, n_cols, row_of, out):
+    n_rows = row_of.shape[0] if row_of.shape[0] > 0 else out.shape[0]
+    for row in range(n_rows):
+        dst = row
+        if row_of.shape[0] > 0:
+            dst = row_of[row]
+        if dst < 0:  # a dropped row: its draws are made (the stream) and not kept
+            for _ in range(n_cols):
+                rng.standard_normal()
+            continue
+        for c in range(n_cols):
+            out[dst, c] = np.float32(sigma * rng.standard_normal())
+
+
+def comparator_noise(rng: np.random.Generator, sigma: float, n_rows: int, n_cols: int,
+                     row_of: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``(sigma * rng.standard_normal((n_rows, n_cols))).astype(np.float32)``, bit for bit and
+    with ``rng`` advanced alike, written into the reused buffer ``out``; when ``row_of`` (one
+    entry per row, ``-1``: dropped) is not empty, only the kept rows, at ``row_of[row]``
+    (numpy: ``noise[row_of >= 0]``). Returns the filled rows of ``out``."""
+    kept = n_rows if row_of.shape[0] == 0 else int((row_of >= 0).sum())
+    if row_of.shape[0] and row_of.shape[0] != n_rows:
+        raise ValueError("row_of must have one entry per row")
+    dst = out[:kept]
+    if n_rows:
+        _fill_comparator(rng, float(sigma), n_cols, row_of.astype(np.int64, copy=False),
+                         dst)
+    return dst

@@ -142,6 +142,9 @@ class CrossbarLayer:
     #: The vectorized path is the SAR walk of :func:`sim.kernels.adc.walk_tables` (ADCs of up
     #: to ``WALK_BITS`` bits); ``False``: the instance runs, only to test and measure.
     adc_walk = True
+    #: The walk of narrow rows runs over blocks of whole rows (:func:`sim.kernels.adc.
+    #: _walk_blocks`); ``False``: row by row, only to test that the bits are the same.
+    adc_walk_blocks = True
 
     def __init__(self, arch: Arch, weights: np.ndarray, *, seed=0, name: str = "layer",
                  backend: str | None = None, exact_fast_path: bool | None = None,
@@ -556,13 +559,14 @@ class CrossbarLayer:
             ideal[gi] = (sx @ self.levels_programmed[a:b].astype(np.float64)) / self.step[gi]
             noise = np.zeros((0, 0), np.float32)
             if noise_sigma:
-                rng = np.random.default_rng([*call_seed, 0, gi, 1])
-                noise = (noise_sigma * rng.standard_normal((n_rows, ct))).astype(np.float32)
+                noise = noise_k.comparator_noise(
+                    np.random.default_rng([*call_seed, 0, gi, 1]), noise_sigma, n_rows, ct,
+                    np.zeros(0, np.int32), np.empty((n_rows, ct), np.float32))
             adc_k.adc_accumulate(
                 psum, np.zeros(0, np.int32), n_rows, active, False, self.lin_a[gi],
                 self.lin_b[gi], self.adc_thresholds, self.adc_lut, table, self.col_inst[gi],
                 adc.codes, self.half, noise, np.ones(ct), *readout, np.ones(1), value[gi],
-                self.adc_by_runs, self._walk())
+                self.adc_by_runs, self._walk(), self.adc_walk_blocks)
         return ideal, value
 
     def column_conversions(self, x: np.ndarray, *, seed: int = 0) -> dict[str, np.ndarray]:
@@ -610,6 +614,7 @@ class CrossbarLayer:
                 x, inp.bits, arch.crossbar.dac.bits, inp.signed, self.group_rows, self.groups)
             psums = self._group_psums(x, m0, call_seed, active_all, steps)
         ev = Events()
+        noise_buf, no_rows = None, np.zeros(0, np.int32)
         # Per-step activity (sim.macros.activity): active row groups per (row tile, step, sample).
         tile_count = (np.zeros((self.row_tiles, self.steps, x.shape[0]), np.uint16)
                       if skip else None)
@@ -618,11 +623,14 @@ class CrossbarLayer:
             if psums is not None:
                 _, psum, row_of = next(psums)
                 if noise_sigma:
-                    rng = np.random.default_rng([*call_seed, m0, gi, 1])
-                    noise = (noise_sigma * rng.standard_normal((active.size, ct))).astype(
-                        np.float32)
-                    if psum.shape[0] != active.size:  # rows dropped from the GEMM
-                        noise = noise[row_of >= 0]
+                    # numpy's stream of this (call, chunk, group), drawn in compiled code
+                    # into a reused buffer; rows dropped from the GEMM are drawn, not kept.
+                    if noise_buf is None:
+                        noise_buf = np.empty((active.size, ct), np.float32)
+                    noise = noise_k.comparator_noise(
+                        np.random.default_rng([*call_seed, m0, gi, 1]), noise_sigma,
+                        active.size, ct, row_of if psum.shape[0] != active.size else no_rows,
+                        noise_buf)
                 else:
                     noise = empty_noise
                 adc_k.adc_accumulate(
@@ -630,7 +638,7 @@ class CrossbarLayer:
                     self.adc_thresholds, self.adc_lut, self.adc_table, self.col_inst[gi],
                     adc.codes, self.half,
                     noise, self.step[gi], *self.combine[gi], self.step_weight, out,
-                    self.adc_by_runs, self._walk())
+                    self.adc_by_runs, self._walk(), self.adc_walk_blocks)
             total = active.size
             done = int(active.sum()) if skip else total
             ev.adc_conversions += done * ct
