@@ -20,8 +20,11 @@
     schedule, area and the result built and stored in ``sweep.db``. The float pass, input
     extraction and histograms are taken once per workload and worker and reused
     (``analysis.run._AnalyticalWorkload``); a simpy run is reused by the points whose
-    schedule inputs are equal (``sim.engine.timing._simulate_memo``; cleared before each
-    pass). Prints (design points x mapped layers) per second
+    schedule inputs are equal (``sim.engine.timing._simulate_memo``), a mapping by the points
+    that differ only in what a mapping does not read (``_AnalyticalWorkload.mapping``: the
+    ADC, energies, components) and the placement's copies by the points with the same
+    figures (``sim.engine.placement._copies``); all three are cleared before each pass, so
+    the warm pass makes its own. Prints (design points x mapped layers) per second
     with and without the worker's one-time preparation, and a profile of the steady state.
     Target: at least 1,000 per second (CiMLoop reports up to 1,076).
 

@@ -543,7 +543,7 @@ def test_kept_mappings_give_the_results_of_fresh_ones(make_arch, monkeypatch, ma
 
 @pytest.mark.parametrize("change", [
     {"crossbar.rows": 32}, {"crossbar.columns": 16}, {"crossbar.cell.bits": 2},
-    {"weights.encoding": "differential"}, {"inputs.bits": 7},
+    {"weights.encoding": "differential"}, {"inputs.bits": 9},
     {"weights.bits": 10}, {"crossbar.dac.bits": 2}, {"inputs.zero_skip": True},
     {"organization.crossbars_per_ima": 8}])
 def test_a_kept_mapping_is_not_used_once_its_cause_changes(make_arch, change):

@@ -242,7 +242,7 @@ def test_operations_json_is_asdict_of_scalar_fields():
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 3)).eval()
     cov = record_operations(model, torch.randn(2, 1, 4, 4))
     got = cov.to_json()
-    assert got == [dataclasses.asdict(op) for op in cov.operations] and len(got) >= 4
+    assert got == [dataclasses.asdict(op) for op in cov.operations] and len(got) == 3
     assert all(isinstance(v, int | str) for d in got for v in d.values())
     got[0]["module"] = "edited"  # a copy: the recorded operation does not move
     assert cov.to_json()[0]["module"] == cov.operations[0].module != "edited"
