@@ -18,6 +18,7 @@ import math
 import sys
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -397,7 +398,6 @@ def estimate(arch: Arch, workload_path: str | Path | LoadedWorkload, *, samples:
     layer's rows). Each point maps the prepared model onto its arch and counts its events.
     """
     from mappers.recurrent import UnrolledRecurrent
-    from mappers.torch_bridge import map_prepared
     from sim.engine.analytical import estimate_events
 
     start = time.perf_counter()
@@ -407,16 +407,19 @@ def estimate(arch: Arch, workload_path: str | Path | LoadedWorkload, *, samples:
     # Event counts do not depend on the ADC's range: skip the calibrated range's pass.
     adc = dataclasses.replace(arch.crossbar.adc, range="fixed", clip=True)
     mapped_arch = dataclasses.replace(arch, crossbar=dataclasses.replace(arch.crossbar, adc=adc))
-    mapped = map_prepared(wl.prepared, mapped_arch, wl.recipe, seed=seed)
-    hw = _hardware_layers(mapped)
+    # The mapping of an earlier point that differs only in what a mapping does not read (the
+    # ADC, energies, components), or a new one (map_prepared); its layers' archs are that
+    # point's, so each is rebound to this point's before its events are counted.
+    mapped, template, hw = wl.mapping(mapped_arch, seed)
     stats = wl.statistics(hw)
-    for name, x_shape in wl.calls.items():  # execution order and shapes, as a forward pass
-        if name in hw:
-            hw[name].note_call(x_shape)
-    for name, mod in mapped.model.named_modules():  # recurrent layers: steps a sequence
-        if isinstance(mod, UnrolledRecurrent):
-            for k in range(mod.num_layers):
-                mod.note_steps(k, wl.counts.get(f"{name}.hh_l{k}", 1))
+    with _ANALYTICAL_LOCK:  # a kept mapping is shared; both only write its first time
+        for name, x_shape in wl.calls.items():  # execution order and shapes, as a forward pass
+            if name in hw:
+                hw[name].note_call(x_shape)
+        for name, mod in mapped.model.named_modules():  # recurrent layers: steps a sequence
+            if isinstance(mod, UnrolledRecurrent):
+                for k in range(mod.num_layers):
+                    mod.note_steps(k, wl.counts.get(f"{name}.hh_l{k}", 1))
     events: dict[str, dict[str, int]] = {}
     state = {"float_correct": wl.float_correct, "hw_correct": math.nan,
              "agree": math.nan, "events": events, "activity": {}}
@@ -424,7 +427,8 @@ def estimate(arch: Arch, workload_path: str | Path | LoadedWorkload, *, samples:
         # xb.arch: a packed layer's sub-layers are stored at the layer's own weight bits.
         evs = []
         for xb, hist in zip(layer.crossbar_layers, stats[name], strict=True):
-            evs.append(estimate_events(xb.arch, xb.k, xb.n, hist.vectors, hist))
+            evs.append(estimate_events(_rebound(xb.arch, template, mapped_arch), xb.k, xb.n,
+                                       hist.vectors, hist))
             evs[-1].scale_multiplies = xb.scale_multiplies(hist.vectors)  # unified: signs
         ev = layer.combine_events(evs)
         events[name] = ev.counts()
@@ -448,6 +452,11 @@ class _AnalyticalWorkload:
 
     #: Input statistics kept per layer (distinct quantizers or packings of one layer).
     MAX_KEYS_PER_LAYER = 16
+    #: Mappings kept (:meth:`mapping`), at most this many and this many bytes of weight
+    #: arrays (each crossbar layer's integer weights and encoded cell levels); a mapping
+    #: larger than the byte bound alone is not kept. Least recently used first out.
+    MAPPINGS_KEPT = 32
+    MAPPING_BYTES_KEPT = 256 * 2**20
 
     def __init__(self, workload_path, samples, data_dir, allow_float_products):
         from mappers.torch_bridge import prepare_model
@@ -462,6 +471,39 @@ class _AnalyticalWorkload:
         self.float_correct = 0
         self.float_passes = 0
         self.stamp = self._files_stamp()
+        self.mappings: OrderedDict[tuple, tuple] = OrderedDict()
+        self.mapping_stats = {"hits": 0, "misses": 0}
+
+    def mapping(self, arch: Arch, seed: int) -> tuple:
+        """``(mapped, template, hw)``: the prepared model mapped onto ``arch``
+        (:func:`~mappers.torch_bridge.map_prepared`) by an earlier call whose arch had the
+        same :func:`_mapping_key` and seed (``template``: that call's arch), or now
+        (``template`` is ``arch``); ``hw``: its layers by name. The analytical mode reads a
+        mapping's geometry and records only and never programs its cells, so one mapping
+        serves every arch of its key; archs held by its layers are ``template``'s, or made
+        from it (:func:`_rebound`). Kept per workload: :attr:`MAPPINGS_KEPT`,
+        :attr:`MAPPING_BYTES_KEPT`."""
+        from mappers.torch_bridge import map_prepared
+
+        key = (_mapping_key(arch), int(seed))
+        with _ANALYTICAL_LOCK:
+            got = self.mappings.get(key)
+            if got is not None:
+                self.mappings.move_to_end(key)
+                self.mapping_stats["hits"] += 1
+                return got[:3]
+            self.mapping_stats["misses"] += 1
+        mapped = map_prepared(self.prepared, arch, self.recipe, seed=seed)
+        hw = _hardware_layers(mapped)
+        size = sum(a.nbytes for layer in hw.values() for xb in layer.crossbar_layers
+                   for a in (xb._weights_int, *xb.__dict__.get("_encoded", ())[:1]))
+        with _ANALYTICAL_LOCK:
+            if size <= self.MAPPING_BYTES_KEPT:
+                self.mappings[key] = (mapped, arch, hw, size)
+                while (len(self.mappings) > self.MAPPINGS_KEPT or sum(
+                        e[3] for e in self.mappings.values()) > self.MAPPING_BYTES_KEPT):
+                    self.mappings.popitem(last=False)
+        return mapped, arch, hw
 
     def _files_stamp(self) -> tuple:
         """Modification times of the files the model comes from (the checkpoint, a user's
@@ -521,6 +563,44 @@ def _analytical_workload(workload_path: Path | LoadedWorkload, samples: int | No
             _ANALYTICAL[key] = _AnalyticalWorkload(workload_path, samples, data_dir,
                                                    allow_float_products)
         return _ANALYTICAL[key]
+
+
+#: Arch fields no mapping reads when analytical mode maps (the ADC is read only when cells
+#: are programmed or a calibrated range is set, and :func:`estimate` maps with a fixed
+#: one; energies and components cost events, they do not place weights; where the arch came
+#: from and how it was scaled): design points differing only in these share a mapping.
+_UNMAPPED_FIELDS = frozenset({"energy", "components", "notes", "source"})
+
+
+def _mapping_key(arch: Arch) -> tuple:
+    """Every field of ``arch`` but :data:`_UNMAPPED_FIELDS` and ``crossbar.adc`` (except its
+    ``range``, which decides whether a mapping calibrates): the key of a kept mapping."""
+    xb = arch.crossbar
+    return (tuple(getattr(arch, f.name) for f in dataclasses.fields(arch)
+                  if f.name not in _UNMAPPED_FIELDS and f.name != "crossbar"),
+            tuple(getattr(xb, f.name) for f in dataclasses.fields(xb) if f.name != "adc"),
+            xb.adc.range)
+
+
+def _rebound(derived: Arch, template: Arch, arch: Arch) -> Arch:
+    """The arch a layer of a mapping made on ``arch`` would hold, from the one it holds
+    (``derived``) in a mapping made on ``template`` (same :func:`_mapping_key`): ``template``
+    itself, or made from it by replacing whole fields (a layer stored at its own weight bits,
+    :func:`~sim.engine.placement.storage_arch`; a spike-driven layer's inputs,
+    :func:`~sim.engine.placement.spike_arch`). Fields ``derived`` shares with ``template``
+    are taken from ``arch``; the replaced ones are kept, which is right only for keyed
+    fields (equal in both archs), so a replaced unkeyed field is an error."""
+    if derived is template or template is arch:
+        return arch if derived is template else derived
+    changes = {}
+    for f in dataclasses.fields(derived):
+        mine = getattr(derived, f.name)
+        if mine is getattr(template, f.name):
+            changes[f.name] = getattr(arch, f.name)
+        elif f.name in _UNMAPPED_FIELDS or f.name == "crossbar":
+            raise InvariantError(f"a mapped layer's arch replaced {f.name!r}, which the kept "
+                                 "mappings are not keyed on")
+    return dataclasses.replace(derived, **changes)
 
 
 #: Design-point-independent analytical work per workload (see :func:`estimate`).

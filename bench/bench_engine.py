@@ -20,8 +20,11 @@
     schedule, area and the result built and stored in ``sweep.db``. The float pass, input
     extraction and histograms are taken once per workload and worker and reused
     (``analysis.run._AnalyticalWorkload``); a simpy run is reused by the points whose
-    schedule inputs are equal (``sim.engine.timing._simulate_memo``; cleared before each
-    pass). Prints (design points x mapped layers) per second
+    schedule inputs are equal (``sim.engine.timing._simulate_memo``), a mapping by the points
+    that differ only in what a mapping does not read (``_AnalyticalWorkload.mapping``: the
+    ADC, energies, components) and the placement's copies by the points with the same
+    figures (``sim.engine.placement._copies``); all three are cleared before each pass, so
+    the warm pass makes its own. Prints (design points x mapped layers) per second
     with and without the worker's one-time preparation, and a profile of the steady state.
     Target: at least 1,000 per second (CiMLoop reports up to 1,076).
 
@@ -244,6 +247,7 @@ def bench_sweep(workload: str, data_dir: str | None, samples: int, profile: bool
     from analysis import run
     from analysis.sweep import run_sweep
     from analysis.sweep_spec import load_sweep
+    from sim.engine import placement as placement_mod
     from sim.engine import timing as timing_mod
 
     run._ANALYTICAL.clear()
@@ -258,9 +262,14 @@ def bench_sweep(workload: str, data_dir: str | None, samples: int, profile: bool
             spec = dataclasses.replace(spec, data_dir=data_dir)
         figures = []
         for label in ("cold", "warm"):
-            # Simulations are kept across points with the same schedule inputs; the warm pass
-            # must not reuse the cold pass's (it would only measure the memo).
+            # Simulations, mappings and placement copies are kept across points with the same
+            # inputs; the warm pass must not reuse the cold pass's (it would only measure the
+            # memo): it keeps the workload's preparation, nothing that depends on a point.
             timing_mod.clear_simulations()
+            placement_mod._copies.cache_clear()
+            for wl in run._ANALYTICAL.values():
+                wl.mappings.clear()
+                wl.mapping_stats.update(hits=0, misses=0)
             c0, t0 = time.process_time(), time.perf_counter()
             if prof and label == "warm":
                 prof.enable()
@@ -268,8 +277,10 @@ def bench_sweep(workload: str, data_dir: str | None, samples: int, profile: bool
                                 write_outputs=False)
             if prof and label == "warm":
                 prof.disable()
+            (wl,) = run._ANALYTICAL.values()
             figures.append((label, time.perf_counter() - t0, time.process_time() - c0,
-                            outcome.rows, dict(timing_mod.SIMULATION_STATS)))
+                            outcome.rows, dict(timing_mod.SIMULATION_STATS),
+                            dict(wl.mapping_stats), placement_mod._copies.cache_info()))
         (wl,) = run._ANALYTICAL.values()
         layers = len(wl.prepared.targets)
     rows = figures[0][3]
@@ -279,7 +290,7 @@ def bench_sweep(workload: str, data_dir: str | None, samples: int, profile: bool
           f"mapping, events, placement, schedule, area, result, sweep.db), one worker: "
           f"{len(rows)} design points ({len(bad)} not ok) x {layers} mapped layers of "
           f"{workload}, {samples} test samples for the statistics")
-    for label, wall, cpu, _, sims in figures:
+    for label, wall, cpu, _, sims, maps, copies in figures:
         what = ("cold: includes the worker's one-time preparation (data, model, folding, "
                 "range calibration, graph, float pass, histograms)" if label == "cold" else
                 "warm: the same sweep again into a fresh folder, preparation reused")
@@ -290,6 +301,9 @@ def bench_sweep(workload: str, data_dir: str | None, samples: int, profile: bool
         print(f"      simpy runs: {sims['misses']} made, {sims['hits']} reused from points with "
               "the same schedule inputs (placement, step times, ports, links; here points "
               "that differ only in ADC bits)")
+        print(f"      mappings: {maps['misses']} made, {maps['hits']} reused from points that "
+              f"differ only in what a mapping does not read (ADC, energies, components); "
+              f"placement copies: {copies.misses} worked out, {copies.hits} reused")
     print(f"    {wl.float_passes} float pass(es) of the model in all")
     if prof:
         out = io.StringIO()

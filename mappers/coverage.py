@@ -34,7 +34,7 @@ from __future__ import annotations
 import linecache
 import sys
 import weakref
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -207,8 +207,11 @@ class Coverage:
         return out
 
     def to_json(self) -> list[dict]:
-        """The operations as plain mappings, for ``result.json``."""
-        return [asdict(op) for op in self.operations]
+        """The operations as plain mappings, for ``result.json``: ``dataclasses.asdict`` of
+        each, made field by field (every field is a scalar; a tenth of ``asdict``'s time,
+        which an analytical sweep paid once a point)."""
+        names = [f.name for f in fields(Operation)]
+        return [{k: getattr(op, k) for k in names} for op in self.operations]
 
 
 def _source() -> tuple[str, str]:

@@ -629,10 +629,13 @@ def map_prepared(prepared: PreparedModel, arch: Arch, recipe: QuantRecipe, *,
     # A recurrent layer's matrices take its bits (bits.weights_per_layer names the module).
     _check_bits(arch, recipe, list(prepared.targets) + sorted(prepared.cells))
     src = prepared.model
-    # A copy of the module tree only: parameters and buffers are shared, never written.
-    memo = {id(t): t for t in (*src.parameters(), *src.buffers())}
+    # A copy of the module tree only: parameters and buffers are shared, never written. The
+    # layers to map are not copied either: each is read, never written, and replaced in the
+    # copy by its HardwareLayer below.
+    targets = dict(src.named_modules())
+    memo = {id(t): t for t in (*src.parameters(), *src.buffers(),
+                               *(targets[name] for name in prepared.targets))}
     model = copy.deepcopy(src, memo)
-    modules = dict(model.named_modules())
     # The arch's variation.seed and the run seed together pick the chip: same pair, same bits.
     seeds = np.random.SeedSequence([arch.variation.seed, seed]).spawn(len(prepared.targets))
     records = []
@@ -649,7 +652,7 @@ def map_prepared(prepared: PreparedModel, arch: Arch, recipe: QuantRecipe, *,
             spiking.check_spikes(name, prepared.samples[name])
             act, layer_arch = spiking.SPIKE_QUANT, spike_arch(arch)
         _check_input_range(layer_arch, act, name)
-        hw = HardwareLayer(name, modules[name], layer_arch, layer_recipe, act, ss,
+        hw = HardwareLayer(name, targets[name], layer_arch, layer_recipe, act, ss,
                            quantized=prepared.quantized)
         hw.record.spike_inputs = spikes
         hw.record.time_steps = spiking.time_steps(prepared.graph, name, hw.out_channels)

@@ -467,3 +467,148 @@ def test_estimate_never_programs_cells(make_arch, monkeypatch):
         run.simulate(arch, lw, samples=4, progress=False)
         assert programmed, mapping
         programmed.clear()
+
+
+# ------------------------------------------------------------------ kept mappings (issue 14)
+def _result_json(result) -> str:
+    """Everything a result says but its wall time, as text (NaN compares equal to NaN)."""
+    import json
+
+    data = result.to_json()
+    data.pop("wall_time_s")
+    return json.dumps(data, sort_keys=True, default=str)
+
+
+def _small_workload(mapping: str, weight_bits: int = 8):
+    import torch
+    from torch import nn
+
+    from analysis.run import LoadedWorkload
+    from workloads.spec import Bits
+
+    g = torch.Generator().manual_seed(5)
+    model = nn.Sequential(nn.Linear(40, 24), nn.ReLU(), nn.Linear(24, 6)).eval()
+    with torch.no_grad():  # a third of the first layer's weights zero: packing drops cells
+        model[0].weight.mul_((torch.rand(model[0].weight.shape, generator=g) < 0.67).float())
+    x = torch.randn(16, 40, generator=g).relu()
+    return LoadedWorkload(name=f"t_{mapping}", model=model, test_inputs=x,
+                          test_labels=torch.zeros(16).long(), calibration=x,
+                          bits=Bits(weights=weight_bits, activations=7), mapping=mapping)
+
+
+def _no_kept_work(monkeypatch):
+    """Turn off every per-point memo of the analytical sweep: kept mappings, placement
+    copies and simpy runs."""
+    from analysis import run
+    from sim.engine import placement
+    from sim.engine import timing as timing_mod
+
+    monkeypatch.setattr(run._AnalyticalWorkload, "MAPPINGS_KEPT", 0)
+    monkeypatch.setattr(placement, "_copies", placement._copies.__wrapped__)
+    monkeypatch.setattr(timing_mod, "SIMULATIONS_KEPT", 0)
+    timing_mod.clear_simulations()
+
+
+@pytest.mark.parametrize("mapping,weight_bits", [("dense", 8), ("packed", 6)])
+def test_kept_mappings_give_the_results_of_fresh_ones(make_arch, monkeypatch, mapping,
+                                                      weight_bits):
+    """A grid of ADC bits x crossbar size x cell bits estimated with mappings, placement
+    copies and simpy runs kept across points gives, point by point, the results (every
+    field but the wall time) of the same grid with nothing kept; the kept mappings are
+    used (points differing only in ADC bits share one). Packed at 6 of the arch's 8 weight
+    bits: the layers hold archs made from the point's (``storage_arch``), rebound to each
+    point's."""
+    from analysis import run
+    from sim.engine import timing as timing_mod
+
+    lw = _small_workload(mapping, weight_bits)
+    archs = [make_arch(**{"organization.tiles": 64, "crossbar.adc.bits": adc,
+                          "crossbar.adc.clip": True, "crossbar.rows": rows,
+                          "crossbar.cell.bits": cell})
+             for adc in (4, 6, 8) for rows in (16, 32) for cell in (1, 2)]
+    run._ANALYTICAL.clear()
+    timing_mod.clear_simulations()
+    kept = [_result_json(run.estimate(a, lw, samples=16)) for a in archs]
+    (wl,) = run._ANALYTICAL.values()
+    assert wl.mapping_stats == {"hits": 8, "misses": 4}
+    with monkeypatch.context() as m:
+        _no_kept_work(m)
+        run._ANALYTICAL.clear()
+        fresh = [_result_json(run.estimate(a, lw, samples=16)) for a in archs]
+        (wl,) = run._ANALYTICAL.values()
+        assert wl.mapping_stats == {"hits": 0, "misses": 12}
+    assert kept == fresh
+    assert len(set(kept)) == len(archs)  # every point its own result
+
+
+@pytest.mark.parametrize("change", [
+    {"crossbar.rows": 32}, {"crossbar.columns": 16}, {"crossbar.cell.bits": 2},
+    {"weights.encoding": "differential"}, {"inputs.bits": 9},
+    {"weights.bits": 10}, {"crossbar.dac.bits": 2}, {"inputs.zero_skip": True},
+    {"organization.crossbars_per_ima": 8}])
+def test_a_kept_mapping_is_not_used_once_its_cause_changes(make_arch, change):
+    """After a point whose mapping is kept, a point changing one input of the mapping (or of
+    what the mapped layers' archs give the events) gets a new mapping: its result equals a
+    run with nothing kept, and it moves from the first point's."""
+    from analysis import run
+
+    lw = _small_workload("dense")
+    base = {"organization.tiles": 64, "crossbar.adc.clip": True, "crossbar.cell.bits": 1}
+    first_arch, other = make_arch(**base), make_arch(**{**base, **change})
+    run._ANALYTICAL.clear()
+    first = run.estimate(first_arch, lw, samples=16)
+    warm = run.estimate(other, lw, samples=16)
+    (wl,) = run._ANALYTICAL.values()
+    assert wl.mapping_stats == {"hits": 0, "misses": 2}
+    run._ANALYTICAL.clear()
+    cold = run.estimate(other, lw, samples=16)
+    assert _result_json(warm) == _result_json(cold)
+    assert _result_json(warm) != _result_json(first)
+
+
+def test_mapping_key_names_every_arch_field_but_the_unmapped_ones(isaac_arch):
+    """The kept mappings' key moves with every arch field a mapping may read: every
+    top-level field and every crossbar field but the ADC (whose range is keyed), and does
+    not move with the ADC's bits, energies, components, notes or source."""
+    from analysis.run import _UNMAPPED_FIELDS, _mapping_key
+
+    a = isaac_arch
+    key = _mapping_key(a)
+    sentinel = object()
+    for f in dataclasses.fields(a):
+        if f.name in _UNMAPPED_FIELDS or f.name == "crossbar":
+            continue
+        assert _mapping_key(dataclasses.replace(a, **{f.name: sentinel})) != key, f.name
+    for f in dataclasses.fields(a.crossbar):
+        if f.name == "adc":
+            continue
+        xb = dataclasses.replace(a.crossbar, **{f.name: sentinel})
+        assert _mapping_key(dataclasses.replace(a, crossbar=xb)) != key, f.name
+    ranged = dataclasses.replace(a.crossbar.adc, range="calibrated")
+    assert _mapping_key(dataclasses.replace(
+        a, crossbar=dataclasses.replace(a.crossbar, adc=ranged))) != key
+    adc = dataclasses.replace(a.crossbar.adc, bits=a.crossbar.adc.bits - 1)
+    same = dataclasses.replace(a, crossbar=dataclasses.replace(a.crossbar, adc=adc),
+                               energy=sentinel, components=(), notes=("x",), source="y")
+    assert _mapping_key(same) == key
+
+
+def test_rebound_layer_archs_equal_those_made_from_the_point(isaac_arch):
+    """A layer arch made from a template arch (its own weight bits, spike inputs, both) and
+    rebound to a point of the same key equals the one made from the point; one that
+    replaced an unkeyed field is refused."""
+    from analysis.run import _rebound
+    from sim.engine.placement import spike_arch, storage_arch
+    from sim.errors import InvariantError
+
+    t = isaac_arch
+    adc = dataclasses.replace(t.crossbar.adc, bits=5)
+    p = dataclasses.replace(t, crossbar=dataclasses.replace(t.crossbar, adc=adc),
+                            notes=("point",), source="point")
+    for make in (lambda a: a, lambda a: storage_arch(a, 6), spike_arch,
+                 lambda a: spike_arch(storage_arch(a, 4))):
+        got = _rebound(make(t), t, p)
+        assert got == make(p)
+        assert got.crossbar.adc.bits == 5
+    with pytest.raises(InvariantError):
+        _rebound(dataclasses.replace(t, notes=("other",)), t, p)

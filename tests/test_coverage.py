@@ -234,3 +234,15 @@ def test_shipped_models_digital_operations_are_the_graph_digital_nodes(isaac_arc
     assert mapped.graph is not None and mapped.graph.traced
     assert ops == [nd.kind for nd in mapped.graph.nodes if nd.kind in DIGITAL_WORK]
     assert not [op for op in mapped.coverage.operations if op.placement == "float"]
+
+
+def test_operations_json_is_asdict_of_scalar_fields():
+    """``Coverage.to_json`` (field by field) gives ``dataclasses.asdict`` of every operation,
+    and every field is a scalar, which that way of copying relies on."""
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 3)).eval()
+    cov = record_operations(model, torch.randn(2, 1, 4, 4))
+    got = cov.to_json()
+    assert got == [dataclasses.asdict(op) for op in cov.operations] and len(got) == 3
+    assert all(isinstance(v, int | str) for d in got for v in d.values())
+    got[0]["module"] = "edited"  # a copy: the recorded operation does not move
+    assert cov.to_json()[0]["module"] == cov.operations[0].module != "edited"

@@ -432,3 +432,40 @@ def test_worker_runs_the_arch_the_coordinator_built(tmp_path, monkeypatch):
     run_sweep(spec, tmp_path / "o", workers=0, progress=False)
     points = [s for s in built[2:] if s != str(spec.arch_path)]  # (and the base arch once)
     assert len(points) == 2  # one build per point of the sweep
+
+
+def test_analytical_sweep_with_kept_work_equals_one_without(tmp_path, monkeypatch):
+    """An analytical sweep over ADC bits x crossbar size x cell bits gives the same metrics,
+    point by point and bit for bit, with the per-point memos (kept mappings, placement
+    copies, simpy runs) as with none of them; the kept mappings are used."""
+    from analysis import run
+    from sim.engine import placement
+    from sim.engine import timing as timing_mod
+
+    spec = load_sweep(write_spec(tmp_path, dict(
+        SMALL, constraints=[], mode="analytical", samples=16,
+        objectives={"tops_per_w": "max", "area_mm2": "min"}, fixed={"crossbar.adc.clip": True},
+        parameters={"crossbar.adc.bits": [5, 8],
+                    "crossbar.size": {"paths": ["crossbar.rows", "crossbar.columns"],
+                                      "values": [64, 128]},
+                    "crossbar.cell.bits": [1, 2]})))
+
+    def metrics(out):
+        rows = run_sweep(spec, tmp_path / out, workers=0, progress=False).rows
+        assert [r.status for r in rows] == ["ok"] * 8
+        (wl,) = run._ANALYTICAL.values()
+        return [json.dumps(r.metrics, sort_keys=True) for r in rows], dict(wl.mapping_stats)
+
+    run._ANALYTICAL.clear()
+    timing_mod.clear_simulations()
+    kept, stats = metrics("kept")
+    assert stats == {"hits": 4, "misses": 4}
+    monkeypatch.setattr(run._AnalyticalWorkload, "MAPPINGS_KEPT", 0)
+    monkeypatch.setattr(placement, "_copies", placement._copies.__wrapped__)
+    monkeypatch.setattr(timing_mod, "SIMULATIONS_KEPT", 0)
+    timing_mod.clear_simulations()
+    run._ANALYTICAL.clear()
+    fresh, stats = metrics("fresh")
+    assert stats == {"hits": 0, "misses": 8}
+    assert kept == fresh
+    assert len(set(kept)) == 8

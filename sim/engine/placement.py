@@ -9,6 +9,7 @@ vectors per copy), as ISAAC replicates its early layers, while crossbars remain.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 from dataclasses import dataclass, replace
@@ -366,22 +367,38 @@ def place(arch: Arch, layers: list[LayerShape], *, duplicate: bool = True) -> li
 
 
 def _duplicates(layers: list[LayerShape], crossbars: list[int], spare: int) -> list[int]:
-    """Copies per layer: greedily, one more copy to the layer with the most vectors per copy
-    (ties: the earlier layer) that still has vectors to spare and fits the spare crossbars,
-    until none does or the busiest layer (of all) has at most one vector per copy. A
-    recurrent product takes no copy (its steps run one after another) and is never counted as
-    the busiest.
+    """Copies per layer (:func:`_copies` of the only figures it reads: each layer's vectors
+    and whether it is recurrent, the crossbars of one copy, the spare crossbars)."""
+    return list(_copies(tuple((ly.vectors, ly.recurrent) for ly in layers), tuple(crossbars),
+                        spare))
+
+
+#: Results of :func:`_copies` kept per process (a sweep's design points that differ only in
+#: what placement does not read, e.g. ADC bits or energies, share one). An entry is three
+#: tuples of the layers' length: 256 entries of a 100-layer model take well under 1 MB.
+COPIES_KEPT = 256
+
+
+@functools.lru_cache(maxsize=COPIES_KEPT)
+def _copies(layers: tuple[tuple[int, bool], ...], crossbars: tuple[int, ...], spare: int
+            ) -> tuple[int, ...]:
+    """Copies per layer of ``layers`` (``(vectors, recurrent)`` each): greedily, one more
+    copy to the layer with the most vectors per copy (ties: the earlier layer) that still has
+    vectors to spare and fits the spare crossbars, until none does or the busiest layer (of
+    all) has at most one vector per copy. A recurrent product takes no copy (its steps run
+    one after another) and is never counted as the busiest.
 
     A heap over the layers that may still take a copy: a layer that cannot (all its vectors
     have a copy, or it no longer fits) never can again, since copies only grow and the spare
     crossbars only shrink; it leaves the heap but still counts as the busiest layer.
     """
+    vectors = [v for v, _ in layers]
     dup = [1] * len(layers)
-    heap = [(-ly.vectors / 1, i) for i, ly in enumerate(layers) if not ly.recurrent]
+    heap = [(-v / 1, i) for i, (v, recurrent) in enumerate(layers) if not recurrent]
     heapq.heapify(heap)
     done = None  # the busiest of the layers that left the heap: (key, index)
     while True:
-        while heap and not (dup[heap[0][1]] < layers[heap[0][1]].vectors
+        while heap and not (dup[heap[0][1]] < vectors[heap[0][1]]
                             and crossbars[heap[0][1]] <= spare):
             out = heapq.heappop(heap)
             done = out if done is None or out < done else done
@@ -391,11 +408,11 @@ def _duplicates(layers: list[LayerShape], crossbars: list[int], spare: int) -> l
         _, i = heapq.heappop(heap)
         dup[i] += 1
         spare -= crossbars[i]
-        heapq.heappush(heap, (-layers[i].vectors / dup[i], i))
+        heapq.heappush(heap, (-vectors[i] / dup[i], i))
         t = top[1]
-        if layers[t].vectors / dup[t] <= 1:
+        if vectors[t] / dup[t] <= 1:
             break
-    return dup
+    return tuple(dup)
 
 
 # ---------------------------------------------------------------------------- mesh and routes
