@@ -304,6 +304,35 @@ def _walk_codes(x, step, near_e, code, near):
 
 
 @jit
+def _walk_span(ps, ns, row, off, cnt, a, b, x_max, scale, recon, step, near_e, half, mask,
+               v, near):
+    """Walk the conversions ``e < cnt`` of ``ps[row, off + e] * a[e] + b[e]`` (``+ ns[row, off
+    + e]`` when ``ns`` has rows) ``+ half``, clipped to ``[0, x_max[e]]``, in the fixed point
+    of ``scale[e]`` through step words ``step[:, e]`` (:func:`_walk_one`): values (code x
+    ``recon[e]``) into ``v``, closeness into ``near``; returns how many walks were close. The
+    one conversion expression of the row path (:func:`_convert_walk`) and the block path
+    (:func:`_walk_blocks`), summed left to right as both always did."""
+    n_near = 0
+    if ns.shape[0] > 0:
+        for e in range(cnt):
+            t = ps[row, off + e] * a[e] + b[e] + ns[row, off + e] + half
+            k, f = _walk_one(_U32(min(max(t, 0.0), x_max[e]) * scale[e]) & mask, step,
+                             near_e, e)
+            v[e] = k * recon[e]
+            near[e] = f
+            n_near += f
+    else:
+        for e in range(cnt):
+            t = ps[row, off + e] * a[e] + b[e] + half
+            k, f = _walk_one(_U32(min(max(t, 0.0), x_max[e]) * scale[e]) & mask, step,
+                             near_e, e)
+            v[e] = k * recon[e]
+            near[e] = f
+            n_near += f
+    return n_near
+
+
+@jit
 def _convert_walk(psum, r, lin_a, lin_b, thr, step, scale, x_max, near_e, cal, col_inst,
                   codes, half, noise, recon_step, x, code, near, v):
     """Row ``r`` through threshold curves by the vectorized SAR walk (:func:`walk_tables`,
@@ -325,22 +354,9 @@ def _convert_walk(psum, r, lin_a, lin_b, thr, step, scale, x_max, near_e, cal, c
         n_near = _walk_codes(x, step, near_e, code, near)
         for c in range(n_cols):
             v[c] = cal[col_inst[c], code[c]] * recon_step[c]
-    elif noise.shape[0] > 0:
-        for c in range(n_cols):
-            t = psum[r, c] * lin_a[c] + lin_b[c] + noise[r, c] + half
-            k, f = _walk_one(_U32(min(max(t, 0.0), x_max[c]) * scale[c]) & mask, step,
-                             near_e, c)
-            v[c] = k * recon_step[c]
-            near[c] = f
-            n_near += f
     else:
-        for c in range(n_cols):
-            t = psum[r, c] * lin_a[c] + lin_b[c] + half
-            k, f = _walk_one(_U32(min(max(t, 0.0), x_max[c]) * scale[c]) & mask, step,
-                             near_e, c)
-            v[c] = k * recon_step[c]
-            near[c] = f
-            n_near += f
+        n_near = _walk_span(psum, noise, r, 0, n_cols, lin_a, lin_b, x_max, scale, recon_step,
+                            step, near_e, half, mask, v, near)
     if n_near == 0:
         return
     top = codes - 1
@@ -566,6 +582,8 @@ def _walk_blocks(psum, n_samples, lin_a, lin_b, thr, col_inst, codes, half, nois
     near = np.empty(nb, np.bool_)
     pf = np.ascontiguousarray(psum).reshape(psum.shape[0] * n_cols)
     nf = np.ascontiguousarray(noise).reshape(noise.shape[0] * noise.shape[1])
+    pf2 = pf.reshape((1, pf.shape[0]))
+    nf2 = nf.reshape((1 if has_noise else 0, nf.shape[0] if has_noise else 0))
     mask = _U32(0xFFFFFF00)
     for p in range(step_weight.shape[0]):
         sw = step_weight[p]
@@ -573,23 +591,8 @@ def _walk_blocks(psum, n_samples, lin_a, lin_b, thr, col_inst, codes, half, nois
             m1 = min(n_samples, m0 + rows_blk)
             cnt = (m1 - m0) * n_cols
             base = (p * n_samples + m0) * n_cols
-            n_near = 0
-            if has_noise:
-                for e in range(cnt):
-                    t = pf[base + e] * a_t[e] + b_t[e] + nf[base + e] + half
-                    k, f = _walk_one(_U32(min(max(t, 0.0), xm_t[e]) * sc_t[e]) & mask, st_t,
-                                     ne_t, e)
-                    v[e] = k * rs_t[e]
-                    near[e] = f
-                    n_near += f
-            else:
-                for e in range(cnt):
-                    t = pf[base + e] * a_t[e] + b_t[e] + half
-                    k, f = _walk_one(_U32(min(max(t, 0.0), xm_t[e]) * sc_t[e]) & mask, st_t,
-                                     ne_t, e)
-                    v[e] = k * rs_t[e]
-                    near[e] = f
-                    n_near += f
+            n_near = _walk_span(pf2, nf2, 0, base, cnt, a_t, b_t, xm_t, sc_t, rs_t, st_t,
+                                ne_t, half, mask, v, near)
             if n_near:
                 for e in range(cnt):
                     if near[e]:
