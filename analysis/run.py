@@ -204,19 +204,19 @@ def _test_window(total: int, samples: int | None, first_sample: int = 0) -> slic
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_data(workload_path: Path, mtime: float, data_dir: str | None, samples: int | None,
-                 calibration: int, first_sample: int = 0):
-    """Test samples and calibration samples of a workload, kept per process.
+def _cached_data(workload_path: Path, mtime: float, data_dir: str | None, calibration: int):
+    """The whole test split and the calibration samples of a workload, kept per process.
 
     A sweep evaluates many design points of the same workload in one worker process; loading
     and decoding the data set once per worker instead of once per point saves seconds a point.
-    ``mtime`` makes an edited workload file a new cache entry.
+    The split is kept whole so that points on other test windows (Monte Carlo chips on
+    disjoint samples) reuse it; :func:`_prepare` cuts the window. ``mtime`` makes an edited
+    workload file a new cache entry.
     """
     workload = load_workload(workload_path)
     x_test, y_test = workload.load_data("test", data_dir)
     x_train, _ = workload.load_data("train", data_dir)
-    window = _test_window(len(y_test), samples, first_sample)
-    return x_test[window].clone(), y_test[window].clone(), x_train[:calibration].clone()
+    return x_test, y_test, x_train[:calibration].clone()
 
 
 def _atomic_json(path: Path, obj: Any) -> None:
@@ -235,8 +235,9 @@ def _prepare(workload_path: Path | LoadedWorkload, samples: int | None,
     workload = load_workload(workload_path)
     x_test, y_test, calib = _cached_data(
         workload_path.resolve(), workload_path.stat().st_mtime,
-        None if data_dir is None else str(data_dir), samples, workload.calibration_samples,
-        first_sample)
+        None if data_dir is None else str(data_dir), workload.calibration_samples)
+    window = _test_window(len(y_test), samples, first_sample)
+    x_test, y_test = x_test[window], y_test[window]
     recipe = _recipe(workload.bits, workload.mapping)
     return workload, workload.load_model(), x_test, y_test, calib, recipe
 

@@ -52,6 +52,7 @@ from mappers.compress.projections import (
     Unify,
     compose,
     coupled_keep,
+    group_energy,
     keep_count,
     pattern_library,
 )
@@ -125,6 +126,7 @@ class Compressor:
         #: ``structured.channels_with`` couplings: (producer, its consumers, channels kept).
         self.couplings: list[tuple[Target, list[Target], int]] = []
         by_layer = {t.layer: t for t in self.targets}
+        spec_by_name = {ls.name: ls for ls in spec.layers}
         consumers: dict[str, list[Target]] = {}
         for ls in spec.layers:
             p = ls.methods.get("structured")
@@ -132,7 +134,7 @@ class Compressor:
                 consumers.setdefault(p["channels_with"], []).append(by_layer[ls.name])
         for name, cons in consumers.items():
             prod = by_layer[name]
-            rate = next(ls for ls in spec.layers if ls.name == name).methods["structured"]["rate"]
+            rate = spec_by_name[name].methods["structured"]["rate"]
             self.couplings.append((prod, cons, keep_count(prod.param.shape[0], rate)))
 
     def _fixed(self, values: dict[str, torch.Tensor]) -> dict[str, dict[str, tuple[int, ...]]]:
@@ -250,10 +252,9 @@ class Compressor:
             if t is prod or t in cons:
                 live = set()
                 for u in (prod, *cons):
-                    v = (w if u is t else u.param).detach()
-                    keep_dim = 0 if u is prod else 1  # a filter of prod, a channel of cons
-                    dims = [d for d in range(v.dim()) if d != keep_dim]
-                    live |= set(torch.nonzero(v.ne(0).any(dim=tuple(dims))).flatten().tolist())
+                    energy = group_energy((w if u is t else u.param).detach(),
+                                          "filter" if u is prod else "channel")
+                    live |= set(torch.nonzero(energy > 0).flatten().tolist())
                 out["channels_with"] = out.get("channels_with", True) and len(live) <= k
         return out
 

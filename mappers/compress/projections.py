@@ -60,6 +60,15 @@ def matrix(w: torch.Tensor) -> torch.Tensor:
     return w.reshape(w.shape[0], -1)
 
 
+def group_energy(w: torch.Tensor, axis: str) -> torch.Tensor:
+    """Squared L2 norm of each filter (``axis: filter``, dim 0) or each input channel
+    (``axis: channel``, dim 1) of a piece."""
+    sq = w.pow(2)
+    if axis == "filter":
+        return matrix(sq).sum(1)
+    return sq.sum(dim=[d for d in range(w.dim()) if d != 1])
+
+
 class Projection(ABC):
     """The constraint of one compression method on one piece."""
 
@@ -120,12 +129,6 @@ class Structured(Projection):
     channels: tuple[int, ...] | None = None
     method = "structured"
 
-    def _groups(self, w, axis=None):
-        sq = w.pow(2)
-        if (axis or self.axis) == "filter":
-            return matrix(sq).sum(1)
-        return sq.sum(dim=[d for d in range(w.dim()) if d != 1])
-
     @staticmethod
     def _expand(keep, w, axis):
         shape = [1] * w.dim()
@@ -148,7 +151,7 @@ class Structured(Projection):
             keep[list(kept)] = True
             w = torch.where(self._expand(keep, w, axis), w, torch.zeros_like(w))
         for axis in self._free_axes():
-            scores = self._groups(w, axis)
+            scores = group_energy(w, axis)
             keep = top_mask(scores, keep_count(scores.numel(), self.rate))
             w = torch.where(self._expand(keep, w, axis), w, torch.zeros_like(w))
         return w
@@ -157,7 +160,7 @@ class Structured(Projection):
         axes = ("filter", "channel") if self.axis == "both" else (self.axis,)
         fixed = dict(self._fixed())
         for axis in set(axes) | set(fixed):
-            nonzero = self._groups(w, axis) > 0
+            nonzero = group_energy(w, axis) > 0
             if int(nonzero.sum()) > keep_count(nonzero.numel(), self.rate) and axis in axes:
                 return False
             if axis in fixed and not set(torch.nonzero(nonzero).flatten().tolist()) <= set(
@@ -168,7 +171,7 @@ class Structured(Projection):
     def stats(self, w):  # noqa: D102
         out = {}
         for axis in ("filter", "channel"):
-            out[f"kept_{axis}s"] = int((self._groups(w, axis) > 0).sum())
+            out[f"kept_{axis}s"] = int((group_energy(w, axis) > 0).sum())
         return out
 
 
@@ -183,9 +186,9 @@ def coupled_keep(producer: torch.Tensor, consumers: list[torch.Tensor], k: int
     so keeping the ``k`` largest sums is the exactly nearest point of the coupled constraint
     alone (ties to the lower index).
     """
-    score = matrix(producer.pow(2)).sum(1).double()
+    score = group_energy(producer, "filter").double()
     for c in consumers:
-        score = score + c.pow(2).sum(dim=[d for d in range(c.dim()) if d != 1]).double()
+        score = score + group_energy(c, "channel").double()
     return tuple(sorted(torch.nonzero(top_mask(score, k)).flatten().tolist()))
 
 

@@ -269,6 +269,8 @@ def _count_le(u, thr, i, top, half):
 
 
 _U32 = np.uint32
+#: A walk word with its code bits (the low 8) cleared.
+_CODE_MASK = _U32(0xFFFFFF00)
 
 
 @jit
@@ -304,8 +306,8 @@ def _walk_codes(x, step, near_e, code, near):
 
 
 @jit
-def _walk_span(ps, ns, row, off, cnt, a, b, x_max, scale, recon, step, near_e, half, mask,
-               v, near):
+def _walk_span(ps, ns, row, off, cnt, a, b, x_max, scale, recon, step, near_e, half, v,
+               near):
     """Walk the conversions ``e < cnt`` of ``ps[row, off + e] * a[e] + b[e]`` (``+ ns[row, off
     + e]`` when ``ns`` has rows) ``+ half``, clipped to ``[0, x_max[e]]``, in the fixed point
     of ``scale[e]`` through step words ``step[:, e]`` (:func:`_walk_one`): values (code x
@@ -316,7 +318,7 @@ def _walk_span(ps, ns, row, off, cnt, a, b, x_max, scale, recon, step, near_e, h
     if ns.shape[0] > 0:
         for e in range(cnt):
             t = ps[row, off + e] * a[e] + b[e] + ns[row, off + e] + half
-            k, f = _walk_one(_U32(min(max(t, 0.0), x_max[e]) * scale[e]) & mask, step,
+            k, f = _walk_one(_U32(min(max(t, 0.0), x_max[e]) * scale[e]) & _CODE_MASK, step,
                              near_e, e)
             v[e] = k * recon[e]
             near[e] = f
@@ -324,7 +326,7 @@ def _walk_span(ps, ns, row, off, cnt, a, b, x_max, scale, recon, step, near_e, h
     else:
         for e in range(cnt):
             t = ps[row, off + e] * a[e] + b[e] + half
-            k, f = _walk_one(_U32(min(max(t, 0.0), x_max[e]) * scale[e]) & mask, step,
+            k, f = _walk_one(_U32(min(max(t, 0.0), x_max[e]) * scale[e]) & _CODE_MASK, step,
                              near_e, e)
             v[e] = k * recon[e]
             near[e] = f
@@ -344,19 +346,18 @@ def _convert_walk(psum, r, lin_a, lin_b, thr, step, scale, x_max, near_e, cal, c
     n_near = 0
     # The word of x: floor(x * scale) units, times 256 (scale * 256 is a power of two, so the
     # product is exact; the mask clears the code bits). One loop per case, each vectorized.
-    mask = _U32(0xFFFFFF00)
     if cal.shape[0] > 0:
         for c in range(n_cols):
             t = psum[r, c] * lin_a[c] + lin_b[c]
             if noise.shape[0] > 0:
                 t += noise[r, c]
-            x[c] = _U32(min(max(t + half, 0.0), x_max[c]) * scale[c]) & mask
+            x[c] = _U32(min(max(t + half, 0.0), x_max[c]) * scale[c]) & _CODE_MASK
         n_near = _walk_codes(x, step, near_e, code, near)
         for c in range(n_cols):
             v[c] = cal[col_inst[c], code[c]] * recon_step[c]
     else:
         n_near = _walk_span(psum, noise, r, 0, n_cols, lin_a, lin_b, x_max, scale, recon_step,
-                            step, near_e, half, mask, v, near)
+                            step, near_e, half, v, near)
     if n_near == 0:
         return
     top = codes - 1
@@ -559,7 +560,7 @@ def _walk_blocks(psum, n_samples, lin_a, lin_b, thr, col_inst, codes, half, nois
     n_units = units.shape[1]
     top = codes - 1
     has_noise = noise.shape[0] > 0
-    rows_blk = max(1, WALK_BLOCK // n_cols)
+    rows_blk = WALK_BLOCK // n_cols  # the caller walks blocks only for n_cols < WALK_BLOCK
     nb = rows_blk * n_cols
     a_t = np.empty(nb)
     b_t = np.empty(nb)
@@ -584,7 +585,6 @@ def _walk_blocks(psum, n_samples, lin_a, lin_b, thr, col_inst, codes, half, nois
     nf = np.ascontiguousarray(noise).reshape(noise.shape[0] * noise.shape[1])
     pf2 = pf.reshape((1, pf.shape[0]))
     nf2 = nf.reshape((1 if has_noise else 0, nf.shape[0] if has_noise else 0))
-    mask = _U32(0xFFFFFF00)
     for p in range(step_weight.shape[0]):
         sw = step_weight[p]
         for m0 in range(0, n_samples, rows_blk):
@@ -592,7 +592,7 @@ def _walk_blocks(psum, n_samples, lin_a, lin_b, thr, col_inst, codes, half, nois
             cnt = (m1 - m0) * n_cols
             base = (p * n_samples + m0) * n_cols
             n_near = _walk_span(pf2, nf2, 0, base, cnt, a_t, b_t, xm_t, sc_t, rs_t, st_t,
-                                ne_t, half, mask, v, near)
+                                ne_t, half, v, near)
             if n_near:
                 for e in range(cnt):
                     if near[e]:
