@@ -90,7 +90,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                       data_dir=args.data_dir, batch_size=args.batch_size, out_dir=out,
                       progress=not args.quiet, pipelined=not args.layer_by_layer,
                       trace_layer=args.trace, allow_float_products=args.allow_float_products,
-                      first_sample=args.first_sample)
+                      first_sample=args.first_sample, workers=args.workers)
     # Files first, printout last: a closed stdout (`| head`) must not lose the result.
     wrote = [save(result, out)]
     if args.report:
@@ -304,6 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data-dir", default=None, help="data folder (default: $IMCSIM_DATA)")
     r.add_argument("--batch-size", type=_whole(1), default=50,
                    help="samples per batch, at least 1")
+    r.add_argument("--workers", type=_whole(1, 1024), default=1,
+                   help="processes that run whole batches, each on one thread (default 1: "
+                        "this process, its kernels on a thread per core); the same result "
+                        "bit for bit. For whole test sets, the number of cores")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.add_argument("--layer-by-layer", action="store_true",
                    help="run layers one after another instead of pipelined")

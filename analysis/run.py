@@ -254,7 +254,8 @@ def simulate(arch_path: str | Path | Arch, workload_path: str | Path | LoadedWor
              seed: int = 0, data_dir: str | Path | None = None, batch_size: int = 50,
              out_dir: str | Path | None = None, progress: bool = True,
              pipelined: bool = True, trace_layer: str | None = None,
-             allow_float_products: bool = False, first_sample: int = 0) -> Result:
+             allow_float_products: bool = False, first_sample: int = 0,
+             workers: int = 1) -> Result:
     """Run ``workload_path`` on ``arch_path`` bit-true over ``samples`` test samples.
 
     ``arch_path`` is an arch YAML or an already loaded :class:`~sim.config.Arch` (a sweep
@@ -267,9 +268,13 @@ def simulate(arch_path: str | Path | Arch, workload_path: str | Path | LoadedWor
     :class:`LoadedWorkload` (then ``data_dir`` is unused and ``out_dir`` must be ``None``).
     ``allow_float_products`` lets matrix products that do not map onto crossbars run in float
     (the result lists them and says its energy is incomplete); without it they are refused.
+    ``workers`` > 1 runs whole batches in that many worker processes, each single-threaded
+    (see :func:`_batch_results`); the result is the same bit for bit.
     """
     start = time.perf_counter()
     _check_run_arguments(samples, batch_size, seed, first_sample)
+    if int(workers) < 1:
+        raise UserError(f"workers must be at least 1, got {workers}")
     workload_path = _workload_arg(workload_path, out_dir)
     if out_dir is not None:  # before any work: an unwritable folder is found at once
         ensure_writable_dir(out_dir)
@@ -291,12 +296,9 @@ def simulate(arch_path: str | Path | Arch, workload_path: str | Path | LoadedWor
     if clamped:
         log.warning("--samples %d: the %s test split has %d samples%s; using all %d", samples,
                     dataset, n, f" from sample {first_sample} on" if first_sample else "", n)
-    mapped = map_model(model, arch, recipe, calib, seed=seed,
-                       allow_float_products=allow_float_products)
+    mapped = _map_for_run(model, arch, recipe, calib, seed, allow_float_products, x_test)
     # Placement (does the model fit the chip?) and the traced layer's name are checked on one
     # sample now, before the first batch, rather than after the whole bit-true pass.
-    mapped(x_test[:1])
-    mapped.reset_events()
     placements = place(arch, mapped.layer_shapes())
     if trace_layer is not None and trace_layer not in _hardware_layers(mapped):
         raise UserError(f"--trace: no mapped layer {trace_layer!r}; layers: "
@@ -322,30 +324,28 @@ def simulate(arch_path: str | Path | Arch, workload_path: str | Path | LoadedWor
     earlier = state.get("wall_s", 0.0)  # batch time of earlier invocations of this run
     bar = tqdm(total=n_batches, initial=state["done"], desc=f"{workload.name} on {arch.name}",
                unit="batch", disable=not progress, file=sys.stderr)
-    with torch.no_grad():
-        for b in range(state["done"], n_batches):
-            batch_start = time.perf_counter()
-            xb, yb = x_test[b * batch_size:(b + 1) * batch_size], y_test[b * batch_size:
-                                                                         (b + 1) * batch_size]
-            mapped.reset_events()
-            mapped.set_noise(seed, call=b)
-            pf = model(xb).argmax(1)
-            ph = mapped(xb).argmax(1)
-            state["float_correct"] += int((pf == yb).sum())
-            state["hw_correct"] += int((ph == yb).sum())
-            state["agree"] += int((pf == ph).sum())
-            for rec in mapped.layers:
-                acc = state["events"][rec.name]
-                for k, v in rec.events.counts().items():
-                    acc[k] = acc.get(k, 0) + v
-                _add_activity(state, rec.name, rec.events.activity)
-            state["done"] = b + 1
-            # Wall time summed over invocations: a resumed run reports the whole run's time.
-            state["wall_s"] = state.get("wall_s", 0.0) + time.perf_counter() - batch_start
-            if progress_file is not None:
-                _atomic_json(progress_file, state)
-            bar.update(1)
-            bar.set_postfix(hw_acc=f"{state['hw_correct'] / min(n, (b + 1) * batch_size):.3f}")
+    run = _Batches(mapped, model, x_test, y_test, seed, batch_size)
+    worker_args = (arch, workload_path, samples, data_dir, first_sample, seed,
+                   allow_float_products, batch_size)
+    batch_start = time.perf_counter()
+    for b, part in _batch_results(run, range(state["done"], n_batches), workers, worker_args):
+        for k in ("float_correct", "hw_correct", "agree"):
+            state[k] += part[k]
+        for name, counts in part["events"].items():
+            acc = state["events"][name]
+            for k, v in counts.items():
+                acc[k] = acc.get(k, 0) + v
+        for name, act in part["activity"].items():
+            _add_activity(state, name, act)
+        state["done"] = b + 1
+        # Wall time summed over invocations: a resumed run reports the whole run's time.
+        now = time.perf_counter()
+        state["wall_s"] = state.get("wall_s", 0.0) + now - batch_start
+        batch_start = now
+        if progress_file is not None:
+            _atomic_json(progress_file, state)
+        bar.update(1)
+        bar.set_postfix(hw_acc=f"{state['hw_correct'] / min(n, (b + 1) * batch_size):.3f}")
     bar.close()
     graph = mapped.layer_graph()
     timing = schedule(arch, placements, _schedule_activity(arch, state), graph=graph,
@@ -361,6 +361,95 @@ def simulate(arch_path: str | Path | Arch, workload_path: str | Path | LoadedWor
                             f"{f' from sample {first_sample} on' if first_sample else ''}, "
                             "all used")
     return result
+
+
+def _map_for_run(model, arch: Arch, recipe: QuantRecipe, calib, seed: int,
+                 allow_float_products: bool, x_test):
+    """The model mapped onto ``arch`` for a run, after one sample has gone through it (which
+    checks that every layer maps before the first batch); the same in every worker."""
+    mapped = map_model(model, arch, recipe, calib, seed=seed,
+                       allow_float_products=allow_float_products)
+    mapped(x_test[:1])
+    mapped.reset_events()
+    return mapped
+
+
+@dataclass
+class _Batches:
+    """What one batch of a run needs: the mapped and the float model, the test samples."""
+
+    mapped: Any
+    model: torch.nn.Module
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    seed: int
+    batch_size: int
+
+    def run(self, b: int) -> dict:
+        """Batch ``b``'s correct counts, events and per-step activity, per layer.
+
+        The noise of batch ``b`` is keyed by ``b`` alone (``set_noise``), so a batch gives the
+        same bits whichever process runs it and whatever ran before it.
+        """
+        lo, hi = b * self.batch_size, (b + 1) * self.batch_size
+        xb, yb = self.x_test[lo:hi], self.y_test[lo:hi]
+        mapped = self.mapped
+        mapped.reset_events()
+        mapped.set_noise(self.seed, call=b)
+        with torch.no_grad():
+            pf = self.model(xb).argmax(1)
+            ph = mapped(xb).argmax(1)
+        return {"float_correct": int((pf == yb).sum()), "hw_correct": int((ph == yb).sum()),
+                "agree": int((pf == ph).sum()),
+                "events": {rec.name: rec.events.counts() for rec in mapped.layers},
+                "activity": {rec.name: rec.events.activity for rec in mapped.layers
+                             if rec.events.activity is not None}}
+
+
+#: The batches of this worker process's run (set by :func:`_worker_start`).
+_WORKER_BATCHES: _Batches | None = None
+
+
+def _worker_start(arch: Arch, workload_path, samples, data_dir, first_sample: int, seed: int,
+                  allow_float_products: bool, batch_size: int) -> None:
+    """Start a batch worker: one thread, and the run's model mapped as the parent mapped it
+    (the same seeded chip: same static variation, same calibration)."""
+    global _WORKER_BATCHES
+    from analysis.executors import single_threaded
+
+    single_threaded()
+    _, model, x_test, y_test, calib, recipe = _prepare(workload_path, samples, data_dir,
+                                                       first_sample)
+    mapped = _map_for_run(model, arch, recipe, calib, seed, allow_float_products, x_test)
+    _WORKER_BATCHES = _Batches(mapped, model, x_test, y_test, seed, batch_size)
+
+
+def _worker_batch(b: int) -> dict:
+    """Run batch ``b`` in a worker process."""
+    return _WORKER_BATCHES.run(b)
+
+
+def _batch_results(run: _Batches, batches: range, workers: int, worker_args: tuple):
+    """Yield ``(b, result of batch b)`` in batch order.
+
+    One worker: here, with the kernels' own thread pool. More: whole batches in ``workers``
+    processes (``spawn``: no thread state of this process is forked), each single-threaded;
+    each worker loads the workload and maps the model with the run's seed itself. Batches
+    share nothing but the chip, so this scales with the cores where the one-process run does
+    not (its Python and numpy stages between kernels run on one thread); the results are
+    the same bit for bit, and the parent still saves progress after each batch in order.
+    """
+    workers = min(int(workers), len(batches))
+    if workers <= 1:
+        for b in batches:
+            yield b, run.run(b)
+        return
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                             initializer=_worker_start, initargs=worker_args) as pool:
+        yield from zip(batches, pool.map(_worker_batch, batches), strict=True)
 
 
 def _check_run_arguments(samples: int | None, batch_size: int, seed: int,
