@@ -43,6 +43,7 @@ from sim.config.schema import Arch
 from sim.engine.graph import NETWORK_INPUT, GraphNode, LayerGraph
 from sim.engine.placement import groups_per_pack, spike_arch
 from sim.errors import MappingError
+from sim.kernels import inputs as inputs_k
 from sim.macros import CrossbarLayer, Events
 from sim.macros.family import make_layer
 
@@ -191,6 +192,7 @@ class HardwareLayer(nn.Module):
         self._init_calls()
 
     def _init_calls(self) -> None:
+        self._columns: list[np.ndarray] | None = None  # see _conv_columns
         self.noise_seed = 0
         self.noise_call = 0
         #: Set to a list to capture the integer inputs (first group) of the next forward pass.
@@ -340,13 +342,12 @@ class HardwareLayer(nn.Module):
                 < 2**15:
             q = q.to(torch.int16)
         shape = self.out_shape(tuple(x.shape))
-        if self.is_conv:
-            mat = _im2col(q, self.kernel_size, self.padding, self.stride, self.dilation)
-            # A pack's groups' input columns side by side (groups' channels are contiguous).
-            k = mat.shape[1] // self.groups * self.per_pack
-            mats = [m.contiguous() for m in mat.split(k, dim=1)]
-        else:
-            mats = [q.reshape(-1, x.shape[-1])]
+        if self.is_conv:  # each matrix's im2col columns gathered in one pass, zero point in
+            qn = q.numpy()
+            return [torch.from_numpy(inputs_k.conv_vectors(
+                qn, self.kernel_size, self.padding, self.stride, self.dilation, cols,
+                self.act.zero_point)) for cols in self._conv_columns(q.shape[1])], shape
+        mats = [q.reshape(-1, x.shape[-1])]
         if self.act.zero_point:
             mats = [m + self.act.zero_point for m in mats]
         if self.packing is not None:  # each sub-layer's rows of the layer's input
@@ -355,6 +356,19 @@ class HardwareLayer(nn.Module):
                 mat = torch.cat([mat, mat.new_zeros(mat.shape[0], 1)], dim=1)
             mats = [mat.index_select(1, rows) for rows in self._rows]
         return mats, shape
+
+    def _conv_columns(self, channels: int) -> list[np.ndarray]:
+        """Which im2col columns (``F.unfold``'s order) each input matrix of the convolution
+        takes: a pack's groups' columns side by side (groups' channels are contiguous), or
+        a packed sub-layer's rows (``-1``: a polarized fragment's padding row, input 0)."""
+        if self._columns is None:
+            k_all = channels * self.kernel_size[0] * self.kernel_size[1]
+            if self.packing is not None:
+                self._columns = [np.where(r.numpy() < k_all, r.numpy(), -1) for r in self._rows]
+            else:
+                k = k_all // self.groups * self.per_pack
+                self._columns = [np.arange(a, min(a + k, k_all)) for a in range(0, k_all, k)]
+        return self._columns
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         mats, shape = self.hw_inputs(x, narrow=True)
@@ -387,21 +401,6 @@ class HardwareLayer(nn.Module):
             n, hout, wout = shape
             return y.reshape(n, hout, wout, -1).permute(0, 3, 1, 2).contiguous()
         return y.reshape(*shape, -1)
-
-
-def _im2col(q: torch.Tensor, kernel: tuple, padding: tuple, stride: tuple, dilation: tuple
-            ) -> torch.Tensor:
-    """The convolution's input vectors of integer ``q`` (n, C, H, W): a ``(n * hout * wout,
-    C * kh * kw)`` matrix, rows in output order, columns as ``F.unfold`` orders them. Integer
-    views and one copy (``F.unfold`` would need a float copy and a conversion back)."""
-    n, c = q.shape[:2]
-    if any(padding):
-        q = F.pad(q, (padding[1], padding[1], padding[0], padding[0]))
-    x = q.unfold(2, (kernel[0] - 1) * dilation[0] + 1, stride[0])
-    x = x.unfold(3, (kernel[1] - 1) * dilation[1] + 1, stride[1])  # (n, C, ho, wo, kh', kw')
-    if dilation[0] > 1 or dilation[1] > 1:
-        x = x[..., ::dilation[0], ::dilation[1]]
-    return x.permute(0, 2, 3, 1, 4, 5).reshape(n * x.shape[2] * x.shape[3], -1)
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -174,20 +175,40 @@ def test_map_model_records_the_layer_graph(make_arch):
     assert sources == {"a": None, "b": "a", "c": "a", "fc": "b"}
 
 
+def _unfold_columns(q, kernel, padding, stride, dilation, columns, zero_point):
+    """The reference: ``F.unfold`` of the zero-padded input (float64 holds these integers
+    exactly), rows in output order, plus the zero point; then the columns, ``-1`` a column
+    of zeros."""
+    full = F.unfold(torch.from_numpy(q).double(), kernel, dilation=dilation, padding=padding,
+                    stride=stride)  # (n, C*kh*kw, L)
+    full = full.permute(0, 2, 1).reshape(-1, full.shape[1]) + zero_point
+    full = torch.cat([full, torch.zeros(full.shape[0], 1, dtype=full.dtype)], dim=1)
+    idx = torch.from_numpy(np.where(columns < 0, full.shape[1] - 1, columns))
+    return full.index_select(1, idx).numpy()
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int64])
 @pytest.mark.parametrize(("kernel", "padding", "stride", "dilation"), [
     ((3, 3), (1, 1), (1, 1), (1, 1)), ((3, 2), (0, 1), (2, 1), (1, 1)),
     ((3, 3), (2, 2), (1, 2), (2, 2)), ((1, 1), (0, 0), (1, 1), (1, 1)),
-    ((5, 3), (2, 0), (3, 2), (1, 2))])
-def test_im2col_matches_unfold(kernel, padding, stride, dilation):
-    """The bridge's integer im2col equals ``F.unfold`` (the reference) for padding, strides
-    and dilation, row for row and column for column."""
-    from mappers.torch_bridge import _im2col
+    ((1, 1), (0, 0), (2, 2), (1, 1)), ((5, 3), (2, 0), (3, 2), (1, 2))])
+def test_conv_vectors_match_unfold(dtype, kernel, padding, stride, dilation):
+    """The bridge's one-pass im2col (``sim.kernels.inputs.conv_vectors``) equals ``F.unfold``
+    for padding, strides and dilation, row for row and column for column: all columns, a
+    shuffled half of them (a packed sub-layer's rows) and zero columns (a polarized
+    fragment's padding row), with and without a zero point, in the input's integer type."""
+    from sim.kernels.inputs import conv_vectors
 
-    q = torch.randint(-128, 128, (3, 4, 11, 9), generator=torch.Generator().manual_seed(0))
-    ref = F.unfold(q.double(), kernel, dilation=dilation, padding=padding, stride=stride)
-    ref = ref.transpose(1, 2).reshape(-1, ref.shape[1]).to(torch.int64)
-    got = _im2col(q, kernel, padding, stride, dilation)
-    assert got.dtype == torch.int64 and torch.equal(got, ref)
+    rng = np.random.default_rng(7)
+    q = rng.integers(-128, 128, size=(3, 4, 11, 9)).astype(dtype)
+    k_all = 4 * kernel[0] * kernel[1]
+    for zero_point in (0, 17):
+        for columns in (np.arange(k_all), rng.permutation(k_all)[: k_all // 2],
+                        np.array([k_all - 1, -1, 0, -1, k_all // 2])):
+            got = conv_vectors(q, kernel, padding, stride, dilation, columns, zero_point)
+            assert got.dtype == q.dtype
+            want = _unfold_columns(q, kernel, padding, stride, dilation, columns, zero_point)
+            np.testing.assert_array_equal(got, want)
 
 
 def test_prepared_model_quantizes_each_layer_once_per_bits_and_weights(make_arch):

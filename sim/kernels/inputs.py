@@ -180,3 +180,56 @@ def input_activity(x: np.ndarray, bits: int, dac_bits: int, signed: bool, group_
     nnz = np.empty((groups, n, x.shape[0]), dtype=np.int32)
     _input_activity(x, bits, dac_bits, signed, n, group_rows, active, nnz)
     return active, nnz
+
+
+@jit
+def _conv_vectors(q, ho, wo, stride_h, stride_w, pad_h, pad_w, chan, dy, dx, zero_point, out):
+    """``out[m, j]``: input ``chan[j]`` at offset ``(dy[j], dx[j])`` of output position ``m``'s
+    window, plus ``zero_point`` (``zero_point`` alone in the zero padding of the image, ``0``
+    for a column with ``chan[j] < 0``)."""
+    n, _, h, w = q.shape
+    cols = chan.shape[0]
+    for b in range(n):
+        for oh in range(ho):
+            y0 = oh * stride_h - pad_h
+            for ow in range(wo):
+                x0 = ow * stride_w - pad_w
+                dst = out[(b * ho + oh) * wo + ow]
+                for j in range(cols):
+                    c = chan[j]
+                    y = y0 + dy[j]
+                    x = x0 + dx[j]
+                    if c < 0:
+                        dst[j] = 0
+                    elif 0 <= y < h and 0 <= x < w:
+                        dst[j] = q[b, c, y, x] + zero_point
+                    else:
+                        dst[j] = zero_point
+
+
+def conv_vectors(q: np.ndarray, kernel: tuple, padding: tuple, stride: tuple,
+                 dilation: tuple, columns: np.ndarray, zero_point: int = 0) -> np.ndarray:
+    """Selected columns of a convolution's input vectors (im2col), gathered in one pass.
+
+    ``q`` is the integer input ``(n, C, H, W)`` (int16 or int64: the result has its type).
+    Column ``i`` of the full im2col matrix is channel ``i // (kh*kw)`` at kernel offset
+    ``(i // kw % kh, i % kw)`` (``F.unfold``'s order); ``columns`` lists the ones wanted, in
+    order, and ``-1`` asks for a column of zeros. Rows are the output positions in order
+    (sample, then output row, then output column). Every entry is ``zero_point`` plus the
+    input under the window, or ``zero_point`` alone where the window lies on the zero padding
+    (the input is padded with zeros before the zero point is added).
+    """
+    q = np.ascontiguousarray(q)
+    n, _, h, w = q.shape
+    kh, kw = kernel
+    ho = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    wo = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    columns = np.asarray(columns, np.int64)
+    inside = np.maximum(columns, 0)
+    chan = np.where(columns >= 0, inside // (kh * kw), -1)
+    dy = (inside // kw % kh) * dilation[0]
+    dx = (inside % kw) * dilation[1]
+    out = np.empty((n * ho * wo, columns.size), q.dtype)
+    _conv_vectors(q, ho, wo, stride[0], stride[1], padding[0], padding[1], chan, dy, dx,
+                  q.dtype.type(zero_point), out)
+    return out
