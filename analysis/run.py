@@ -1096,9 +1096,34 @@ def format_result(result: Result) -> str:
             lines.append(f"    {op['index']:>4} {op['placement']:<9}{op['category']:<14}"
                          f"{op['op'][:22]:<23}{(op['module'] or op['module_type'])[:22]:<23}"
                          f"{op['source']}")
+    lines += _paper_lines(result)
     if not result.energy_complete:
         lines.append("  ENERGY INCOMPLETE: matrix products ran in float (see the notes)")
     for note in result.notes:
         lines.append(f"  note: {note}")
     return "\n".join(lines)
+
+
+def _paper_lines(result: Result) -> list[str]:
+    """The comparison with the published design (:mod:`analysis.published`, the report's
+    table): each published figure that applies to this arch and workload, imcsim's value
+    and the relative difference; none for an arch with no published figures."""
+    from analysis.published import metric_value, rows_for
+
+    data = result.to_json()
+    rows = rows_for(data)
+    if not rows:
+        return []
+    paper = ", ".join(rows[0].source.split(", ")[:2])
+    lines = ["", f"  comparison with the published design ({paper}; analysis/published.py)",
+             f"    {'figure':<45}{'paper':>10}{'imcsim':>11} {'unit':<11}{'imcsim/paper-1':>9}"
+             "  [basis] note"]
+    for p in rows:
+        ours = metric_value(data, p.metric)
+        diff = (f"{100 * (ours / p.value - 1):+.1f} %" if ours is not None and p.value
+                else "-")
+        shown = "-" if ours is None else f"{ours:.4g}"
+        lines.append(f"    {p.label[:44]:<45}{p.value:>10.4g}{shown:>11} {p.unit:<11}{diff:>9}"
+                     f"  [{p.basis}] {p.note}")
+    return lines
 

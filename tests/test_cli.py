@@ -44,6 +44,7 @@ def test_run_digits_writes_result_and_resumes(tmp_path, capsys):
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "float accuracy" in printed and "hardware accuracy" in printed
+    assert "comparison with the published design (Shafiee et al., ISAAC" in printed
     result = json.loads((out / "result.json").read_text())
     for key in ("float_accuracy", "hardware_accuracy", "layers", "events_total",
                 "energy_total_pj", "energy_per_inference_nj", "energy_by_event_pj"):

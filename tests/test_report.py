@@ -347,3 +347,32 @@ def test_cli_run_report_and_report_command(tmp_path, capsys):
     assert (out / "report.md").is_file()
     assert main(["report", str(tmp_path / "missing.json")]) == 2
     assert "missing.json" in capsys.readouterr().err
+
+
+def test_run_printout_compares_cap_ram_with_the_paper_for_its_workload():
+    """``imcsim run``'s comparison lines: CAP-RAM's area rows for any workload, the accuracy
+    row only for the paper's workload, and imcsim's value (and its difference) moves with the
+    result."""
+    from analysis.run import _paper_lines
+
+    class Result:
+        def __init__(self, data):
+            self.data = data
+
+        def to_json(self):
+            return self.data
+
+    base = {"arch": "cap_ram_65nm", "workload": "lenet5_mnist_capram", "area_mm2": 0.179,
+            "area_by_component_mm2": {"sram_array": 0.112054, "cisar_adc": 0.013728},
+            "hardware_accuracy": 0.9861}
+    text = "\n".join(_paper_lines(Result(base)))
+    assert "Chen et al., CAP-RAM" in text
+    acc = [ln for ln in text.splitlines() if "LeNet-5 MNIST accuracy" in ln]
+    assert len(acc) == 1 and "0.9861" in acc[0] and "-0.2 %" in acc[0]
+    share = [ln for ln in text.splitlines() if "SRAM array share" in ln][0]
+    assert "0.626" in share.split("fraction")[0].split()[-1]
+    worse = "\n".join(_paper_lines(Result({**base, "hardware_accuracy": 0.9})))
+    assert "-8.9 %" in [ln for ln in worse.splitlines() if "LeNet-5 MNIST" in ln][0]
+    other = "\n".join(_paper_lines(Result({**base, "workload": "digits_cnn"})))
+    assert "macro area" in other and "accuracy" not in other
+    assert _paper_lines(Result({**base, "arch": "my_chip"})) == []
