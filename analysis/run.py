@@ -1116,14 +1116,14 @@ def _paper_lines(result: Result) -> list[str]:
         return []
     paper = ", ".join(rows[0].source.split(", ")[:2])
     lines = ["", f"  comparison with the published design ({paper}; analysis/published.py)",
-             f"    {'figure':<45}{'paper':>10}{'imcsim':>11} {'unit':<11}{'imcsim/paper-1':>9}"
+             f"    {'figure':<45}{'paper':>10}{'imcsim':>11} {'unit':<11}{'imcsim/paper-1':>15}"
              "  [basis] note"]
     for p in rows:
         ours = metric_value(data, p.metric)
         diff = (f"{100 * (ours / p.value - 1):+.1f} %" if ours is not None and p.value
                 else "-")
         shown = "-" if ours is None else f"{ours:.4g}"
-        lines.append(f"    {p.label[:44]:<45}{p.value:>10.4g}{shown:>11} {p.unit:<11}{diff:>9}"
+        lines.append(f"    {p.label[:44]:<45}{p.value:>10.4g}{shown:>11} {p.unit:<11}{diff:>15}"
                      f"  [{p.basis}] {p.note}")
     return lines
 
