@@ -585,14 +585,13 @@ class _AnalyticalWorkload:
             self.mapping_stats["misses"] += 1
         mapped = map_prepared(self.prepared, arch, self.recipe, seed=seed)
         hw = _hardware_layers(mapped)
-        size = sum(a.nbytes for layer in hw.values() for xb in layer.crossbar_layers
-                   for a in (xb._weights_int, *xb.__dict__.get("_encoded", ())[:1]))
+        size = sum(xb.held_bytes() for layer in hw.values() for xb in layer.crossbar_layers)
         with _ANALYTICAL_LOCK:
             if size <= self.MAPPING_BYTES_KEPT:
                 self.mappings[key] = (mapped, arch, hw, size)
-                while (len(self.mappings) > self.MAPPINGS_KEPT or sum(
-                        e[3] for e in self.mappings.values()) > self.MAPPING_BYTES_KEPT):
-                    self.mappings.popitem(last=False)
+                held = sum(e[3] for e in self.mappings.values())
+                while len(self.mappings) > self.MAPPINGS_KEPT or held > self.MAPPING_BYTES_KEPT:
+                    held -= self.mappings.popitem(last=False)[1][3]
         return mapped, arch, hw
 
     def _files_stamp(self) -> tuple:

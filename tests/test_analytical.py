@@ -612,3 +612,36 @@ def test_rebound_layer_archs_equal_those_made_from_the_point(isaac_arch):
         assert got.crossbar.adc.bits == 5
     with pytest.raises(InvariantError):
         _rebound(dataclasses.replace(t, notes=("other",)), t, p)
+
+
+def test_kept_mappings_stay_within_their_byte_bound(make_arch, monkeypatch):
+    """Kept mappings are sized by their layers' held bytes (weights and encoded levels):
+    with room for two mappings of this workload, three points of different mapping keep the
+    two most recent; a bound below one mapping keeps none. A layer's held bytes move with
+    its encoded levels (1-bit cells: twice the columns of 2-bit cells)."""
+    from analysis import run
+    from sim.macros import CrossbarLayer
+
+    lw = _small_workload("dense")
+    archs = [make_arch(**{"organization.tiles": 64, "crossbar.adc.clip": True,
+                          "crossbar.rows": rows}) for rows in (16, 32, 64)]
+    run._ANALYTICAL.clear()
+    run.estimate(archs[0], lw, samples=16)
+    (wl,) = run._ANALYTICAL.values()
+    (one,) = [e[3] for e in wl.mappings.values()]
+    assert one > 0
+    monkeypatch.setattr(run._AnalyticalWorkload, "MAPPING_BYTES_KEPT", 2 * one + one // 2)
+    for a in archs[1:]:
+        run.estimate(a, lw, samples=16)
+    sizes = [e[3] for e in wl.mappings.values()]
+    assert len(sizes) == 2 and sum(sizes) <= run._AnalyticalWorkload.MAPPING_BYTES_KEPT
+    assert [k[0] for k in wl.mappings] == [run._mapping_key(a) for a in archs[1:]]
+    monkeypatch.setattr(run._AnalyticalWorkload, "MAPPING_BYTES_KEPT", 1)
+    run._ANALYTICAL.clear()
+    run.estimate(archs[0], lw, samples=16)
+    (wl,) = run._ANALYTICAL.values()
+    assert not wl.mappings
+    w = np.arange(-32, 32).reshape(16, 4)
+    held = [CrossbarLayer(make_arch(**{"crossbar.cell.bits": b}), w).held_bytes()
+            for b in (1, 2)]
+    assert held[0] > held[1] > w.nbytes

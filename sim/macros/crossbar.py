@@ -347,6 +347,13 @@ class CrossbarLayer:
     def _scale_max(self) -> int:
         return 1 if self.scale is None else max(1, int(np.abs(self.scale).max(initial=1)))
 
+    def held_bytes(self) -> int:
+        """Bytes of the layer's weights as given and, before programming, their encoded
+        cell levels (what a kept, never programmed mapping holds; the analytical mode's
+        mapping cache sizes its entries by it)."""
+        encoded = self.__dict__.get("_encoded")
+        return int(self._weights_int.nbytes + (encoded[0].nbytes if encoded else 0))
+
     def effective_weights(self) -> np.ndarray:
         """The integer ``(K, N)`` matrix the layer multiplies by: the programmed weights,
         times the scale of each one's (row group, output) when the layer has a scale."""
