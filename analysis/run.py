@@ -445,11 +445,17 @@ def _batch_results(run: _Batches, batches: range, workers: int, worker_args: tup
             yield b, run.run(b)
         return
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
     from multiprocessing import get_context
 
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                             initializer=_worker_start, initargs=worker_args) as pool:
-        yield from zip(batches, pool.map(_worker_batch, batches), strict=True)
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                                 initializer=_worker_start, initargs=worker_args) as pool:
+            yield from zip(batches, pool.map(_worker_batch, batches), strict=True)
+    except BrokenProcessPool:
+        raise UserError(f"a batch worker process died (out of memory? each of the {workers} "
+                        "workers holds the data set and the mapped model); rerun with fewer "
+                        "--workers (with --out, finished batches are kept)") from None
 
 
 def _check_run_arguments(samples: int | None, batch_size: int, seed: int,
