@@ -50,3 +50,15 @@ def test_workers_give_the_same_bits_and_resume(tmp_path):
 def test_workers_must_be_a_whole_number_of_at_least_one(bad, capsys):
     assert main(["run", NOISY, "digits_cnn", "--workers", bad]) == 2
     assert "--workers: must be a whole number from 1 to 1,024" in capsys.readouterr().err
+
+
+def test_a_dead_worker_is_one_clear_error(tmp_path):
+    """A worker process that dies (here: its start fails, the workload file gone) ends the
+    run with one UserError naming the remedy, not a traceback from the process pool."""
+    from analysis.run import _batch_results
+    from sim.config import load_arch
+    from sim.errors import UserError
+
+    args = (load_arch(NOISY), tmp_path / "gone.yaml", 4, None, 0, 0, False, 2)
+    with pytest.raises(UserError, match="batch worker process died.*fewer --workers"):
+        list(_batch_results(None, range(2), 2, args))
