@@ -25,6 +25,17 @@ from sim.errors import ConfigError, UserError
 SEED_MAX = 2**32 - 1
 
 
+def _workers(text: str) -> int | str:
+    """``--workers``: ``auto`` or a whole number from 1 to 1,024."""
+    if text == "auto":
+        return text
+    try:
+        return _whole(1, 1024)(text)
+    except argparse.ArgumentTypeError as err:
+        raise argparse.ArgumentTypeError(f"must be auto or {str(err)[len('must be '):]}") \
+            from None
+
+
 def _whole(lo: int, hi: int | None = None) -> Callable[[str], int]:
     """An argparse type: a whole number in ``lo..hi``; anything else is exit 2 with the range."""
     allowed = f"a whole number from {lo:,} to {hi:,}" if hi is not None \
@@ -304,10 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data-dir", default=None, help="data folder (default: $IMCSIM_DATA)")
     r.add_argument("--batch-size", type=_whole(1), default=50,
                    help="samples per batch, at least 1")
-    r.add_argument("--workers", type=_whole(1, 1024), default=1,
-                   help="processes that run whole batches, each on one thread (default 1: "
-                        "this process, its kernels on a thread per core); the same result "
-                        "bit for bit. For whole test sets, the number of cores")
+    r.add_argument("--workers", type=_workers, default="auto",
+                   help="processes that run whole batches, each on one thread; the same "
+                        "result bit for bit. 1: this process (its kernels on a thread per "
+                        "core). Default auto: the first batch here, and the rest in one "
+                        "process per core when they would take more than 30 s here")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.add_argument("--layer-by-layer", action="store_true",
                    help="run layers one after another instead of pipelined")

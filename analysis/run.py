@@ -255,7 +255,7 @@ def simulate(arch_path: str | Path | Arch, workload_path: str | Path | LoadedWor
              out_dir: str | Path | None = None, progress: bool = True,
              pipelined: bool = True, trace_layer: str | None = None,
              allow_float_products: bool = False, first_sample: int = 0,
-             workers: int = 1) -> Result:
+             workers: int | str = 1) -> Result:
     """Run ``workload_path`` on ``arch_path`` bit-true over ``samples`` test samples.
 
     ``arch_path`` is an arch YAML or an already loaded :class:`~sim.config.Arch` (a sweep
@@ -268,13 +268,16 @@ def simulate(arch_path: str | Path | Arch, workload_path: str | Path | LoadedWor
     :class:`LoadedWorkload` (then ``data_dir`` is unused and ``out_dir`` must be ``None``).
     ``allow_float_products`` lets matrix products that do not map onto crossbars run in float
     (the result lists them and says its energy is incomplete); without it they are refused.
-    ``workers`` > 1 runs whole batches in that many worker processes, each single-threaded
-    (see :func:`_batch_results`); the result is the same bit for bit.
+    ``workers`` > 1 runs whole batches in that many worker processes, each single-threaded;
+    ``"auto"`` runs the first batch here and the rest in one worker per core when they would
+    take more than :data:`AUTO_WORKERS_SECONDS` (see :func:`_batch_results`). The result is
+    the same bit for bit.
     """
     start = time.perf_counter()
     _check_run_arguments(samples, batch_size, seed, first_sample)
-    if int(workers) < 1:
-        raise UserError(f"workers must be at least 1, got {workers}")
+    if workers != "auto" and (not isinstance(workers, int) or workers < 1):
+        raise UserError(f"workers must be 'auto' or a whole number of at least 1, got "
+                        f"{workers!r}")
     workload_path = _workload_arg(workload_path, out_dir)
     if out_dir is not None:  # before any work: an unwritable folder is found at once
         ensure_writable_dir(out_dir)
@@ -406,6 +409,19 @@ class _Batches:
                              if rec.events.activity is not None}}
 
 
+#: ``workers="auto"`` starts worker processes when the batches after the first would take
+#: longer than this in this process (a worker's start costs a few seconds).
+AUTO_WORKERS_SECONDS = 30.0
+
+
+def _cores() -> int:
+    """Worker processes for ``workers="auto"``: the kernels' thread count
+    (:func:`sim.macros.crossbar.threads`: ``IMCSIM_THREADS`` or the usable cores)."""
+    from sim.macros.crossbar import threads
+
+    return threads()
+
+
 #: The batches of this worker process's run (set by :func:`_worker_start`).
 _WORKER_BATCHES: _Batches | None = None
 
@@ -438,8 +454,22 @@ def _batch_results(run: _Batches, batches: range, workers: int, worker_args: tup
     share nothing but the chip, so this scales with the cores where the one-process run does
     not (its Python and numpy stages between kernels run on one thread); the results are
     the same bit for bit, and the parent still saves progress after each batch in order.
+    ``"auto"``: the first batch here, timed; the rest here too unless they would take more
+    than :data:`AUTO_WORKERS_SECONDS`, then in one worker per core (:func:`_cores`).
     """
-    workers = min(int(workers), len(batches))
+    if workers == "auto":
+        if not batches:
+            return
+        first = time.perf_counter()
+        yield batches[0], run.run(batches[0])
+        rest = batches[1:]
+        left = (time.perf_counter() - first) * len(rest)
+        workers = _cores() if left > AUTO_WORKERS_SECONDS else 1
+        if workers > 1:
+            log.info("%d batches left, about %.0f s in this process: running them in %d "
+                     "worker processes", len(rest), left, workers)
+        batches = rest
+    workers = min(workers, len(batches))
     if workers <= 1:
         for b in batches:
             yield b, run.run(b)

@@ -27,7 +27,7 @@ def test_workers_give_the_same_bits_and_resume(tmp_path):
     same result. A different seed moves it (the comparison can fail)."""
     base = ["run", NOISY, "digits_cnn", "--samples", "40", "--batch-size", "10", "--quiet"]
     one, two, other = tmp_path / "one", tmp_path / "two", tmp_path / "other"
-    assert main(base + ["--out", str(one)]) == 0
+    assert main(base + ["--out", str(one), "--workers", "1"]) == 0
     assert main(base + ["--out", str(two), "--workers", "2"]) == 0
     assert _result(one) == _result(two)
     assert main(base + ["--out", str(other), "--seed", "1"]) == 0
@@ -49,7 +49,7 @@ def test_workers_give_the_same_bits_and_resume(tmp_path):
 @pytest.mark.parametrize("bad", ["0", "x"])
 def test_workers_must_be_a_whole_number_of_at_least_one(bad, capsys):
     assert main(["run", NOISY, "digits_cnn", "--workers", bad]) == 2
-    assert "--workers: must be a whole number from 1 to 1,024" in capsys.readouterr().err
+    assert "--workers: must be auto or a whole number from 1 to 1,024" in capsys.readouterr().err
 
 
 def test_a_dead_worker_is_one_clear_error(tmp_path):
@@ -62,3 +62,24 @@ def test_a_dead_worker_is_one_clear_error(tmp_path):
     args = (load_arch(NOISY), tmp_path / "gone.yaml", 4, None, 0, 0, False, 2)
     with pytest.raises(UserError, match="batch worker process died.*fewer --workers"):
         list(_batch_results(None, range(2), 2, args))
+
+
+def test_auto_workers_start_only_for_long_runs(tmp_path, monkeypatch, caplog):
+    """``--workers auto`` (the default): a short run stays in this process; one whose
+    remaining batches would take longer than ``AUTO_WORKERS_SECONDS`` runs them in worker
+    processes after the first; both give the one-process result."""
+    import logging
+
+    from analysis import run
+
+    base = ["run", NOISY, "digits_cnn", "--samples", "30", "--batch-size", "10", "--quiet"]
+    one, short, long_ = tmp_path / "one", tmp_path / "short", tmp_path / "long"
+    assert main(base + ["--out", str(one), "--workers", "1"]) == 0
+    with caplog.at_level(logging.INFO, logger="analysis.run"):
+        assert main(base + ["--out", str(short)]) == 0
+        assert "worker processes" not in caplog.text
+        monkeypatch.setattr(run, "AUTO_WORKERS_SECONDS", 0.0)
+        monkeypatch.setattr(run, "_cores", lambda: 2)
+        assert main(base + ["--out", str(long_)]) == 0
+        assert "2 batches left" in caplog.text and "in 2 worker processes" in caplog.text
+    assert _result(one) == _result(short) == _result(long_)
