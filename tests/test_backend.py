@@ -291,3 +291,34 @@ def test_narrow_rows_walked_in_blocks_same_bits(noise, n):
     if noise:
         other = make_layer(arch, w, seed=5).matmul(x, seed=2)[0]
         assert other.tobytes() != outs[0][0].tobytes()
+
+
+def test_matmul_limits_blas_to_one_thread_by_a_cached_controller(make_arch, monkeypatch):
+    """Each matmul runs BLAS on one thread (its workers are the parallelism) through a
+    thread-pool controller made once, and made again after a new import (a BLAS loaded later)."""
+    import types
+
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import sim.macros.crossbar as xb_mod
+
+    seen = []
+    gemm = backend_k.NumpyBackend.gemm
+
+    def spy(self, x, w, out):
+        seen.append({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"})
+        return gemm(self, x, w, out)
+
+    monkeypatch.setattr(backend_k.NumpyBackend, "gemm", spy)
+    arch = _isaac_small(make_arch, **{"variation.cell.sigma": 0.05})
+    w, x = _layer_io()
+    layer = CrossbarLayer(arch, w, backend="numpy")
+    with threadpool_limits(limits=2, user_api="blas"):
+        layer.matmul(x)
+        outside = {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+    assert seen and all(s <= {1} for s in seen)
+    assert outside <= {2}
+    ctl = xb_mod._blas_controller()
+    assert xb_mod._blas_controller() is ctl
+    monkeypatch.setitem(sys.modules, "_imcsim_test_new_module", types.ModuleType("new"))
+    assert xb_mod._blas_controller() is not ctl
