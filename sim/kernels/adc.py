@@ -315,9 +315,13 @@ def _walk_span(ps, ns, row, off, cnt, a, b, x_max, scale, recon, step, near_e, h
     one conversion expression of the row path (:func:`_convert_walk`) and the block path
     (:func:`_walk_blocks`), summed left to right as both always did."""
     n_near = 0
+    # Row slices: indexed by the loop counter alone, the loads are contiguous (``off + e``
+    # with a signed ``off`` made the compiler gather them).
+    p = ps[row, off:off + cnt]
     if ns.shape[0] > 0:
+        q = ns[row, off:off + cnt]
         for e in range(cnt):
-            t = ps[row, off + e] * a[e] + b[e] + ns[row, off + e] + half
+            t = p[e] * a[e] + b[e] + q[e] + half
             k, f = _walk_one(_U32(min(max(t, 0.0), x_max[e]) * scale[e]) & _CODE_MASK, step,
                              near_e, e)
             v[e] = k * recon[e]
@@ -325,7 +329,7 @@ def _walk_span(ps, ns, row, off, cnt, a, b, x_max, scale, recon, step, near_e, h
             n_near += f
     else:
         for e in range(cnt):
-            t = ps[row, off + e] * a[e] + b[e] + half
+            t = p[e] * a[e] + b[e] + half
             k, f = _walk_one(_U32(min(max(t, 0.0), x_max[e]) * scale[e]) & _CODE_MASK, step,
                              near_e, e)
             v[e] = k * recon[e]
@@ -476,9 +480,6 @@ def adc_accumulate(psum, row_of, n_samples, active, skip, lin_a, lin_b, thr, lut
     """
     n_steps = step_weight.shape[0]
     n_cols = psum.shape[1]
-    n_out = out.shape[1]
-    per = direct.shape[0] // n_out
-    n_units = units.shape[1]
     v = np.empty(n_cols, dtype=np.float64)
     walks = by_runs and thr.shape[0] > 0 and walk[0].shape[0] > 0
     runs = by_runs and thr.shape[0] > 0 and cal.shape[0] == 0 and not walks
@@ -528,16 +529,60 @@ def adc_accumulate(psum, row_of, n_samples, active, skip, lin_a, lin_b, thr, lut
             else:
                 _convert_row(psum, row, lin_a, lin_b, thr, lut[0], lut[1], lut[2],
                              lut[3], cal, col_inst, codes, half, noise, recon_step, v)
-            sw = step_weight[p]
-            j = 0
-            for n in range(n_out):
-                t = 0.0
-                for k in range(n_units):
-                    t += coef[n, k] * v[units[n, k]]
-                for _ in range(per):
-                    t += direct[j] * v[j]
-                    j += 1
-                acc[n] += sw * t
+            _add_outputs(v, 0, direct, units, coef, step_weight[p], acc)
+
+
+@jit
+def _add_outputs(v, j0, direct, units, coef, sw, acc):
+    """Shift-add one (step, sample)'s converted row ``v[j0:]`` into its outputs ``acc``:
+    ``acc[n] += sw x t`` with ``t = 0.0 + sum_k coef[n, k] v[j0 + units[n, k]] + sum_q
+    direct[n*per + q] v[j0 + n*per + q]``, each output's terms added left to right.
+
+    With ``per`` 8 or 4 (16- or 8-bit weights in 2-bit cells) the ``q`` terms are written
+    out: the same additions in the same order, but without an inner loop of unknown length
+    the processor overlaps the outputs' addition chains (measured: 0.82 -> 0.41 ns per
+    conversion for ``per`` 8 on a cache-resident row)."""
+    n_out = acc.shape[0]
+    per = direct.shape[0] // n_out
+    n_units = units.shape[1]
+    if per == 8:
+        for n in range(n_out):
+            t = 0.0
+            for k in range(n_units):
+                t += coef[n, k] * v[j0 + units[n, k]]
+            d = n * 8
+            j = j0 + d
+            t += direct[d] * v[j]
+            t += direct[d + 1] * v[j + 1]
+            t += direct[d + 2] * v[j + 2]
+            t += direct[d + 3] * v[j + 3]
+            t += direct[d + 4] * v[j + 4]
+            t += direct[d + 5] * v[j + 5]
+            t += direct[d + 6] * v[j + 6]
+            t += direct[d + 7] * v[j + 7]
+            acc[n] += sw * t
+    elif per == 4:
+        for n in range(n_out):
+            t = 0.0
+            for k in range(n_units):
+                t += coef[n, k] * v[j0 + units[n, k]]
+            d = n * 4
+            j = j0 + d
+            t += direct[d] * v[j]
+            t += direct[d + 1] * v[j + 1]
+            t += direct[d + 2] * v[j + 2]
+            t += direct[d + 3] * v[j + 3]
+            acc[n] += sw * t
+    else:
+        d = 0
+        for n in range(n_out):
+            t = 0.0
+            for k in range(n_units):
+                t += coef[n, k] * v[j0 + units[n, k]]
+            for _ in range(per):
+                t += direct[d] * v[j0 + d]
+                d += 1
+            acc[n] += sw * t
 
 
 #: Conversions per block of :func:`_walk_blocks` (whole rows of narrow layers).
@@ -555,9 +600,6 @@ def _walk_blocks(psum, n_samples, lin_a, lin_b, thr, col_inst, codes, half, nois
     long. Each conversion is the expression of :func:`_convert_walk` on the same values and
     each output adds its terms in the same order: the same bits."""
     n_cols = psum.shape[1]
-    n_out = out.shape[1]
-    per = direct.shape[0] // n_out
-    n_units = units.shape[1]
     top = codes - 1
     has_noise = noise.shape[0] > 0
     rows_blk = WALK_BLOCK // n_cols  # the caller walks blocks only for n_cols < WALK_BLOCK
@@ -602,17 +644,7 @@ def _walk_blocks(psum, n_samples, lin_a, lin_b, thr, col_inst, codes, half, nois
                             u += nf[base + e]
                         v[e] = _count_le(u, thr, col_inst[c], top, half) * rs_t[e]
             for m in range(m0, m1):
-                acc = out[m]
-                j = (m - m0) * n_cols
-                j0 = j
-                for n in range(n_out):
-                    t = 0.0
-                    for k in range(n_units):
-                        t += coef[n, k] * v[j0 + units[n, k]]
-                    for _ in range(per):
-                        t += direct[j - j0] * v[j]
-                        j += 1
-                    acc[n] += sw * t
+                _add_outputs(v, (m - m0) * n_cols, direct, units, coef, sw, out[m])
 
 
 def combine_coefficients(col_out, col_weight, flip, ref_col, flip_top, bias_weight, n_out):
