@@ -367,9 +367,10 @@ def _convert_walk(psum, r, lin_a, lin_b, thr, step, scale, x_max, near_e, cal, c
     top = codes - 1
     for c0 in range(0, n_cols, 64):  # skip blocks without a close walk (a vectorized count)
         c1 = min(c0 + 64, n_cols)
+        blk = near[c0:c1]  # indexed from 0: a contiguous load (near[c] with c from c0 was not)
         hit = 0
-        for c in range(c0, c1):
-            hit += near[c]
+        for e in range(blk.shape[0]):
+            hit += blk[e]
         if hit == 0:
             continue
         for c in range(c0, c1):
