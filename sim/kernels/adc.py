@@ -362,25 +362,34 @@ def _convert_walk(psum, r, lin_a, lin_b, thr, step, scale, x_max, near_e, cal, c
     else:
         n_near = _walk_span(psum, noise, r, 0, n_cols, lin_a, lin_b, x_max, scale, recon_step,
                             step, near_e, half, v, near)
-    if n_near == 0:
-        return
-    top = codes - 1
-    for c0 in range(0, n_cols, 64):  # skip blocks without a close walk (a vectorized count)
-        c1 = min(c0 + 64, n_cols)
+    if n_near:
+        _redo_close(psum, noise, r, 0, n_cols, lin_a, lin_b, recon_step, col_inst, cal, thr,
+                    codes - 1, half, near, v)
+
+
+@jit
+def _redo_close(ps, ns, row, off, cnt, a, b, recon, inst, cal, thr, top, half, near, v):
+    """The conversions ``e < cnt`` of :func:`_walk_span` whose walk was close (``near[e]``):
+    their codes counted in instance ``inst[e]``'s threshold list, their values (code, or
+    ``cal[inst[e], code]`` with a calibration table, x ``recon[e]``) into ``v``. Blocks of 64
+    without a close walk are skipped after a vectorized count."""
+    p = ps[row, off:off + cnt]
+    for c0 in range(0, cnt, 64):
+        c1 = min(c0 + 64, cnt)
         blk = near[c0:c1]  # indexed from 0: a contiguous load (near[c] with c from c0 was not)
         hit = 0
         for e in range(blk.shape[0]):
             hit += blk[e]
         if hit == 0:
             continue
-        for c in range(c0, c1):
-            if near[c]:
-                u = psum[r, c] * lin_a[c] + lin_b[c]
-                if noise.shape[0] > 0:
-                    u += noise[r, c]
-                i = col_inst[c]
+        for e in range(c0, c1):
+            if near[e]:
+                u = p[e] * a[e] + b[e]
+                if ns.shape[0] > 0:
+                    u += ns[row, off + e]
+                i = inst[e]
                 k = _count_le(u, thr, i, top, half)
-                v[c] = (cal[i, k] if cal.shape[0] > 0 else k) * recon_step[c]
+                v[e] = (cal[i, k] if cal.shape[0] > 0 else k) * recon[e]
 
 
 @jit
@@ -587,7 +596,7 @@ def _add_outputs(v, j0, direct, units, coef, sw, acc):
 
 
 #: Conversions per block of :func:`_walk_blocks` (whole rows of narrow layers).
-WALK_BLOCK = 512
+WALK_BLOCK = 2048
 
 
 @jit
@@ -611,9 +620,11 @@ def _walk_blocks(psum, n_samples, lin_a, lin_b, thr, col_inst, codes, half, nois
     xm_t = np.empty(nb)
     rs_t = np.empty(nb)
     ne_t = np.empty(nb, np.uint32)
+    in_t = np.empty(nb, col_inst.dtype)
     st_t = np.empty((WALK_BITS, nb), np.uint32)
     for e in range(nb):
         c = e % n_cols
+        in_t[e] = col_inst[c]
         a_t[e] = lin_a[c]
         b_t[e] = lin_b[c]
         sc_t[e] = scale_col[c]
@@ -628,6 +639,7 @@ def _walk_blocks(psum, n_samples, lin_a, lin_b, thr, col_inst, codes, half, nois
     nf = np.ascontiguousarray(noise).reshape(noise.shape[0] * noise.shape[1])
     pf2 = pf.reshape((1, pf.shape[0]))
     nf2 = nf.reshape((1 if has_noise else 0, nf.shape[0] if has_noise else 0))
+    no_cal = np.zeros((0, 0))
     for p in range(step_weight.shape[0]):
         sw = step_weight[p]
         for m0 in range(0, n_samples, rows_blk):
@@ -637,13 +649,8 @@ def _walk_blocks(psum, n_samples, lin_a, lin_b, thr, col_inst, codes, half, nois
             n_near = _walk_span(pf2, nf2, 0, base, cnt, a_t, b_t, xm_t, sc_t, rs_t, st_t,
                                 ne_t, half, v, near)
             if n_near:
-                for e in range(cnt):
-                    if near[e]:
-                        c = e % n_cols
-                        u = pf[base + e] * a_t[e] + b_t[e]
-                        if has_noise:
-                            u += nf[base + e]
-                        v[e] = _count_le(u, thr, col_inst[c], top, half) * rs_t[e]
+                _redo_close(pf2, nf2, 0, base, cnt, a_t, b_t, rs_t, in_t, no_cal, thr, top,
+                            half, near, v)
             for m in range(m0, m1):
                 _add_outputs(v, (m - m0) * n_cols, direct, units, coef, sw, out[m])
 
