@@ -521,7 +521,6 @@ def adc_accumulate(psum, row_of, n_samples, active, skip, lin_a, lin_b, thr, lut
     # output still adds its steps in the order p = 0, 1, ... (same bits as samples outer).
     for p in range(n_steps):
         for m in range(n_samples):
-            acc = out[m]
             if skip and not active[p, m]:
                 continue
             row = p * n_samples + m
@@ -539,60 +538,65 @@ def adc_accumulate(psum, row_of, n_samples, active, skip, lin_a, lin_b, thr, lut
             else:
                 _convert_row(psum, row, lin_a, lin_b, thr, lut[0], lut[1], lut[2],
                              lut[3], cal, col_inst, codes, half, noise, recon_step, v)
-            _add_outputs(v, 0, direct, units, coef, step_weight[p], acc)
+            _add_outputs(v, 0, 0, out, m, 1, direct, units, coef, step_weight[p])
 
 
 @jit
-def _add_outputs(v, j0, direct, units, coef, sw, acc):
-    """Shift-add one (step, sample)'s converted row ``v[j0:]`` into its outputs ``acc``:
-    ``acc[n] += sw x t`` with ``t = 0.0 + sum_k coef[n, k] v[j0 + units[n, k]] + sum_q
-    direct[n*per + q] v[j0 + n*per + q]``, each output's terms added left to right.
+def _add_outputs(v, j0, stride, out, m0, n_rows, direct, units, coef, sw):
+    """Shift-add ``n_rows`` converted rows into their outputs: row ``r`` of ``v`` starts at
+    ``j0 + r x stride`` and belongs to output row ``out[m0 + r]``; output ``n`` adds
+    ``sw x t`` with ``t = 0.0 + sum_k coef[n, k] v[units[n, k]] + sum_q direct[n*per + q]
+    v[n*per + q]`` (offsets within the row), each output's terms added left to right.
 
     With ``per`` 8 or 4 (16- or 8-bit weights in 2-bit cells) the ``q`` terms are written
     out: the same additions in the same order, but without an inner loop of unknown length
     the processor overlaps the outputs' addition chains (measured: 0.82 -> 0.41 ns per
-    conversion for ``per`` 8 on a cache-resident row)."""
-    n_out = acc.shape[0]
+    conversion for ``per`` 8 on a cache-resident row). Several rows per call spare narrow
+    layers a call per row."""
+    n_out = out.shape[1]
     per = direct.shape[0] // n_out
     n_units = units.shape[1]
-    if per == 8:
-        for n in range(n_out):
-            t = 0.0
-            for k in range(n_units):
-                t += coef[n, k] * v[j0 + units[n, k]]
-            d = n * 8
-            j = j0 + d
-            t += direct[d] * v[j]
-            t += direct[d + 1] * v[j + 1]
-            t += direct[d + 2] * v[j + 2]
-            t += direct[d + 3] * v[j + 3]
-            t += direct[d + 4] * v[j + 4]
-            t += direct[d + 5] * v[j + 5]
-            t += direct[d + 6] * v[j + 6]
-            t += direct[d + 7] * v[j + 7]
-            acc[n] += sw * t
-    elif per == 4:
-        for n in range(n_out):
-            t = 0.0
-            for k in range(n_units):
-                t += coef[n, k] * v[j0 + units[n, k]]
-            d = n * 4
-            j = j0 + d
-            t += direct[d] * v[j]
-            t += direct[d + 1] * v[j + 1]
-            t += direct[d + 2] * v[j + 2]
-            t += direct[d + 3] * v[j + 3]
-            acc[n] += sw * t
-    else:
-        d = 0
-        for n in range(n_out):
-            t = 0.0
-            for k in range(n_units):
-                t += coef[n, k] * v[j0 + units[n, k]]
-            for _ in range(per):
-                t += direct[d] * v[j0 + d]
-                d += 1
-            acc[n] += sw * t
+    for r in range(n_rows):
+        acc = out[m0 + r]
+        j0r = j0 + r * stride
+        if per == 8:
+            for n in range(n_out):
+                t = 0.0
+                for k in range(n_units):
+                    t += coef[n, k] * v[j0r + units[n, k]]
+                d = n * 8
+                j = j0r + d
+                t += direct[d] * v[j]
+                t += direct[d + 1] * v[j + 1]
+                t += direct[d + 2] * v[j + 2]
+                t += direct[d + 3] * v[j + 3]
+                t += direct[d + 4] * v[j + 4]
+                t += direct[d + 5] * v[j + 5]
+                t += direct[d + 6] * v[j + 6]
+                t += direct[d + 7] * v[j + 7]
+                acc[n] += sw * t
+        elif per == 4:
+            for n in range(n_out):
+                t = 0.0
+                for k in range(n_units):
+                    t += coef[n, k] * v[j0r + units[n, k]]
+                d = n * 4
+                j = j0r + d
+                t += direct[d] * v[j]
+                t += direct[d + 1] * v[j + 1]
+                t += direct[d + 2] * v[j + 2]
+                t += direct[d + 3] * v[j + 3]
+                acc[n] += sw * t
+        else:
+            d = 0
+            for n in range(n_out):
+                t = 0.0
+                for k in range(n_units):
+                    t += coef[n, k] * v[j0r + units[n, k]]
+                for _ in range(per):
+                    t += direct[d] * v[j0r + d]
+                    d += 1
+                acc[n] += sw * t
 
 
 #: Conversions per block of :func:`_walk_blocks` (whole rows of narrow layers).
@@ -651,8 +655,7 @@ def _walk_blocks(psum, n_samples, lin_a, lin_b, thr, col_inst, codes, half, nois
             if n_near:
                 _redo_close(pf2, nf2, 0, base, cnt, a_t, b_t, rs_t, in_t, no_cal, thr, top,
                             half, near, v)
-            for m in range(m0, m1):
-                _add_outputs(v, (m - m0) * n_cols, direct, units, coef, sw, out[m])
+            _add_outputs(v, 0, n_cols, out, m0, m1 - m0, direct, units, coef, sw)
 
 
 def combine_coefficients(col_out, col_weight, flip, ref_col, flip_top, bias_weight, n_out):
