@@ -17,7 +17,9 @@ per-row-group model is; ``--no-fast-path`` measures the latter.
 The array backend is ``IMCSIM_BACKEND`` (default ``auto``) or ``--backend``. The machine is
 shared: figures are noisy, so compare the ratios (same run), and repeat.
 
-Run: ``python bench/bench_kernels.py [--batch 256] [--resnet-batch 8] [--repeat 3]``.
+Run: ``python bench/bench_kernels.py [--batch 256] [--resnet-batch 8] [--repeat 3]``;
+``--cpu`` gives the same table by CPU seconds of one worker thread against the one-thread fp32
+rate by CPU time (on a shared machine the others' turns count in wall time).
 """
 
 from __future__ import annotations
@@ -90,13 +92,14 @@ def archs():
             arch_from_dict(curves, "isaac variation + ADC curves"))
 
 
-def rate(arch, k: int, n: int, m: int, repeat: int, rng) -> tuple[float, int]:
-    """Cell-MACs per second of one layer (K, N) on M samples."""
+def rate(arch, k: int, n: int, m: int, repeat: int, rng,
+         clock=time.perf_counter) -> tuple[float, int]:
+    """Cell-MACs per second of one layer (K, N) on M samples (wall time unless ``clock``)."""
     w = rng.integers(-(2**15), 2**15, size=(k, n))
     x = rng.integers(-(2**15), 2**15, size=(m, k))
     layer = CrossbarLayer(arch, w, seed=0, backend=BACKEND, exact_fast_path=FAST)
     cell_macs = layer.matmul(x[:1])[1].cell_macs * m
-    return cell_macs / best_time(lambda: layer.matmul(x), repeat), cell_macs
+    return cell_macs / best_time(lambda: layer.matmul(x), repeat, clock), cell_macs
 
 
 def resnet20_layers(batch: int) -> list[tuple[str, int, int, int]]:
@@ -237,12 +240,18 @@ def main() -> None:
                          "against the one-thread fp32 GEMM rate")
     ap.add_argument("--no-fast-path", action="store_true",
                     help="run provably exact configs through the per-row-group model too")
+    ap.add_argument("--cpu", action="store_true",
+                    help="the same table by CPU seconds of one worker thread, against the "
+                         "one-thread fp32 GEMM rate by CPU time (a shared machine's load "
+                         "counts in wall time, not in CPU time)")
     ap.add_argument("--read-noise", action="store_true",
                     help="only: CPU seconds of the 512x512 layer with variation, and with "
                          "read noise too, against the one-thread fp32 GEMM rate")
     args = ap.parse_args()
     global BACKEND, FAST
     BACKEND, FAST = args.backend, not args.no_fast_path
+    if args.cpu:
+        os.environ["IMCSIM_THREADS"] = "1"  # read by sim.macros.crossbar.threads() per call
     from threadpoolctl import threadpool_info
 
     import sim.macros.crossbar as xb
@@ -262,8 +271,17 @@ def main() -> None:
     from sim.kernels import backend as backend_k
 
     print("array backend:", backend_k.resolve(BACKEND), "| exact fast path:", FAST)
-    rates = gemm_rates(args.repeat)
-    print("\nmachine GEMM rates (2048^3 unless said, MAC/s):")
+    clock = time.perf_counter
+    if args.cpu:
+        from threadpoolctl import threadpool_limits
+
+        clock = time.process_time
+        with threadpool_limits(limits=1, user_api="blas"):
+            rates = gemm_rates(args.repeat, int8=False, clock=clock)
+        print("\none worker thread, CPU seconds; one-thread GEMM rate by CPU time (MAC/s):")
+    else:
+        rates = gemm_rates(args.repeat)
+        print("\nmachine GEMM rates (2048^3 unless said, MAC/s):")
     for name, r in rates.items():
         print(f"  {name:<30}{r / 1e9:8.2f} G")
     fp32 = max(v for k, v in rates.items() if "fp32" in k)
@@ -273,14 +291,14 @@ def main() -> None:
           f">= {TARGET} on 512x512 with ADC quantization on):")
     print(f"  {'case':<44}{'cell-MAC/s':>12}{'ratio':>8}")
     for arch in archs():
-        r, _ = rate(arch, 512, 512, args.batch, args.repeat, rng)
+        r, _ = rate(arch, 512, 512, args.batch, args.repeat, rng, clock)
         ok = "meets target" if r / fp32 >= TARGET else "BELOW target"
         print(f"  {'512x512, batch ' + str(args.batch) + ', ' + arch.source:<44}"
               f"{r / 1e9:10.2f} G{r / fp32:8.3f}  {ok}")
     for arch in archs():
         total_macs, total_time = 0, 0.0
         for _name, k, n, m in resnet20_layers(args.resnet_batch):
-            r, cm = rate(arch, k, n, m, 1, rng)
+            r, cm = rate(arch, k, n, m, 1, rng, clock)
             total_macs += cm
             total_time += cm / r
         r = total_macs / total_time

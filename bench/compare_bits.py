@@ -8,10 +8,11 @@ new one (same machine, same BLAS)::
     PYTHONPATH=$PWD python bench/compare_bits.py check /tmp/bits.npz
 
 Covers ISAAC-CE ideal and with zero-skipping, cell variation, mismatched ADC curves (with and
-without cell variation), read noise, comparator noise, clipping 6-bit ADC, stuck cells,
-offsets, a calibrated range and a 2-bit DAC, on K = 27/144/300/512 with full-range 16-bit
-and 8-bit ReLU-like inputs. Quantized outputs can hide a last-ulp change of a float32
-partial sum; ``--psums`` compares the raw partial sums of the cell-variation configs too.
+without cell variation, also with 8- and 6-bit weights), read noise, comparator noise,
+clipping 6-bit ADC, stuck cells, offsets, a calibrated range and a 2-bit DAC, on
+K = 27/144/300/512 with full-range 16-bit and 8-bit ReLU-like inputs. Quantized outputs can
+hide a last-ulp change of a float32 partial sum; ``--psums`` compares the raw partial sums of
+the cell-variation configs too.
 """
 
 from __future__ import annotations
@@ -56,6 +57,11 @@ CONFIGS = {
     "readnoise_skip": {**_var(cell={**CELL, "read_noise_sigma": 0.05}), **SKIP},
     "curves_skip": {**_var(cell=CELL, adc=CURVES), **SKIP},
     "dac2": {**_var(cell=CELL), "crossbar.dac.bits": 2},
+    # 8- and 6-bit weights: 4 and 3 cells per weight (the shift-add's written-out case for 4
+    # columns per output, and its general loop)
+    "var_w8": {**_var(cell=CELL), "weights.bits": 8},
+    "curves_w8": {**_var(cell=CELL, adc=CURVES), "weights.bits": 8},
+    "curves_w6_skip": {**_var(cell=CELL, adc=CURVES), "weights.bits": 6, **SKIP},
 }
 SHAPES = [(27, 16, 300), (144, 32, 200), (300, 70, 90), (512, 200, 64)]
 
@@ -85,8 +91,9 @@ def outputs() -> dict[str, np.ndarray]:
     res = {}
     for name, changes in CONFIGS.items():
         arch = make_arch(name, changes)
+        half = 2 ** (arch.weights.bits - 1)
         for k, n, m in SHAPES:
-            w = rng.integers(-2**15, 2**15, size=(k, n))
+            w = rng.integers(-half, half, size=(k, n))
             for kind in ("full", "relu8"):
                 x = inputs(rng, kind, m, k)
                 layer = CrossbarLayer(arch, w, seed=5)

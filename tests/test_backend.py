@@ -322,3 +322,17 @@ def test_matmul_limits_blas_to_one_thread_by_a_cached_controller(make_arch, monk
     assert xb_mod._blas_controller() is ctl
     monkeypatch.setitem(sys.modules, "_imcsim_test_new_module", types.ModuleType("new"))
     assert xb_mod._blas_controller() is not ctl
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_rows_float32_is_the_cast_of_the_group_rows(dtype):
+    """The numpy backend's GEMM input of a row group: ``steps[:, :, a:b]`` as float32 rows,
+    written into the front of a reused buffer (a later group overwrites it)."""
+    rng = np.random.default_rng(3)
+    steps = rng.integers(0, 2**12 if dtype == np.uint16 else 255, size=(3, 5, 40)).astype(dtype)
+    buf = np.full(3 * 5 * 32, np.nan, np.float32)
+    for a, b in ((0, 32), (32, 40), (5, 6)):
+        got = backend_k.rows_float32(steps, a, b, buf)
+        assert got.dtype == np.float32 and got.flags.c_contiguous
+        assert np.shares_memory(got, buf)
+        assert np.array_equal(got, steps[:, :, a:b].astype(np.float32).reshape(15, b - a))

@@ -647,3 +647,41 @@ def test_every_accepted_dac_width_runs(make_arch):
     x = np.array([[500, 7]])
     out, _ = CrossbarLayer(arch, w).matmul(x)
     assert out.tolist() == [[1486.0]]
+
+
+@pytest.mark.parametrize("per", [1, 3, 4, 8])
+@pytest.mark.parametrize("n_units", [1, 2])
+def test_shift_add_of_converted_rows_adds_in_order_bit_for_bit(per, n_units):
+    """``adc._add_outputs`` (its 8- and 4-column cases written out) gives the bits of the
+    plain left-to-right sum per output, on values where another order gives other bits
+    (cancellation, -0.0, mixed magnitudes), over several rows at a stride."""
+    rng = np.random.default_rng(per * 10 + n_units)
+    n_out, n_rows, stride = 5, 3, 5 * per + 2 * n_units + 1
+    v = rng.standard_normal(n_rows * stride) * 10.0 ** rng.integers(-8, 9, n_rows * stride)
+    v[::7] = -0.0
+    direct = rng.standard_normal(n_out * per) * 10.0 ** rng.integers(-8, 9, n_out * per)
+    units = (n_out * per + rng.integers(0, 2 * n_units, size=(n_out, n_units))).astype(np.int32)
+    coef = rng.standard_normal((n_out, n_units))
+    coef[0] = 0.0  # 0.0 + 0.0 * -0.0: the sum starts at +0.0
+    out = rng.standard_normal((n_rows + 2, n_out))
+    ref = out.copy()
+    sw = 3.0 - 2.0**-30
+    for r in range(n_rows):
+        base = 1 + r * stride
+        for n in range(n_out):
+            t = 0.0
+            for k in range(n_units):
+                t += coef[n, k] * v[base + units[n, k]]
+            for q in range(per):
+                t += direct[n * per + q] * v[base + n * per + q]
+            ref[2 + r, n] += sw * t
+    adc_k._add_outputs(v, 1, stride, out, 2, n_rows, direct, units, coef, sw)
+    assert out.tobytes() == ref.tobytes()
+    # the cause moves the output: another weight of one column moves that output only
+    base_out = np.zeros((n_rows + 2, n_out))
+    adc_k._add_outputs(v, 1, stride, base_out, 2, n_rows, direct, units, coef, sw)
+    direct[per] *= 3.0  # column 0 of output 1
+    moved = np.zeros((n_rows + 2, n_out))
+    adc_k._add_outputs(v, 1, stride, moved, 2, n_rows, direct, units, coef, sw)
+    changed = (moved != base_out).any(axis=0)
+    assert changed[1] and not changed[[0, 2, 3, 4]].any()

@@ -35,6 +35,7 @@ import os
 import numpy as np
 
 from sim.errors import UserError
+from sim.kernels._jit import jit
 
 NAMES = ("auto", "numpy", "torch", "cuda")
 
@@ -60,6 +61,27 @@ class NumpyBackend:
         """Partial sums ``x @ w`` of step values ``x`` ``(n, R)`` into ``out[:n]``; returns them."""
         xf = x if x.dtype == np.float32 else x.astype(np.float32)
         return np.matmul(xf, w, out=out[: x.shape[0]])
+
+
+@jit
+def _rows_float32(steps, a, b, out):
+    n_m = steps.shape[1]
+    for p in range(steps.shape[0]):
+        for m in range(n_m):
+            src = steps[p, m, a:b]
+            dst = out[p * n_m + m]
+            for k in range(b - a):
+                dst[k] = np.float32(src[k])
+
+
+def rows_float32(steps: np.ndarray, a: int, b: int, buf: np.ndarray) -> np.ndarray:
+    """A row group's step values ``steps[:, :, a:b]`` (``(P, M, rows)``, small integers) as
+    contiguous float32 rows ``(P*M, b-a)``, the numpy backend's GEMM input, written into the
+    front of the flat float32 buffer ``buf`` (reused across groups: a fresh array per group
+    page-faulted, and numpy's cast of the strided view took about 1.5 ns per value)."""
+    out = buf[: steps.shape[0] * steps.shape[1] * (b - a)].reshape(-1, b - a)
+    _rows_float32(steps, a, b, out)
+    return out
 
 
 def _torch():

@@ -438,11 +438,13 @@ class CrossbarLayer:
         buf = np.empty((n_rows, ct), dtype=np.float32)
         buf2 = (np.empty((n_rows, 2 * ct if self._binary_steps else ct), dtype=np.float32)
                 if sigma_r and noise_seed is not None else None)
+        as_f32 = self.backend.name == "numpy"
+        xbuf = (np.empty(n_rows * max(b - a for a, b in self._span), dtype=np.float32)
+                if as_f32 else None)
         for gi, (a, b) in enumerate(self._span):
-            view = steps[:, :, a:b]
             # One copy of the strided rows, straight into the GEMM's input type.
-            xg = (view.astype(np.float32) if self.backend.name == "numpy" else view).reshape(
-                n_rows, b - a)
+            xg = (backend_k.rows_float32(steps, a, b, xbuf) if as_f32
+                  else steps[:, :, a:b].reshape(n_rows, b - a))
             row_of = no_rows
             if (active_all is not None and self.drop_zero_blocks
                     and (skip or self._zero_to_zero[gi])):
