@@ -114,3 +114,14 @@ def test_auto_workers_start_only_for_long_runs(tmp_path, monkeypatch, caplog):
         assert main(base + ["--out", str(long_)]) == 0
         assert "2 batches left" in caplog.text and "in 2 worker processes" in caplog.text
     assert _result(one) == _result(short) == _result(long_)
+
+
+def test_trace_is_the_same_with_workers(tmp_path):
+    """``--trace`` runs the first sample with batch 0's noise whoever ran the batches: the
+    trace CSV is the same with one process and with two workers."""
+    base = ["run", NOISY, "digits_cnn", "--samples", "20", "--batch-size", "10", "--quiet",
+            "--trace", "fc"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(base + ["--out", str(one), "--workers", "1"]) == 0
+    assert main(base + ["--out", str(two), "--workers", "2"]) == 0
+    assert (one / "trace_fc.csv").read_bytes() == (two / "trace_fc.csv").read_bytes()
