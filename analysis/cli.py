@@ -30,10 +30,13 @@ def _workers(text: str) -> int | str:
     if text == "auto":
         return text
     try:
-        return _whole(1, 1024)(text)
-    except argparse.ArgumentTypeError as err:
-        raise argparse.ArgumentTypeError(f"must be auto or {str(err)[len('must be '):]}") \
-            from None
+        value = int(text, 10)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 1024:
+        raise argparse.ArgumentTypeError(f"must be auto or a whole number from 1 to 1,024, "
+                                         f"got {text[:40]!r}")
+    return value
 
 
 def _whole(lo: int, hi: int | None = None) -> Callable[[str], int]:

@@ -11,6 +11,7 @@ workload's figures only for that workload (``workload``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -159,8 +160,8 @@ PUBLISHED: dict[str, tuple[PublishedValue, ...]] = {
             metric="hardware_accuracy", label="ResNet-20 CIFAR-10 accuracy, one macro",
             unit="fraction", value=0.890, basis="read", workload="resnet20_cifar10_capram",
             source=f"{_CAPRAM}, abstract (papers.md 1)",
-            note="our model reaches 70.99 % in float on the offline (JPEG re-encoded) test "
-                 "set: the gap is mostly the model (docs/validation.md)"),
+            note="compare with this run's float accuracy on the offline (JPEG re-encoded) "
+                 "test set: the gap is mostly our model's (docs/validation.md)"),
     ),
 }
 
@@ -175,10 +176,24 @@ def metric_value(result: Mapping[str, Any], metric: str) -> float | None:
         value = DERIVED_METRICS[metric](result) if metric in DERIVED_METRICS else result[metric]
     except (KeyError, TypeError, ZeroDivisionError):
         return None
-    return float(value) if isinstance(value, int | float) and value else None
+    if not isinstance(value, int | float) or not value or not math.isfinite(value):
+        return None  # an estimate's accuracy is NaN: not measured
+    return float(value)
 
 
 def rows_for(result: Mapping[str, Any]) -> tuple[PublishedValue, ...]:
     """The published rows that apply to ``result``'s arch and workload (may be empty)."""
     rows = PUBLISHED.get(result.get("arch", ""), ())
     return tuple(r for r in rows if r.workload in (None, result.get("workload")))
+
+
+def comparison(result: Mapping[str, Any]) -> list[tuple[PublishedValue, float | None,
+                                                          float | None]]:
+    """Each published row that applies to ``result`` with imcsim's value and the relative
+    difference ``imcsim / paper - 1`` (``None`` where imcsim has no value): what the report
+    and ``imcsim run``'s printout show."""
+    out = []
+    for p in rows_for(result):
+        ours = metric_value(result, p.metric)
+        out.append((p, ours, ours / p.value - 1 if ours is not None and p.value else None))
+    return out

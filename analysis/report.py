@@ -26,7 +26,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 
-from analysis.published import metric_value, rows_for
+from analysis.published import comparison
 from sim.errors import UserError
 from sim.fileio import atomic_write, ensure_writable_dir
 
@@ -624,13 +624,12 @@ def _value(value: Any) -> str:
 
 
 def _paper(r: Mapping[str, Any]) -> Section | None:
-    published = rows_for(r)
+    published = comparison(r)
     if not published:
         return None
     rows = []
-    for p in published:
-        ours = metric_value(r, p.metric)
-        diff = f"{100 * (ours / p.value - 1):+.2f} %" if ours is not None and p.value else DASH
+    for p, ours, rel in published:
+        diff = f"{100 * rel:+.2f} %" if rel is not None else DASH
         rows.append((p.label, p.unit, _num(p.value, 6), _num(ours), diff, p.basis, p.source,
                      p.note))
     return Section("paper", "Comparison with the published design", [

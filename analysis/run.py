@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import sys
 import threading
 import time
@@ -179,18 +180,32 @@ def _config_key(arch: Arch, workload: Workload, samples: int, seed: int,
                 batch_size: int, first_sample: int = 0) -> str:
     h = hashlib.sha256()
     h.update(json.dumps(to_plain(arch), sort_keys=True, default=str).encode())
-    if workload.source is not None:
-        h.update(Path(workload.source).read_bytes())
-        model_file = workload.model_ref.file  # a user's model: its code decides the outputs
-        if model_file is not None and model_file.is_file():
-            h.update(model_file.read_bytes())
-    if workload.checkpoint_path.is_file():
-        h.update(workload.checkpoint_path.read_bytes())
+    _hash_files(h, workload)
     # PROGRESS_FORMAT: a saved state of another format (e.g. without per-step activity)
     # is not resumed.
     h.update(f"{samples}|{seed}|{batch_size}|{sim.__version__}|{PROGRESS_FORMAT}".encode())
     if first_sample:  # only then: the saved states of runs from sample 0 keep their keys
         h.update(f"|from {first_sample}".encode())
+    return h.hexdigest()
+
+
+def _hash_files(h, workload) -> None:
+    """Feed ``h`` the files a workload's model comes from: its YAML, a user's model code
+    (it decides the outputs) and the checkpoint (nothing for a :class:`LoadedWorkload`)."""
+    if getattr(workload, "source", None) is None:
+        return
+    h.update(Path(workload.source).read_bytes())
+    model_file = workload.model_ref.file
+    if model_file is not None and model_file.is_file():
+        h.update(model_file.read_bytes())
+    if workload.checkpoint_path.is_file():
+        h.update(workload.checkpoint_path.read_bytes())
+
+
+def _files_key(workload) -> str:
+    """A digest of the files the workload's model comes from (:func:`_hash_files`)."""
+    h = hashlib.sha256()
+    _hash_files(h, workload)
     return h.hexdigest()
 
 
@@ -329,9 +344,16 @@ def simulate(arch_path: str | Path | Arch, workload_path: str | Path | LoadedWor
                unit="batch", disable=not progress, file=sys.stderr)
     run = _Batches(mapped, model, x_test, y_test, seed, batch_size)
     worker_args = (arch, workload_path, samples, data_dir, first_sample, seed,
-                   allow_float_products, batch_size)
+                   allow_float_products, batch_size, _files_key(workload))
     batch_start = time.perf_counter()
-    for b, part in _batch_results(run, range(state["done"], n_batches), workers, worker_args):
+    def say(message: str) -> None:  # beside the progress bar, or to the log without one
+        if progress:
+            bar.write(message, file=sys.stderr)
+        else:
+            log.info(message)
+
+    for b, part in _batch_results(run, range(state["done"], n_batches), workers, worker_args,
+                                  say):
         for k in ("float_correct", "hw_correct", "agree"):
             state[k] += part[k]
         for name, counts in part["events"].items():
@@ -354,6 +376,7 @@ def simulate(arch_path: str | Path | Arch, workload_path: str | Path | LoadedWor
     timing = schedule(arch, placements, _schedule_activity(arch, state), graph=graph,
                       pipelined=pipelined)
     if trace_layer is not None:
+        mapped.set_noise(seed, call=0)  # the trace's noise: batch 0's, whoever ran it
         _write_trace(arch, mapped, placements, timing, trace_layer, x_test[:1],
                      Path(out_dir) if out_dir is not None else Path("."))
     result = _result(arch, arch_path, workload, workload_path, mapped, state, n, seed,
@@ -412,40 +435,68 @@ class _Batches:
 #: ``workers="auto"`` starts worker processes when the batches after the first would take
 #: longer than this in this process (a worker's start costs a few seconds).
 AUTO_WORKERS_SECONDS = 30.0
+#: At most this many workers for ``workers="auto"``.
+AUTO_WORKERS_MAX = 8
 
 
 def _cores() -> int:
     """Worker processes for ``workers="auto"``: the kernels' thread count
-    (:func:`sim.macros.crossbar.threads`: ``IMCSIM_THREADS`` or the usable cores)."""
+    (:func:`sim.macros.crossbar.threads`: ``IMCSIM_THREADS`` or the usable cores), at most
+    as many as the available memory holds copies of this process (each worker loads the
+    data and maps the model: about this process's peak) and at most
+    :data:`AUTO_WORKERS_MAX`."""
+    import resource
+
     from sim.macros.crossbar import threads
 
-    return threads()
+    n = min(threads(), AUTO_WORKERS_MAX)
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # not on Linux: no memory bound
+        return n
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    return max(1, min(n, int(free // max(peak, 1))))
 
 
 #: The batches of this worker process's run (set by :func:`_worker_start`).
 _WORKER_BATCHES: _Batches | None = None
+_WORKER_ERROR: Exception | None = None
 
 
 def _worker_start(arch: Arch, workload_path, samples, data_dir, first_sample: int, seed: int,
-                  allow_float_products: bool, batch_size: int) -> None:
+                  allow_float_products: bool, batch_size: int, files_key: str) -> None:
     """Start a batch worker: one thread, and the run's model mapped as the parent mapped it
-    (the same seeded chip: same static variation, same calibration)."""
-    global _WORKER_BATCHES
+    (the same seeded chip: same static variation, same calibration), from the same files
+    (``files_key``: a checkpoint rewritten since the parent loaded it is refused). Ctrl-C is
+    the parent's to handle. A failure is kept and raised by the first batch, as itself."""
+    global _WORKER_BATCHES, _WORKER_ERROR
+    import signal
+
     from analysis.executors import single_threaded
 
-    single_threaded()
-    _, model, x_test, y_test, calib, recipe = _prepare(workload_path, samples, data_dir,
-                                                       first_sample)
-    mapped = _map_for_run(model, arch, recipe, calib, seed, allow_float_products, x_test)
-    _WORKER_BATCHES = _Batches(mapped, model, x_test, y_test, seed, batch_size)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        single_threaded()
+        workload, model, x_test, y_test, calib, recipe = _prepare(workload_path, samples,
+                                                                  data_dir, first_sample)
+        if _files_key(workload) != files_key:
+            raise UserError(f"{workload_path}: the workload's files (YAML, model code or "
+                            "checkpoint) changed on disk during the run; rerun it")
+        mapped = _map_for_run(model, arch, recipe, calib, seed, allow_float_products, x_test)
+        _WORKER_BATCHES = _Batches(mapped, model, x_test, y_test, seed, batch_size)
+    except Exception as err:  # noqa: BLE001 - raised again by _worker_batch, in the parent
+        _WORKER_ERROR = err
 
 
 def _worker_batch(b: int) -> dict:
-    """Run batch ``b`` in a worker process."""
+    """Run batch ``b`` in a worker process (or raise the worker's start failure)."""
+    if _WORKER_ERROR is not None:
+        raise _WORKER_ERROR
     return _WORKER_BATCHES.run(b)
 
 
-def _batch_results(run: _Batches, batches: range, workers: int, worker_args: tuple):
+def _batch_results(run: _Batches, batches: range, workers: int | str, worker_args: tuple,
+                   say=log.info):
     """Yield ``(b, result of batch b)`` in batch order.
 
     One worker: here, with the kernels' own thread pool. More: whole batches in ``workers``
@@ -464,10 +515,10 @@ def _batch_results(run: _Batches, batches: range, workers: int, worker_args: tup
         yield batches[0], run.run(batches[0])
         rest = batches[1:]
         left = (time.perf_counter() - first) * len(rest)
-        workers = _cores() if left > AUTO_WORKERS_SECONDS else 1
+        workers = min(_cores(), len(rest)) if left > AUTO_WORKERS_SECONDS else 1
         if workers > 1:
-            log.info("%d batches left, about %.0f s in this process: running them in %d "
-                     "worker processes", len(rest), left, workers)
+            say(f"{len(rest)} batches left, about {left:.0f} s in this process: running them "
+                f"in {workers} worker processes")
         batches = rest
     workers = min(workers, len(batches))
     if workers <= 1:
@@ -478,14 +529,19 @@ def _batch_results(run: _Batches, batches: range, workers: int, worker_args: tup
     from concurrent.futures.process import BrokenProcessPool
     from multiprocessing import get_context
 
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                               initializer=_worker_start, initargs=worker_args)
     try:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                                 initializer=_worker_start, initargs=worker_args) as pool:
-            yield from zip(batches, pool.map(_worker_batch, batches), strict=True)
+        yield from zip(batches, pool.map(_worker_batch, batches), strict=True)
     except BrokenProcessPool:
+        pool.shutdown(wait=False, cancel_futures=True)
         raise UserError(f"a batch worker process died (out of memory? each of the {workers} "
                         "workers holds the data set and the mapped model); rerun with fewer "
                         "--workers (with --out, finished batches are kept)") from None
+    except BaseException:  # Ctrl-C, an error, an early stop: queued batches are dropped
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)  # the workers joined (their CPU time counted as children's)
 
 
 def _check_run_arguments(samples: int | None, batch_size: int, seed: int,
@@ -1143,20 +1199,17 @@ def _paper_lines(result: Result) -> list[str]:
     """The comparison with the published design (:mod:`analysis.published`, the report's
     table): each published figure that applies to this arch and workload, imcsim's value
     and the relative difference; none for an arch with no published figures."""
-    from analysis.published import metric_value, rows_for
+    from analysis.published import comparison
 
-    data = result.to_json()
-    rows = rows_for(data)
+    rows = comparison(result.to_json())
     if not rows:
         return []
-    paper = ", ".join(rows[0].source.split(", ")[:2])
+    paper = ", ".join(rows[0][0].source.split(", ")[:2])
     lines = ["", f"  comparison with the published design ({paper}; analysis/published.py)",
              f"    {'figure':<45}{'paper':>10}{'imcsim':>11} {'unit':<11}{'imcsim/paper-1':>15}"
              "  [basis] note"]
-    for p in rows:
-        ours = metric_value(data, p.metric)
-        diff = (f"{100 * (ours / p.value - 1):+.1f} %" if ours is not None and p.value
-                else "-")
+    for p, ours, rel in rows:
+        diff = f"{100 * rel:+.2f} %" if rel is not None else "-"
         shown = "-" if ours is None else f"{ours:.4g}"
         lines.append(f"    {p.label[:44]:<45}{p.value:>10.4g}{shown:>11} {p.unit:<11}{diff:>15}"
                      f"  [{p.basis}] {p.note}")

@@ -108,7 +108,8 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|")
     print(f"| float | {float_s:.2f} | {n / float_s:,.0f} | {100 * float_acc:.2f} % | "
           f"{float_rss:,.0f} |")
-    rss = f"{hw_rss:,.0f}" + (f" (each worker {worker_rss:,.0f})" if args.workers > 1 else "")
+    rss = f"{hw_rss:,.0f}" + (f" (largest worker {worker_rss:,.0f})" if args.workers > 1
+                             else "")
     print(f"| bit-true, {args.workers} worker(s) | {hw_s:.2f} | {n / hw_s:,.0f} | "
           f"{100 * hw_acc:.2f} % | {rss} |")
     print(f"bit-true / float time: {hw_s / float_s:.0f}x; bit-true CPU time (this process and "

@@ -363,8 +363,8 @@ class HardwareLayer(nn.Module):
         a packed sub-layer's rows (``-1``: a polarized fragment's padding row, input 0)."""
         if self._columns is None:
             k_all = channels * self.kernel_size[0] * self.kernel_size[1]
-            if self.packing is not None:
-                self._columns = [np.where(r.numpy() < k_all, r.numpy(), -1) for r in self._rows]
+            if self.packing is not None:  # row K: a padding row (Packing.padded)
+                self._columns = [np.where(r.numpy() == k_all, -1, r.numpy()) for r in self._rows]
             else:
                 k = k_all // self.groups * self.per_pack
                 self._columns = [np.arange(a, min(a + k, k_all)) for a in range(0, k_all, k)]

@@ -32,6 +32,9 @@ class ConfigError(UserError):
         lines += [f"  {path}: {msg}" if path else f"  {msg}" for path, msg in self.problems]
         super().__init__("\n".join(lines))
 
+    def __reduce__(self):  # raised in a worker process, re-raised in the parent
+        return (type(self), (self.source, self.problems))
+
 
 class MappingError(UserError):
     """A model or layer that cannot be placed on the chosen architecture."""

@@ -209,6 +209,9 @@ def test_conv_vectors_match_unfold(dtype, kernel, padding, stride, dilation):
             assert got.dtype == q.dtype
             want = _unfold_columns(q, kernel, padding, stride, dilation, columns, zero_point)
             np.testing.assert_array_equal(got, want)
+    for bad in (np.array([0, k_all]), np.array([-2])):
+        with pytest.raises(ValueError, match="im2col columns must lie in"):
+            conv_vectors(q, kernel, padding, stride, dilation, bad)
 
 
 def test_prepared_model_quantizes_each_layer_once_per_bits_and_weights(make_arch):
@@ -275,3 +278,53 @@ def test_narrow_inputs_same_values_and_bits(make_arch, signed, bits, act_bits):
         out_b, ev_b = xb.matmul(b.numpy(), seed=4)
         assert out_a.tobytes() == out_b.tobytes() and ev_a == ev_b
         assert np.abs(out_a).sum() > 0
+
+
+def _hw_inputs_reference(layer, x):
+    """The bridge's input matrices built the way it used to: ``F.unfold`` of the quantized
+    input, plus the zero point, split into packs of groups, or a packed layer's sub-layer
+    rows (row ``K``: a zero padding row)."""
+    q = layer.act.to_int(x)
+    full = F.unfold(q.double(), layer.kernel_size, dilation=layer.dilation,
+                    padding=layer.padding, stride=layer.stride)
+    full = full.transpose(1, 2).reshape(-1, full.shape[1]) + layer.act.zero_point
+    if layer.packing is None:
+        k = full.shape[1] // layer.groups * layer.per_pack
+        return [m.to(torch.int64) for m in full.split(k, dim=1)]
+    full = torch.cat([full, full.new_zeros(full.shape[0], 1)], dim=1)
+    return [full.index_select(1, rows).to(torch.int64) for rows in layer._rows]
+
+
+@pytest.mark.parametrize("arch_file,recipe", [
+    ("isaac_32nm.yaml", QuantRecipe(weight_bits=8, activation_bits=8)),
+    ("isaac_32nm.yaml", QuantRecipe(weight_bits=8, activation_bits=8, packed=True)),
+    ("forms_32nm.yaml", QuantRecipe(weight_bits=8, activation_bits=8, packed=True))])
+def test_hw_inputs_of_grouped_and_packed_convolutions_match_unfold(arch_file, recipe):
+    """A grouped convolution's packs (30 groups of 6 rows share crossbars, the last pack
+    short) and a packed layer's sub-layer rows (FORMS: polarized fragments) get the columns
+    ``F.unfold`` gives (a padding row, index K, is ``conv_vectors``' column -1, checked in
+    test_conv_vectors_match_unfold)."""
+    from mappers.torch_bridge import HardwareLayer
+    from sim.config import load_arch
+    from tests.conftest import REPO
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(30, 30, (3, 2), padding=1, groups=30), nn.ReLU(),
+                          nn.Conv2d(30, 12, 3, stride=2, dilation=2, padding=2)).eval()
+    with torch.no_grad():  # sign-polarized 8-row fragments, as FORMS needs
+        for conv in (model[0], model[2]):
+            w = conv.weight.view(conv.out_channels, -1)
+            frag = torch.arange(w.shape[1]) // 8
+            sign = torch.where(torch.rand(w.shape[0], int(frag.max()) + 1) < 0.5, -1.0, 1.0)
+            w.copy_(w.abs() * sign[:, frag])
+    x = torch.randn(3, 30, 11, 9)
+    mapped = map_model(model, load_arch(REPO / "arch_configs" / arch_file), recipe, x)
+    layers = [m for m in mapped.model.modules() if isinstance(m, HardwareLayer)]
+    assert len(layers) == 2
+    for layer, inp in zip(layers, (x, torch.relu(x)), strict=True):
+        got, _ = layer.hw_inputs(inp)
+        want = _hw_inputs_reference(layer, inp)
+        assert len(got) == len(want)
+        assert len(got) > 1 or (layer is layers[1] and not recipe.packed)
+        for g, w in zip(got, want, strict=True):
+            assert torch.equal(g, w)

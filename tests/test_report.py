@@ -368,11 +368,13 @@ def test_run_printout_compares_cap_ram_with_the_paper_for_its_workload():
     text = "\n".join(_paper_lines(Result(base)))
     assert "Chen et al., CAP-RAM" in text
     acc = [ln for ln in text.splitlines() if "LeNet-5 MNIST accuracy" in ln]
-    assert len(acc) == 1 and "0.9861" in acc[0] and "-0.2 %" in acc[0]
+    assert len(acc) == 1 and "0.9861" in acc[0] and "-0.19 %" in acc[0]
     share = [ln for ln in text.splitlines() if "SRAM array share" in ln][0]
     assert "0.626" in share.split("fraction")[0].split()[-1]
     worse = "\n".join(_paper_lines(Result({**base, "hardware_accuracy": 0.9})))
-    assert "-8.9 %" in [ln for ln in worse.splitlines() if "LeNet-5 MNIST" in ln][0]
+    assert "-8.91 %" in [ln for ln in worse.splitlines() if "LeNet-5 MNIST" in ln][0]
+    unmeasured = "\n".join(_paper_lines(Result({**base, "hardware_accuracy": float("nan")})))
+    assert "nan" not in [ln for ln in unmeasured.splitlines() if "LeNet-5 MNIST" in ln][0]
     other = "\n".join(_paper_lines(Result({**base, "workload": "digits_cnn"})))
     assert "macro area" in other and "accuracy" not in other
     assert _paper_lines(Result({**base, "arch": "my_chip"})) == []

@@ -52,16 +52,46 @@ def test_workers_must_be_a_whole_number_of_at_least_one(bad, capsys):
     assert "--workers: must be auto or a whole number from 1 to 1,024" in capsys.readouterr().err
 
 
-def test_a_dead_worker_is_one_clear_error(tmp_path):
-    """A worker process that dies (here: its start fails, the workload file gone) ends the
-    run with one UserError naming the remedy, not a traceback from the process pool."""
-    from analysis.run import _batch_results
+def _worker_args(workload, files_key=None):
+    from analysis.run import _files_key
     from sim.config import load_arch
+    from workloads.spec import load_workload
+
+    key = files_key if files_key is not None else _files_key(load_workload(workload))
+    return (load_arch(NOISY), workload, 40, None, 0, 0, False, 1, key)
+
+
+def test_a_worker_start_failure_is_raised_as_itself(tmp_path):
+    """A worker whose start fails raises its own error in the parent (a missing file, or
+    the workload's files changed since the parent read them), not a broken pool."""
+    from analysis.run import _batch_results
     from sim.errors import UserError
 
-    args = (load_arch(NOISY), tmp_path / "gone.yaml", 4, None, 0, 0, False, 2)
+    digits = REPO / "workloads" / "digits_cnn.yaml"
+    with pytest.raises(UserError, match="changed on disk during the run"):
+        list(_batch_results(None, range(2), 2, _worker_args(digits, files_key="stale")))
+    gone = tmp_path / "gone.yaml"
+    with pytest.raises(UserError, match="gone.yaml"):
+        list(_batch_results(None, range(2), 2, _worker_args(gone, files_key="")))
+
+
+def test_a_dead_worker_is_one_clear_error():
+    """A worker process killed mid-run ends the run with one UserError naming the remedy,
+    not a traceback from the process pool."""
+    import multiprocessing
+    import os
+    import signal
+
+    from analysis.run import _batch_results
+    from sim.errors import UserError
+
+    results = _batch_results(None, range(40), 2,
+                             _worker_args(REPO / "workloads" / "digits_cnn.yaml"))
+    next(results)  # the workers are up
+    for child in multiprocessing.active_children():
+        os.kill(child.pid, signal.SIGKILL)
     with pytest.raises(UserError, match="batch worker process died.*fewer --workers"):
-        list(_batch_results(None, range(2), 2, args))
+        list(results)
 
 
 def test_auto_workers_start_only_for_long_runs(tmp_path, monkeypatch, caplog):
@@ -76,6 +106,7 @@ def test_auto_workers_start_only_for_long_runs(tmp_path, monkeypatch, caplog):
     one, short, long_ = tmp_path / "one", tmp_path / "short", tmp_path / "long"
     assert main(base + ["--out", str(one), "--workers", "1"]) == 0
     with caplog.at_level(logging.INFO, logger="analysis.run"):
+        monkeypatch.setattr(run, "AUTO_WORKERS_SECONDS", float("inf"))
         assert main(base + ["--out", str(short)]) == 0
         assert "worker processes" not in caplog.text
         monkeypatch.setattr(run, "AUTO_WORKERS_SECONDS", 0.0)
@@ -83,3 +114,14 @@ def test_auto_workers_start_only_for_long_runs(tmp_path, monkeypatch, caplog):
         assert main(base + ["--out", str(long_)]) == 0
         assert "2 batches left" in caplog.text and "in 2 worker processes" in caplog.text
     assert _result(one) == _result(short) == _result(long_)
+
+
+def test_trace_is_the_same_with_workers(tmp_path):
+    """``--trace`` runs the first sample with batch 0's noise whoever ran the batches: the
+    trace CSV is the same with one process and with two workers."""
+    base = ["run", NOISY, "digits_cnn", "--samples", "20", "--batch-size", "10", "--quiet",
+            "--trace", "fc"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(base + ["--out", str(one), "--workers", "1"]) == 0
+    assert main(base + ["--out", str(two), "--workers", "2"]) == 0
+    assert (one / "trace_fc.csv").read_bytes() == (two / "trace_fc.csv").read_bytes()

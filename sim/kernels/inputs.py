@@ -225,6 +225,10 @@ def conv_vectors(q: np.ndarray, kernel: tuple, padding: tuple, stride: tuple,
     ho = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
     wo = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
     columns = np.asarray(columns, np.int64)
+    k_all = q.shape[1] * kh * kw
+    if columns.size and (columns.min() < -1 or columns.max() >= k_all):
+        raise ValueError(f"im2col columns must lie in -1 .. {k_all - 1} (C x kh x kw - 1), "
+                         f"got {columns.min()} .. {columns.max()}")
     inside = np.maximum(columns, 0)
     chan = np.where(columns >= 0, inside // (kh * kw), -1)
     dy = (inside // kw % kh) * dilation[0]
