@@ -258,11 +258,13 @@ def test_curves_by_walk_same_bits_on_the_shipped_mismatch_examples():
 
 
 
+@pytest.mark.parametrize("curves", [True, False])
 @pytest.mark.parametrize("noise", [0.0, 0.4])
-@pytest.mark.parametrize("n", [1, 5, 60])  # 8, 40 and 480 columns: 64, 12 and 1 rows a block
-def test_narrow_rows_walked_in_blocks_same_bits(noise, n):
-    """CAP-RAM's narrow packed sub-layers (a few dozen columns) walk their ADC curves over
-    blocks of whole rows (``_walk_blocks``): the bits of the row-by-row walk and of the
+@pytest.mark.parametrize("n", [1, 5, 60])  # 8, 40 and 480 columns: 256, 51 and 4 rows a block
+def test_narrow_rows_walked_in_blocks_same_bits(noise, n, curves):
+    """CAP-RAM's narrow packed sub-layers (a few dozen columns) convert over blocks of whole
+    rows (``_convert_blocks``), by the SAR walk of their ADC curves or (without capacitor
+    mismatch) by an ideal ADC: the bits of the row-by-row conversion and of the
     column-by-column reference, with and without comparator noise, for row widths that
     divide the block and that do not; another call seed moves the outputs."""
     from pathlib import Path
@@ -274,6 +276,8 @@ def test_narrow_rows_walked_in_blocks_same_bits(noise, n):
     raw = read_yaml(path)
     raw["variation"]["adc"]["noise"] = f"{noise * 9.4}mV"
     raw["crossbar"]["mac"]["ktc_noise"] = bool(noise)  # kT/C adds to the comparator noise
+    if not curves:
+        del raw["variation"]["adc"]["unit_cap_mismatch"]
     arch = arch_from_dict(raw, path.name)
     rng = np.random.default_rng(3)
     w = rng.integers(-127, 128, size=(50, n))
@@ -285,6 +289,7 @@ def test_narrow_rows_walked_in_blocks_same_bits(noise, n):
         outs.append(layer.matmul(x, seed=1))
     assert 0 < layer.columns_total < adc_k.WALK_BLOCK
     assert bool(layer.arch.variation.adc.noise_sigma_lsb) == bool(noise)
+    assert (layer.adc_thresholds.shape[0] > 0) == curves
     for out, ev in outs[1:]:
         assert out.tobytes() == outs[0][0].tobytes()
         assert ev == outs[0][1]

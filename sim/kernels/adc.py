@@ -244,16 +244,28 @@ def _convert_row(psum, r, lin_a, lin_b, thr, lut_base, lut_t1, lut_t2, lut_ok, c
                     * recon_step[c]
                 continue
             v[c] = _count_le(u, thr, i, top, half) * recon_step[c]
-    elif has_noise:
-        for c in range(n_cols):
-            q = np.floor(psum[r, c] * lin_a[c] + lin_b[c] + noise[r, c] + half)
-            q = min(max(q, 0.0), top)
-            v[c] = q * recon_step[c]
     else:
-        for c in range(n_cols):
-            q = np.floor(psum[r, c] * lin_a[c] + lin_b[c] + half)
+        _round_span(psum, noise, r, 0, n_cols, lin_a, lin_b, top, half, recon_step, v)
+
+
+@jit
+def _round_span(ps, ns, row, off, cnt, a, b, top, half, recon, v):
+    """Ideal-ADC conversions ``e < cnt``: ``floor(ps[row, off + e] * a[e] + b[e] (+ ns[row,
+    off + e] when ``ns`` has rows) + half)`` clipped to ``[0, top]``, times ``recon[e]``, into
+    ``v``. The one rounding expression of the row path (:func:`_convert_row`) and the block
+    path (:func:`_convert_blocks`)."""
+    p = ps[row, off:off + cnt]
+    if ns.shape[0] > 0:
+        q_n = ns[row, off:off + cnt]
+        for e in range(cnt):
+            q = np.floor(p[e] * a[e] + b[e] + q_n[e] + half)
             q = min(max(q, 0.0), top)
-            v[c] = q * recon_step[c]
+            v[e] = q * recon[e]
+    else:
+        for e in range(cnt):
+            q = np.floor(p[e] * a[e] + b[e] + half)
+            q = min(max(q, 0.0), top)
+            v[e] = q * recon[e]
 
 
 @jit
@@ -313,7 +325,7 @@ def _walk_span(ps, ns, row, off, cnt, a, b, x_max, scale, recon, step, near_e, h
     of ``scale[e]`` through step words ``step[:, e]`` (:func:`_walk_one`): values (code x
     ``recon[e]``) into ``v``, closeness into ``near``; returns how many walks were close. The
     one conversion expression of the row path (:func:`_convert_walk`) and the block path
-    (:func:`_walk_blocks`), summed left to right as both always did."""
+    (:func:`_convert_blocks`), summed left to right as both always did."""
     n_near = 0
     # Row slices: indexed by the loop counter alone, the loads are contiguous (``off + e``
     # with a signed ``off`` made the compiler gather them).
@@ -484,9 +496,10 @@ def adc_accumulate(psum, row_of, n_samples, active, skip, lin_a, lin_b, thr, lut
     (its tables per instance, :func:`walk_tables`) is not empty, else (without a calibration
     table) one run of same-instance columns at a time (:func:`_convert_runs`); all give the
     bits of the column-by-column conversion, which ``False`` keeps only to test that.
-    ``blocks``: the walk of rows narrower than :data:`WALK_BLOCK` columns runs over blocks of
-    whole rows (:func:`_walk_blocks`, same bits) where every row is computed and there is no
-    calibration table; ``False`` walks row by row (for tests).
+    ``blocks``: rows narrower than :data:`WALK_BLOCK` columns are converted (by the walk, or
+    by an ideal ADC) over blocks of whole rows (:func:`_convert_blocks`, same bits) where every
+    row is computed and there is no calibration table; ``False`` converts row by row (for
+    tests).
     """
     n_steps = step_weight.shape[0]
     n_cols = psum.shape[1]
@@ -511,11 +524,11 @@ def adc_accumulate(psum, row_of, n_samples, active, skip, lin_a, lin_b, thr, lut
     x_row = np.empty(n_walk, np.uint32)
     code_row = np.empty(n_walk, np.uint32)
     near_row = np.empty(n_walk, np.bool_)
-    if blocks and walks and cal.shape[0] == 0 and row_of.shape[0] == 0 and not skip \
-            and 0 < n_cols < WALK_BLOCK:
-        _walk_blocks(psum, n_samples, lin_a, lin_b, thr, col_inst, codes, half, noise,
-                     recon_step, direct, units, coef, step_weight, out, step_col, scale_col,
-                     x_max_col, near_col)
+    if blocks and (walks or thr.shape[0] == 0) and cal.shape[0] == 0 \
+            and row_of.shape[0] == 0 and not skip and 0 < n_cols < WALK_BLOCK:
+        _convert_blocks(psum, n_samples, lin_a, lin_b, thr, col_inst, codes, half, noise,
+                        recon_step, direct, units, coef, step_weight, out, walks, step_col,
+                        scale_col, x_max_col, near_col)
         return
     # Steps outer, samples inner: partial sums are read in row order (prefetch-friendly); each
     # output still adds its steps in the order p = 0, 1, ... (same bits as samples outer).
@@ -599,46 +612,51 @@ def _add_outputs(v, j0, stride, out, m0, n_rows, direct, units, coef, sw):
                 acc[n] += sw * t
 
 
-#: Conversions per block of :func:`_walk_blocks` (whole rows of narrow layers).
+#: Conversions per block of :func:`_convert_blocks` (whole rows of narrow layers).
 WALK_BLOCK = 2048
 
 
 @jit
-def _walk_blocks(psum, n_samples, lin_a, lin_b, thr, col_inst, codes, half, noise, recon_step,
-                 direct, units, coef, step_weight, out, step_col, scale_col, x_max_col,
-                 near_col):
-    """:func:`adc_accumulate`'s SAR-walk path for rows narrower than :data:`WALK_BLOCK`
-    columns, every row computed (no dropped rows, no skipping, no calibration table): the
-    walk runs over blocks of whole consecutive rows as one flat loop (the per-column tables
-    tiled over the block), so it vectorizes across rows where a row alone is a few vectors
-    long. Each conversion is the expression of :func:`_convert_walk` on the same values and
-    each output adds its terms in the same order: the same bits."""
+def _convert_blocks(psum, n_samples, lin_a, lin_b, thr, col_inst, codes, half, noise,
+                    recon_step, direct, units, coef, step_weight, out, walks, step_col,
+                    scale_col, x_max_col, near_col):
+    """:func:`adc_accumulate`'s path for rows narrower than :data:`WALK_BLOCK` columns, every
+    row computed (no dropped rows, no skipping, no calibration table), by the SAR walk
+    (``walks``) or an ideal ADC (no threshold list): the conversions run over blocks of whole
+    consecutive rows as one flat loop (the per-column tables tiled over the block), so they
+    vectorize across rows where a row alone is a few vectors long, and the block's rows are
+    shift-added in one call. Each conversion is the expression of the row path
+    (:func:`_walk_span`, :func:`_round_span`) on the same values and each output adds its
+    terms in the same order: the same bits."""
     n_cols = psum.shape[1]
     top = codes - 1
     has_noise = noise.shape[0] > 0
-    rows_blk = WALK_BLOCK // n_cols  # the caller walks blocks only for n_cols < WALK_BLOCK
+    rows_blk = WALK_BLOCK // n_cols  # the caller takes this path only for n_cols < WALK_BLOCK
     nb = rows_blk * n_cols
+    nw = nb if walks else 0
     a_t = np.empty(nb)
     b_t = np.empty(nb)
-    sc_t = np.empty(nb)
-    xm_t = np.empty(nb)
     rs_t = np.empty(nb)
-    ne_t = np.empty(nb, np.uint32)
-    in_t = np.empty(nb, col_inst.dtype)
-    st_t = np.empty((WALK_BITS, nb), np.uint32)
+    sc_t = np.empty(nw)
+    xm_t = np.empty(nw)
+    ne_t = np.empty(nw, np.uint32)
+    in_t = np.empty(nw, col_inst.dtype)
+    st_t = np.empty((WALK_BITS, nw), np.uint32)
     for e in range(nb):
         c = e % n_cols
-        in_t[e] = col_inst[c]
         a_t[e] = lin_a[c]
         b_t[e] = lin_b[c]
+        rs_t[e] = recon_step[c]
+    for e in range(nw):
+        c = e % n_cols
+        in_t[e] = col_inst[c]
         sc_t[e] = scale_col[c]
         xm_t[e] = x_max_col[c]
-        rs_t[e] = recon_step[c]
         ne_t[e] = near_col[c]
         for b in range(WALK_BITS):
             st_t[b, e] = step_col[b, c]
     v = np.empty(nb)
-    near = np.empty(nb, np.bool_)
+    near = np.empty(nw, np.bool_)
     pf = np.ascontiguousarray(psum).reshape(psum.shape[0] * n_cols)
     nf = np.ascontiguousarray(noise).reshape(noise.shape[0] * noise.shape[1])
     pf2 = pf.reshape((1, pf.shape[0]))
@@ -650,11 +668,14 @@ def _walk_blocks(psum, n_samples, lin_a, lin_b, thr, col_inst, codes, half, nois
             m1 = min(n_samples, m0 + rows_blk)
             cnt = (m1 - m0) * n_cols
             base = (p * n_samples + m0) * n_cols
-            n_near = _walk_span(pf2, nf2, 0, base, cnt, a_t, b_t, xm_t, sc_t, rs_t, st_t,
-                                ne_t, half, v, near)
-            if n_near:
-                _redo_close(pf2, nf2, 0, base, cnt, a_t, b_t, rs_t, in_t, no_cal, thr, top,
-                            half, near, v)
+            if walks:
+                n_near = _walk_span(pf2, nf2, 0, base, cnt, a_t, b_t, xm_t, sc_t, rs_t, st_t,
+                                    ne_t, half, v, near)
+                if n_near:
+                    _redo_close(pf2, nf2, 0, base, cnt, a_t, b_t, rs_t, in_t, no_cal, thr,
+                                top, half, near, v)
+            else:
+                _round_span(pf2, nf2, 0, base, cnt, a_t, b_t, top, half, rs_t, v)
             _add_outputs(v, 0, n_cols, out, m0, m1 - m0, direct, units, coef, sw)
 
 
