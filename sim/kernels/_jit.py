@@ -17,3 +17,7 @@ import numba
 
 #: Serial, GIL-free kernel.
 jit = numba.njit(cache=True, nogil=True, fastmath=False)
+
+#: The same options, inlined into its callers by numba (a few lines on a hot path, where a
+#: call would cost more than the work).
+jit_inline = numba.njit(cache=True, nogil=True, fastmath=False, inline="always")

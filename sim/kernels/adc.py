@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sim.kernels._jit import jit
+from sim.kernels._jit import jit, jit_inline
 
 
 def sar_thresholds(bit_weights: np.ndarray, half: float) -> np.ndarray:
@@ -554,6 +554,26 @@ def adc_accumulate(psum, row_of, n_samples, active, skip, lin_a, lin_b, thr, lut
             _add_outputs(v, 0, 0, out, m, 1, direct, units, coef, step_weight[p])
 
 
+@jit_inline
+def _unit_terms(coef, units, v, j, n):
+    """``0.0 + sum_k coef[n, k] * v[j + units[n, k]]``, added in ``k`` order."""
+    t = 0.0
+    for k in range(units.shape[1]):
+        t += coef[n, k] * v[j + units[n, k]]
+    return t
+
+
+@jit_inline
+def _add_four(t, direct, d, v, j):
+    """``t`` plus ``direct[d + q] * v[j + q]`` for ``q`` 0..3, added in that order, written
+    out (no loop of unknown length: see :func:`_add_outputs`)."""
+    t += direct[d] * v[j]
+    t += direct[d + 1] * v[j + 1]
+    t += direct[d + 2] * v[j + 2]
+    t += direct[d + 3] * v[j + 3]
+    return t
+
+
 @jit
 def _add_outputs(v, j0, stride, out, m0, n_rows, direct, units, coef, sw):
     """Shift-add ``n_rows`` converted rows into their outputs: row ``r`` of ``v`` starts at
@@ -568,44 +588,21 @@ def _add_outputs(v, j0, stride, out, m0, n_rows, direct, units, coef, sw):
     layers a call per row."""
     n_out = out.shape[1]
     per = direct.shape[0] // n_out
-    n_units = units.shape[1]
     for r in range(n_rows):
         acc = out[m0 + r]
         j0r = j0 + r * stride
         if per == 8:
             for n in range(n_out):
-                t = 0.0
-                for k in range(n_units):
-                    t += coef[n, k] * v[j0r + units[n, k]]
-                d = n * 8
-                j = j0r + d
-                t += direct[d] * v[j]
-                t += direct[d + 1] * v[j + 1]
-                t += direct[d + 2] * v[j + 2]
-                t += direct[d + 3] * v[j + 3]
-                t += direct[d + 4] * v[j + 4]
-                t += direct[d + 5] * v[j + 5]
-                t += direct[d + 6] * v[j + 6]
-                t += direct[d + 7] * v[j + 7]
-                acc[n] += sw * t
+                t = _add_four(_unit_terms(coef, units, v, j0r, n), direct, n * 8, v, j0r + n * 8)
+                acc[n] += sw * _add_four(t, direct, n * 8 + 4, v, j0r + n * 8 + 4)
         elif per == 4:
             for n in range(n_out):
-                t = 0.0
-                for k in range(n_units):
-                    t += coef[n, k] * v[j0r + units[n, k]]
-                d = n * 4
-                j = j0r + d
-                t += direct[d] * v[j]
-                t += direct[d + 1] * v[j + 1]
-                t += direct[d + 2] * v[j + 2]
-                t += direct[d + 3] * v[j + 3]
-                acc[n] += sw * t
+                acc[n] += sw * _add_four(_unit_terms(coef, units, v, j0r, n), direct, n * 4, v,
+                                         j0r + n * 4)
         else:
             d = 0
             for n in range(n_out):
-                t = 0.0
-                for k in range(n_units):
-                    t += coef[n, k] * v[j0r + units[n, k]]
+                t = _unit_terms(coef, units, v, j0r, n)
                 for _ in range(per):
                     t += direct[d] * v[j0r + d]
                     d += 1
