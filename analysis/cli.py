@@ -25,26 +25,18 @@ from sim.errors import ConfigError, UserError
 SEED_MAX = 2**32 - 1
 
 
-def _workers(text: str) -> int | str:
-    """``--workers``: ``auto`` or a whole number from 1 to 1,024."""
-    if text == "auto":
-        return text
-    try:
-        value = int(text, 10)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= 1024:
-        raise argparse.ArgumentTypeError(f"must be auto or a whole number from 1 to 1,024, "
-                                         f"got {text[:40]!r}")
-    return value
-
-
-def _whole(lo: int, hi: int | None = None) -> Callable[[str], int]:
-    """An argparse type: a whole number in ``lo..hi``; anything else is exit 2 with the range."""
+def _whole(lo: int, hi: int | None = None, also: str | None = None
+           ) -> Callable[[str], int | str]:
+    """An argparse type: a whole number in ``lo..hi`` (or the word ``also``); anything else
+    is exit 2 with the range."""
     allowed = f"a whole number from {lo:,} to {hi:,}" if hi is not None \
         else f"a whole number of at least {lo:,}"
+    if also is not None:
+        allowed = f"{also} or {allowed}"
 
-    def parse(text: str) -> int:
+    def parse(text: str) -> int | str:
+        if also is not None and text == also:
+            return text
         try:
             value = int(text, 10)
         except ValueError:
@@ -318,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data-dir", default=None, help="data folder (default: $IMCSIM_DATA)")
     r.add_argument("--batch-size", type=_whole(1), default=50,
                    help="samples per batch, at least 1")
-    r.add_argument("--workers", type=_workers, default="auto",
+    r.add_argument("--workers", type=_whole(1, 1024, also="auto"), default="auto",
                    help="processes that run whole batches, each on one thread; the same "
                         "result bit for bit. 1: this process (its kernels on a thread per "
                         "core). Default auto: the first batch here, and the rest in one "

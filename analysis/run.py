@@ -345,13 +345,14 @@ def simulate(arch_path: str | Path | Arch, workload_path: str | Path | LoadedWor
     run = _Batches(mapped, model, x_test, y_test, seed, batch_size)
     worker_args = (arch, workload_path, samples, data_dir, first_sample, seed,
                    allow_float_products, batch_size, _files_key(workload))
-    batch_start = time.perf_counter()
+
     def say(message: str) -> None:  # beside the progress bar, or to the log without one
         if progress:
             bar.write(message, file=sys.stderr)
         else:
             log.info(message)
 
+    batch_start = time.perf_counter()
     for b, part in _batch_results(run, range(state["done"], n_batches), workers, worker_args,
                                   say):
         for k in ("float_correct", "hw_correct", "agree"):
@@ -771,8 +772,10 @@ def _rebound(derived: Arch, template: Arch, arch: Arch) -> Arch:
     :func:`~sim.engine.placement.spike_arch`). Fields ``derived`` shares with ``template``
     are taken from ``arch``; the replaced ones are kept, which is right only for keyed
     fields (equal in both archs), so a replaced unkeyed field is an error."""
-    if derived is template or template is arch:
-        return arch if derived is template else derived
+    if template is arch:  # a mapping made on this arch: its layers' archs as they are
+        return derived
+    if derived is template:
+        return arch
     changes = {}
     for f in dataclasses.fields(derived):
         mine = getattr(derived, f.name)

@@ -210,8 +210,11 @@ class Coverage:
         """The operations as plain mappings, for ``result.json``: ``dataclasses.asdict`` of
         each, made field by field (every field is a scalar; a tenth of ``asdict``'s time,
         which an analytical sweep paid once a point)."""
-        names = [f.name for f in fields(Operation)]
-        return [{k: getattr(op, k) for k in names} for op in self.operations]
+        return [{k: getattr(op, k) for k in _OPERATION_FIELDS} for op in self.operations]
+
+
+#: :class:`Operation`'s field names, in order (:meth:`Coverage.to_json`).
+_OPERATION_FIELDS = tuple(f.name for f in fields(Operation))
 
 
 def _source() -> tuple[str, str]:

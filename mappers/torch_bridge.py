@@ -299,12 +299,8 @@ class HardwareLayer(nn.Module):
         the number of input vectors."""
         if not self.is_conv:
             return tuple(x_shape[:-1])
-        n, _, h, w = x_shape
-        hout = (h + 2 * self.padding[0] - self.dilation[0] * (self.kernel_size[0] - 1)
-                - 1) // self.stride[0] + 1
-        wout = (w + 2 * self.padding[1] - self.dilation[1] * (self.kernel_size[1] - 1)
-                - 1) // self.stride[1] + 1
-        return (n, hout, wout)
+        return (x_shape[0], *inputs_k.conv_out_size(x_shape[2:], self.kernel_size,
+                                                    self.padding, self.stride, self.dilation))
 
     def input_key(self) -> tuple:
         """What :meth:`hw_inputs` depends on besides its input and the module's geometry: the

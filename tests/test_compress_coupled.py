@@ -87,7 +87,7 @@ def test_coupled_projection_keeps_one_set_for_filters_and_next_channels():
         net.conv2.weight[:, 4:] *= 3
     for coupled in (False, True):
         comp = Compressor(net, parse_compression(_spec(coupled), Block()))
-        z = comp.project_all({t.key: t.param for t in comp.targets})
+        z = comp.project_targets({t.key: t.param for t in comp.targets})
         filt, chan = _kept_filters(z["conv1.weight"]), _kept_channels(z["conv2.weight"])
         assert len(filt) == 4 and len(chan) == 4
         if coupled:
@@ -96,12 +96,12 @@ def test_coupled_projection_keeps_one_set_for_filters_and_next_channels():
             assert filt == {0, 1, 2, 3} and chan == {4, 5, 6, 7}
     # the cause moves the output: enlarging conv2's channel 7 moves the shared set to it
     comp = Compressor(net, parse_compression(_spec(), Block()))
-    before = _kept_filters(comp.project_all({t.key: t.param for t in comp.targets})
+    before = _kept_filters(comp.project_targets({t.key: t.param for t in comp.targets})
                            ["conv1.weight"])
     values = {t.key: t.param.detach().clone() for t in comp.targets}
     (dropped,) = [c for c in range(8) if c not in before][:1]
     values["conv2.weight"][:, dropped] *= 100
-    after = comp.project_all(values)
+    after = comp.project_targets(values)
     assert dropped in _kept_filters(after["conv1.weight"])
     assert _kept_filters(after["conv1.weight"]) == _kept_channels(after["conv2.weight"])
 
@@ -109,7 +109,7 @@ def test_coupled_projection_keeps_one_set_for_filters_and_next_channels():
 def test_check_reports_a_broken_coupling():
     net = Block()
     comp = Compressor(net, parse_compression(_spec(), Block()))
-    z = comp.project_all({t.key: t.param for t in comp.targets})
+    z = comp.project_targets({t.key: t.param for t in comp.targets})
     with torch.no_grad():
         for t in comp.targets:
             t.param.copy_(z[t.key])
@@ -148,8 +148,8 @@ def test_coupling_survives_freezing_fine_tuning_and_resume_state():
     other = Compressor(model, spec)
     other.load_frozen_state(state)
     for t in comp.targets:
-        assert torch.equal(comp.project(t, t.param, frozen=True),
-                           other.project(t, t.param, frozen=True))
+        assert torch.equal(comp.project_frozen(t, t.param),
+                           other.project_frozen(t, t.param))
     s = [p for p in other.frozen["conv2.weight"][0] if isinstance(p, Structured)][0]
     assert s.channels is not None and set(s.channels) >= chan
 
@@ -185,3 +185,21 @@ def test_mismatched_channel_counts_are_reported():
             "conv2": {"structured": {"rate": 2, "axis": "channel",
                                      "channels_with": "conv1"}}}}, Net())
     assert "8 filters" in dict(err.value.problems)["layers.conv2.structured.channels_with"]
+
+
+def test_a_grouped_consumer_is_refused_not_crashed():
+    """A depthwise convolution has one input channel per weight: coupling it to a producer's
+    8 filters is a config error naming the layers, not an IndexError in the projection."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 8, 3)
+            self.conv2 = nn.Conv2d(8, 8, 3, groups=8)
+
+    with pytest.raises(ConfigError) as err:
+        parse_compression({"layers": {
+            "conv1": {"structured": {"rate": 2}},
+            "conv2": {"structured": {"rate": 2, "axis": "channel",
+                                     "channels_with": "conv1"}}}}, Net())
+    msg = dict(err.value.problems)["layers.conv2.structured.channels_with"]
+    assert "8 filters" in msg and "1 input channels per weight" in msg

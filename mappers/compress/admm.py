@@ -52,7 +52,7 @@ from mappers.compress.projections import (
     Unify,
     compose,
     coupled_keep,
-    group_energy,
+    coupled_score,
     keep_count,
     pattern_library,
 )
@@ -155,24 +155,13 @@ class Compressor:
             return t.projections
         return [replace(p, **sets) if isinstance(p, Structured) else p for p in t.projections]
 
-    def project(self, t: Target, w: torch.Tensor, frozen: bool = False) -> torch.Tensor:
-        """The composed projection ``P_t(w)`` (with the frozen choices if ``frozen``).
+    def project_frozen(self, t: Target, w: torch.Tensor) -> torch.Tensor:
+        """The composed projection of ``w`` with the choices frozen at hard pruning."""
+        return self._project(t, w, None)
 
-        A coupled target (``channels_with``) takes its coupled set from ``w`` and the other
-        targets' current weights; :meth:`project_all` projects several targets at once.
-        """
-        if frozen or not self.couplings:
-            return self._project(t, w, None if frozen else t.projections)
-        values = {u.key: u.param for u in self.targets}
-        values[t.key] = w
-        return self._project(t, w, self._chain(t, self._fixed(values)))
-
-    def project_all(self, values: dict[str, torch.Tensor], frozen: bool = False
-                    ) -> dict[str, torch.Tensor]:
-        """:meth:`project` of every target, ``values`` by target key, couplings chosen on
-        ``values`` together."""
-        if frozen:
-            return {t.key: self._project(t, values[t.key], None) for t in self.targets}
+    def project_targets(self, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The composed projection ``P_t`` of every target, ``values`` by target key; a
+        coupled target (``channels_with``) takes its coupled set from ``values`` together."""
         fixed = self._fixed(values)
         return {t.key: self._project(t, values[t.key], self._chain(t, fixed))
                 for t in self.targets}
@@ -250,12 +239,9 @@ class Compressor:
                for p in t.projections}
         for prod, cons, k in self.couplings:  # kept filters and kept channels are one set
             if t is prod or t in cons:
-                live = set()
-                for u in (prod, *cons):
-                    energy = group_energy((w if u is t else u.param).detach(),
-                                          "filter" if u is prod else "channel")
-                    live |= set(torch.nonzero(energy > 0).flatten().tolist())
-                out["channels_with"] = out.get("channels_with", True) and len(live) <= k
+                ws = [(w if u is t else u.param).detach() for u in (prod, *cons)]
+                live = int((coupled_score(ws[0], ws[1:]) > 0).sum())
+                out["channels_with"] = out.get("channels_with", True) and live <= k
         return out
 
     def report(self) -> dict[str, Any]:
@@ -327,7 +313,7 @@ def fit(model: nn.Module, spec: CompressionSpec, data: dict[str, torch.Tensor], 
         model.to(device)
         baseline = evaluate(model, data["x_test"], data["y_test"], device=device)
         comp = Compressor(model, spec)
-        z = comp.project_all({t.key: t.param for t in comp.targets})
+        z = comp.project_targets({t.key: t.param for t in comp.targets})
         u = {t.key: torch.zeros_like(t.param.detach()) for t in comp.targets}
         rho = spec.admm.rho
         mask: dict[str, torch.Tensor] | None = None
@@ -363,7 +349,7 @@ def fit(model: nn.Module, spec: CompressionSpec, data: dict[str, torch.Tensor], 
                     mask = {t.key: comp.support(t, t.param) for t in comp.targets}
                     with torch.no_grad():
                         for t in comp.targets:
-                            t.param.copy_(comp.project(t, t.param, frozen=True))
+                            t.param.copy_(comp.project_frozen(t, t.param))
                     hard_accuracy = evaluate(model, data["x_test"], data["y_test"],
                                              device=device)
                     optimizer = _optimizer(model, settings)
@@ -387,7 +373,7 @@ def fit(model: nn.Module, spec: CompressionSpec, data: dict[str, torch.Tensor], 
                         scheduler.step()
                         if i + 1 in update_at:
                             with torch.no_grad():
-                                z = comp.project_all({t.key: t.param.detach() + u[t.key]
+                                z = comp.project_targets({t.key: t.param.detach() + u[t.key]
                                                       for t in comp.targets})
                                 for t in comp.targets:
                                     u[t.key] = u[t.key] + t.param.detach() - z[t.key]
@@ -396,7 +382,7 @@ def fit(model: nn.Module, spec: CompressionSpec, data: dict[str, torch.Tensor], 
                         latent = {t.key: t.param.detach().clone() for t in comp.targets}
                         with torch.no_grad():
                             for t in comp.targets:
-                                t.param.copy_(comp.project(t, t.param, frozen=True))
+                                t.param.copy_(comp.project_frozen(t, t.param))
                         loss = F.cross_entropy(model(batch.to(device)),
                                                y_train[index].to(device))
                         optimizer.zero_grad(set_to_none=True)
@@ -434,12 +420,12 @@ def fit(model: nn.Module, spec: CompressionSpec, data: dict[str, torch.Tensor], 
             comp.freeze()
             with torch.no_grad():
                 for t in comp.targets:
-                    t.param.copy_(comp.project(t, t.param, frozen=True))
+                    t.param.copy_(comp.project_frozen(t, t.param))
             hard_accuracy = evaluate(model, data["x_test"], data["y_test"], device=device)
         else:
             with torch.no_grad():
                 for t in comp.targets:
-                    t.param.copy_(comp.project(t, t.param, frozen=True))
+                    t.param.copy_(comp.project_frozen(t, t.param))
         for t in comp.targets:
             failed = [m for m, ok in comp.check(t, t.param).items() if not ok]
             if failed:

@@ -186,10 +186,17 @@ def coupled_keep(producer: torch.Tensor, consumers: list[torch.Tensor], k: int
     so keeping the ``k`` largest sums is the exactly nearest point of the coupled constraint
     alone (ties to the lower index).
     """
+    score = coupled_score(producer, consumers)
+    return tuple(sorted(torch.nonzero(top_mask(score, k)).flatten().tolist()))
+
+
+def coupled_score(producer: torch.Tensor, consumers: list[torch.Tensor]) -> torch.Tensor:
+    """Per channel ``c``: ``||P[c]||^2 + sum ||C[:, c]||^2``, what removing it costs (zero
+    exactly when the filter and every consumer's channel ``c`` are zero)."""
     score = group_energy(producer, "filter").double()
     for c in consumers:
         score = score + group_energy(c, "channel").double()
-    return tuple(sorted(torch.nonzero(top_mask(score, k)).flatten().tolist()))
+    return score
 
 
 @dataclass(frozen=True)

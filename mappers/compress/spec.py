@@ -253,12 +253,13 @@ def _check_couplings(layers: list[LayerSpec], kinds: dict, problems: Problems) -
                          f"this layer's filters")
         if pp.get("channels_with") is not None and by_name.get(pp["channels_with"]) is ls:
             problems.add(path, f"{name!r} and {ls.name!r} take their channels from each other")
-        out = kinds[name][1]
-        n_out = out.out_channels if prod.kind == "conv" else out.out_features
-        n_in = module.in_channels if ls.kind == "conv" else module.in_features
+        # The weights' own dims, as the projection reads them (group_energy): filters are
+        # dim 0, a consumer's channels dim 1 (a grouped convolution's are per group).
+        n_out, n_in = kinds[name][1].weight.shape[0], module.weight.shape[1]
         if n_out != n_in:
             problems.add(path, f"{name!r} has {n_out} filters but {ls.name} has {n_in} input "
-                               f"channels: they must be the same channels")
+                               f"channels per weight: they must be the same channels (a "
+                               f"grouped convolution cannot take them)")
             continue
         k_out, k_in = keep_count(n_out, pp["rate"]), keep_count(n_in, p["rate"])
         if k_out != k_in:

@@ -182,6 +182,14 @@ def input_activity(x: np.ndarray, bits: int, dac_bits: int, signed: bool, group_
     return active, nnz
 
 
+def conv_out_size(size: tuple, kernel: tuple, padding: tuple, stride: tuple,
+                  dilation: tuple) -> tuple[int, int]:
+    """Output height and width of a convolution over an input of ``size`` ``(H, W)``
+    (PyTorch's ``Conv2d`` arithmetic)."""
+    return tuple((size[i] + 2 * padding[i] - dilation[i] * (kernel[i] - 1) - 1) // stride[i] + 1
+                 for i in range(2))
+
+
 @jit
 def _conv_vectors(q, ho, wo, stride_h, stride_w, pad_h, pad_w, chan, dy, dx, zero_point, out):
     """``out[m, j]``: input ``chan[j]`` at offset ``(dy[j], dx[j])`` of output position ``m``'s
@@ -222,8 +230,7 @@ def conv_vectors(q: np.ndarray, kernel: tuple, padding: tuple, stride: tuple,
     q = np.ascontiguousarray(q)
     n, _, h, w = q.shape
     kh, kw = kernel
-    ho = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-    wo = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    ho, wo = conv_out_size((h, w), kernel, padding, stride, dilation)
     columns = np.asarray(columns, np.int64)
     k_all = q.shape[1] * kh * kw
     if columns.size and (columns.min() < -1 or columns.max() >= k_all):
