@@ -525,7 +525,7 @@ def adc_accumulate(psum, row_of, n_samples, active, skip, lin_a, lin_b, thr, lut
     code_row = np.empty(n_walk, np.uint32)
     near_row = np.empty(n_walk, np.bool_)
     if blocks and (walks or thr.shape[0] == 0) and cal.shape[0] == 0 \
-            and row_of.shape[0] == 0 and not skip and 0 < n_cols < WALK_BLOCK:
+            and row_of.shape[0] == 0 and not skip and 0 < 2 * n_cols <= WALK_BLOCK:
         _convert_blocks(psum, n_samples, lin_a, lin_b, thr, col_inst, codes, half, noise,
                         recon_step, direct, units, coef, step_weight, out, walks, step_col,
                         scale_col, x_max_col, near_col)
@@ -628,7 +628,9 @@ def _convert_blocks(psum, n_samples, lin_a, lin_b, thr, col_inst, codes, half, n
     n_cols = psum.shape[1]
     top = codes - 1
     has_noise = noise.shape[0] > 0
-    rows_blk = WALK_BLOCK // n_cols  # the caller takes this path only for n_cols < WALK_BLOCK
+    # The caller takes this path only for 2 x n_cols <= WALK_BLOCK; no more rows per block
+    # than there are (the tables below are filled per call).
+    rows_blk = max(1, min(WALK_BLOCK // n_cols, n_samples))
     nb = rows_blk * n_cols
     nw = nb if walks else 0
     a_t = np.empty(nb)

@@ -238,6 +238,6 @@ def comparator_noise(rng: np.random.Generator, sigma: float, n_rows: int, n_cols
         raise ValueError("row_of must have one entry per row")
     dst = out[:kept]
     if n_rows:
-        _fill_comparator(rng, float(sigma), n_cols, row_of.astype(np.int64, copy=False),
+        _fill_comparator(rng, float(sigma), n_cols, row_of,
                          dst)
     return dst

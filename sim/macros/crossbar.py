@@ -143,8 +143,9 @@ class CrossbarLayer:
     #: The vectorized path is the SAR walk of :func:`sim.kernels.adc.walk_tables` (ADCs of up
     #: to ``WALK_BITS`` bits); ``False``: the instance runs, only to test and measure.
     adc_walk = True
-    #: The walk of narrow rows runs over blocks of whole rows (:func:`sim.kernels.adc.
-    #: _walk_blocks`); ``False``: row by row, only to test that the bits are the same.
+    #: Narrow rows convert (SAR walk or ideal ADC) over blocks of whole rows
+    #: (:func:`sim.kernels.adc._convert_blocks`); ``False``: row by row, only to test that
+    #: the bits are the same.
     adc_walk_blocks = True
 
     def __init__(self, arch: Arch, weights: np.ndarray, *, seed=0, name: str = "layer",
@@ -624,7 +625,7 @@ class CrossbarLayer:
                 x, inp.bits, arch.crossbar.dac.bits, inp.signed, self.group_rows, self.groups)
             psums = self._group_psums(x, m0, call_seed, active_all, steps)
         ev = Events()
-        noise_buf, no_rows = None, np.zeros(0, np.int32)
+        noise_buf = None
         # Per-step activity (sim.macros.activity): active row groups per (row tile, step, sample).
         tile_count = (np.zeros((self.row_tiles, self.steps, x.shape[0]), np.uint16)
                       if skip else None)
@@ -639,7 +640,7 @@ class CrossbarLayer:
                         noise_buf = np.empty((active.size, ct), np.float32)
                     noise = noise_k.comparator_noise(
                         np.random.default_rng([*call_seed, m0, gi, 1]), noise_sigma,
-                        active.size, ct, row_of if psum.shape[0] != active.size else no_rows,
+                        active.size, ct, row_of,
                         noise_buf)
                 else:
                     noise = empty_noise
