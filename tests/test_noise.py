@@ -117,29 +117,53 @@ def test_read_noise_does_not_depend_on_chunking(make_arch, monkeypatch):
     assert not np.array_equal(layer.matmul(x, seed=4)[0], whole)
 
 
-@pytest.mark.parametrize("rows,cols,dropped", [(1000, 24, 0.0), (300, 7, 0.4), (0, 5, 0.0),
-                                               (50, 1, 1.0)])
-def test_comparator_noise_is_numpys_stream(rows, cols, dropped):
-    """The compiled comparator-noise draw is ``(sigma * rng.standard_normal((rows, cols)))
-    .astype(float32)`` bit for bit (the stream the earlier numpy code drew), keeps only the
-    rows ``row_of`` keeps, in order, and leaves the generator where numpy leaves it."""
-    sigma = 0.37
-    mine, ref = np.random.default_rng([4, 5, 6]), np.random.default_rng([4, 5, 6])
-    want = (sigma * ref.standard_normal((rows, cols))).astype(np.float32)
+def test_comparator_noise_does_not_depend_on_chunking(make_arch, monkeypatch):
+    arch = make_arch(**{"variation.adc.noise_sigma_lsb": 0.4, "crossbar.adc.clip": True})
+    rng = np.random.default_rng(2)
+    w = rng.integers(-127, 128, size=(37, 5))
+    x = rng.integers(-128, 128, size=(90, 37))
+    layer = CrossbarLayer(arch, w, seed=4)
+    whole = layer.matmul(x, seed=3)[0]
+    monkeypatch.setattr(crossbar_mod, "PSUM_CHUNK_BYTES", 4 * 1024)
+    assert len(layer._chunks(x.shape[0])) > 3
+    assert layer.matmul(x, seed=3)[0].tobytes() == whole.tobytes()
+    assert layer.matmul(x[:17], seed=3)[0].tobytes() == whole[:17].tobytes()
+    # the noise moves the outputs: another call seed, other outputs
+    assert not np.array_equal(layer.matmul(x, seed=4)[0], whole)
+
+
+@pytest.mark.parametrize("samples,steps,cols,dropped", [(125, 8, 24, 0.0), (60, 5, 7, 0.4),
+                                                         (0, 3, 5, 0.0), (10, 5, 1, 1.0)])
+def test_comparator_noise_is_the_counter_stream(samples, steps, cols, dropped):
+    """Comparator noise is ``float32(sigma x z)`` with ``z`` the counter stream's draw number
+    ``((m0 + m) x steps + p) x cols + c`` for step ``p``, sample ``m``, column ``c``; only the
+    rows ``row_of`` keeps are drawn, in order, and a chunk starting at sample ``m0`` draws what
+    the whole call draws for its samples."""
+    sigma, key, rows = 0.37, noise_k.stream_key(4, 5, 6), samples * steps
+    p, m = np.divmod(np.arange(rows), max(samples, 1))
+    index = (m * steps + p)[:, None] * cols + np.arange(cols)
+    want = (sigma * noise_k.draws(key, 0, samples * steps * cols)[index]).astype(np.float32)
     row_of = np.zeros(0, np.int32)
     if dropped:
         keep = np.random.default_rng(1).random(rows) >= dropped
         row_of = np.full(rows, -1, np.int32)
         row_of[keep] = np.arange(int(keep.sum()))
         want = want[keep]
-    got = noise_k.comparator_noise(mine, sigma, rows, cols, row_of,
+    got = noise_k.comparator_noise(key, sigma, rows, row_of, samples, 0, steps,
                                    np.full((rows, cols), np.nan, np.float32))
     assert got.dtype == np.float32 and got.shape == want.shape
     assert got.tobytes() == want.tobytes()
-    assert mine.standard_normal() == ref.standard_normal()  # both streams at the same place
-    if rows * cols:  # another seed, other draws
-        other = noise_k.comparator_noise(np.random.default_rng([4, 5, 7]), sigma, rows, cols,
-                                         np.zeros(0, np.int32),
+    if samples > 3:  # a chunk of the last samples draws the whole call's rows for them
+        m0 = samples - 3
+        part = noise_k.comparator_noise(key, sigma, 3 * steps, np.zeros(0, np.int32), 3, m0,
+                                        steps, np.empty((3 * steps, cols), np.float32))
+        whole = noise_k.comparator_noise(key, sigma, rows, np.zeros(0, np.int32), samples, 0,
+                                         steps, np.empty((rows, cols), np.float32))
+        mine = whole.reshape(steps, samples, cols)[:, m0:].reshape(3 * steps, cols)
+        assert part.tobytes() == mine.tobytes()
+    if rows * cols:  # another key, other draws
+        other = noise_k.comparator_noise(noise_k.stream_key(4, 5, 7), sigma, rows,
+                                         np.zeros(0, np.int32), samples, 0, steps,
                                          np.empty((rows, cols), np.float32))
-        assert other.tobytes() != (sigma * np.random.default_rng([4, 5, 6]).standard_normal(
-            (rows, cols))).astype(np.float32).tobytes()
+        assert other.tobytes() != (sigma * noise_k.draws(key, 0, rows * cols)[index]).astype(
+            np.float32).tobytes()

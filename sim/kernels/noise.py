@@ -100,6 +100,19 @@ def _unit(h):
 def normal_at(key, index, zx, zratio, zf, zr):
     """The standard normal draw number ``index`` (``uint64``) of stream ``key`` (``uint64``)."""
     h = mix64(key + (index + _ONE) * _GOLDEN)
+    i = int(h & _LOW8)
+    u = _unit(h)
+    if u < zratio[i]:
+        z = u * zx[i]
+        return -z if (h >> _S8) & _ONE else z
+    return _rejected(h, zx, zratio, zf, zr)
+
+
+@jit
+def _rejected(h, zx, zratio, zf, zr):
+    """The draw whose first ziggurat step, from word ``h``, did not accept (about 1.2 %):
+    the wedge test of its layer, the tail beyond ``r`` for the base layer, then further steps
+    from ``mix64`` of the previous word."""
     while True:
         i = int(h & _LOW8)
         neg = (h >> _S8) & _ONE
@@ -206,38 +219,50 @@ def add_read_noise(out: np.ndarray, src: np.ndarray, power: np.ndarray, sigma: f
 
 
 # ---------------------------------------------------------------- comparator noise
-# Comparator noise keeps numpy's stream: a ``numpy.random.Generator`` per (call, chunk, row
-# group), ``sigma x standard_normal`` in row-major order, rounded to float32. numba draws
-# from the same Generator object with NumPy's own algorithms (its bit generator's words and
-# the same ziggurat), so the values are numpy's bit for bit
-# (tests/test_noise.py::test_comparator_noise_is_numpys_stream), with no float64 array, no
-# product temporary and no float32 copy in between (about 3x cheaper per draw).
 @jit
-def _fill_comparator(rng, sigma, n_cols, row_of, out):
-    n_rows = row_of.shape[0] if row_of.shape[0] > 0 else out.shape[0]
-    for row in range(n_rows):
-        dst = row
+def _fill_comparator(key, sigma, row_of, n_rows, n_samples, m0, n_steps, out, zx, zratio, zf,
+                     zr):
+    n_cols = out.shape[1]
+    for lrow in range(n_rows):
+        dst = lrow
         if row_of.shape[0] > 0:
-            dst = row_of[row]
-        if dst < 0:  # a dropped row: its draws are made (the stream) and not kept
-            for _ in range(n_cols):
-                rng.standard_normal()
-            continue
+            dst = row_of[lrow]
+            if dst < 0:  # a dropped conversion row: nothing drawn (the others do not move)
+                continue
+        p = lrow // n_samples
+        m = lrow - p * n_samples
+        # normal_at(key, base + c), its first ziggurat step inlined (one pass, no float64 row)
+        base = key + np.uint64(((m0 + m) * n_steps + p) * n_cols + 1) * _GOLDEN
         for c in range(n_cols):
-            out[dst, c] = np.float32(sigma * rng.standard_normal())
+            h = mix64(base + np.uint64(c) * _GOLDEN)
+            i = h & _LOW8
+            u = _unit(h)
+            if u < zratio[i]:
+                z = u * zx[i]
+                if (h >> _S8) & _ONE:
+                    z = -z
+            else:
+                z = _rejected(h, zx, zratio, zf, zr)
+            out[dst, c] = np.float32(sigma * z)
 
 
-def comparator_noise(rng: np.random.Generator, sigma: float, n_rows: int, n_cols: int,
-                     row_of: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """``(sigma * rng.standard_normal((n_rows, n_cols))).astype(np.float32)``, bit for bit and
-    with ``rng`` advanced alike, written into the reused buffer ``out``; when ``row_of`` (one
-    entry per row, ``-1``: dropped) is not empty, only the kept rows, at ``row_of[row]``
-    (numpy: ``noise[row_of >= 0]``). Returns the filled rows of ``out``."""
-    kept = n_rows if row_of.shape[0] == 0 else int((row_of >= 0).sum())
+def comparator_noise(key: np.uint64, sigma: float, n_rows: int, row_of: np.ndarray,
+                     n_samples: int, m0: int, n_steps: int, out: np.ndarray) -> np.ndarray:
+    """Comparator noise of ``n_rows`` conversion rows: ``float32(sigma x z)``, ``z`` standard
+    normal, written into the reused buffer ``out`` (its columns: the conversions of a row).
+
+    The rows are ordered as :func:`add_read_noise`'s: row ``p x n_samples + m`` is step ``p`` of
+    sample ``m`` of the chunk, and its draw for column ``c`` is number ``((m0 + m) x n_steps +
+    p) x columns + c`` of stream ``key`` (a function of the sample's index in the whole call,
+    so chunking does not change a bit). With ``row_of`` not empty (one entry per row, ``-1``:
+    dropped) only the kept rows are drawn, into ``out[row_of[row]]``. Returns the filled rows
+    of ``out``.
+    """
     if row_of.shape[0] and row_of.shape[0] != n_rows:
         raise ValueError("row_of must have one entry per row")
+    kept = n_rows if row_of.shape[0] == 0 else int((row_of >= 0).sum())
     dst = out[:kept]
     if n_rows:
-        _fill_comparator(rng, float(sigma), n_cols, row_of,
-                         dst)
+        _fill_comparator(np.uint64(key), float(sigma), row_of, int(n_rows), int(n_samples),
+                         int(m0), int(n_steps), dst, ZIG_X, ZIG_RATIO, ZIG_F, ZIG_R)
     return dst

@@ -571,8 +571,9 @@ class CrossbarLayer:
             noise = np.zeros((0, 0), np.float32)
             if noise_sigma:
                 noise = noise_k.comparator_noise(
-                    np.random.default_rng([*call_seed, 0, gi, 1]), noise_sigma, n_rows, ct,
-                    np.zeros(0, np.int32), np.empty((n_rows, ct), np.float32))
+                    noise_k.stream_key(*call_seed, gi, 1), noise_sigma, n_rows,
+                    np.zeros(0, np.int32), x.shape[0], 0, steps.shape[0],
+                    np.empty((n_rows, ct), np.float32))
             adc_k.adc_accumulate(
                 psum, np.zeros(0, np.int32), n_rows, active, False, self.lin_a[gi],
                 self.lin_b[gi], self.adc_thresholds, self.adc_lut, table, self.col_inst[gi],
@@ -634,14 +635,14 @@ class CrossbarLayer:
             if psums is not None:
                 _, psum, row_of = next(psums)
                 if noise_sigma:
-                    # numpy's stream of this (call, chunk, group), drawn in compiled code
-                    # into a reused buffer; rows dropped from the GEMM are drawn, not kept.
+                    # Drawn in compiled code into a reused buffer, each conversion's draw a
+                    # function of (call, group, sample, step, column) alone; rows dropped
+                    # from the GEMM are not drawn.
                     if noise_buf is None:
                         noise_buf = np.empty((active.size, ct), np.float32)
                     noise = noise_k.comparator_noise(
-                        np.random.default_rng([*call_seed, m0, gi, 1]), noise_sigma,
-                        active.size, ct, row_of,
-                        noise_buf)
+                        noise_k.stream_key(*call_seed, gi, 1), noise_sigma, active.size,
+                        row_of, x.shape[0], m0, self.steps, noise_buf)
                 else:
                     noise = empty_noise
                 adc_k.adc_accumulate(
