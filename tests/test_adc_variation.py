@@ -301,7 +301,7 @@ def test_read_noise_variance(sigma):
     power = np.repeat(np.array([[0.5, 2.0, 9.0, 40.0]], dtype=np.float32), 250_000, axis=0)
     psum = np.zeros(power.shape, dtype=np.float32)
     got = noise_k.add_read_noise(psum, psum, power, sigma, noise_k.stream_key(0),
-                                 np.zeros(0, np.int32), power.shape[0], 0, 1)
+                                 np.zeros(0, np.int32), power.shape[0], 0)
     assert got is psum  # in place
     n = power.shape[0]
     for c in range(power.shape[1]):

@@ -24,47 +24,75 @@ def _normal_cdf(x):
     return 0.5 * np.vectorize(math.erfc)(-np.asarray(x) / math.sqrt(2.0))
 
 
-def test_ziggurat_tables_close_at_the_peak():
-    x, f = noise_k.ZIG_X, noise_k.ZIG_F
-    assert x.shape == (257,) and x[-1] == 0.0 and np.all(np.diff(x) < 0)
-    areas = x[1:-1] * (f[2:] - f[1:-1])  # layers 1..255
-    base = noise_k.ZIG_R * math.exp(-0.5 * noise_k.ZIG_R**2) + math.sqrt(math.pi / 2) * \
-        math.erfc(noise_k.ZIG_R / math.sqrt(2))
-    assert np.allclose(areas, base, rtol=1e-9)
-    assert abs(x[0] * f[1] - base) < 1e-12  # the base strip, tail included
+def _box_muller(key, start, n):
+    """Draws ``start .. start + n - 1`` of stream ``key`` (``start`` even) by the textbook
+    Box-Muller transform in float64 of the same words (``sim.kernels.noise`` docstring):
+    ``u = (high 32 bits | 1) / 2**32``, angle ``2 pi (low 32 bits >> 8) / 2**24``."""
+    mask, golden = (1 << 64) - 1, 0x9E3779B97F4A7C15
+    z = np.empty(n + 1)
+    for j in range((n + 1) // 2):
+        w = (int(key) + (start // 2 + j + 1) * golden) & mask
+        w = ((w ^ (w >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        w = ((w ^ (w >> 27)) * 0x94D049BB133111EB) & mask
+        w ^= w >> 31
+        u = ((w >> 32) | 1) / 2.0**32
+        t = 2.0 * math.pi * ((w & 0xFFFFFFFF) >> 8) / 2.0**24
+        r = math.sqrt(-2.0 * math.log(u))
+        z[2 * j], z[2 * j + 1] = r * math.cos(t), r * math.sin(t)
+    return z[:n]
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 128, 129])
+def test_draws_are_box_muller_of_their_words(n):
+    """Each draw is the exact Box-Muller transform of its word to within float32 rounding of
+    the polynomials (the docstring's ``1e-6 x max(1, |z|)``), for even and odd rows."""
+    key = noise_k.stream_key(3, 1)
+    n2 = n + n % 2
+    for step, m0, rows in ((0, 0, 4000 // n + 2), (3, 12345678901, 2)):
+        got = noise_k.draws(key, step, m0, rows, n).astype(np.float64)
+        for m in range(rows):
+            want = _box_muller(key, ((step << 40) + m0 + m) * n2, n)
+            err = np.abs(got[m] - want)
+            assert np.all(err <= 1e-6 * np.maximum(np.abs(want), 1.0)), (step, m)
 
 
 def test_draws_are_standard_normal():
-    z = noise_k.draws(noise_k.stream_key(11), 0, N)
-    assert abs(z.mean()) < Z / math.sqrt(N)
-    assert abs(z.var() - 1) < Z * math.sqrt(2 / N)
-    assert abs((z**3).mean()) < Z * math.sqrt(15 / N)
-    assert abs((z**4).mean() - 3) < Z * math.sqrt(96 / N)
+    z2 = noise_k.draws(noise_k.stream_key(11), 0, 0, N // 100, 100).astype(np.float64)
+    z = z2.reshape(-1)
+    for part in (z, z2[:, 0::2].reshape(-1), z2[:, 1::2].reshape(-1)):  # cosine, sine parts
+        n = part.shape[0]
+        assert abs(part.mean()) < Z / math.sqrt(n)
+        assert abs(part.var() - 1) < Z * math.sqrt(2 / n)
+        assert abs((part**3).mean()) < Z * math.sqrt(15 / n)
+        assert abs((part**4).mean() - 3) < Z * math.sqrt(96 / n)
+    # the two parts of a pair are uncorrelated (independent for Box-Muller)
+    c = float((z2[:, 0::2] * z2[:, 1::2]).mean())
+    assert abs(c) < Z / math.sqrt(z.shape[0] / 2)
     # Kolmogorov-Smirnov distance to the normal CDF
     s = np.sort(z[:200_000])
     cdf = _normal_cdf(s)
     n = s.shape[0]
     d = max((np.arange(1, n + 1) / n - cdf).max(), (cdf - np.arange(n) / n).max())
     assert d < 1.95 / math.sqrt(n)  # about p = 0.001
-    # Every branch is used and right: the tail beyond r (base layer), the wedges.
-    for t in (1.0, 2.5, 3.0, noise_k.ZIG_R, 4.0):
+    for t in (1.0, 2.5, 3.0, 4.0):
         p = math.erfc(t / math.sqrt(2))
         got = float((np.abs(z) > t).mean())
         assert abs(got - p) < Z * math.sqrt(p * (1 - p) / N), t
     assert abs(float((z > 0).mean()) - 0.5) < Z * 0.5 / math.sqrt(N)
+    assert np.abs(z).max() <= math.sqrt(64 * math.log(2))  # the largest radius
 
 
 def test_draws_are_a_function_of_key_and_index():
     key = noise_k.stream_key(1, 2, 3)
-    a = noise_k.draws(key, 0, 5000)
-    assert a.tobytes() == noise_k.draws(key, 0, 5000).tobytes()
-    assert a[1234:1300].tobytes() == noise_k.draws(key, 1234, 66).tobytes()
-    assert not np.array_equal(a, noise_k.draws(noise_k.stream_key(1, 2, 4), 0, 5000))
-    # the vectorized row fill (accept step, then the rejected draws again) equals normal_at
-    z = np.empty(5000)
-    noise_k._fill_normals(np.uint64(key), np.uint64(0), z, noise_k.ZIG_X, noise_k.ZIG_RATIO,
-                          noise_k.ZIG_F, noise_k.ZIG_R)
-    assert z.tobytes() == a.tobytes()
+    a = noise_k.draws(key, 2, 0, 50, 100)
+    assert a.tobytes() == noise_k.draws(key, 2, 0, 50, 100).tobytes()
+    assert a[12:20].tobytes() == noise_k.draws(key, 2, 12, 8, 100).tobytes()
+    assert not np.array_equal(a, noise_k.draws(noise_k.stream_key(1, 2, 4), 2, 0, 50, 100))
+    assert not np.array_equal(a, noise_k.draws(key, 3, 0, 50, 100))  # another step
+    assert not np.array_equal(a[0], a[1])
+    # an odd row of 2h + 1 columns is the first 2h + 1 draws of the even row of 2h + 2
+    odd, even = noise_k.draws(key, 5, 7, 3, 9), noise_k.draws(key, 5, 7, 3, 10)
+    assert odd.tobytes() == even[:, :9].copy().tobytes()
 
 
 def _psums(layer, x, noise_seed):
@@ -135,35 +163,33 @@ def test_comparator_noise_does_not_depend_on_chunking(make_arch, monkeypatch):
 @pytest.mark.parametrize("samples,steps,cols,dropped", [(125, 8, 24, 0.0), (60, 5, 7, 0.4),
                                                          (0, 3, 5, 0.0), (10, 5, 1, 1.0)])
 def test_comparator_noise_is_the_counter_stream(samples, steps, cols, dropped):
-    """Comparator noise is ``float32(sigma x z)`` with ``z`` the counter stream's draw number
-    ``((m0 + m) x steps + p) x cols + c`` for step ``p``, sample ``m``, column ``c``; only the
+    """Comparator noise is ``sigma x z`` in float32 with ``z`` the counter stream's row of
+    step ``p`` and sample ``m0 + m`` (``noise.draws``); only the
     rows ``row_of`` keeps are drawn, in order, and a chunk starting at sample ``m0`` draws what
     the whole call draws for its samples."""
     sigma, key, rows = 0.37, noise_k.stream_key(4, 5, 6), samples * steps
-    p, m = np.divmod(np.arange(rows), max(samples, 1))
-    index = (m * steps + p)[:, None] * cols + np.arange(cols)
-    want = (sigma * noise_k.draws(key, 0, samples * steps * cols)[index]).astype(np.float32)
+    table = np.concatenate([noise_k.draws(key, p, 0, samples, cols) for p in range(steps)])
+    want = np.float32(sigma) * table
     row_of = np.zeros(0, np.int32)
     if dropped:
         keep = np.random.default_rng(1).random(rows) >= dropped
         row_of = np.full(rows, -1, np.int32)
         row_of[keep] = np.arange(int(keep.sum()))
         want = want[keep]
-    got = noise_k.comparator_noise(key, sigma, rows, row_of, samples, 0, steps,
+    got = noise_k.comparator_noise(key, sigma, rows, row_of, samples, 0,
                                    np.full((rows, cols), np.nan, np.float32))
     assert got.dtype == np.float32 and got.shape == want.shape
     assert got.tobytes() == want.tobytes()
     if samples > 3:  # a chunk of the last samples draws the whole call's rows for them
         m0 = samples - 3
         part = noise_k.comparator_noise(key, sigma, 3 * steps, np.zeros(0, np.int32), 3, m0,
-                                        steps, np.empty((3 * steps, cols), np.float32))
+                                        np.empty((3 * steps, cols), np.float32))
         whole = noise_k.comparator_noise(key, sigma, rows, np.zeros(0, np.int32), samples, 0,
-                                         steps, np.empty((rows, cols), np.float32))
+                                         np.empty((rows, cols), np.float32))
         mine = whole.reshape(steps, samples, cols)[:, m0:].reshape(3 * steps, cols)
         assert part.tobytes() == mine.tobytes()
     if rows * cols:  # another key, other draws
         other = noise_k.comparator_noise(noise_k.stream_key(4, 5, 7), sigma, rows,
-                                         np.zeros(0, np.int32), samples, 0, steps,
+                                         np.zeros(0, np.int32), samples, 0,
                                          np.empty((rows, cols), np.float32))
-        assert other.tobytes() != (sigma * noise_k.draws(key, 0, rows * cols)[index]).astype(
-            np.float32).tobytes()
+        assert other.tobytes() != (np.float32(sigma) * table).tobytes()

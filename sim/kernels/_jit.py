@@ -21,3 +21,13 @@ jit = numba.njit(cache=True, nogil=True, fastmath=False)
 #: The same options, inlined into its callers by numba (a few lines on a hot path, where a
 #: call would cost more than the work).
 jit_inline = numba.njit(cache=True, nogil=True, fastmath=False, inline="always")
+
+#: The same options with numpy's error model: a float division by zero gives inf or nan (as in
+#: numpy) instead of raising, so a loop with a division has no branch and vectorizes. Only for
+#: kernels whose divisors cannot be zero (checked where it is used).
+jit_vector = numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
+
+#: :data:`jit_vector`'s options, inlined into its callers (the error model is the inlined
+#: function's own).
+jit_vector_inline = numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy",
+                               inline="always")

@@ -1,18 +1,28 @@
 """Normal draws made inside compiled kernels, from a counter: same key and index, same bits.
 
-The read noise of a partial sum is drawn where it is added (:func:`add_read_noise`), with no
-array of draws in between. Each draw is a pure function of a 64-bit stream ``key`` and the
-draw's ``index``: the 64-bit word ``mix64(key + (index + 1) x GOLDEN)`` (SplitMix64's output
-function on a Weyl sequence) feeds a ziggurat sampler of the standard normal distribution
-(Marsaglia and Tsang 2000, 256 layers, written from the paper's description). A draw whose
-ziggurat step rejects continues with ``mix64`` of the previous word, so the draw stays a
-function of ``(key, index)`` alone: it does not depend on which other draws are made, on the
-thread count or on how the samples are chunked. numba's own ``np.random`` would depend on
-thread scheduling (per-thread state), which is why the earlier draws were made in numpy.
+The read noise of a partial sum (:func:`add_read_noise`) and the comparator noise of a
+conversion (:func:`comparator_noise`) are drawn in compiled code, a step's rows at a time.
+Each draw is a pure function of a 64-bit stream ``key`` and its index: it does not depend on
+which other draws are made, on the thread count or on how the samples are chunked (numba's
+own ``np.random`` would depend on thread scheduling: per-thread state).
 
-The sampler is exact in distribution (up to the 53-bit uniforms): a point uniform under the
-density's ziggurat of 256 equal-area layers is accepted where it lies under the curve, the
-base layer's tail beyond ``r`` is sampled by Marsaglia's exponential rejection.
+The sampler is Box-Muller on one 64-bit word per pair of draws. Draw number ``i`` of stream
+``key`` is the cosine (``i`` even) or sine (``i`` odd) part of pair ``i // 2``, whose word is
+``mix64(key + (i // 2 + 1) x GOLDEN)`` (SplitMix64's output function on a Weyl sequence).
+The word's high 32 bits, with the lowest set to one, give ``u = k / 2**32`` in ``(0, 1)`` and
+the radius ``sqrt(-2 ln u)``; its low 32 bits (the top 24 of them) the angle. The conversions
+of step ``p`` and sample ``s`` (its index in the whole call) of an ``n``-column row take the
+draws from ``(p x 2**40 + s) x n2`` on (``n2``: ``n`` rounded up to even), so the rows of
+consecutive samples of one step are one flat run of the stream, drawn by one vectorized loop
+however narrow the rows (most are 20-64 conversions).
+
+``ln``, ``sin`` and ``cos`` are polynomials in float32 (the logarithm's from ``atanh`` on
+``[sqrt(1/2), sqrt(2))``, the angle reduced to an octant), so the loop vectorizes: about 1 ns
+per draw against 2.5 for a scalar 256-layer ziggurat and 3.3 for numpy's ``standard_normal``
+(docs/kernels.md). Each draw is the exact Box-Muller transform of its uniforms to within a
+few float32 roundings (``1e-6 x max(1, |z|)``, ``tests/test_noise.py``); the largest radius
+is ``sqrt(64 ln 2) = 6.66``, so no draw lies beyond 6.66 sigma (probability 2.7e-11 for a
+true normal).
 """
 
 from __future__ import annotations
@@ -20,69 +30,35 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba.cpython.unsafe.numbers import leading_zeros
 
-from sim.kernels._jit import jit
+from sim.kernels._jit import jit, jit_vector, jit_vector_inline
 
-_LAYERS = 256
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 _S30 = np.uint64(30)
 _S27 = np.uint64(27)
 _S31 = np.uint64(31)
-_S11 = np.uint64(11)
-_S8 = np.uint64(8)
-_LOW8 = np.uint64(255)
+_S32 = np.uint64(32)
+_LOW32 = np.uint64(0xFFFFFFFF)
 _ONE = np.uint64(1)
-_U53 = 1.0 / 9007199254740992.0  # 2**-53
+_F = np.float32
+_U32 = np.uint32
+_LN2 = np.float32(math.log(2.0))
+_SQRT2 = np.float32(math.sqrt(2.0))
+_SQRT_HALF = np.float32(math.sqrt(0.5))
+_HALF_PI = np.float32(math.pi / 2.0)
+# Coefficients as float32 constants: 2 / (2i + 1) of atanh's series, 1 / (k (k + 1)) of the
+# sine's and cosine's nested Taylor forms (multiplications: a division per term would not
+# be folded without fastmath).
+_A1, _A3, _A5, _A7, _A9 = (np.float32(2.0 / d) for d in (1, 3, 5, 7, 9))
+_S6, _S20, _S42, _S72 = (np.float32(1.0 / d) for d in (6, 20, 42, 72))
+_C2, _C12, _C30, _C56, _C90 = (np.float32(1.0 / d) for d in (2, 12, 30, 56, 90))
+_4_POW_M24 = np.float32(4.0 / 2.0**24)
 
 
-def _density(x: float) -> float:
-    return math.exp(-0.5 * x * x)
-
-
-def _layers(r: float) -> tuple[float, list[float]]:
-    """Common layer area ``v`` and the layer edges ``x[1..]`` for a base-tail edge ``r``;
-    the edges stop early (list shorter than 256) when the layers overflow the peak."""
-    v = r * _density(r) + math.sqrt(math.pi / 2) * math.erfc(r / math.sqrt(2))
-    xs = [r]
-    for _ in range(_LAYERS - 2):
-        y = _density(xs[-1]) + v / xs[-1]
-        if y >= 1.0:
-            break
-        xs.append(math.sqrt(-2.0 * math.log(y)))
-    return v, xs
-
-
-def _ziggurat_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """Edges ``x`` (257: ``x[0] = v / f(r)``, ``x[1] = r``, ..., ``x[256] = 0``), the accept
-    ratios ``x[i+1] / x[i]``, the densities ``f(x[i])`` and ``r``.
-
-    ``r`` is found by bisection so that the top layer closes at the peak: 256 layers of area
-    ``v`` each (the base one includes the tail beyond ``r``) cover the half-normal exactly.
-    """
-    lo, hi = 3.0, 4.5
-    for _ in range(200):
-        r = 0.5 * (lo + hi)
-        v, xs = _layers(r)
-        # Too small an r: the layers are too thick and overflow the peak before the last one.
-        if len(xs) < _LAYERS - 1 or _density(xs[-1]) + v / xs[-1] > 1.0:
-            lo = r
-        else:
-            hi = r
-    r = hi
-    v, xs = _layers(r)
-    x = np.array([v / _density(r), *xs, 0.0], dtype=np.float64)
-    assert x.shape[0] == _LAYERS + 1
-    ratio = x[1:] / x[:-1]
-    fx = np.exp(-0.5 * x * x)
-    return x, ratio, fx, r
-
-
-ZIG_X, ZIG_RATIO, ZIG_F, ZIG_R = _ziggurat_tables()
-
-
-@jit
+@jit_vector_inline
 def mix64(z):
     """SplitMix64's output function: a bijective 64-bit mix (``z`` and result ``uint64``)."""
     z = (z ^ (z >> _S30)) * _M1
@@ -90,66 +66,97 @@ def mix64(z):
     return z ^ (z >> _S31)
 
 
-@jit
-def _unit(h):
-    """A uniform in ``[0, 1)`` from the top 53 bits of ``h``."""
-    return float(np.int64(h >> _S11)) * _U53
+@jit_vector_inline
+def _ln_unit(k):
+    """``ln(k / 2**32)`` in float32 for a ``uint32`` ``k >= 1``: ``k / 2**32 = 2**e x m``
+    with ``m`` in ``[sqrt(1/2), sqrt(2))``, ``ln m = 2 atanh(s)`` for ``s = (m - 1) / (m +
+    1)`` (``|s| < 0.172``, the series to ``s**9``: error below 1e-8), plus ``e ln 2`` (``e``
+    from -32 to 0: no cancellation near ``u = 1``)."""
+    lz = leading_zeros(k)
+    big = _U32(k << lz) >= _U32(3037000500)  # m = K / 2**31 >= sqrt(2): m / 2 instead
+    e = _F(np.int32(big) - 1 - np.int32(lz))
+    # s from the integer K: its numerator is exact before the one float32 rounding, so s
+    # (and ln u near u = 1) keeps its relative precision.
+    kk = np.int64(_U32(k << lz))
+    d = np.int64(1 << 32) if big else np.int64(1 << 31)
+    s = _F(kk - d) / _F(kk + d)  # kk + d >= 2**31: never a division by zero
+    s2 = s * s
+    return s * (_A1 + s2 * (_A3 + s2 * (_A5 + s2 * (_A7 + s2 * _A9)))) + e * _LN2
+
+
+@jit_vector_inline
+def _pair(w):
+    """The two standard normal draws (float32) of the 64-bit word ``w``: ``r cos t`` and
+    ``r sin t`` with ``r = sqrt(-2 ln u)``, ``u`` from the high 32 bits (lowest set: ``u`` in
+    ``(0, 1)``), ``t = 2 pi a`` with ``a`` the top 24 of the low 32 bits over ``2**24``."""
+    k = _U32(_U32(w >> _S32) | _U32(1))
+    r = math.sqrt(_F(-2.0) * _ln_unit(k))
+    a = _F(_U32(w & _LOW32) >> _U32(8)) * _4_POW_M24  # [0, 4): quadrant + fraction
+    q = np.int32(a)
+    f = (a - _F(q) - _F(0.5)) * _HALF_PI  # [-pi/4, pi/4): the angle past the octant centre
+    f2 = f * f
+    sn = f * (_F(1.0) - f2 * _S6 * (_F(1.0) - f2 * _S20 * (_F(1.0) - f2 * _S42 * (
+        _F(1.0) - f2 * _S72))))
+    cs = _F(1.0) - f2 * _C2 * (_F(1.0) - f2 * _C12 * (_F(1.0) - f2 * _C30 * (
+        _F(1.0) - f2 * _C56 * (_F(1.0) - f2 * _C90))))
+    # t = q pi/2 + pi/4 + f: rotate (cos f, sin f) by pi/4, then by q quarter turns.
+    c0 = (cs - sn) * _SQRT_HALF
+    s0 = (cs + sn) * _SQRT_HALF
+    odd = (q & 1) == 1
+    c1 = s0 if odd else c0
+    s1 = c0 if odd else s0
+    c1 = -c1 if (q == 1) | (q == 2) else c1
+    s1 = -s1 if q >= 2 else s1
+    return r * c1, r * s1
+
+
+@jit_vector
+def fill(key, start, z, scale):
+    """``z[e] = scale x`` draw number ``start + e`` of stream ``key`` (``uint64``), float32;
+    ``start`` even. Draw ``i`` is the cosine (``i`` even) or sine (odd) part of pair ``i // 2``,
+    whose word is ``mix64(key + (i // 2 + 1) x GOLDEN)``."""
+    n = z.shape[0]
+    h = n // 2
+    base = key + (np.uint64(start // 2) + _ONE) * _GOLDEN
+    for j in range(h):
+        zc, zs = _pair(mix64(base + np.uint64(j) * _GOLDEN))
+        z[2 * j] = scale * zc
+        z[2 * j + 1] = scale * zs
+    if n > 2 * h:
+        z[n - 1] = scale * _pair(mix64(base + np.uint64(h) * _GOLDEN))[0]
+
+
+#: A row's index: ``step x 2**40 + sample`` (samples of one call below 2**40).
+_STEP_ROWS = np.int64(1) << np.int64(40)
 
 
 @jit
-def normal_at(key, index, zx, zratio, zf, zr):
-    """The standard normal draw number ``index`` (``uint64``) of stream ``key`` (``uint64``)."""
-    h = mix64(key + (index + _ONE) * _GOLDEN)
-    i = int(h & _LOW8)
-    u = _unit(h)
-    if u < zratio[i]:
-        z = u * zx[i]
-        return -z if (h >> _S8) & _ONE else z
-    return _rejected(h, zx, zratio, zf, zr)
+def row_start(step, sample, n_cols):
+    """The number of the first draw of the row of ``step`` and ``sample`` (its index in the
+    whole call), ``n_cols`` conversions: ``(step x 2**40 + sample) x n2``, ``n2`` the column
+    count rounded up to even (each row starts a pair)."""
+    return (step * _STEP_ROWS + sample) * (n_cols + (n_cols & 1))
 
 
 @jit
-def _rejected(h, zx, zratio, zf, zr):
-    """The draw whose first ziggurat step, from word ``h``, did not accept (about 1.2 %):
-    the wedge test of its layer, the tail beyond ``r`` for the base layer, then further steps
-    from ``mix64`` of the previous word."""
-    while True:
-        i = int(h & _LOW8)
-        neg = (h >> _S8) & _ONE
-        u = _unit(h)
-        if u < zratio[i]:
-            z = u * zx[i]
-            return -z if neg else z
-        h = mix64(h ^ _GOLDEN)
-        if i == 0:
-            # The tail beyond r (Marsaglia): a = -ln(u1)/r, accepted when -2 ln(u2) > a^2.
-            while True:
-                a = -math.log(1.0 - _unit(h)) / zr
-                h = mix64(h ^ _GOLDEN)
-                b = -math.log(1.0 - _unit(h))
-                h = mix64(h ^ _GOLDEN)
-                if 2.0 * b > a * a:
-                    z = zr + a
-                    return -z if neg else z
-        z = u * zx[i]
-        # Wedge of layer i: a uniform height between f(x[i]) and f(x[i+1]).
-        if zf[i] + _unit(h) * (zf[i + 1] - zf[i]) < math.exp(-0.5 * z * z):
-            return -z if neg else z
-        h = mix64(h ^ _GOLDEN)
+def _draw_block(key, step, m0, n_samples, n_cols, z, scale):
+    """Draws of samples ``m0 .. m0 + n_samples - 1`` of ``step``, ``n_cols`` each, into ``z``
+    (``n_samples x n2`` long, ``n2`` even: one flat run of the stream) times ``scale``."""
+    fill(key, row_start(step, m0, n_cols), z, scale)
 
 
 @jit
-def normals(key, start, n, zx, zratio, zf, zr):
-    """Draws ``start .. start + n - 1`` of stream ``key`` (float64 array; for tests)."""
-    out = np.empty(n, np.float64)
-    for j in range(n):
-        out[j] = normal_at(key, np.uint64(start + j), zx, zratio, zf, zr)
-    return out
+def _rows(key, step, m0, n_rows, n_cols):
+    n2 = n_cols + (n_cols & 1)
+    z = np.empty(n_rows * n2, np.float32)
+    _draw_block(key, step, m0, n_rows, n_cols, z, np.float32(1.0))
+    return z.reshape((n_rows, n2))[:, :n_cols].copy()
 
 
-def draws(key: int, start: int, n: int) -> np.ndarray:
-    """``n`` standard normal draws of stream ``key`` from index ``start`` (float64)."""
-    return normals(np.uint64(key), start, n, ZIG_X, ZIG_RATIO, ZIG_F, ZIG_R)
+def draws(key: int, step: int, m0: int, n_rows: int, n_cols: int) -> np.ndarray:
+    """The draws of the rows of ``step`` for samples ``m0 .. m0 + n_rows - 1`` of stream
+    ``key``, ``n_cols`` columns each: ``(n_rows, n_cols)`` float32 (for tests)."""
+    return _rows(np.uint64(key), int(step), int(m0), int(n_rows), int(n_cols))
 
 
 def stream_key(*words: int) -> np.uint64:
@@ -158,45 +165,29 @@ def stream_key(*words: int) -> np.uint64:
 
 
 @jit
-def _fill_normals(key, base, z, zx, zratio, zf, zr):
-    """``z[j]`` = draw ``base + j`` of stream ``key``, as :func:`normal_at` gives it: first
-    every draw's ziggurat step in a loop without branches (it vectorizes), then
-    :func:`normal_at` again for the few (about 1.2 %) that the step did not accept."""
-    n = z.shape[0]
-    for j in range(n):
-        h = mix64(key + (base + np.uint64(j) + _ONE) * _GOLDEN)
-        i = np.int64(h & _LOW8)
-        u = _unit(h)
-        sign = 1.0 - 2.0 * float(np.int64((h >> _S8) & _ONE))
-        t = u * zx[i]
-        z[j] = sign * t if u < zratio[i] else np.nan
-    for j in range(n):
-        if np.isnan(z[j]):
-            z[j] = normal_at(key, base + np.uint64(j), zx, zratio, zf, zr)
-
-
-@jit
-def _add_read_noise(src, a0, power, b0, out, sigma, key, row_of, n_samples, m0, n_steps, zx,
-                    zratio, zf, zr):
+def _add_read_noise(src, a0, power, b0, out, sigma, key, row_of, n_samples, m0):
     n_rows = row_of.shape[0] if row_of.shape[0] > 0 else out.shape[0]
+    if n_samples == 0:
+        return
     n_cols = out.shape[1]
-    z = np.empty(n_cols, np.float64)
-    for lrow in range(n_rows):
-        r = lrow
-        if row_of.shape[0] > 0:
-            r = row_of[lrow]
-            if r < 0:
-                continue
-        p = lrow // n_samples
-        m = lrow - p * n_samples
-        _fill_normals(key, np.uint64(((m0 + m) * n_steps + p) * n_cols), z, zx, zratio, zf,
-                      zr)
-        for c in range(n_cols):
-            out[r, c] = np.float32(src[r, a0 + c] + sigma * z[c] * math.sqrt(power[r, b0 + c]))
+    n2 = n_cols + (n_cols & 1)
+    z = np.empty(n_samples * n2, np.float32)
+    for p in range(n_rows // n_samples):
+        _draw_block(key, p, m0, n_samples, n_cols, z, np.float32(1.0))
+        for m in range(n_samples):
+            lrow = p * n_samples + m
+            r = lrow
+            if row_of.shape[0] > 0:
+                r = row_of[lrow]
+                if r < 0:
+                    continue
+            for c in range(n_cols):
+                out[r, c] = np.float32(src[r, a0 + c]
+                                       + sigma * z[m * n2 + c] * math.sqrt(power[r, b0 + c]))
 
 
 def add_read_noise(out: np.ndarray, src: np.ndarray, power: np.ndarray, sigma: float,
-                   key: np.uint64, row_of: np.ndarray, n_samples: int, m0: int, n_steps: int,
+                   key: np.uint64, row_of: np.ndarray, n_samples: int, m0: int,
                    src_col: int = 0, power_col: int = 0) -> np.ndarray:
     """Partial sums with read noise: ``out = src + sigma z sqrt(power)``, rounded once to
     float32, with ``z`` standard normal; returns ``out`` (``(rows, columns)`` float32).
@@ -208,61 +199,60 @@ def add_read_noise(out: np.ndarray, src: np.ndarray, power: np.ndarray, sigma: f
     GEMM by ``[g | g^2]`` gives both. ``out`` may be ``src`` (in place). The block of step
     ``p`` and sample ``m`` of the chunk is at row ``p x n_samples + m``, or at
     ``row_of[p x n_samples + m]`` when ``row_of`` is not empty (``-1``: not computed, no
-    draw made). Its draw for column ``c`` is number ``((m0 + m) x n_steps + p) x columns + c``
-    of stream ``key``: a function of the sample's index in the whole call ``m0 + m``, so
-    neither chunking nor dropped blocks change a bit.
+    draw kept). Its draws are those from :func:`row_start` ``(p, m0 + m, columns)`` of stream
+    ``key``: a function of the sample's index in the whole call ``m0 + m``, so neither chunking
+    nor dropped blocks change a bit.
     """
     _add_read_noise(src, int(src_col), power, int(power_col), out, float(sigma),
-                    np.uint64(key), row_of, int(n_samples), int(m0), int(n_steps), ZIG_X,
-                    ZIG_RATIO, ZIG_F, ZIG_R)
+                    np.uint64(key), row_of, int(n_samples), int(m0))
     return out
 
 
 # ---------------------------------------------------------------- comparator noise
 @jit
-def _fill_comparator(key, sigma, row_of, n_rows, n_samples, m0, n_steps, out, zx, zratio, zf,
-                     zr):
+def _fill_comparator(key, sigma, row_of, n_rows, n_samples, m0, out):
     n_cols = out.shape[1]
-    for lrow in range(n_rows):
-        dst = lrow
-        if row_of.shape[0] > 0:
-            dst = row_of[lrow]
-            if dst < 0:  # a dropped conversion row: nothing drawn (the others do not move)
-                continue
-        p = lrow // n_samples
-        m = lrow - p * n_samples
-        # normal_at(key, base + c), its first ziggurat step inlined (one pass, no float64 row)
-        base = key + np.uint64(((m0 + m) * n_steps + p) * n_cols + 1) * _GOLDEN
-        for c in range(n_cols):
-            h = mix64(base + np.uint64(c) * _GOLDEN)
-            i = h & _LOW8
-            u = _unit(h)
-            if u < zratio[i]:
-                z = u * zx[i]
-                if (h >> _S8) & _ONE:
-                    z = -z
-            else:
-                z = _rejected(h, zx, zratio, zf, zr)
-            out[dst, c] = np.float32(sigma * z)
+    s = np.float32(sigma)
+    if row_of.shape[0] == 0 and n_cols % 2 == 0:
+        # Every row kept, even rows: a step's rows are one flat run of the stream, drawn
+        # straight into the buffer.
+        flat = out.reshape(-1)
+        for p in range(n_rows // n_samples):
+            a = p * n_samples * n_cols
+            _draw_block(key, p, m0, n_samples, n_cols, flat[a:a + n_samples * n_cols], s)
+        return
+    n2 = n_cols + (n_cols & 1)
+    z = np.empty(n_samples * n2, np.float32)
+    for p in range(n_rows // n_samples):
+        _draw_block(key, p, m0, n_samples, n_cols, z, s)
+        for m in range(n_samples):
+            dst = p * n_samples + m
+            if row_of.shape[0] > 0:
+                dst = row_of[dst]
+                if dst < 0:  # a dropped conversion row: drawn, not kept
+                    continue
+            for c in range(n_cols):
+                out[dst, c] = z[m * n2 + c]
 
 
 def comparator_noise(key: np.uint64, sigma: float, n_rows: int, row_of: np.ndarray,
-                     n_samples: int, m0: int, n_steps: int, out: np.ndarray) -> np.ndarray:
-    """Comparator noise of ``n_rows`` conversion rows: ``float32(sigma x z)``, ``z`` standard
-    normal, written into the reused buffer ``out`` (its columns: the conversions of a row).
+                     n_samples: int, m0: int, out: np.ndarray) -> np.ndarray:
+    """Comparator noise of ``n_rows`` conversion rows: ``sigma x z`` in float32 (``sigma``
+    rounded to float32), ``z`` standard normal, written into the reused buffer ``out`` (its
+    columns: the conversions of a row).
 
     The rows are ordered as :func:`add_read_noise`'s: row ``p x n_samples + m`` is step ``p`` of
-    sample ``m`` of the chunk, and its draw for column ``c`` is number ``((m0 + m) x n_steps +
-    p) x columns + c`` of stream ``key`` (a function of the sample's index in the whole call,
-    so chunking does not change a bit). With ``row_of`` not empty (one entry per row, ``-1``:
-    dropped) only the kept rows are drawn, into ``out[row_of[row]]``. Returns the filled rows
-    of ``out``.
+    sample ``m`` of the chunk, and its draws are those from :func:`row_start` ``(p, m0 + m,
+    columns)`` of stream ``key`` (a function of the sample's index in the whole call, so
+    chunking does not change a bit). With ``row_of`` not empty (one entry per row, ``-1``:
+    dropped) only the kept rows are written, into ``out[row_of[row]]``. Returns the filled
+    rows of ``out``.
     """
     if row_of.shape[0] and row_of.shape[0] != n_rows:
         raise ValueError("row_of must have one entry per row")
     kept = n_rows if row_of.shape[0] == 0 else int((row_of >= 0).sum())
     dst = out[:kept]
-    if n_rows:
+    if n_rows and n_samples:
         _fill_comparator(np.uint64(key), float(sigma), row_of, int(n_rows), int(n_samples),
-                         int(m0), int(n_steps), dst, ZIG_X, ZIG_RATIO, ZIG_F, ZIG_R)
+                         int(m0), dst)
     return dst

@@ -471,7 +471,7 @@ class CrossbarLayer:
                 # function of (call, group, sample, step, column) alone (sim.kernels.noise).
                 psum = noise_k.add_read_noise(
                     buf[:n], src, power, sigma_r, noise_k.stream_key(*noise_seed, gi, 0),
-                    row_of, x.shape[0], m0, steps.shape[0], power_col=power_col)
+                    row_of, x.shape[0], m0, power_col=power_col)
             else:
                 psum = self.backend.gemm(xg, self._gemm_w[gi], buf)
             yield gi, psum, row_of
@@ -572,8 +572,7 @@ class CrossbarLayer:
             if noise_sigma:
                 noise = noise_k.comparator_noise(
                     noise_k.stream_key(*call_seed, gi, 1), noise_sigma, n_rows,
-                    np.zeros(0, np.int32), x.shape[0], 0, steps.shape[0],
-                    np.empty((n_rows, ct), np.float32))
+                    np.zeros(0, np.int32), x.shape[0], 0, np.empty((n_rows, ct), np.float32))
             adc_k.adc_accumulate(
                 psum, np.zeros(0, np.int32), n_rows, active, False, self.lin_a[gi],
                 self.lin_b[gi], self.adc_thresholds, self.adc_lut, table, self.col_inst[gi],
@@ -642,7 +641,7 @@ class CrossbarLayer:
                         noise_buf = np.empty((active.size, ct), np.float32)
                     noise = noise_k.comparator_noise(
                         noise_k.stream_key(*call_seed, gi, 1), noise_sigma, active.size,
-                        row_of, x.shape[0], m0, self.steps, noise_buf)
+                        row_of, x.shape[0], m0, noise_buf)
                 else:
                     noise = empty_noise
                 adc_k.adc_accumulate(
