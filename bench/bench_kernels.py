@@ -227,6 +227,33 @@ def read_noise_cpu(batch: int, repeat: int) -> None:
               f"{r / fp32:.3f}")
 
 
+def noise_draws_cpu(repeat: int) -> None:
+    """CPU nanoseconds per normal draw of the compiled comparator-noise fill
+    (``sim.kernels.noise``: vectorized Box-Muller on a counter stream) for rows of 21, 24 and 64
+    conversions, beside numpy's own ``Generator.standard_normal(dtype=float32)`` into an
+    ``out`` array (PCG64 + ziggurat) in the same run: the peer a user would reach for."""
+    from sim.kernels import noise as noise_k
+
+    total = 1 << 21
+    for cols in (21, 24, 64):
+        rows = total // cols - (total // cols) % 8
+        out = np.empty((rows, cols), np.float32)
+        none = np.zeros(0, np.int32)
+
+        def ours(rows=rows, none=none, out=out):
+            noise_k.comparator_noise(noise_k.stream_key(1, 2), 0.1, rows, none, rows // 8, 0,
+                                     out)
+
+        def numpy_draws(out=out):
+            np.random.default_rng([1, 2]).standard_normal(out=out, dtype=np.float32)
+
+        t_ours = best_time(ours, repeat, time.process_time)
+        t_np = best_time(numpy_draws, repeat, time.process_time)
+        n = rows * cols
+        print(f"  rows of {cols:3d}: imcsim {1e9 * t_ours / n:6.2f} ns per draw, numpy "
+              f"standard_normal(float32) {1e9 * t_np / n:6.2f} ns ({t_np / t_ours:4.1f}x)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=256)
@@ -248,6 +275,9 @@ def main() -> None:
     ap.add_argument("--read-noise", action="store_true",
                     help="only: CPU seconds of the 512x512 layer with variation, and with "
                          "read noise too, against the one-thread fp32 GEMM rate")
+    ap.add_argument("--noise-draws", action="store_true",
+                    help="only: CPU ns per normal draw of the compiled noise fill against "
+                         "numpy's standard_normal in the same run")
     args = ap.parse_args()
     global BACKEND, FAST
     BACKEND, FAST = args.backend, not args.no_fast_path
@@ -268,6 +298,9 @@ def main() -> None:
         return
     if args.read_noise:
         read_noise_cpu(args.batch, args.repeat)
+        return
+    if args.noise_draws:
+        noise_draws_cpu(args.repeat)
         return
     from sim.kernels import backend as backend_k
 
