@@ -649,20 +649,37 @@ def test_every_accepted_dac_width_runs(make_arch):
     assert out.tolist() == [[1486.0]]
 
 
+def _shift_add(v, direct, units, coef, sw, out, n_rows, stride, block, has_units):
+    """``adc._add_outputs`` (row order) or ``adc._add_block_outputs`` (output order) of rows
+    starting at ``v[1]`` into ``out[2:]``."""
+    if block:
+        adc_k._add_block_outputs(v, 1, stride, out, 2, n_rows, direct, units, coef, sw,
+                                 has_units, np.empty(n_rows + 3))
+    else:
+        adc_k._add_outputs(v, 1, stride, out, 2, n_rows, direct, units, coef, sw, has_units)
+
+
 @pytest.mark.parametrize("per", [1, 3, 4, 8])
-@pytest.mark.parametrize("n_units", [1, 2])
-def test_shift_add_of_converted_rows_adds_in_order_bit_for_bit(per, n_units):
-    """``adc._add_outputs`` (its 8- and 4-column cases written out) gives the bits of the
-    plain left-to-right sum per output, on values where another order gives other bits
-    (cancellation, -0.0, mixed magnitudes), over several rows at a stride."""
+@pytest.mark.parametrize("n_units", [0, 1, 2])
+@pytest.mark.parametrize("block", [False, True])
+def test_shift_add_of_converted_rows_adds_in_order_bit_for_bit(per, n_units, block):
+    """``adc._add_outputs`` (its 8- and 4-column cases written out) and the block path's
+    ``adc._add_block_outputs`` give the bits of the plain left-to-right sum per output, on
+    values where another order gives other bits (cancellation, -0.0, mixed magnitudes), over
+    several rows at a stride; without unit terms (``n_units`` 0: one all-zero coefficient
+    column, as ``combine_coefficients`` makes it) the sum starting at 0.0 itself is the same."""
     rng = np.random.default_rng(per * 10 + n_units)
-    n_out, n_rows, stride = 5, 3, 5 * per + 2 * n_units + 1
-    v = rng.standard_normal(n_rows * stride) * 10.0 ** rng.integers(-8, 9, n_rows * stride)
+    n_out, n_rows, stride = 5, 7, 5 * per + 2 * max(n_units, 1) + 1
+    v = rng.standard_normal(n_rows * stride + 1) * 10.0 ** rng.integers(-8, 9,
+                                                                          n_rows * stride + 1)
     v[::7] = -0.0
     direct = rng.standard_normal(n_out * per) * 10.0 ** rng.integers(-8, 9, n_out * per)
-    units = (n_out * per + rng.integers(0, 2 * n_units, size=(n_out, n_units))).astype(np.int32)
-    coef = rng.standard_normal((n_out, n_units))
+    k = max(n_units, 1)
+    units = (n_out * per + rng.integers(0, 2 * k, size=(n_out, k))).astype(np.int32)
+    coef = rng.standard_normal((n_out, k)) if n_units else np.zeros((n_out, 1))
     coef[0] = 0.0  # 0.0 + 0.0 * -0.0: the sum starts at +0.0
+    has_units = bool(adc_k._has_units(coef))
+    assert has_units == (n_units > 0)
     out = rng.standard_normal((n_rows + 2, n_out))
     ref = out.copy()
     sw = 3.0 - 2.0**-30
@@ -670,18 +687,18 @@ def test_shift_add_of_converted_rows_adds_in_order_bit_for_bit(per, n_units):
         base = 1 + r * stride
         for n in range(n_out):
             t = 0.0
-            for k in range(n_units):
-                t += coef[n, k] * v[base + units[n, k]]
+            for j in range(k):
+                t += coef[n, j] * v[base + units[n, j]]
             for q in range(per):
                 t += direct[n * per + q] * v[base + n * per + q]
             ref[2 + r, n] += sw * t
-    adc_k._add_outputs(v, 1, stride, out, 2, n_rows, direct, units, coef, sw)
+    _shift_add(v, direct, units, coef, sw, out, n_rows, stride, block, has_units)
     assert out.tobytes() == ref.tobytes()
     # the cause moves the output: another weight of one column moves that output only
     base_out = np.zeros((n_rows + 2, n_out))
-    adc_k._add_outputs(v, 1, stride, base_out, 2, n_rows, direct, units, coef, sw)
+    _shift_add(v, direct, units, coef, sw, base_out, n_rows, stride, block, has_units)
     direct[per] *= 3.0  # column 0 of output 1
     moved = np.zeros((n_rows + 2, n_out))
-    adc_k._add_outputs(v, 1, stride, moved, 2, n_rows, direct, units, coef, sw)
+    _shift_add(v, direct, units, coef, sw, moved, n_rows, stride, block, has_units)
     changed = (moved != base_out).any(axis=0)
     assert changed[1] and not changed[[0, 2, 3, 4]].any()
