@@ -48,9 +48,12 @@ def _split_steps(x, bits, dac_bits, signed, n_steps, rows_padded, out, group_row
                 dst[k] = 0
             if count:
                 for g in range(nnz.shape[0]):
+                    # A slice indexed from 0: a contiguous, vectorized count (indexed by a
+                    # signed offset the loop was scalar, with a sign check per element).
+                    seg = dst[g * group_rows:min(k_count, (g + 1) * group_rows)]
                     c = 0
-                    for k in range(g * group_rows, min(k_count, (g + 1) * group_rows)):
-                        c += dst[k] != 0
+                    for k in range(seg.shape[0]):
+                        c += seg[k] != 0
                     nnz[g, p, m] = c
 
 
