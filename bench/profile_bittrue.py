@@ -9,8 +9,9 @@ process time is the stage's own) and of each mapped layer's forward pass:
   row gathers;
 - ``split``: DAC steps and driven-row counts (``inputs.split_inputs_activity``);
 - ``gemm``: the partial-sum GEMMs (numpy backend);
-- ``adc``: the fused ADC + shift-and-add kernel;
-- ``comparator noise``: its draws (``noise.comparator_noise``);
+- ``adc``: the fused ADC + shift-and-add kernel, with the comparator-noise draws it makes
+  (since Dec 2 the kernel draws them itself; trees before that show them as ``comparator
+  noise``);
 - ``run_chunk``: the whole per-chunk pipeline (the stages above but ``hw_inputs``, plus
   event counting).
 

@@ -258,6 +258,29 @@ def test_curves_by_walk_same_bits_on_the_shipped_mismatch_examples():
 
 
 
+@pytest.mark.parametrize("n", [1, 2, 3])
+@pytest.mark.parametrize("curves", [0.0, 0.05])
+def test_odd_width_rows_draw_the_row_paths_noise_in_blocks(make_arch, n, curves):
+    """Rows of an odd number of columns (here 5 and 9; 14 for ``n`` 3) convert over blocks
+    with the comparator noise drawn row by row into the block's buffer (an odd row is not a
+    whole number of draw pairs): the bits and events of the row-by-row path, which draws the
+    noise of the whole chunk first."""
+    arch = _isaac_small(make_arch, **{"variation.adc.noise_sigma_lsb": 0.4,
+                                      "variation.adc.cap_mismatch_sigma": curves})
+    w, x = _layer_io(seed=2, k=30, n=n, m=50, zero_fraction=0.3)
+    outs = []
+    for blocks in (False, True):
+        layer = CrossbarLayer(arch, w, seed=4, exact_fast_path=False)
+        layer.adc_walk_blocks = blocks
+        outs.append(layer.matmul(x, seed=3))
+    assert (layer.columns_total % 2 == 1) == (n < 3)
+    assert 2 * layer.columns_total <= adc_k.WALK_BLOCK
+    assert outs[1][0].tobytes() == outs[0][0].tobytes()
+    assert outs[1][1] == outs[0][1]
+    moved = CrossbarLayer(arch, w, seed=4, exact_fast_path=False).matmul(x, seed=4)[0]
+    assert moved.tobytes() != outs[0][0].tobytes()
+
+
 @pytest.mark.parametrize("curves", [True, False])
 @pytest.mark.parametrize("noise", [0.0, 0.4])
 @pytest.mark.parametrize("n", [1, 5, 60])  # 8, 40 and 480 columns: 256, 51 and 4 rows a block

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sim.kernels import noise as noise_k
 from sim.kernels._jit import jit, jit_inline
 
 
@@ -245,18 +246,18 @@ def _convert_row(psum, r, lin_a, lin_b, thr, lut_base, lut_t1, lut_t2, lut_ok, c
                 continue
             v[c] = _count_le(u, thr, i, top, half) * recon_step[c]
     else:
-        _round_span(psum, noise, r, 0, n_cols, lin_a, lin_b, top, half, recon_step, v)
+        _round_span(psum, noise, r, 0, 0, n_cols, lin_a, lin_b, top, half, recon_step, v)
 
 
 @jit
-def _round_span(ps, ns, row, off, cnt, a, b, top, half, recon, v):
+def _round_span(ps, ns, row, off, noff, cnt, a, b, top, half, recon, v):
     """Ideal-ADC conversions ``e < cnt``: ``floor(ps[row, off + e] * a[e] + b[e] (+ ns[row,
-    off + e] when ``ns`` has rows) + half)`` clipped to ``[0, top]``, times ``recon[e]``, into
+    noff + e] when ``ns`` has rows) + half)`` clipped to ``[0, top]``, times ``recon[e]``, into
     ``v``. The one rounding expression of the row path (:func:`_convert_row`) and the block
     path (:func:`_convert_blocks`)."""
     p = ps[row, off:off + cnt]
     if ns.shape[0] > 0:
-        q_n = ns[row, off:off + cnt]
+        q_n = ns[row, noff:noff + cnt]
         for e in range(cnt):
             q = np.floor(p[e] * a[e] + b[e] + q_n[e] + half)
             q = min(max(q, 0.0), top)
@@ -318,10 +319,10 @@ def _walk_codes(x, step, near_e, code, near):
 
 
 @jit
-def _walk_span(ps, ns, row, off, cnt, a, b, x_max, scale, recon, step, near_e, half, v,
+def _walk_span(ps, ns, row, off, noff, cnt, a, b, x_max, scale, recon, step, near_e, half, v,
                near):
-    """Walk the conversions ``e < cnt`` of ``ps[row, off + e] * a[e] + b[e]`` (``+ ns[row, off
-    + e]`` when ``ns`` has rows) ``+ half``, clipped to ``[0, x_max[e]]``, in the fixed point
+    """Walk the conversions ``e < cnt`` of ``ps[row, off + e] * a[e] + b[e]`` (``+ ns[row,
+    noff + e]`` when ``ns`` has rows) ``+ half``, clipped to ``[0, x_max[e]]``, in the fixed point
     of ``scale[e]`` through step words ``step[:, e]`` (:func:`_walk_one`): values (code x
     ``recon[e]``) into ``v``, closeness into ``near``; returns how many walks were close. The
     one conversion expression of the row path (:func:`_convert_walk`) and the block path
@@ -331,7 +332,7 @@ def _walk_span(ps, ns, row, off, cnt, a, b, x_max, scale, recon, step, near_e, h
     # with a signed ``off`` made the compiler gather them).
     p = ps[row, off:off + cnt]
     if ns.shape[0] > 0:
-        q = ns[row, off:off + cnt]
+        q = ns[row, noff:noff + cnt]
         for e in range(cnt):
             t = p[e] * a[e] + b[e] + q[e] + half
             k, f = _walk_one(_U32(min(max(t, 0.0), x_max[e]) * scale[e]) & _CODE_MASK, step,
@@ -372,15 +373,16 @@ def _convert_walk(psum, r, lin_a, lin_b, thr, step, scale, x_max, near_e, cal, c
         for c in range(n_cols):
             v[c] = cal[col_inst[c], code[c]] * recon_step[c]
     else:
-        n_near = _walk_span(psum, noise, r, 0, n_cols, lin_a, lin_b, x_max, scale, recon_step,
-                            step, near_e, half, v, near)
+        n_near = _walk_span(psum, noise, r, 0, 0, n_cols, lin_a, lin_b, x_max, scale,
+                            recon_step, step, near_e, half, v, near)
     if n_near:
-        _redo_close(psum, noise, r, 0, n_cols, lin_a, lin_b, recon_step, col_inst, cal, thr,
-                    codes - 1, half, near, v)
+        _redo_close(psum, noise, r, 0, 0, n_cols, lin_a, lin_b, recon_step, col_inst, cal,
+                    thr, codes - 1, half, near, v)
 
 
 @jit
-def _redo_close(ps, ns, row, off, cnt, a, b, recon, inst, cal, thr, top, half, near, v):
+def _redo_close(ps, ns, row, off, noff, cnt, a, b, recon, inst, cal, thr, top, half, near,
+                v):
     """The conversions ``e < cnt`` of :func:`_walk_span` whose walk was close (``near[e]``):
     their codes counted in instance ``inst[e]``'s threshold list, their values (code, or
     ``cal[inst[e], code]`` with a calibration table, x ``recon[e]``) into ``v``. Blocks of 64
@@ -398,7 +400,7 @@ def _redo_close(ps, ns, row, off, cnt, a, b, recon, inst, cal, thr, top, half, n
             if near[e]:
                 u = p[e] * a[e] + b[e]
                 if ns.shape[0] > 0:
-                    u += ns[row, off + e]
+                    u += ns[row, noff + e]
                 i = inst[e]
                 k = _count_le(u, thr, i, top, half)
                 v[e] = (cal[i, k] if cal.shape[0] > 0 else k) * recon[e]
@@ -468,17 +470,22 @@ def _convert_runs(psum, r, lin_a, lin_b, thr, lut_base, lut_t1, lut_t2, starts, 
 
 @jit
 def adc_accumulate(psum, row_of, n_samples, active, skip, lin_a, lin_b, thr, lut, cal, col_inst,
-                   codes, half, noise, recon_step, direct, units, coef, step_weight, out,
-                   by_runs, walk, blocks):
+                   codes, half, noise_key, noise_sigma, noise_p0, noise_m0, noise_buf, recon_step,
+                   direct, units, coef, step_weight, out, by_runs, walk, blocks):
     """Convert one row group's partial sums and shift-add them into the outputs.
 
     ``psum`` (rows, C) float32 (or int32 from an integer GEMM) holds the analog partial sums
     of every column (data columns ``0..J-1`` then unit columns) for step ``p`` and sample ``m``
     at row ``p*M + m``, or at row ``row_of[p*M + m]`` when ``row_of`` is not empty (``-1``:
-    an all-zero block that converts to code 0 everywhere, so it adds nothing and is skipped);
-    ``noise`` (if any) is indexed like ``psum``.
+    an all-zero block that converts to code 0 everywhere, so it adds nothing and is skipped).
     Column ``c`` is converted by ADC instance ``col_inst[c]``: ``u = psum*lin_a[c] + lin_b[c]``
-    (+ ``noise`` when given), coded, and reconstructed as ``v = code x recon_step[c]``.
+    (+ comparator noise when ``noise_sigma`` > 0), coded, and reconstructed as ``v = code x
+    recon_step[c]``. The noise of step ``p``, sample ``m`` is the row of stream ``noise_key``
+    for step ``noise_p0 + p`` and sample ``noise_m0 + m`` (the chunk's first sample in the
+    call), times ``noise_sigma``
+    (:func:`sim.kernels.noise.comparator_noise`'s draws): drawn a block of rows at a time
+    into a small buffer on the block path, into ``noise_buf`` (rows x C float32, at least
+    ``psum``'s rows) for the row path.
     With a threshold table ``thr`` the code is looked up in ``lut`` (see :func:`threshold_lut`).
     With a calibration table ``cal`` (``(instances, codes)`` float64; ``(0, 0)``: none) the
     reconstructed value is ``cal[col_inst[c], code] x recon_step[c]`` (see
@@ -527,10 +534,16 @@ def adc_accumulate(psum, row_of, n_samples, active, skip, lin_a, lin_b, thr, lut
     near_row = np.empty(n_walk, np.bool_)
     if blocks and (walks or thr.shape[0] == 0) and cal.shape[0] == 0 \
             and row_of.shape[0] == 0 and not skip and 0 < 2 * n_cols <= WALK_BLOCK:
-        _convert_blocks(psum, n_samples, lin_a, lin_b, thr, col_inst, codes, half, noise,
-                        recon_step, direct, units, coef, step_weight, out, walks, step_col,
-                        scale_col, x_max_col, near_col, has_units)
+        _convert_blocks(psum, n_samples, lin_a, lin_b, thr, col_inst, codes, half, noise_key,
+                        noise_sigma, noise_p0, noise_m0, recon_step, direct, units, coef,
+                        step_weight, out, walks, step_col, scale_col, x_max_col, near_col,
+                        has_units)
         return
+    noise = noise_buf[:0]
+    if noise_sigma > 0.0 and psum.shape[0] > 0:
+        noise = noise_buf[:psum.shape[0]]
+        noise_k.fill_comparator(noise_key, noise_sigma, row_of, n_steps * n_samples,
+                                n_samples, noise_p0, noise_m0, noise)
     # Steps outer, samples inner: partial sums are read in row order (prefetch-friendly); each
     # output still adds its steps in the order p = 0, 1, ... (same bits as samples outer).
     for p in range(n_steps):
@@ -657,9 +670,10 @@ WALK_BLOCK = 2048
 
 
 @jit
-def _convert_blocks(psum, n_samples, lin_a, lin_b, thr, col_inst, codes, half, noise,
-                    recon_step, direct, units, coef, step_weight, out, walks, step_col,
-                    scale_col, x_max_col, near_col, has_units):
+def _convert_blocks(psum, n_samples, lin_a, lin_b, thr, col_inst, codes, half, noise_key,
+                    noise_sigma, noise_p0, noise_m0, recon_step, direct, units, coef,
+                    step_weight, out, walks, step_col, scale_col, x_max_col, near_col,
+                    has_units):
     """:func:`adc_accumulate`'s path for rows narrower than :data:`WALK_BLOCK` columns, every
     row computed (no dropped rows, no skipping, no calibration table), by the SAR walk
     (``walks``) or an ideal ADC (no threshold list): the conversions run over blocks of whole
@@ -667,10 +681,13 @@ def _convert_blocks(psum, n_samples, lin_a, lin_b, thr, col_inst, codes, half, n
     vectorize across rows where a row alone is a few vectors long, and the block's rows are
     shift-added in one call. Each conversion is the expression of the row path
     (:func:`_walk_span`, :func:`_round_span`) on the same values and each output adds its
-    terms in the same order (:func:`_add_block_outputs`): the same bits."""
+    terms in the same order (:func:`_add_block_outputs`): the same bits. A block's comparator
+    noise is drawn into a buffer of the block's size just before it is converted (the
+    row path's draws; no array of a whole chunk's draws written and read back)."""
     n_cols = psum.shape[1]
     top = codes - 1
-    has_noise = noise.shape[0] > 0
+    has_noise = noise_sigma > 0.0
+    sigma = np.float32(noise_sigma)
     # The caller takes this path only for 2 x n_cols <= WALK_BLOCK; no more rows per block
     # than there are (the tables below are filled per call).
     rows_blk = max(1, min(WALK_BLOCK // n_cols, n_samples))
@@ -701,9 +718,9 @@ def _convert_blocks(psum, n_samples, lin_a, lin_b, thr, col_inst, codes, half, n
     near = np.empty(nw, np.bool_)
     t_out = np.empty(rows_blk)
     pf = np.ascontiguousarray(psum).reshape(psum.shape[0] * n_cols)
-    nf = np.ascontiguousarray(noise).reshape(noise.shape[0] * noise.shape[1])
     pf2 = pf.reshape((1, pf.shape[0]))
-    nf2 = nf.reshape((1 if has_noise else 0, nf.shape[0] if has_noise else 0))
+    nf2 = np.empty((1 if has_noise else 0, nb if has_noise else 0), np.float32)
+    nf = nf2.reshape(-1)
     no_cal = np.zeros((0, 0))
     for p in range(step_weight.shape[0]):
         sw = step_weight[p]
@@ -711,14 +728,23 @@ def _convert_blocks(psum, n_samples, lin_a, lin_b, thr, col_inst, codes, half, n
             m1 = min(n_samples, m0 + rows_blk)
             cnt = (m1 - m0) * n_cols
             base = (p * n_samples + m0) * n_cols
+            if has_noise:
+                if n_cols % 2 == 0:  # the block's rows: one flat run of the stream
+                    noise_k.fill(noise_key, noise_k.row_start(noise_p0 + p, noise_m0 + m0,
+                                                              n_cols), nf, cnt, sigma)
+                else:
+                    for r in range(m1 - m0):
+                        noise_k.fill(noise_key, noise_k.row_start(noise_p0 + p,
+                                                                  noise_m0 + m0 + r, n_cols),
+                                     nf[r * n_cols:], n_cols, sigma)
             if walks:
-                n_near = _walk_span(pf2, nf2, 0, base, cnt, a_t, b_t, xm_t, sc_t, rs_t, st_t,
+                n_near = _walk_span(pf2, nf2, 0, base, 0, cnt, a_t, b_t, xm_t, sc_t, rs_t, st_t,
                                     ne_t, half, v, near)
                 if n_near:
-                    _redo_close(pf2, nf2, 0, base, cnt, a_t, b_t, rs_t, in_t, no_cal, thr,
+                    _redo_close(pf2, nf2, 0, base, 0, cnt, a_t, b_t, rs_t, in_t, no_cal, thr,
                                 top, half, near, v)
             else:
-                _round_span(pf2, nf2, 0, base, cnt, a_t, b_t, top, half, rs_t, v)
+                _round_span(pf2, nf2, 0, base, 0, cnt, a_t, b_t, top, half, rs_t, v)
             _add_block_outputs(v, 0, n_cols, out, m0, m1 - m0, direct, units, coef, sw,
                                has_units, t_out)
 

@@ -111,11 +111,10 @@ def _pair(w):
 
 
 @jit_vector
-def fill(key, start, z, scale):
-    """``z[e] = scale x`` draw number ``start + e`` of stream ``key`` (``uint64``), float32;
-    ``start`` even. Draw ``i`` is the cosine (``i`` even) or sine (odd) part of pair ``i // 2``,
-    whose word is ``mix64(key + (i // 2 + 1) x GOLDEN)``."""
-    n = z.shape[0]
+def fill(key, start, z, n, scale):
+    """``z[e] = scale x`` draw number ``start + e`` of stream ``key`` (``uint64``) for ``e <
+    n``, float32; ``start`` even. Draw ``i`` is the cosine (``i`` even) or sine (odd) part of
+    pair ``i // 2``, whose word is ``mix64(key + (i // 2 + 1) x GOLDEN)``."""
     h = n // 2
     base = key + (np.uint64(start // 2) + _ONE) * _GOLDEN
     for j in range(h):
@@ -142,7 +141,7 @@ def row_start(step, sample, n_cols):
 def _draw_block(key, step, m0, n_samples, n_cols, z, scale):
     """Draws of samples ``m0 .. m0 + n_samples - 1`` of ``step``, ``n_cols`` each, into ``z``
     (``n_samples x n2`` long, ``n2`` even: one flat run of the stream) times ``scale``."""
-    fill(key, row_start(step, m0, n_cols), z, scale)
+    fill(key, row_start(step, m0, n_cols), z, z.shape[0], scale)
 
 
 @jit
@@ -210,7 +209,8 @@ def add_read_noise(out: np.ndarray, src: np.ndarray, power: np.ndarray, sigma: f
 
 # ---------------------------------------------------------------- comparator noise
 @jit
-def _fill_comparator(key, sigma, row_of, n_rows, n_samples, m0, out):
+def fill_comparator(key, sigma, row_of, n_rows, n_samples, p0, m0, out):
+    """:func:`comparator_noise`'s draws (the compiled part; ``out`` holds the kept rows)."""
     n_cols = out.shape[1]
     s = np.float32(sigma)
     if row_of.shape[0] == 0 and n_cols % 2 == 0:
@@ -219,12 +219,12 @@ def _fill_comparator(key, sigma, row_of, n_rows, n_samples, m0, out):
         flat = out.reshape(-1)
         for p in range(n_rows // n_samples):
             a = p * n_samples * n_cols
-            _draw_block(key, p, m0, n_samples, n_cols, flat[a:a + n_samples * n_cols], s)
+            _draw_block(key, p0 + p, m0, n_samples, n_cols, flat[a:a + n_samples * n_cols], s)
         return
     n2 = n_cols + (n_cols & 1)
     z = np.empty(n_samples * n2, np.float32)
     for p in range(n_rows // n_samples):
-        _draw_block(key, p, m0, n_samples, n_cols, z, s)
+        _draw_block(key, p0 + p, m0, n_samples, n_cols, z, s)
         for m in range(n_samples):
             dst = p * n_samples + m
             if row_of.shape[0] > 0:
@@ -236,15 +236,17 @@ def _fill_comparator(key, sigma, row_of, n_rows, n_samples, m0, out):
 
 
 def comparator_noise(key: np.uint64, sigma: float, n_rows: int, row_of: np.ndarray,
-                     n_samples: int, m0: int, out: np.ndarray) -> np.ndarray:
+                     n_samples: int, m0: int, out: np.ndarray, p0: int = 0) -> np.ndarray:
     """Comparator noise of ``n_rows`` conversion rows: ``sigma x z`` in float32 (``sigma``
     rounded to float32), ``z`` standard normal, written into the reused buffer ``out`` (its
     columns: the conversions of a row).
 
     The rows are ordered as :func:`add_read_noise`'s: row ``p x n_samples + m`` is step ``p`` of
-    sample ``m`` of the chunk, and its draws are those from :func:`row_start` ``(p, m0 + m,
-    columns)`` of stream ``key`` (a function of the sample's index in the whole call, so
-    chunking does not change a bit). With ``row_of`` not empty (one entry per row, ``-1``:
+    sample ``m`` of the chunk, and its draws are those from :func:`row_start` ``(p0 + p, m0 +
+    m, columns)`` of stream ``key`` (a function of the step and of the sample's index in the
+    whole call, so chunking does not change a bit). The ADC kernel draws the same values
+    itself (:func:`sim.kernels.adc.adc_accumulate`); this is their definition and test
+    handle. With ``row_of`` not empty (one entry per row, ``-1``:
     dropped) only the kept rows are written, into ``out[row_of[row]]``. Returns the filled
     rows of ``out``.
     """
@@ -253,6 +255,6 @@ def comparator_noise(key: np.uint64, sigma: float, n_rows: int, row_of: np.ndarr
     kept = n_rows if row_of.shape[0] == 0 else int((row_of >= 0).sum())
     dst = out[:kept]
     if n_rows and n_samples:
-        _fill_comparator(np.uint64(key), float(sigma), row_of, int(n_rows), int(n_samples),
-                         int(m0), dst)
+        fill_comparator(np.uint64(key), float(sigma), row_of, int(n_rows), int(n_samples),
+                        int(p0), int(m0), dst)
     return dst

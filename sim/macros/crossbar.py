@@ -564,20 +564,23 @@ class CrossbarLayer:
         active = np.ones((1, n_rows), np.bool_)
         readout = (np.ones(ct), np.zeros((ct, 1), np.int32), np.zeros((ct, 1)))
         noise_sigma = arch.variation.adc.noise_sigma_lsb
+        m = x.shape[0]
+        noise_buf = np.empty((m if noise_sigma else 0, ct), np.float32)
         for gi, psum, _rows in self._group_psums(x, 0, call_seed, None, steps):
             a, b = self._span[gi]
             sx = steps[:, :, a:b].reshape(n_rows, b - a).astype(np.float64)
             ideal[gi] = (sx @ self.levels_programmed[a:b].astype(np.float64)) / self.step[gi]
-            noise = np.zeros((0, 0), np.float32)
-            if noise_sigma:
-                noise = noise_k.comparator_noise(
-                    noise_k.stream_key(*call_seed, gi, 1), noise_sigma, n_rows,
-                    np.zeros(0, np.int32), x.shape[0], 0, np.empty((n_rows, ct), np.float32))
-            adc_k.adc_accumulate(
-                psum, np.zeros(0, np.int32), n_rows, active, False, self.lin_a[gi],
-                self.lin_b[gi], self.adc_thresholds, self.adc_lut, table, self.col_inst[gi],
-                adc.codes, self.half, noise, np.ones(ct), *readout, np.ones(1), value[gi],
-                self.adc_by_runs, self._walk(), self.adc_walk_blocks)
+            key = noise_k.stream_key(*call_seed, gi, 1)
+            # One step at a time, each conversion a row of the outputs (unit weights): the
+            # comparator noise of step p and sample m is matmul's (stream row (p, m)).
+            for p in range(steps.shape[0]):
+                rows = slice(p * m, (p + 1) * m)
+                adc_k.adc_accumulate(
+                    psum[rows], np.zeros(0, np.int32), m, active[:, rows], False,
+                    self.lin_a[gi], self.lin_b[gi], self.adc_thresholds, self.adc_lut, table,
+                    self.col_inst[gi], adc.codes, self.half, key, noise_sigma, p, 0, noise_buf,
+                    np.ones(ct), *readout, np.ones(1), value[gi][rows], self.adc_by_runs,
+                    self._walk(), self.adc_walk_blocks)
         return ideal, value
 
     def column_conversions(self, x: np.ndarray, *, seed: int = 0) -> dict[str, np.ndarray]:
@@ -609,7 +612,6 @@ class CrossbarLayer:
         inp = arch.inputs
         skip = inp.zero_skip
         noise_sigma = arch.variation.adc.noise_sigma_lsb
-        empty_noise = np.zeros((0, 0), dtype=np.float32)
         ct = self.columns_total
         # Which (group, step, sample) blocks drive any row, and how many: from the inputs alone.
         if self.exact:
@@ -633,22 +635,16 @@ class CrossbarLayer:
             active, nnz = active_all[gi], nnz_all[gi]
             if psums is not None:
                 _, psum, row_of = next(psums)
-                if noise_sigma:
-                    # Drawn in compiled code into a reused buffer, each conversion's draw a
-                    # function of (call, group, sample, step, column) alone; rows dropped
-                    # from the GEMM are not drawn.
-                    if noise_buf is None:
-                        noise_buf = np.empty((active.size, ct), np.float32)
-                    noise = noise_k.comparator_noise(
-                        noise_k.stream_key(*call_seed, gi, 1), noise_sigma, active.size,
-                        row_of, x.shape[0], m0, noise_buf)
-                else:
-                    noise = empty_noise
+                # Comparator noise is drawn by the kernel (sim.kernels.noise's stream: each
+                # conversion's draw a function of (call, group, step, sample, column) alone),
+                # into a small buffer per block of rows, or into ``noise_buf`` on its row path.
+                if noise_buf is None:
+                    noise_buf = np.empty((active.size if noise_sigma else 0, ct), np.float32)
                 adc_k.adc_accumulate(
                     psum, row_of, x.shape[0], active, skip, self.lin_a[gi], self.lin_b[gi],
                     self.adc_thresholds, self.adc_lut, self.adc_table, self.col_inst[gi],
-                    adc.codes, self.half,
-                    noise, self.step[gi], *self.combine[gi], self.step_weight, out,
+                    adc.codes, self.half, noise_k.stream_key(*call_seed, gi, 1), noise_sigma,
+                    0, m0, noise_buf, self.step[gi], *self.combine[gi], self.step_weight, out,
                     self.adc_by_runs, self._walk(), self.adc_walk_blocks)
             total = active.size
             done = int(active.sum()) if skip else total
