@@ -281,15 +281,17 @@ def test_odd_width_rows_draw_the_row_paths_noise_in_blocks(make_arch, n, curves)
     assert moved.tobytes() != outs[0][0].tobytes()
 
 
+@pytest.mark.parametrize("calibration", ["none", "two_step"])
 @pytest.mark.parametrize("curves", [True, False])
 @pytest.mark.parametrize("noise", [0.0, 0.4])
 @pytest.mark.parametrize("n", [1, 5, 60])  # 8, 40 and 480 columns: 256, 51 and 4 rows a block
-def test_narrow_rows_walked_in_blocks_same_bits(noise, n, curves):
+def test_narrow_rows_walked_in_blocks_same_bits(noise, n, curves, calibration):
     """CAP-RAM's narrow packed sub-layers (a few dozen columns) convert over blocks of whole
-    rows (``_convert_blocks``), by the SAR walk of their ADC curves or (without capacitor
-    mismatch) by an ideal ADC: the bits of the row-by-row conversion and of the
-    column-by-column reference, with and without comparator noise, for row widths that
-    divide the block and that do not; another call seed moves the outputs."""
+    rows (``_convert_blocks``), by the SAR walk of their ADC curves (with or without the
+    two-step calibration's table) or (without capacitor mismatch) by an ideal ADC: the bits
+    of the row-by-row conversion and of the column-by-column reference, with and without
+    comparator noise, for row widths that divide the block and that do not; another call
+    seed moves the outputs."""
     from pathlib import Path
 
     from sim.config.loader import arch_from_dict, read_yaml
@@ -301,6 +303,7 @@ def test_narrow_rows_walked_in_blocks_same_bits(noise, n, curves):
     raw["crossbar"]["mac"]["ktc_noise"] = bool(noise)  # kT/C adds to the comparator noise
     if not curves:
         del raw["variation"]["adc"]["unit_cap_mismatch"]
+    raw["crossbar"]["adc"]["calibration"] = calibration
     arch = arch_from_dict(raw, path.name)
     rng = np.random.default_rng(3)
     w = rng.integers(-127, 128, size=(50, n))
@@ -313,6 +316,7 @@ def test_narrow_rows_walked_in_blocks_same_bits(noise, n, curves):
     assert 0 < layer.columns_total < adc_k.WALK_BLOCK
     assert bool(layer.arch.variation.adc.noise_sigma_lsb) == bool(noise)
     assert (layer.adc_thresholds.shape[0] > 0) == curves
+    assert (layer.adc_table.shape[0] > 0) == (calibration == "two_step")
     for out, ev in outs[1:]:
         assert out.tobytes() == outs[0][0].tobytes()
         assert ev == outs[0][1]

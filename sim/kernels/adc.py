@@ -352,6 +352,35 @@ def _walk_span(ps, ns, row, off, noff, cnt, a, b, x_max, scale, recon, step, nea
 
 
 @jit
+def _walk_span_cal(pf, nf, off, cnt, a, b, x_max, scale, recon, step, near_e, half, inst, cal,
+                   x, code, near, v):
+    """:func:`_convert_walk`'s calibrated case over a block: the words of ``pf[off + e] *
+    a[e] + b[e]`` (``+ nf[e]`` when ``nf`` is not empty) ``+ half`` into ``x``, their walks'
+    codes into ``code`` and closeness into ``near``, values ``cal[inst[e], code] x recon[e]``
+    into ``v`` for ``e < cnt``; returns how many walks were close (their values are redone
+    by :func:`_redo_close`). The same expressions as the row path: the same bits."""
+    p = pf[off:off + cnt]
+    if nf.shape[0] > 0:
+        for e in range(cnt):
+            t = p[e] * a[e] + b[e]
+            t += nf[e]
+            x[e] = _U32(min(max(t + half, 0.0), x_max[e]) * scale[e]) & _CODE_MASK
+    else:
+        for e in range(cnt):
+            t = p[e] * a[e] + b[e]
+            x[e] = _U32(min(max(t + half, 0.0), x_max[e]) * scale[e]) & _CODE_MASK
+    n_near = 0
+    for e in range(cnt):
+        k, f = _walk_one(x[e], step, near_e, e)
+        code[e] = k
+        near[e] = f
+        n_near += f
+    for e in range(cnt):
+        v[e] = cal[inst[e], code[e]] * recon[e]
+    return n_near
+
+
+@jit
 def _convert_walk(psum, r, lin_a, lin_b, thr, step, scale, x_max, near_e, cal, col_inst,
                   codes, half, noise, recon_step, x, code, near, v):
     """Row ``r`` through threshold curves by the vectorized SAR walk (:func:`walk_tables`,
@@ -503,10 +532,10 @@ def adc_accumulate(psum, row_of, n_samples, active, skip, lin_a, lin_b, thr, lut
     (its tables per instance, :func:`walk_tables`) is not empty, else (without a calibration
     table) one run of same-instance columns at a time (:func:`_convert_runs`); all give the
     bits of the column-by-column conversion, which ``False`` keeps only to test that.
-    ``blocks``: rows narrower than :data:`WALK_BLOCK` columns are converted (by the walk, or
-    by an ideal ADC) over blocks of whole rows (:func:`_convert_blocks`, same bits) where every
-    row is computed and there is no calibration table; ``False`` converts row by row (for
-    tests).
+    ``blocks``: rows narrower than :data:`WALK_BLOCK` columns are converted (by the walk, with
+    or without a calibration table, or by an ideal ADC without one) over blocks of whole rows
+    (:func:`_convert_blocks`, same bits) where every row is computed; ``False`` converts row
+    by row (for tests).
     """
     n_steps = step_weight.shape[0]
     n_cols = psum.shape[1]
@@ -532,12 +561,12 @@ def adc_accumulate(psum, row_of, n_samples, active, skip, lin_a, lin_b, thr, lut
     x_row = np.empty(n_walk, np.uint32)
     code_row = np.empty(n_walk, np.uint32)
     near_row = np.empty(n_walk, np.bool_)
-    if blocks and (walks or thr.shape[0] == 0) and cal.shape[0] == 0 \
+    if blocks and (walks or (thr.shape[0] == 0 and cal.shape[0] == 0)) \
             and row_of.shape[0] == 0 and not skip and 0 < 2 * n_cols <= WALK_BLOCK:
         _convert_blocks(psum, n_samples, lin_a, lin_b, thr, col_inst, codes, half, noise_key,
                         noise_sigma, noise_p0, noise_m0, recon_step, direct, units, coef,
                         step_weight, out, walks, step_col, scale_col, x_max_col, near_col,
-                        has_units)
+                        has_units, cal)
         return
     noise = noise_buf[:0]
     if noise_sigma > 0.0 and psum.shape[0] > 0:
@@ -673,10 +702,12 @@ WALK_BLOCK = 2048
 def _convert_blocks(psum, n_samples, lin_a, lin_b, thr, col_inst, codes, half, noise_key,
                     noise_sigma, noise_p0, noise_m0, recon_step, direct, units, coef,
                     step_weight, out, walks, step_col, scale_col, x_max_col, near_col,
-                    has_units):
+                    has_units, cal):
     """:func:`adc_accumulate`'s path for rows narrower than :data:`WALK_BLOCK` columns, every
-    row computed (no dropped rows, no skipping, no calibration table), by the SAR walk
-    (``walks``) or an ideal ADC (no threshold list): the conversions run over blocks of whole
+    row computed (no dropped rows, no skipping), by the SAR walk (``walks``; with a
+    calibration table ``cal`` the codes' values are looked up there, as in
+    :func:`_convert_walk`) or an ideal ADC (no threshold list, no calibration table): the
+    conversions run over blocks of whole
     consecutive rows as one flat loop (the per-column tables tiled over the block), so they
     vectorize across rows where a row alone is a few vectors long, and the block's rows are
     shift-added in one call. Each conversion is the expression of the row path
@@ -717,6 +748,9 @@ def _convert_blocks(psum, n_samples, lin_a, lin_b, thr, col_inst, codes, half, n
     v = np.empty(nb)
     near = np.empty(nw, np.bool_)
     t_out = np.empty(rows_blk)
+    with_cal = cal.shape[0] > 0
+    x_blk = np.empty(nw if with_cal else 0, np.uint32)
+    code_blk = np.empty(nw if with_cal else 0, np.uint32)
     pf = np.ascontiguousarray(psum).reshape(psum.shape[0] * n_cols)
     pf2 = pf.reshape((1, pf.shape[0]))
     nf2 = np.empty((1 if has_noise else 0, nb if has_noise else 0), np.float32)
@@ -737,7 +771,13 @@ def _convert_blocks(psum, n_samples, lin_a, lin_b, thr, col_inst, codes, half, n
                         noise_k.fill(noise_key, noise_k.row_start(noise_p0 + p,
                                                                   noise_m0 + m0 + r, n_cols),
                                      nf[r * n_cols:], n_cols, sigma)
-            if walks:
+            if walks and with_cal:
+                n_near = _walk_span_cal(pf, nf, base, cnt, a_t, b_t, xm_t, sc_t, rs_t, st_t,
+                                        ne_t, half, in_t, cal, x_blk, code_blk, near, v)
+                if n_near:
+                    _redo_close(pf2, nf2, 0, base, 0, cnt, a_t, b_t, rs_t, in_t, cal, thr,
+                                top, half, near, v)
+            elif walks:
                 n_near = _walk_span(pf2, nf2, 0, base, 0, cnt, a_t, b_t, xm_t, sc_t, rs_t, st_t,
                                     ne_t, half, v, near)
                 if n_near:
