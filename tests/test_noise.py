@@ -193,3 +193,63 @@ def test_comparator_noise_is_the_counter_stream(samples, steps, cols, dropped):
                                          np.zeros(0, np.int32), samples, 0,
                                          np.empty((rows, cols), np.float32))
         assert other.tobytes() != (np.float32(sigma) * table).tobytes()
+
+
+@pytest.mark.parametrize("ct", [1, 5, 8, 9, 24, 300])
+@pytest.mark.parametrize("blocks", [False, True])
+def test_adc_kernel_draws_the_defined_comparator_noise(make_arch, ct, blocks):
+    """The ADC kernel's comparator noise is ``comparator_noise``'s, at its size and for the
+    step and sample offsets given (``noise_p0``, ``noise_m0``), on the row path and on the
+    block path, for even and odd row widths: an ideal ADC with unit gain converting constant
+    partial sums of 20 gives ``floor(20 + noise)`` per conversion, shift-added by step
+    weights 1, 100, 10,000 (a wrong sigma, key, offset or draw order moves the outputs)."""
+    from sim.kernels import adc as adc_k
+
+    layer = CrossbarLayer(make_arch(**{"crossbar.adc.clip": True,
+                                       "variation.adc.noise_sigma_lsb": 0.4}),
+                          np.ones((4, 2), int), seed=1, exact_fast_path=False)
+    assert layer.adc_thresholds.shape[0] == 0
+    steps, m, p0, m0, sigma = 3, 37, 2, 11, 3.0
+    psum = np.full((steps * m, ct), 20.0, np.float32)
+    out = np.zeros((m, ct))
+    key = noise_k.stream_key(9, 9)
+    codes = layer.arch.crossbar.adc.codes
+    adc_k.adc_accumulate(
+        psum, np.zeros(0, np.int32), m, np.ones((steps, m), np.bool_), False, np.ones(ct),
+        np.zeros(ct), layer.adc_thresholds, layer.adc_lut, np.zeros((0, 0)),
+        np.zeros(ct, layer.col_inst[0].dtype), codes, 0.0, key, sigma, p0, m0,
+        np.empty((steps * m, ct), np.float32), np.ones(ct), np.ones(ct),
+        np.zeros((ct, 1), np.int32), np.zeros((ct, 1)), np.array([1.0, 100.0, 10000.0]), out,
+        True, layer._walk(), blocks)
+    noise = noise_k.comparator_noise(key, sigma, steps * m, np.zeros(0, np.int32), m, m0,
+                                     np.empty((steps * m, ct), np.float32), p0=p0)
+    q = np.clip(np.floor(20.0 + noise.astype(np.float64)), 0, codes - 1).reshape(steps, m, ct)
+    assert np.abs(noise).max() > 1.0  # the noise moves codes here
+    assert out.tobytes() == (q[0] + 100.0 * q[1] + 10000.0 * q[2]).tobytes()
+
+
+def test_noise_buffers_too_small_are_refused():
+    key = noise_k.stream_key(1)
+    with pytest.raises(ValueError, match="rows"):
+        noise_k.comparator_noise(key, 0.5, 10, np.zeros(0, np.int32), 5, 0,
+                                 np.empty((4, 3), np.float32))
+
+
+def test_kernel_cache_dropped_when_a_kernel_source_changes(tmp_path):
+    """numba's cache checks only a function's own file; ``_jit`` drops the kernels' cache
+    when any kernel source changed (a kernel compiles in the kernels it calls)."""
+    from sim.kernels import _jit
+
+    (tmp_path / "a.py").write_text("x = 1\n")
+    cache = tmp_path / "__pycache__"
+    cache.mkdir()
+    (cache / "a.f-1.py311.nbi").write_text("index")
+    _jit._drop_stale_cache(tmp_path)  # first sight: no stamp, so dropped
+    assert not (cache / "a.f-1.py311.nbi").exists()
+    (cache / "a.f-1.py311.nbi").write_text("index")
+    _jit._drop_stale_cache(tmp_path)  # unchanged sources: kept
+    assert (cache / "a.f-1.py311.nbi").exists()
+    (tmp_path / "b.py").write_text("y = 2\n")  # another kernel module changed
+    _jit._drop_stale_cache(tmp_path)
+    assert not (cache / "a.f-1.py311.nbi").exists()
+

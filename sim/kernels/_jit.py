@@ -13,7 +13,42 @@ threads at once.
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numba
+
+
+def _drop_stale_cache(here: Path) -> None:
+    """Drop the compiled-code cache of ``here`` (``sim/kernels``) when any of its sources
+    changed.
+
+    numba's ``cache=True`` checks only the cached function's own source file, but a kernel
+    compiles in the kernels it calls from other modules (the ADC kernel draws its comparator
+    noise with :mod:`sim.kernels.noise`): after an edit of ``noise.py`` alone it would keep
+    the old draws (measured). A digest of every kernel source, kept beside the cache, is
+    compared at import; on a change the cache files are removed and numba compiles afresh.
+    Where ``__pycache__`` cannot be written numba uses a per-user cache this does not see
+    (a read-only install, whose sources do not change).
+    """
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(here.glob("*.py"))))
+    cache = here / "__pycache__"
+    stamp = cache / "numba_sources.sha256"
+    try:
+        if stamp.read_text() == digest.hexdigest():
+            return
+    except OSError:
+        pass
+    try:
+        cache.mkdir(exist_ok=True)
+        for f in (*cache.glob("*.nbi"), *cache.glob("*.nbc")):
+            f.unlink(missing_ok=True)
+        stamp.write_text(digest.hexdigest())
+    except OSError:
+        pass
+
+
+_drop_stale_cache(Path(__file__).resolve().parent)
 
 #: Serial, GIL-free kernel.
 jit = numba.njit(cache=True, nogil=True, fastmath=False)

@@ -1,7 +1,8 @@
 """Normal draws made inside compiled kernels, from a counter: same key and index, same bits.
 
 The read noise of a partial sum (:func:`add_read_noise`) and the comparator noise of a
-conversion (:func:`comparator_noise`) are drawn in compiled code, a step's rows at a time.
+conversion (drawn by the ADC kernel, :func:`sim.kernels.adc.adc_accumulate`; defined and
+tested through :func:`comparator_noise`) are drawn in compiled code, a step's rows at a time.
 Each draw is a pure function of a 64-bit stream ``key`` and its index: it does not depend on
 which other draws are made, on the thread count or on how the samples are chunked (numba's
 own ``np.random`` would depend on thread scheduling: per-thread state).
@@ -75,8 +76,8 @@ def _ln_unit(k):
     lz = leading_zeros(k)
     big = _U32(k << lz) >= _U32(3037000500)  # m = K / 2**31 >= sqrt(2): m / 2 instead
     e = _F(np.int32(big) - 1 - np.int32(lz))
-    # s from the integer K: its numerator is exact before the one float32 rounding, so s
-    # (and ln u near u = 1) keeps its relative precision.
+    # s from the integer K: numerator and denominator are exact integers, each rounded once
+    # to float32 before the division, so s (and ln u near u = 1) keeps its relative precision.
     kk = np.int64(_U32(k << lz))
     d = np.int64(1 << 32) if big else np.int64(1 << 31)
     s = _F(kk - d) / _F(kk + d)  # kk + d >= 2**31: never a division by zero
@@ -129,18 +130,25 @@ def fill(key, start, z, n, scale):
 _STEP_ROWS = np.int64(1) << np.int64(40)
 
 
+#: ``steps x (columns + 1)`` must stay below this for :func:`row_start` to fit in int64
+#: (checked where a layer with noise is made).
+MAX_STEP_COLUMNS = 1 << 23
+
+
 @jit
 def row_start(step, sample, n_cols):
     """The number of the first draw of the row of ``step`` and ``sample`` (its index in the
-    whole call), ``n_cols`` conversions: ``(step x 2**40 + sample) x n2``, ``n2`` the column
-    count rounded up to even (each row starts a pair)."""
+    whole call, below ``2**40``), ``n_cols`` conversions: ``(step x 2**40 + sample) x n2``,
+    ``n2`` the column count rounded up to even (each row starts a pair); below ``2**63`` while
+    ``step x n2`` is below :data:`MAX_STEP_COLUMNS`."""
     return (step * _STEP_ROWS + sample) * (n_cols + (n_cols & 1))
 
 
 @jit
 def _draw_block(key, step, m0, n_samples, n_cols, z, scale):
-    """Draws of samples ``m0 .. m0 + n_samples - 1`` of ``step``, ``n_cols`` each, into ``z``
-    (``n_samples x n2`` long, ``n2`` even: one flat run of the stream) times ``scale``."""
+    """Draws of the samples from ``m0`` on of ``step``, ``n_cols`` each (rows of ``n2``, the
+    count rounded up to even: one flat run of the stream), filling all of ``z`` (``n_samples``
+    rows: ``n_samples x n2`` long), times ``scale``."""
     fill(key, row_start(step, m0, n_cols), z, z.shape[0], scale)
 
 
@@ -253,6 +261,8 @@ def comparator_noise(key: np.uint64, sigma: float, n_rows: int, row_of: np.ndarr
     if row_of.shape[0] and row_of.shape[0] != n_rows:
         raise ValueError("row_of must have one entry per row")
     kept = n_rows if row_of.shape[0] == 0 else int((row_of >= 0).sum())
+    if out.shape[0] < kept or out.ndim != 2:
+        raise ValueError(f"out holds {out.shape[0]} rows; {kept} are drawn")
     dst = out[:kept]
     if n_rows and n_samples:
         fill_comparator(np.uint64(key), float(sigma), row_of, int(n_rows), int(n_samples),

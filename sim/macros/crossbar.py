@@ -294,6 +294,11 @@ class CrossbarLayer:
         self.step_weight = inputs_k.step_weights(arch.inputs.bits, xb.dac.bits,
                                                  arch.inputs.signed)
         self.steps = len(self.step_weight)
+        noisy = arch.variation.adc.noise_sigma_lsb or arch.variation.cell.read_noise_sigma
+        if noisy and self.steps * (self.columns_total + 1) >= noise_k.MAX_STEP_COLUMNS:
+            raise ValueError(f"{self.name}: {self.steps} input steps x {self.columns_total} "
+                             "columns are more than the noise streams address (steps x "
+                             f"(columns + 1) < {noise_k.MAX_STEP_COLUMNS})")
 
         # Work that cannot change the result is not done (docs/kernels.md section 6).
         inp = arch.inputs
