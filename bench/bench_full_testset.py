@@ -23,6 +23,7 @@ floor for any float32 implementation of the bit-true model.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import platform
 import resource
@@ -45,6 +46,20 @@ from sim.config import load_arch  # noqa: E402
 def peak_rss_mb() -> float:
     """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class _Phases(logging.Handler):
+    """Keeps :func:`analysis.run.simulate`'s DEBUG line of its phases' wall times."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.text = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Keep the phases line; drop the others."""
+        message = record.getMessage()
+        if message.startswith("run phases"):
+            self.text = message.split(": ", 1)[1]
 
 
 def main(argv=None) -> int:
@@ -86,12 +101,18 @@ def main(argv=None) -> int:
     del mapped  # only timed here; the run below maps the model itself (and in each worker)
 
     # The bit-true phase is `imcsim run`'s own path: simulate() maps the model, runs every
-    # batch (in --workers processes), schedules and rolls up the energy.
+    # batch (in --workers processes), schedules and rolls up the energy. Its phases' wall
+    # times come from its DEBUG log line.
+    phases = _Phases()
+    run_log = logging.getLogger("analysis.run")
+    run_log.addHandler(phases)
+    run_log.setLevel(logging.DEBUG)
     t0, c0 = time.perf_counter(), time.process_time()
     result = simulate(arch, Path(args.workload), samples=args.samples, seed=args.seed,
                       data_dir=args.data_dir, batch_size=args.batch_size, progress=False,
                       workers=args.workers)
     hw_s = time.perf_counter() - t0
+    run_log.removeHandler(phases)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the workers, joined by now
     hw_cpu = time.process_time() - c0 + children.ru_utime + children.ru_stime - child_cpu0
     hw_acc, hw_rss = result.hardware_accuracy, peak_rss_mb()
@@ -115,6 +136,8 @@ def main(argv=None) -> int:
     print(f"bit-true / float time: {hw_s / float_s:.0f}x; bit-true CPU time (this process and "
           f"its workers) {hw_cpu:.2f} s; the bit-true seconds are the whole `simulate` call "
           "(mapping, worker start-up, schedule and energy roll-up included)")
+    print(f"simulate's phases (wall s; workers ready: from their start, within batches): "
+          f"{phases.text or '(not logged)'}")
     print(f"load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f} on "
           f"{os.cpu_count()} CPUs; fp32 GEMM rate measured after the run: {fp32 / 1e9:.1f} G "
           "MAC/s (best of numpy sgemm and torch mm, 2048^3)")
