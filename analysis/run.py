@@ -574,7 +574,8 @@ def _worker_signals() -> None:
 def _worker_batch(b: int, xb=None, yb=None) -> dict:
     """Run batch ``b`` in a worker process, on its samples ``xb, yb`` (numpy arrays) when the
     worker holds no test set; or raise the worker's start failure. The first batch of a
-    worker also reports when it was ready (``worker_ready``)."""
+    worker also reports when it was ready (``worker_ready``); each its peak resident memory
+    so far (``worker_rss``, :func:`_own_peak_rss`)."""
     global _WORKER_READY
     if _WORKER_ERROR is not None:
         raise _WORKER_ERROR
@@ -583,7 +584,23 @@ def _worker_batch(b: int, xb=None, yb=None) -> dict:
     part = _WORKER_BATCHES.run(b, xb, yb)
     if _WORKER_READY is not None:
         part["worker_ready"], _WORKER_READY = _WORKER_READY, None
+    part["worker_rss"] = _own_peak_rss()
     return part
+
+
+def _own_peak_rss() -> int:
+    """This process's own peak resident memory in bytes (Linux ``VmHWM``; 0 elsewhere).
+    Not ``ru_maxrss``: a spawned process starts as a fork of its parent, and Linux keeps
+    that peak across the ``exec``, so a worker's ``ru_maxrss`` is at least its parent's
+    resident memory when the worker started."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def _mapping_state(run: _Batches) -> str | None:
@@ -676,11 +693,13 @@ def _pool_results(start, args: tuple, tasks: tuple, workers: int, clock: _Clock 
     started = time.perf_counter()
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
                                initializer=start, initargs=args)
+    rss = 0
     try:
         for b, part in zip(tasks[0], pool.map(_worker_batch, *tasks), strict=True):
             ready = part.pop("worker_ready", None)
             if ready is not None and clock is not None:
                 clock.note("workers ready", ready - started)
+            rss = max(rss, part.pop("worker_rss", 0))
             yield b, part
     except BrokenProcessPool:
         pool.shutdown(wait=False, cancel_futures=True)
@@ -691,6 +710,7 @@ def _pool_results(start, args: tuple, tasks: tuple, workers: int, clock: _Clock 
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown(wait=True)  # the workers joined (their CPU time counted as children's)
+    log.debug("batch workers' peak RSS: %.0f MiB", rss / 2**20)
 
 
 def _check_run_arguments(samples: int | None, batch_size: int, seed: int,

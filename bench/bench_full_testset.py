@@ -6,7 +6,11 @@ with the arch's non-idealities and a fresh noise draw per batch), in ``--workers
 processes as ``imcsim run --workers`` runs it. Prints the seconds, images per second,
 accuracy and the process's peak resident memory after each phase (``ru_maxrss`` is
 monotonic, so the float figure is the float phase's peak and the bit-true figure the whole
-run's; with workers, also each worker's peak).
+run's; with workers, also the largest worker's own peak, its ``VmHWM``: a spawned worker's
+``ru_maxrss`` starts at its parent's resident memory, which Linux keeps across ``exec``).
+Also prints the wall seconds of ``simulate``'s phases (its DEBUG log line): load, mapping,
+placement, the batches (within them, how long the workers took to be ready), the schedule
+and the result's energy roll-up.
 
     OMP_NUM_THREADS=2 python bench/bench_full_testset.py examples/cap_ram_65nm_variation.yaml \
         workloads/resnet20_cifar10_capram.yaml --data-dir ../shared/data --batch-size 100 \
@@ -49,17 +53,21 @@ def peak_rss_mb() -> float:
 
 
 class _Phases(logging.Handler):
-    """Keeps :func:`analysis.run.simulate`'s DEBUG line of its phases' wall times."""
+    """Keeps :func:`analysis.run.simulate`'s DEBUG lines of its phases' wall times and of
+    its batch workers' own peak memory."""
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.text = ""
+        self.worker_rss = ""
 
     def emit(self, record: logging.LogRecord) -> None:
-        """Keep the phases line; drop the others."""
+        """Keep the two lines; drop the others."""
         message = record.getMessage()
         if message.startswith("run phases"):
             self.text = message.split(": ", 1)[1]
+        elif message.startswith("batch workers' peak RSS"):
+            self.worker_rss = message.split(": ", 1)[1].replace(" MiB", "")
 
 
 def main(argv=None) -> int:
@@ -116,7 +124,6 @@ def main(argv=None) -> int:
     children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the workers, joined by now
     hw_cpu = time.process_time() - c0 + children.ru_utime + children.ru_stime - child_cpu0
     hw_acc, hw_rss = result.hardware_accuracy, peak_rss_mb()
-    worker_rss = children.ru_maxrss / 1024
     conversions = result.events_total.get("adc_conversions", 0)
     cell_macs = result.events_total.get("cell_macs", 0)
     load_after = os.getloadavg()
@@ -129,7 +136,7 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|")
     print(f"| float | {float_s:.2f} | {n / float_s:,.0f} | {100 * float_acc:.2f} % | "
           f"{float_rss:,.0f} |")
-    rss = f"{hw_rss:,.0f}" + (f" (largest worker {worker_rss:,.0f})" if args.workers > 1
+    rss = f"{hw_rss:,.0f}" + (f" (largest worker {phases.worker_rss})" if phases.worker_rss
                              else "")
     print(f"| bit-true, {args.workers} worker(s) | {hw_s:.2f} | {n / hw_s:,.0f} | "
           f"{100 * hw_acc:.2f} % | {rss} |")
