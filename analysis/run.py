@@ -672,8 +672,8 @@ def _batch_results(run: _Batches | None, batches: range, workers: int | str,
     state = _mapping_state(run) if run is not None else None
     if state is not None:
         start, args = _worker_from_state, (state, model_code, run.seed, run.batch_size)
-        tasks = (batches, (run.samples(b)[0].numpy() for b in batches),
-                 (run.samples(b)[1].numpy() for b in batches))
+        tasks = (batches, (run.samples(b)[0].detach().numpy() for b in batches),
+                 (run.samples(b)[1].detach().numpy() for b in batches))
     else:
         start, args, tasks = _worker_start, worker_args, (batches,)
     try:
