@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import sys
 import threading
 import time
@@ -230,8 +231,8 @@ def _cached_data(workload_path: Path, mtime: float, data_dir: str | None, calibr
     """
     workload = load_workload(workload_path)
     x_test, y_test = workload.load_data("test", data_dir)
-    x_train, _ = workload.load_data("train", data_dir)
-    return x_test, y_test, x_train[:calibration].clone()
+    x_train, _ = workload.load_data("train", data_dir, first=calibration)
+    return x_test, y_test, x_train
 
 
 def _atomic_json(path: Path, obj: Any) -> None:
@@ -289,6 +290,7 @@ def simulate(arch_path: str | Path | Arch, workload_path: str | Path | LoadedWor
     the same bit for bit.
     """
     start = time.perf_counter()
+    clock = _Clock(start)
     _check_run_arguments(samples, batch_size, seed, first_sample)
     if workers != "auto" and (not isinstance(workers, int) or workers < 1):
         raise UserError(f"workers must be 'auto' or a whole number of at least 1, got "
@@ -314,7 +316,9 @@ def simulate(arch_path: str | Path | Arch, workload_path: str | Path | LoadedWor
     if clamped:
         log.warning("--samples %d: the %s test split has %d samples%s; using all %d", samples,
                     dataset, n, f" from sample {first_sample} on" if first_sample else "", n)
+    clock.lap("load")
     mapped = _map_for_run(model, arch, recipe, calib, seed, allow_float_products, x_test)
+    clock.lap("map")
     # Placement (does the model fit the chip?) and the traced layer's name are checked on one
     # sample now, before the first batch, rather than after the whole bit-true pass.
     placements = place(arch, mapped.layer_shapes())
@@ -352,9 +356,10 @@ def simulate(arch_path: str | Path | Arch, workload_path: str | Path | LoadedWor
         else:
             log.info(message)
 
+    clock.lap("place")
     batch_start = time.perf_counter()
     for b, part in _batch_results(run, range(state["done"], n_batches), workers, worker_args,
-                                  say):
+                                  say, clock, _model_code(workload)):
         for k in ("float_correct", "hw_correct", "agree"):
             state[k] += part[k]
         for name, counts in part["events"].items():
@@ -373,9 +378,11 @@ def simulate(arch_path: str | Path | Arch, workload_path: str | Path | LoadedWor
         bar.update(1)
         bar.set_postfix(hw_acc=f"{state['hw_correct'] / min(n, (b + 1) * batch_size):.3f}")
     bar.close()
+    clock.lap("batches")
     graph = mapped.layer_graph()
     timing = schedule(arch, placements, _schedule_activity(arch, state), graph=graph,
                       pipelined=pipelined)
+    clock.lap("schedule")
     if trace_layer is not None:
         mapped.set_noise(seed, call=0)  # the trace's noise: batch 0's, whoever ran it
         _write_trace(arch, mapped, placements, timing, trace_layer, x_test[:1],
@@ -387,7 +394,33 @@ def simulate(arch_path: str | Path | Arch, workload_path: str | Path | LoadedWor
         result.notes.append(f"{samples} samples asked for; the test split has {n}"
                             f"{f' from sample {first_sample} on' if first_sample else ''}, "
                             "all used")
+    clock.lap("result")
+    log.debug("run phases (wall s): %s", clock)
     return result
+
+
+class _Clock:
+    """Wall seconds of a run's phases in order (``simulate`` logs them at DEBUG level;
+    ``bench/bench_full_testset.py`` prints them): where a run's time goes outside the
+    batches."""
+
+    def __init__(self, start: float) -> None:
+        self.last = start
+        self.phases: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        """Charge the time since the last lap to ``name``."""
+        now = time.perf_counter()
+        self.phases[name] = self.phases.get(name, 0.0) + now - self.last
+        self.last = now
+
+    def note(self, name: str, seconds: float) -> None:
+        """Record a figure measured elsewhere, not a lap (part of the next lap): the largest
+        of those given (the last of the workers ready)."""
+        self.phases[name] = max(self.phases.get(name, 0.0), seconds)
+
+    def __str__(self) -> str:
+        return ", ".join(f"{k} {v:.2f}" for k, v in self.phases.items())
 
 
 def _map_for_run(model, arch: Arch, recipe: QuantRecipe, calib, seed: int,
@@ -403,23 +436,31 @@ def _map_for_run(model, arch: Arch, recipe: QuantRecipe, calib, seed: int,
 
 @dataclass
 class _Batches:
-    """What one batch of a run needs: the mapped and the float model, the test samples."""
+    """What one batch of a run needs: the mapped and the float model, the test samples
+    (``None`` in a worker started from the parent's mapping: its batches bring theirs)."""
 
     mapped: Any
     model: torch.nn.Module
-    x_test: torch.Tensor
-    y_test: torch.Tensor
+    x_test: torch.Tensor | None
+    y_test: torch.Tensor | None
     seed: int
     batch_size: int
 
-    def run(self, b: int) -> dict:
-        """Batch ``b``'s correct counts, events and per-step activity, per layer.
+    def samples(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch ``b``'s test inputs and labels."""
+        lo, hi = b * self.batch_size, (b + 1) * self.batch_size
+        return self.x_test[lo:hi], self.y_test[lo:hi]
+
+    def run(self, b: int, xb: torch.Tensor | None = None, yb: torch.Tensor | None = None
+            ) -> dict:
+        """Batch ``b``'s correct counts, events and per-step activity, per layer, on the
+        batch's samples (``xb, yb``: given to a worker that holds no test set).
 
         The noise of batch ``b`` is keyed by ``b`` alone (``set_noise``), so a batch gives the
         same bits whichever process runs it and whatever ran before it.
         """
-        lo, hi = b * self.batch_size, (b + 1) * self.batch_size
-        xb, yb = self.x_test[lo:hi], self.y_test[lo:hi]
+        if xb is None:
+            xb, yb = self.samples(b)
         mapped = self.mapped
         mapped.reset_events()
         mapped.set_noise(self.seed, call=b)
@@ -443,9 +484,9 @@ AUTO_WORKERS_MAX = 8
 def _cores() -> int:
     """Worker processes for ``workers="auto"``: the kernels' thread count
     (:func:`sim.macros.crossbar.threads`: ``IMCSIM_THREADS`` or the usable cores), at most
-    as many as the available memory holds copies of this process (each worker loads the
-    data and maps the model: about this process's peak) and at most
-    :data:`AUTO_WORKERS_MAX`."""
+    as many as the available memory holds copies of this process (each worker holds the
+    mapped model and, when it maps the model itself, the data: at most this process's peak)
+    and at most :data:`AUTO_WORKERS_MAX`."""
     import resource
 
     from sim.macros.crossbar import threads
@@ -459,25 +500,26 @@ def _cores() -> int:
     return max(1, min(n, int(free // max(peak, 1))))
 
 
-#: The batches of this worker process's run (set by :func:`_worker_start`).
+#: The batches of this worker process's run (set by :func:`_worker_start` or
+#: :func:`_worker_from_state`), the error its start raised, and when it was ready (the
+#: ``perf_counter`` clock, the same in every process of the machine; sent with its first
+#: batch, then ``None``).
 _WORKER_BATCHES: _Batches | None = None
 _WORKER_ERROR: Exception | None = None
+_WORKER_READY: float | None = None
 
 
 def _worker_start(arch: Arch, workload_path, samples, data_dir, first_sample: int, seed: int,
                   allow_float_products: bool, batch_size: int, files_key: str) -> None:
-    """Start a batch worker: one thread, and the run's model mapped as the parent mapped it
-    (the same seeded chip: same static variation, same calibration), from the same files
-    (``files_key``: a checkpoint rewritten since the parent loaded it is refused). Ctrl-C is
-    the parent's to handle. A failure is kept and raised by the first batch, as itself."""
-    global _WORKER_BATCHES, _WORKER_ERROR
-    import signal
-
-    from analysis.executors import single_threaded
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """Start a batch worker that maps the model itself (when the parent's mapping does not
+    pickle, :func:`_mapping_state`): one thread, and the run's model mapped as the parent
+    mapped it (the same seeded chip: same static variation, same calibration), from the same
+    files (``files_key``: a checkpoint rewritten since the parent loaded it is refused).
+    Ctrl-C is the parent's to handle. A failure is kept and raised by the first batch, as
+    itself."""
+    global _WORKER_BATCHES, _WORKER_ERROR, _WORKER_READY
+    _worker_signals()
     try:
-        single_threaded()
         workload, model, x_test, y_test, calib, recipe = _prepare(workload_path, samples,
                                                                   data_dir, first_sample)
         if _files_key(workload) != files_key:
@@ -485,27 +527,128 @@ def _worker_start(arch: Arch, workload_path, samples, data_dir, first_sample: in
                             "checkpoint) changed on disk during the run; rerun it")
         mapped = _map_for_run(model, arch, recipe, calib, seed, allow_float_products, x_test)
         _WORKER_BATCHES = _Batches(mapped, model, x_test, y_test, seed, batch_size)
+        _WORKER_READY = time.perf_counter()
     except Exception as err:  # noqa: BLE001 - raised again by _worker_batch, in the parent
         _WORKER_ERROR = err
 
 
-def _worker_batch(b: int) -> dict:
-    """Run batch ``b`` in a worker process (or raise the worker's start failure)."""
+def _worker_from_state(state: str, model_code: tuple | None, seed: int,
+                       batch_size: int) -> None:
+    """Start a batch worker from the parent's mapping (the file ``state``,
+    :func:`_mapping_state`): one thread;
+    the model's code imported first (``model_code``: the workload's ``(ModelRef, folder)``,
+    so that a user's classes unpickle), then the mapped and the float model exactly as the
+    parent holds them after its one-sample check (same chip; no data set loaded, no
+    remapping: each batch brings its samples). Ctrl-C is the parent's to handle; a failure is
+    kept and raised by the first batch."""
+    global _WORKER_BATCHES, _WORKER_ERROR, _WORKER_READY
+    _worker_signals()
+    try:
+        if model_code is not None:
+            from workloads.models import resolve_model
+
+            resolve_model(*model_code)
+        try:
+            with open(state, "rb") as fh:
+                mapped, model = pickle.load(fh)
+        except ModuleNotFoundError as err:  # a user's model file edited since: new module name
+            raise UserError(f"a batch worker cannot load the mapped model ({err}): did the "
+                            "workload's model code change on disk during the run? rerun it"
+                            ) from None
+        _WORKER_BATCHES = _Batches(mapped, model, None, None, seed, batch_size)
+        _WORKER_READY = time.perf_counter()
+    except Exception as err:  # noqa: BLE001 - raised again by _worker_batch, in the parent
+        _WORKER_ERROR = err
+
+
+def _worker_signals() -> None:
+    """A worker process: Ctrl-C is the parent's to handle; the kernels on one thread."""
+    import signal
+
+    from analysis.executors import single_threaded
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    single_threaded()
+
+
+def _worker_batch(b: int, xb=None, yb=None) -> dict:
+    """Run batch ``b`` in a worker process, on its samples ``xb, yb`` (numpy arrays) when the
+    worker holds no test set; or raise the worker's start failure. The first batch of a
+    worker also reports when it was ready (``worker_ready``); each its peak resident memory
+    so far (``worker_rss``, :func:`_own_peak_rss`)."""
+    global _WORKER_READY
     if _WORKER_ERROR is not None:
         raise _WORKER_ERROR
-    return _WORKER_BATCHES.run(b)
+    if xb is not None:  # copies: unpickled arrays may be read-only
+        xb, yb = torch.from_numpy(xb.copy()), torch.from_numpy(yb.copy())
+    part = _WORKER_BATCHES.run(b, xb, yb)
+    if _WORKER_READY is not None:
+        part["worker_ready"], _WORKER_READY = _WORKER_READY, None
+    part["worker_rss"] = _own_peak_rss()
+    return part
 
 
-def _batch_results(run: _Batches, batches: range, workers: int | str, worker_args: tuple,
-                   say=log.info):
+def _own_peak_rss() -> int:
+    """This process's own peak resident memory in bytes (Linux ``VmHWM``; 0 elsewhere).
+    Not ``ru_maxrss``: a spawned process starts as a fork of its parent, and Linux keeps
+    that peak across the ``exec``, so a worker's ``ru_maxrss`` is at least its parent's
+    resident memory when the worker started."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _mapping_state(run: _Batches) -> str | None:
+    """A temporary file (its path; the caller removes it) holding ``run``'s mapped and float
+    model pickled for the batch workers (a few MiB: ResNet-20 on CAP-RAM 6 MiB, 0.03 s each
+    way), so that a worker neither loads the data set nor maps the model again; ``None`` when
+    they do not pickle (a user's model holding a lambda, say): then each worker maps the
+    model itself (:func:`_worker_start`), to the same bits. A file, not the workers' start
+    arguments: those go down a pipe that blocks the parent until each worker has imported
+    its modules, one worker after the other."""
+    import tempfile
+
+    try:
+        blob = pickle.dumps((run.mapped, run.model), protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as err:  # noqa: BLE001 - any pickling failure: the workers map themselves
+        log.debug("the mapped model does not pickle (%s): each worker maps it itself", err)
+        return None
+    fd, path = tempfile.mkstemp(prefix="imcsim-mapping-", suffix=".pickle")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(blob)
+    return path
+
+
+def _model_code(workload) -> tuple | None:
+    """What a worker imports before unpickling a mapped model: the workload's model reference
+    and its YAML's folder, when the model is a user's file or module (``None`` for a shipped
+    model or a :class:`LoadedWorkload`, whose classes are importable by name)."""
+    if getattr(workload, "source", None) is None or workload.model_ref.builtin is not None:
+        return None
+    return workload.model_ref, Path(workload.source).parent
+
+
+def _batch_results(run: _Batches | None, batches: range, workers: int | str,
+                   worker_args: tuple, say=log.info, clock: _Clock | None = None,
+                   model_code: tuple | None = None):
     """Yield ``(b, result of batch b)`` in batch order.
 
     One worker: here, with the kernels' own thread pool. More: whole batches in ``workers``
-    processes (``spawn``: no thread state of this process is forked), each single-threaded;
-    each worker loads the workload and maps the model with the run's seed itself. Batches
-    share nothing but the chip, so this scales with the cores where the one-process run does
-    not (its Python and numpy stages between kernels run on one thread); the results are
-    the same bit for bit, and the parent still saves progress after each batch in order.
+    processes (``spawn``: no thread state of this process is forked), each single-threaded.
+    Each worker starts from this process's mapping (``run``'s mapped and float model,
+    pickled: :func:`_mapping_state`) and gets each batch's samples with the batch, so it
+    neither loads the data set nor maps the model; when the mapping does not pickle (or
+    ``run`` is ``None``), each worker loads the workload and maps the model with the run's
+    seed itself (``worker_args``, :func:`_worker_start`). ``model_code``: what a worker
+    imports before unpickling (:func:`_model_code`); ``clock`` gets the workers' start.
+    Batches share nothing but the chip, so this scales with the cores where the one-process
+    run does not (its Python and numpy stages between kernels run on one thread); the results
+    are the same bit for bit, and the parent still saves progress after each batch in order.
     ``"auto"``: the first batch here, timed; the rest here too unless they would take more
     than :data:`AUTO_WORKERS_SECONDS`, then in one worker per core (:func:`_cores`).
     """
@@ -526,23 +669,48 @@ def _batch_results(run: _Batches, batches: range, workers: int | str, worker_arg
         for b in batches:
             yield b, run.run(b)
         return
+    state = _mapping_state(run) if run is not None else None
+    if state is not None:
+        start, args = _worker_from_state, (state, model_code, run.seed, run.batch_size)
+        tasks = (batches, (run.samples(b)[0].detach().numpy() for b in batches),
+                 (run.samples(b)[1].detach().numpy() for b in batches))
+    else:
+        start, args, tasks = _worker_start, worker_args, (batches,)
+    try:
+        yield from _pool_results(start, args, tasks, workers, clock)
+    finally:
+        if state is not None:
+            Path(state).unlink(missing_ok=True)
+
+
+def _pool_results(start, args: tuple, tasks: tuple, workers: int, clock: _Clock | None):
+    """``(b, result)`` of each batch ``b`` of ``tasks[0]``, in order, from ``workers``
+    processes started by ``start(*args)`` (:func:`_batch_results`)."""
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
     from multiprocessing import get_context
 
+    started = time.perf_counter()
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                               initializer=_worker_start, initargs=worker_args)
+                               initializer=start, initargs=args)
+    rss = 0
     try:
-        yield from zip(batches, pool.map(_worker_batch, batches), strict=True)
+        for b, part in zip(tasks[0], pool.map(_worker_batch, *tasks), strict=True):
+            ready = part.pop("worker_ready", None)
+            if ready is not None and clock is not None:
+                clock.note("workers ready", ready - started)
+            rss = max(rss, part.pop("worker_rss", 0))
+            yield b, part
     except BrokenProcessPool:
         pool.shutdown(wait=False, cancel_futures=True)
         raise UserError(f"a batch worker process died (out of memory? each of the {workers} "
-                        "workers holds the data set and the mapped model); rerun with fewer "
-                        "--workers (with --out, finished batches are kept)") from None
+                        "workers holds the mapped model); rerun with fewer --workers (with "
+                        "--out, finished batches are kept)") from None
     except BaseException:  # Ctrl-C, an error, an early stop: queued batches are dropped
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown(wait=True)  # the workers joined (their CPU time counted as children's)
+    log.debug("batch workers' peak RSS: %.0f MiB", rss / 2**20)
 
 
 def _check_run_arguments(samples: int | None, batch_size: int, seed: int,

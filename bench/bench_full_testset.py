@@ -6,7 +6,11 @@ with the arch's non-idealities and a fresh noise draw per batch), in ``--workers
 processes as ``imcsim run --workers`` runs it. Prints the seconds, images per second,
 accuracy and the process's peak resident memory after each phase (``ru_maxrss`` is
 monotonic, so the float figure is the float phase's peak and the bit-true figure the whole
-run's; with workers, also each worker's peak).
+run's; with workers, also the largest worker's own peak, its ``VmHWM``: a spawned worker's
+``ru_maxrss`` starts at its parent's resident memory, which Linux keeps across ``exec``).
+Also prints the wall seconds of ``simulate``'s phases (its DEBUG log line): load, mapping,
+placement, the batches (within them, how long the workers took to be ready), the schedule
+and the result's energy roll-up.
 
     OMP_NUM_THREADS=2 python bench/bench_full_testset.py examples/cap_ram_65nm_variation.yaml \
         workloads/resnet20_cifar10_capram.yaml --data-dir ../shared/data --batch-size 100 \
@@ -23,6 +27,7 @@ floor for any float32 implementation of the bit-true model.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import platform
 import resource
@@ -45,6 +50,24 @@ from sim.config import load_arch  # noqa: E402
 def peak_rss_mb() -> float:
     """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class _Phases(logging.Handler):
+    """Keeps :func:`analysis.run.simulate`'s DEBUG lines of its phases' wall times and of
+    its batch workers' own peak memory."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.text = ""
+        self.worker_rss = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Keep the two lines; drop the others."""
+        message = record.getMessage()
+        if message.startswith("run phases"):
+            self.text = message.split(": ", 1)[1]
+        elif message.startswith("batch workers' peak RSS"):
+            self.worker_rss = message.split(": ", 1)[1].replace(" MiB", "")
 
 
 def main(argv=None) -> int:
@@ -86,16 +109,21 @@ def main(argv=None) -> int:
     del mapped  # only timed here; the run below maps the model itself (and in each worker)
 
     # The bit-true phase is `imcsim run`'s own path: simulate() maps the model, runs every
-    # batch (in --workers processes), schedules and rolls up the energy.
+    # batch (in --workers processes), schedules and rolls up the energy. Its phases' wall
+    # times come from its DEBUG log line.
+    phases = _Phases()
+    run_log = logging.getLogger("analysis.run")
+    run_log.addHandler(phases)
+    run_log.setLevel(logging.DEBUG)
     t0, c0 = time.perf_counter(), time.process_time()
     result = simulate(arch, Path(args.workload), samples=args.samples, seed=args.seed,
                       data_dir=args.data_dir, batch_size=args.batch_size, progress=False,
                       workers=args.workers)
     hw_s = time.perf_counter() - t0
+    run_log.removeHandler(phases)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the workers, joined by now
     hw_cpu = time.process_time() - c0 + children.ru_utime + children.ru_stime - child_cpu0
     hw_acc, hw_rss = result.hardware_accuracy, peak_rss_mb()
-    worker_rss = children.ru_maxrss / 1024
     conversions = result.events_total.get("adc_conversions", 0)
     cell_macs = result.events_total.get("cell_macs", 0)
     load_after = os.getloadavg()
@@ -108,13 +136,15 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|")
     print(f"| float | {float_s:.2f} | {n / float_s:,.0f} | {100 * float_acc:.2f} % | "
           f"{float_rss:,.0f} |")
-    rss = f"{hw_rss:,.0f}" + (f" (largest worker {worker_rss:,.0f})" if args.workers > 1
+    rss = f"{hw_rss:,.0f}" + (f" (largest worker {phases.worker_rss})" if phases.worker_rss
                              else "")
     print(f"| bit-true, {args.workers} worker(s) | {hw_s:.2f} | {n / hw_s:,.0f} | "
           f"{100 * hw_acc:.2f} % | {rss} |")
     print(f"bit-true / float time: {hw_s / float_s:.0f}x; bit-true CPU time (this process and "
           f"its workers) {hw_cpu:.2f} s; the bit-true seconds are the whole `simulate` call "
           "(mapping, worker start-up, schedule and energy roll-up included)")
+    print(f"simulate's phases (wall s; workers ready: from their start, within batches): "
+          f"{phases.text or '(not logged)'}")
     print(f"load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f} on "
           f"{os.cpu_count()} CPUs; fp32 GEMM rate measured after the run: {fp32 / 1e9:.1f} G "
           "MAC/s (best of numpy sgemm and torch mm, 2048^3)")

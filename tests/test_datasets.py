@@ -429,3 +429,16 @@ def test_damaged_cifar_tarball_is_a_data_error(tmp_path, kind, damage):
     with pytest.raises(DataError) as info:
         load_dataset("cifar10", "test", tmp_path / "data")
     assert str(archive_path) in str(info.value)
+
+
+@pytest.mark.parametrize("resize", [None, (6, 6)])
+def test_first_samples_equal_the_whole_splits_first(resize):
+    """``first=n``: the split's first n samples, preprocessed, bit for bit those of the
+    whole split (a run's calibration samples), resized or not; a different n moves them."""
+    from workloads.datasets import Preprocessing
+
+    pre = Preprocessing(mean=(0.3,), std=(0.7,), resize=resize)
+    x, y = load_dataset("digits", "train", preprocessing=pre)
+    xf, yf = load_dataset("digits", "train", preprocessing=pre, first=37)
+    assert xf.shape[0] == 37 and torch.equal(xf, x[:37]) and torch.equal(yf, y[:37])
+    assert load_dataset("digits", "train", preprocessing=pre, first=5)[0].shape[0] == 5

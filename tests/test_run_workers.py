@@ -125,3 +125,50 @@ def test_trace_is_the_same_with_workers(tmp_path):
     assert main(base + ["--out", str(one), "--workers", "1"]) == 0
     assert main(base + ["--out", str(two), "--workers", "2"]) == 0
     assert (one / "trace_fc.csv").read_bytes() == (two / "trace_fc.csv").read_bytes()
+
+
+def test_workers_that_map_the_model_themselves_give_the_same_bits(tmp_path, monkeypatch):
+    """The workers start from this process's mapping (pickled into a temporary file, removed
+    after the run); when it does not pickle, each worker loads the workload and maps the
+    model itself. Both give the one-process result."""
+    from analysis import run
+
+    base = ["run", NOISY, "digits_cnn", "--samples", "30", "--batch-size", "10", "--quiet"]
+    one, state, own = tmp_path / "one", tmp_path / "state", tmp_path / "own"
+    assert main(base + ["--out", str(one), "--workers", "1"]) == 0
+    made = []
+    real = run._mapping_state
+    monkeypatch.setattr(run, "_mapping_state", lambda r: made.append(real(r)) or made[-1])
+    assert main(base + ["--out", str(state), "--workers", "2"]) == 0
+    assert made and made[0] is not None and not Path(made[0]).exists()  # pickled, removed
+    monkeypatch.setattr(run, "_mapping_state", lambda r: None)  # as if it did not pickle
+    assert main(base + ["--out", str(own), "--workers", "2"]) == 0
+    assert _result(one) == _result(state) == _result(own)
+
+
+@pytest.mark.parametrize("entry", ["nets/net.py:Net", "nets.net:Net"])
+def test_workers_run_a_users_model(tmp_path, entry):
+    """A user's model class (a file, or a module found from the YAML's folder) unpickles in
+    the workers, which import its code first: the same result as one process."""
+    import torch
+
+    from workloads.spec import load_workload
+
+    (tmp_path / "nets").mkdir()
+    (tmp_path / "nets" / "__init__.py").write_text("")
+    (tmp_path / "nets" / "net.py").write_text(
+        "import torch\nfrom torch import nn\n\n\nclass Net(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n"
+        "        self.fc1 = nn.Linear(64, 16)\n        self.fc2 = nn.Linear(16, 10)\n\n"
+        "    def forward(self, x):\n        return self.fc2(torch.relu(self.fc1(x.flatten(1))))\n")
+    spec = tmp_path / "w.yaml"
+    spec.write_text(f"name: w\nmodel: {entry}\ndataset: digits\n"
+                    "bits: {weights: 8, activations: 8}\ncheckpoint: w.pt\n")
+    torch.manual_seed(0)
+    torch.save(load_workload(spec).build_model().state_dict(), tmp_path / "w.pt")
+    base = ["run", NOISY, str(spec), "--samples", "20", "--batch-size", "10", "--quiet"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(base + ["--out", str(one), "--workers", "1"]) == 0
+    assert main(base + ["--out", str(two), "--workers", "2"]) == 0
+    assert _result(one) == _result(two)
+    assert _result(one)["events_total"]["adc_conversions"] > 0

@@ -214,7 +214,7 @@ def dataset_info(name: str) -> DatasetInfo:
 
 
 def load_dataset(name: str, split: str, data_dir: str | os.PathLike[str] | None = None,
-                 preprocessing: Preprocessing | None = None
+                 preprocessing: Preprocessing | None = None, first: int | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Load one split of a data set, preprocessed.
 
@@ -226,6 +226,10 @@ def load_dataset(name: str, split: str, data_dir: str | os.PathLike[str] | None 
             ``$IMCSIM_DATA``. Not needed for ``digits``.
         preprocessing: resize and normalization (default: :func:`default_preprocessing`, the
             data set's fixed mean and std, no resize).
+        first: only the split's first ``first`` samples (all when ``None``): the same values
+            as those of the whole split (preprocessing is per image), without preprocessing
+            the rest (a run's calibration samples: 256 of CIFAR-10's 50,000 training images,
+            1.3 s and 600 MiB of float32 less).
 
     Returns:
         ``(images, labels)``: float32 ``(N, C, H, W)`` preprocessed, and int64 ``(N,)``.
@@ -239,6 +243,8 @@ def load_dataset(name: str, split: str, data_dir: str | os.PathLike[str] | None 
         raise UserError(f"unknown split {split!r} of data set {name!r}; choose train or test")
     source = locate_dataset(name, data_dir)
     images, labels = load_raw(source, split)
+    if first is not None:
+        images, labels = images[:first], labels[:first]
     return normalize(images, info, preprocessing), torch.from_numpy(labels.astype(np.int64))
 
 

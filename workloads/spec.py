@@ -265,10 +265,11 @@ class Workload:
                             f"Make it again with: {self.train_command}") from None
         return model.eval()
 
-    def load_data(self, split: str, data_dir: str | os.PathLike[str] | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One preprocessed split of the workload's data set (see :func:`load_dataset`)."""
-        return load_dataset(self.dataset, split, data_dir, self.preprocessing)
+    def load_data(self, split: str, data_dir: str | os.PathLike[str] | None = None,
+                  first: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One preprocessed split of the workload's data set, or its ``first`` samples (see
+        :func:`load_dataset`)."""
+        return load_dataset(self.dataset, split, data_dir, self.preprocessing, first)
 
 
 def checkpoint_problem(path: Path, exc: BaseException) -> str:
