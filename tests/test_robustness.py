@@ -183,8 +183,8 @@ def test_more_samples_than_the_split_says_what_it_uses(tmp_path, capsys, caplog,
 
     load_data = Workload.load_data
     monkeypatch.setattr(Workload, "load_data",
-                        lambda self, split, data_dir=None: tuple(
-                            t[:6] for t in load_data(self, split, data_dir)))
+                        lambda self, split, data_dir=None, **kw: tuple(
+                            t[:6] for t in load_data(self, split, data_dir, **kw)))
     analysis.run._cached_data.cache_clear()
     try:
         code, out, err = imcsim(capsys, "run", "isaac_32nm", "digits_cnn", "--samples",

@@ -146,17 +146,19 @@ def test_workers_that_map_the_model_themselves_give_the_same_bits(tmp_path, monk
     assert _result(one) == _result(state) == _result(own)
 
 
-@pytest.mark.parametrize("entry", ["nets/net.py:Net", "nets.net:Net"])
+@pytest.mark.parametrize("entry", ["wnets/net.py:Net", "wnets.net:Net"])
 def test_workers_run_a_users_model(tmp_path, entry):
     """A user's model class (a file, or a module found from the YAML's folder) unpickles in
-    the workers, which import its code first: the same result as one process."""
+    the workers, which import its code first: the same result as one process. (A package
+    name no other test uses: a package of that name imported from another test's folder
+    stays in ``sys.modules``.)"""
     import torch
 
     from workloads.spec import load_workload
 
-    (tmp_path / "nets").mkdir()
-    (tmp_path / "nets" / "__init__.py").write_text("")
-    (tmp_path / "nets" / "net.py").write_text(
+    (tmp_path / "wnets").mkdir()
+    (tmp_path / "wnets" / "__init__.py").write_text("")
+    (tmp_path / "wnets" / "net.py").write_text(
         "import torch\nfrom torch import nn\n\n\nclass Net(nn.Module):\n"
         "    def __init__(self):\n        super().__init__()\n"
         "        self.fc1 = nn.Linear(64, 16)\n        self.fc2 = nn.Linear(16, 10)\n\n"
