@@ -130,24 +130,13 @@ def test_layer_read_noise_has_the_cells_variance(make_arch, dac_bits, sigma):
     assert abs(z.var() / sigma**2 - 1) < Z * math.sqrt(2 / n) + 0.01
 
 
-def test_read_noise_does_not_depend_on_chunking(make_arch, monkeypatch):
-    arch = make_arch(**{"variation.cell.read_noise_sigma": 0.1, "crossbar.adc.clip": True})
+@pytest.mark.parametrize("noise", ["variation.cell.read_noise_sigma",
+                                   "variation.adc.noise_sigma_lsb"])
+def test_noise_does_not_depend_on_chunking(make_arch, monkeypatch, noise):
+    """Read noise and comparator noise: the same outputs however the samples are chunked,
+    and the first samples' outputs do not depend on the samples after them."""
+    arch = make_arch(**{noise: 0.4, "crossbar.adc.clip": True})
     rng = np.random.default_rng(1)
-    w = rng.integers(-127, 128, size=(37, 5))
-    x = rng.integers(-128, 128, size=(90, 37))
-    layer = CrossbarLayer(arch, w, seed=4)
-    whole = layer.matmul(x, seed=3)[0]
-    monkeypatch.setattr(crossbar_mod, "PSUM_CHUNK_BYTES", 4 * 1024)
-    assert len(layer._chunks(x.shape[0])) > 3
-    assert layer.matmul(x, seed=3)[0].tobytes() == whole.tobytes()
-    # the first samples' outputs do not depend on the samples after them
-    assert layer.matmul(x[:17], seed=3)[0].tobytes() == whole[:17].tobytes()
-    assert not np.array_equal(layer.matmul(x, seed=4)[0], whole)
-
-
-def test_comparator_noise_does_not_depend_on_chunking(make_arch, monkeypatch):
-    arch = make_arch(**{"variation.adc.noise_sigma_lsb": 0.4, "crossbar.adc.clip": True})
-    rng = np.random.default_rng(2)
     w = rng.integers(-127, 128, size=(37, 5))
     x = rng.integers(-128, 128, size=(90, 37))
     layer = CrossbarLayer(arch, w, seed=4)
