@@ -636,17 +636,19 @@ def _add_outputs(v, j0, stride, out, m0, n_rows, direct, units, coef, sw, has_un
     n_out = out.shape[1]
     per = direct.shape[0] // n_out
     for r in range(n_rows):
+        # The output row as a 1-D view: indexed by n alone (out[m0 + r, n] measured 4-11 %
+        # slower on ISAAC's wide rows).
+        acc = out[m0 + r]
         j0r = j0 + r * stride
-        mr = m0 + r
         if per == 8:
             for n in range(n_out):
                 t = _unit_terms(coef, units, v, j0r, n) if has_units else 0.0
                 t = _add_four(t, direct, n * 8, v, j0r + n * 8)
-                out[mr, n] += sw * _add_four(t, direct, n * 8 + 4, v, j0r + n * 8 + 4)
+                acc[n] += sw * _add_four(t, direct, n * 8 + 4, v, j0r + n * 8 + 4)
         elif per == 4:
             for n in range(n_out):
                 t = _unit_terms(coef, units, v, j0r, n) if has_units else 0.0
-                out[mr, n] += sw * _add_four(t, direct, n * 4, v, j0r + n * 4)
+                acc[n] += sw * _add_four(t, direct, n * 4, v, j0r + n * 4)
         else:
             d = 0
             for n in range(n_out):
@@ -654,7 +656,7 @@ def _add_outputs(v, j0, stride, out, m0, n_rows, direct, units, coef, sw, has_un
                 for _ in range(per):
                     t += direct[d] * v[j0r + d]
                     d += 1
-                out[mr, n] += sw * t
+                acc[n] += sw * t
 
 
 @jit
