@@ -20,10 +20,10 @@ however narrow the rows (most are 20-64 conversions).
 ``ln``, ``sin`` and ``cos`` are polynomials in float32 (the logarithm's from ``atanh`` on
 ``[sqrt(1/2), sqrt(2))``, the angle reduced to an octant), so the loop vectorizes: about 1 ns
 per draw against 2.5 for a scalar 256-layer ziggurat, 3.3 for numpy's generator drawn from
-numba and 8.6 for numpy's own ``standard_normal(dtype=float32)`` (docs/kernels.md). Each draw is the exact Box-Muller transform of its uniforms to within a
-few float32 roundings (``1e-6 x max(1, |z|)``, ``tests/test_noise.py``); the largest radius
-is ``sqrt(64 ln 2) = 6.66``, so no draw lies beyond 6.66 sigma (probability 2.7e-11 for a
-true normal).
+numba and 8.6 for numpy's own ``standard_normal(dtype=float32)`` (docs/kernels.md). Each draw
+is the exact Box-Muller transform of its uniforms to within a few float32 roundings (``1e-6 x
+max(1, |z|)``, ``tests/test_noise.py``); the largest radius is ``sqrt(64 ln 2) = 6.66``, so
+no draw lies beyond 6.66 sigma (probability 2.7e-11 for a true normal).
 """
 
 from __future__ import annotations
