@@ -352,29 +352,26 @@ def _walk_span(ps, ns, row, off, noff, cnt, a, b, x_max, scale, recon, step, nea
 
 
 @jit
-def _walk_span_cal(pf, nf, off, cnt, a, b, x_max, scale, recon, step, near_e, half, inst, cal,
-                   x, code, near, v):
-    """:func:`_convert_walk`'s calibrated case over a block: the words of ``pf[off + e] *
-    a[e] + b[e]`` (``+ nf[e]`` when ``nf`` is not empty) ``+ half`` into ``x``, their walks'
-    codes into ``code`` and closeness into ``near``, values ``cal[inst[e], code] x recon[e]``
-    into ``v`` for ``e < cnt``; returns how many walks were close (their values are redone
-    by :func:`_redo_close`). The same expressions as the row path: the same bits."""
-    p = pf[off:off + cnt]
-    if nf.shape[0] > 0:
+def _walk_span_cal(ps, ns, row, off, noff, cnt, a, b, x_max, scale, recon, step, near_e, half,
+                   inst, cal, x, code, near, v):
+    """:func:`_walk_span` with a calibration table: the words of ``ps[row, off + e] * a[e] +
+    b[e]`` (``+ ns[row, noff + e]`` when ``ns`` has rows) ``+ half`` into ``x``, their walks'
+    codes into ``code`` and closeness into ``near`` (:func:`_walk_codes`), values
+    ``cal[inst[e], code] x recon[e]`` into ``v`` for ``e < cnt``; returns how many walks were
+    close (their values are redone by :func:`_redo_close`). The calibrated conversion of the
+    row path (:func:`_convert_walk`) and the block path (:func:`_convert_blocks`)."""
+    p = ps[row, off:off + cnt]
+    if ns.shape[0] > 0:
+        q = ns[row, noff:noff + cnt]
         for e in range(cnt):
             t = p[e] * a[e] + b[e]
-            t += nf[e]
+            t += q[e]
             x[e] = _U32(min(max(t + half, 0.0), x_max[e]) * scale[e]) & _CODE_MASK
     else:
         for e in range(cnt):
             t = p[e] * a[e] + b[e]
             x[e] = _U32(min(max(t + half, 0.0), x_max[e]) * scale[e]) & _CODE_MASK
-    n_near = 0
-    for e in range(cnt):
-        k, f = _walk_one(x[e], step, near_e, e)
-        code[e] = k
-        near[e] = f
-        n_near += f
+    n_near = _walk_codes(x[:cnt], step, near_e, code, near)
     for e in range(cnt):
         v[e] = cal[inst[e], code[e]] * recon[e]
     return n_near
@@ -389,18 +386,11 @@ def _convert_walk(psum, r, lin_a, lin_b, thr, step, scale, x_max, near_e, cal, c
     table ``cal`` a code's value is looked up there. ``x``, ``code``, ``near`` are scratch
     rows."""
     n_cols = psum.shape[1]
-    n_near = 0
     # The word of x: floor(x * scale) units, times 256 (scale * 256 is a power of two, so the
     # product is exact; the mask clears the code bits). One loop per case, each vectorized.
     if cal.shape[0] > 0:
-        for c in range(n_cols):
-            t = psum[r, c] * lin_a[c] + lin_b[c]
-            if noise.shape[0] > 0:
-                t += noise[r, c]
-            x[c] = _U32(min(max(t + half, 0.0), x_max[c]) * scale[c]) & _CODE_MASK
-        n_near = _walk_codes(x, step, near_e, code, near)
-        for c in range(n_cols):
-            v[c] = cal[col_inst[c], code[c]] * recon_step[c]
+        n_near = _walk_span_cal(psum, noise, r, 0, 0, n_cols, lin_a, lin_b, x_max, scale,
+                                recon_step, step, near_e, half, col_inst, cal, x, code, near, v)
     else:
         n_near = _walk_span(psum, noise, r, 0, 0, n_cols, lin_a, lin_b, x_max, scale,
                             recon_step, step, near_e, half, v, near)
@@ -775,17 +765,11 @@ def _convert_blocks(psum, n_samples, lin_a, lin_b, thr, col_inst, codes, half, n
             cnt = (m1 - m0) * n_cols
             base = (p * n_samples + m0) * n_cols
             if has_noise:
-                if n_cols % 2 == 0:  # the block's rows: one flat run of the stream
-                    noise_k.fill(noise_key, noise_k.row_start(noise_p0 + p, noise_m0 + m0,
-                                                              n_cols), nf, cnt, sigma)
-                else:
-                    for r in range(m1 - m0):
-                        noise_k.fill(noise_key, noise_k.row_start(noise_p0 + p,
-                                                                  noise_m0 + m0 + r, n_cols),
-                                     nf[r * n_cols:], n_cols, sigma)
+                noise_k.draw_rows(noise_key, noise_p0 + p, noise_m0 + m0, m1 - m0, n_cols, nf,
+                                  sigma)
             if walks and with_cal:
-                n_near = _walk_span_cal(pf, nf, base, cnt, a_t, b_t, xm_t, sc_t, rs_t, st_t,
-                                        ne_t, half, in_t, cal, x_blk, code_blk, near, v)
+                n_near = _walk_span_cal(pf2, nf2, 0, base, 0, cnt, a_t, b_t, xm_t, sc_t, rs_t,
+                                        st_t, ne_t, half, in_t, cal, x_blk, code_blk, near, v)
                 if n_near:
                     _redo_close(pf2, nf2, 0, base, 0, cnt, a_t, b_t, rs_t, in_t, cal, thr,
                                 top, half, near, v)

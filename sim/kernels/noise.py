@@ -145,19 +145,23 @@ def row_start(step, sample, n_cols):
 
 
 @jit
-def _draw_block(key, step, m0, n_samples, n_cols, z, scale):
-    """Draws of the samples from ``m0`` on of ``step``, ``n_cols`` each (rows of ``n2``, the
-    count rounded up to even: one flat run of the stream), filling all of ``z`` (``n_samples``
-    rows: ``n_samples x n2`` long), times ``scale``."""
-    fill(key, row_start(step, m0, n_cols), z, z.shape[0], scale)
+def draw_rows(key, step, m0, n_rows, n_cols, z, scale):
+    """The draws of the rows of ``step`` for samples ``m0 .. m0 + n_rows - 1``, ``n_cols``
+    each, times ``scale``, into ``z[:n_rows x n_cols]`` row after row: one flat run of the
+    stream when the rows are even (:func:`row_start`), one run per row when they are odd (a
+    row starts a pair). The one way every kernel draws noise."""
+    if n_cols % 2 == 0:
+        fill(key, row_start(step, m0, n_cols), z, n_rows * n_cols, scale)
+    else:
+        for r in range(n_rows):
+            fill(key, row_start(step, m0 + r, n_cols), z[r * n_cols:], n_cols, scale)
 
 
 @jit
 def _rows(key, step, m0, n_rows, n_cols):
-    n2 = n_cols + (n_cols & 1)
-    z = np.empty(n_rows * n2, np.float32)
-    _draw_block(key, step, m0, n_rows, n_cols, z, np.float32(1.0))
-    return z.reshape((n_rows, n2))[:, :n_cols].copy()
+    z = np.empty(n_rows * n_cols, np.float32)
+    draw_rows(key, step, m0, n_rows, n_cols, z, np.float32(1.0))
+    return z.reshape((n_rows, n_cols))
 
 
 def draws(key: int, step: int, m0: int, n_rows: int, n_cols: int) -> np.ndarray:
@@ -177,10 +181,9 @@ def _add_read_noise(src, a0, power, b0, out, sigma, key, row_of, n_samples, m0):
     if n_samples == 0:
         return
     n_cols = out.shape[1]
-    n2 = n_cols + (n_cols & 1)
-    z = np.empty(n_samples * n2, np.float32)
+    z = np.empty(n_samples * n_cols, np.float32)
     for p in range(n_rows // n_samples):
-        _draw_block(key, p, m0, n_samples, n_cols, z, np.float32(1.0))
+        draw_rows(key, p, m0, n_samples, n_cols, z, np.float32(1.0))
         for m in range(n_samples):
             lrow = p * n_samples + m
             r = lrow
@@ -190,7 +193,7 @@ def _add_read_noise(src, a0, power, b0, out, sigma, key, row_of, n_samples, m0):
                     continue
             for c in range(n_cols):
                 out[r, c] = np.float32(src[r, a0 + c]
-                                       + sigma * z[m * n2 + c] * math.sqrt(power[r, b0 + c]))
+                                       + sigma * z[m * n_cols + c] * math.sqrt(power[r, b0 + c]))
 
 
 def add_read_noise(out: np.ndarray, src: np.ndarray, power: np.ndarray, sigma: float,
@@ -221,26 +224,21 @@ def fill_comparator(key, sigma, row_of, n_rows, n_samples, p0, m0, out):
     """:func:`comparator_noise`'s draws (the compiled part; ``out`` holds the kept rows)."""
     n_cols = out.shape[1]
     s = np.float32(sigma)
-    if row_of.shape[0] == 0 and n_cols % 2 == 0:
-        # Every row kept, even rows: a step's rows are one flat run of the stream, drawn
-        # straight into the buffer.
+    if row_of.shape[0] == 0:
+        # Every row kept: a step's rows are drawn straight into the buffer.
         flat = out.reshape(-1)
         for p in range(n_rows // n_samples):
-            a = p * n_samples * n_cols
-            _draw_block(key, p0 + p, m0, n_samples, n_cols, flat[a:a + n_samples * n_cols], s)
+            draw_rows(key, p0 + p, m0, n_samples, n_cols, flat[p * n_samples * n_cols:], s)
         return
-    n2 = n_cols + (n_cols & 1)
-    z = np.empty(n_samples * n2, np.float32)
+    z = np.empty(n_samples * n_cols, np.float32)
     for p in range(n_rows // n_samples):
-        _draw_block(key, p0 + p, m0, n_samples, n_cols, z, s)
+        draw_rows(key, p0 + p, m0, n_samples, n_cols, z, s)
         for m in range(n_samples):
-            dst = p * n_samples + m
-            if row_of.shape[0] > 0:
-                dst = row_of[dst]
-                if dst < 0:  # a dropped conversion row: drawn, not kept
-                    continue
+            dst = row_of[p * n_samples + m]
+            if dst < 0:  # a dropped conversion row: drawn, not kept
+                continue
             for c in range(n_cols):
-                out[dst, c] = z[m * n2 + c]
+                out[dst, c] = z[m * n_cols + c]
 
 
 def comparator_noise(key: np.uint64, sigma: float, n_rows: int, row_of: np.ndarray,
