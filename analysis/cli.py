@@ -86,8 +86,19 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _select_backend(args: argparse.Namespace) -> None:
+    """``--backend``: checked (a missing torch or GPU is one message) and made this process's
+    and its workers' backend before any work."""
+    if getattr(args, "backend", None):
+        from sim.kernels.backend import select
+
+        select(args.backend)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from analysis.run import format_result, save, simulate
+
+    _select_backend(args)
 
     arch = resolve(args.arch, ARCH_DIR, "arch")
     workload = resolve(args.workload, WORKLOAD_DIR, "workload")
@@ -135,6 +146,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from analysis.sweep import format_outcome, run_sweep
     from analysis.sweep_spec import load_sweep
 
+    _select_backend(args)
     spec = load_sweep(args.spec)
     if args.data_dir and spec.data_dir is None:
         spec = dataclasses.replace(spec, data_dir=str(Path(args.data_dir).resolve()))
@@ -146,6 +158,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 def _cmd_montecarlo(args: argparse.Namespace) -> int:
     from analysis.montecarlo import format_montecarlo, parse_set, run_montecarlo
+
+    _select_backend(args)
 
     arch = resolve(args.arch, ARCH_DIR, "arch")
     workload = resolve(args.workload, WORKLOAD_DIR, "workload")
@@ -178,6 +192,17 @@ def _add_executor_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
                    help="run on an existing Dask distributed cluster instead")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_backend_option(p)
+
+
+def _add_backend_option(p: argparse.ArgumentParser) -> None:
+    from sim.kernels.backend import NAMES
+
+    p.add_argument("--backend", choices=NAMES, default=None,
+                   help="array backend of the partial-sum GEMMs: numpy (float32 BLAS), torch "
+                        "(int8 GEMM on the CPU where exact), cuda (a CUDA device where exact), "
+                        "auto (cuda when present, else numpy); the same bits on each. "
+                        "Default: $IMCSIM_BACKEND, else auto")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -325,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--allow-float-products", action="store_true",
                    help="run matrix products that do not map onto crossbars in float instead "
                         "of refusing them (the result's energy is marked incomplete)")
+    _add_backend_option(r)
     r.set_defaults(func=_cmd_run)
 
     mc = sub.add_parser("montecarlo", help="simulate N chips (variation seeds) in parallel; "

@@ -56,6 +56,10 @@ def evaluate_point(task: Task) -> Outcome:
     start = time.perf_counter()
     out: Outcome = {"key": task["key"]}
     try:
+        if task.get("backend"):  # the coordinator's --backend (a remote worker's env lacks it)
+            from sim.kernels.backend import select
+
+            select(task["backend"])
         # The coordinator's validated arch when the task carries it (same mapping, same arch).
         arch = task.get("built") or arch_from_dict(task["arch"], source=task["label"])
         if task.get("mode") == "analytical":

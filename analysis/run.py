@@ -37,6 +37,7 @@ from sim.engine.placement import place
 from sim.engine.timing import Timing, schedule
 from sim.errors import InvariantError, UserError
 from sim.fileio import atomic_write, ensure_writable_dir
+from sim.kernels.backend import resolve as resolve_backend
 from sim.macros import Events
 from sim.stats import energy_by_event_pj, total_pj
 from workloads.spec import Bits, Workload, load_workload
@@ -134,6 +135,9 @@ class Result:
     #: False when matrix products ran in float (``allow_float_products``): their energy and
     #: time are missing from the figures.
     energy_complete: bool = True
+    #: The array backend of the partial-sum GEMMs (``--backend``, ``IMCSIM_BACKEND``),
+    #: resolved: ``numpy``, ``torch`` or ``cuda``. The bits are the same on each.
+    backend: str = ""
     imcsim_version: str = sim.__version__
     notes: list[str] = field(default_factory=list)
 
@@ -1231,7 +1235,7 @@ def _result(arch: Arch, arch_path: Path, workload: Workload, workload_path: Path
         digital_clock_hz=arch.clock.digital_hz,
         layer_graph=graph.to_json() if graph is not None else {},
         operations=operations,
-        energy_complete=not float_products)
+        energy_complete=not float_products, backend=resolve_backend())
 
 
 def _executed_macs(layer: LayerResult, rec) -> int:

@@ -20,6 +20,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -155,7 +156,10 @@ def _build_point(spec: SweepSpec, base: dict, idx: int, values: dict[str, Any], 
     task = {"key": key, "idx": idx, "arch": data, "built": arch, "label": label,
             "workload": str(spec.workload_path), "samples": spec.samples, "seed": spec.seed,
             "data_dir": spec.data_dir, "batch_size": spec.batch_size, "mode": spec.mode,
-            "first_sample": spec.first_sample(values)}
+            "first_sample": spec.first_sample(values),
+            # The coordinator's array backend (``--backend``), for workers that do not share
+            # its environment (a Dask cluster); the same bits on each backend.
+            "backend": os.environ.get("IMCSIM_BACKEND")}
     return task, notes, ""
 
 

@@ -6,6 +6,7 @@ per-row-group model computes them; each test changes the lever and compares.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -368,3 +369,82 @@ def test_rows_float32_is_the_cast_of_the_group_rows(dtype):
         assert got.dtype == np.float32 and got.flags.c_contiguous
         assert np.shares_memory(got, buf)
         assert np.array_equal(got, steps[:, :, a:b].astype(np.float32).reshape(15, b - a))
+
+
+def _run_digits(tmp_path, name, backend):
+    import json
+
+    from analysis.cli import main
+
+    out = tmp_path / name
+    assert main(["run", "isaac_32nm", "digits_cnn", "--samples", "12", "--batch-size", "6",
+                 "--workers", "1", "--out", str(out), "--quiet", "--backend", backend]) == 0
+    return json.loads((out / "result.json").read_text())
+
+
+@pytest.mark.skipif("torch" not in backend_k.available(), reason="torch not installed")
+def test_run_option_backend_picks_the_gemm_and_keeps_the_bits(tmp_path, monkeypatch, capsys):
+    # ISAAC without the exact fast path: every partial sum is an int8 GEMM on torch.
+    monkeypatch.setenv("IMCSIM_EXACT_FAST_PATH", "0")
+    monkeypatch.setenv("IMCSIM_BACKEND", "numpy")  # restored after the test
+    fast = []
+    gemm = backend_k.TorchCpuBackend.gemm
+
+    def counted(self, x, w, out):
+        fast.append(w.fast is not None)
+        return gemm(self, x, w, out)
+
+    monkeypatch.setattr(backend_k.TorchCpuBackend, "gemm", counted)
+    ref = _run_digits(tmp_path, "numpy", "numpy")
+    assert ref["backend"] == "numpy" and not fast
+    got = _run_digits(tmp_path, "torch", "torch")
+    assert got["backend"] == "torch"
+    assert fast and all(fast)  # the option reached the layers: int8 GEMMs ran
+    for r in (ref, got):
+        r.pop("backend"), r.pop("wall_time_s")
+    assert json_equal(ref, got)
+
+
+def json_equal(a, b) -> bool:
+    import json
+
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def test_run_option_backend_refuses_a_missing_device_in_one_message(tmp_path, monkeypatch,
+                                                                     capsys):
+    from analysis.cli import main
+
+    monkeypatch.setenv("IMCSIM_BACKEND", "numpy")
+    if "cuda" in backend_k.available():
+        pytest.skip("this machine has a CUDA device")
+    for cmd in (["run", "isaac_32nm", "digits_cnn"], ["montecarlo", "isaac_32nm", "digits_cnn"]):
+        code = main(cmd + ["--samples", "4", "--out", str(tmp_path / cmd[0]), "--quiet",
+                           "--backend", "cuda"])
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert "cuda" in err.lower() and "Traceback" not in err
+        assert not (tmp_path / cmd[0]).exists()  # refused before any work
+    assert main(["run", "isaac_32nm", "digits_cnn", "--backend", "gpu"]) == 2
+    assert "invalid choice: 'gpu'" in capsys.readouterr().err
+
+
+def test_sweep_tasks_carry_the_coordinators_backend(monkeypatch):
+    from analysis import executors
+
+    monkeypatch.setenv("IMCSIM_BACKEND", "numpy")
+    seen = []
+
+    def fake_estimate(*args, **kwargs):
+        seen.append(os.environ.get("IMCSIM_BACKEND"))
+        raise backend_k.BackendError("stop here")
+
+    monkeypatch.setattr("analysis.run.estimate", fake_estimate)
+    task = {"key": "k", "built": object(), "mode": "analytical", "workload": "w",
+            "samples": 1, "seed": 0, "data_dir": None, "backend": "numpy"}
+    os.environ["IMCSIM_BACKEND"] = "auto"  # a worker whose environment lacks the option
+    out = executors.evaluate_point(task)
+    assert seen == ["numpy"] and out["status"] == "failed"
+    task["backend"] = "bogus"
+    out = executors.evaluate_point(task)
+    assert out["status"] == "failed" and "bogus" in out["reason"]

@@ -469,3 +469,16 @@ def test_analytical_sweep_with_kept_work_equals_one_without(tmp_path, monkeypatc
     assert stats == {"hits": 0, "misses": 8}
     assert kept == fresh
     assert len(set(kept)) == 8
+
+
+def test_sweep_tasks_carry_the_backend_option(tmp_path, monkeypatch):
+    # `imcsim sweep --backend X` sets IMCSIM_BACKEND here; each task carries it to workers
+    # that do not share this environment (tests/test_backend.py: the worker applies it).
+    from analysis.sweep import _build_point
+
+    spec = load_sweep(write_spec(tmp_path, {**SMALL, "parameters": {"crossbar.adc.bits": [4]},
+                                            "fixed": {"crossbar.adc.clip": True}}))
+    for name in ("numpy", "torch"):
+        monkeypatch.setenv("IMCSIM_BACKEND", name)
+        task, _, _ = _build_point(spec, read_yaml(ISAAC_YAML), 0, {"crossbar.adc.bits": 4}, "k")
+        assert task["backend"] == name

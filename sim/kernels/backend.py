@@ -21,9 +21,11 @@ integers) by the group's cell conductances ``(R, columns)``. Backends:
     path is not chosen automatically: on a CPU without AVX-512 VNNI it measured about 10x
     slower than float32 BLAS at these shapes (see ``docs/performance.md``).
 
-Chosen by the ``backend`` argument of :class:`sim.macros.CrossbarLayer` or the environment
-variable ``IMCSIM_BACKEND``. torch is imported lazily, only here, and only when a torch
-backend is asked for (explicitly, or by ``auto`` probing for a GPU); ``sim`` runs without it.
+Chosen by the ``backend`` argument of :class:`sim.macros.CrossbarLayer`, the run option
+``--backend`` of ``imcsim run``, ``montecarlo`` and ``sweep`` (:func:`select`), or the
+environment variable ``IMCSIM_BACKEND``. torch is imported lazily, only here, and only when
+a torch backend is asked for (explicitly, or by ``auto`` probing for a GPU); ``sim`` runs
+without it.
 """
 
 from __future__ import annotations
@@ -186,6 +188,26 @@ def make(name: str | None = None, *, dac_max: int = 255):
         b.dac_max = dac_max
         return b
     return CudaBackend()
+
+
+def require(name: str | None = None) -> str:
+    """The resolved backend name (:func:`resolve`), after checking that this machine can run
+    it: torch importable for ``torch`` and ``cuda``, a CUDA device for ``cuda``. A run option
+    naming a backend calls this before any work, so a missing GPU is one message, not a
+    fallback found out later."""
+    chosen = resolve(name)
+    if chosen != "numpy":
+        make(chosen)  # raises BackendError naming what is missing
+    return chosen
+
+
+def select(name: str) -> str:
+    """Make ``name`` this process's backend (``IMCSIM_BACKEND``, which worker processes
+    inherit and sweep tasks carry) once :func:`require` accepts it; returns the resolved
+    name."""
+    chosen = require(name)
+    os.environ["IMCSIM_BACKEND"] = name
+    return chosen
 
 
 def available() -> list[str]:
