@@ -8,7 +8,7 @@ process time is the stage's own) and of each mapped layer's forward pass:
 - ``hw_inputs``: the bridge's activation quantization, im2col and the packed sub-layers'
   row gathers;
 - ``split``: DAC steps and driven-row counts (``inputs.split_inputs_activity``);
-- ``gemm``: the partial-sum GEMMs (numpy backend);
+- ``gemm``: the partial-sum GEMMs (whichever backend ran them: ``IMCSIM_BACKEND``);
 - ``adc``: the fused ADC + shift-and-add kernel, with the comparator-noise draws it makes
   (since Dec 2 the kernel draws them itself; trees before that show them as ``comparator
   noise``);
@@ -46,17 +46,26 @@ STAGES: dict[str, float] = collections.defaultdict(float)
 LAYERS: dict[str, float] = collections.defaultdict(float)
 
 
+_DEPTH: dict[str, int] = collections.defaultdict(int)
+
+
 def _timed(owner, name: str, key: str, table: dict[str, float]) -> None:
-    fn = getattr(owner, name, None)
-    if fn is None:  # an older tree without this stage
+    """Add the process time of ``owner.name``'s calls to ``table[key]``; a call made from
+    within another timed call of the same key (a backend falling back to numpy's GEMM) is
+    counted once."""
+    fn = owner.__dict__.get(name) if isinstance(owner, type) else getattr(owner, name, None)
+    if fn is None:  # an older tree without this stage (or a class that inherits it)
         return
 
     def wrapper(*args, **kwargs):
+        _DEPTH[key] += 1
         t = time.process_time()
         try:
             return fn(*args, **kwargs)
         finally:
-            table[key] += time.process_time() - t
+            _DEPTH[key] -= 1
+            if _DEPTH[key] == 0:
+                table[key] += time.process_time() - t
 
     setattr(owner, name, wrapper)
 
@@ -77,7 +86,10 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     _timed(tb.HardwareLayer, "hw_inputs", "hw_inputs", STAGES)
     _timed(cb.inputs_k, "split_inputs_activity", "split", STAGES)
-    _timed(cb.backend_k.NumpyBackend, "gemm", "gemm", STAGES)
+    for backend in (cb.backend_k.NumpyBackend, getattr(cb.backend_k, "TorchCpuBackend", None),
+                    getattr(cb.backend_k, "CudaBackend", None)):
+        if backend is not None:  # every backend's GEMM (IMCSIM_BACKEND), counted once
+            _timed(backend, "gemm", "gemm", STAGES)
     _timed(cb.adc_k, "adc_accumulate", "adc", STAGES)
     _timed(cb.noise_k, "comparator_noise", "comparator noise", STAGES)
     _timed(cb.noise_k, "add_read_noise", "read noise", STAGES)

@@ -448,3 +448,31 @@ def test_sweep_tasks_carry_the_coordinators_backend(monkeypatch):
     task["backend"] = "bogus"
     out = executors.evaluate_point(task)
     assert out["status"] == "failed" and "bogus" in out["reason"]
+
+
+@pytest.mark.skipif("torch" not in backend_k.available(), reason="torch not installed")
+def test_cuda_backend_code_on_the_cpu_device(make_arch, monkeypatch):
+    # No GPU here: the cuda backend's code (float64 matmul of integer partial sums, copies to
+    # the device and back, numpy for float conductances) on torch's CPU device, same bits.
+    monkeypatch.setattr(backend_k, "make",
+                        lambda name=None, **kw: (backend_k.CudaBackend(device="cpu")
+                                                 if name == "cuda" else backend_k.NumpyBackend()))
+    w, x = _layer_io(k=300, n=7, m=40)
+    calls = []
+    gemm = backend_k.CudaBackend.gemm
+
+    def counted(self, xs, wg, out):
+        calls.append(wg.fast is not None)
+        return gemm(self, xs, wg, out)
+
+    monkeypatch.setattr(backend_k.CudaBackend, "gemm", counted)
+    for extra, integer in (({"variation.adc.noise_sigma_lsb": 0.5}, True),
+                           ({"variation.cell.sigma": 0.05}, False)):
+        arch = _isaac_small(make_arch, **extra)
+        ref = CrossbarLayer(arch, w, seed=2, backend="numpy", exact_fast_path=False)
+        got = CrossbarLayer(arch, w, seed=2, backend="cuda", exact_fast_path=False)
+        assert got.backend.name == "cuda"
+        calls.clear()
+        (o1, e1), (o2, e2) = ref.matmul(x, seed=5), got.matmul(x, seed=5)
+        assert o1.tobytes() == o2.tobytes() and e1 == e2
+        assert calls and all(c == integer for c in calls)  # integer sums on the device only

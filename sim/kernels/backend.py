@@ -12,14 +12,17 @@ integers) by the group's cell conductances ``(R, columns)``. Backends:
     to the numpy result: ideal cells (conductances are the integer levels), levels and DAC
     step values below 128, partial sums below ``2**24``. Elsewhere it falls back to numpy.
 ``cuda``
-    torch float32 matmul on a CUDA device (TF32 off) for integer-valued partial sums (ideal
-    cells), where it is exact and so equal to numpy; non-integer conductances stay on numpy,
+    torch float64 matmul on a CUDA device for integer-valued partial sums (ideal cells), where
+    it is exact (integers below ``2**53``; float64 needs no TF32 switch, so no global torch
+    setting is touched) and so equal to numpy; non-integer conductances stay on numpy,
     because a GPU sums in another order and would not give numpy's float32 bits.
     **Untested**: the development machine has no GPU.
 ``auto`` (default)
     ``cuda`` when torch is importable and sees a CUDA device, else ``numpy``. The CPU int8
-    path is not chosen automatically: on a CPU without AVX-512 VNNI it measured about 10x
-    slower than float32 BLAS at these shapes (see ``docs/performance.md``).
+    path is not chosen automatically: it serves only ideal cells outside the exact fast path,
+    and on a CPU without AVX-512 VNNI it measured about 10x slower than float32 BLAS at these
+    shapes (with VNNI, as on the development machine since Dec 1, 1-4x faster: choose it with
+    ``--backend torch``; ``docs/performance.md``).
 
 Chosen by the ``backend`` argument of :class:`sim.macros.CrossbarLayer`, the run option
 ``--backend`` of ``imcsim run``, ``montecarlo`` and ``sweep`` (:func:`select`), or the
@@ -129,32 +132,34 @@ class TorchCpuBackend(NumpyBackend):
 
 
 class CudaBackend(NumpyBackend):
-    """torch float32 on a CUDA device for integer partial sums; numpy elsewhere. Untested."""
+    """torch float64 on a CUDA device for integer partial sums; numpy elsewhere. Untested."""
 
     name = "cuda"
 
-    def __init__(self):
+    def __init__(self, device: str = "cuda"):
         self.torch = torch = _torch()
-        if not torch.cuda.is_available():
-            raise BackendError("IMCSIM_BACKEND=cuda but torch sees no CUDA device")
-        self.device = torch.device("cuda")
-        # TF32 would round the 10-bit-mantissa inputs: integers above 2**11 would not be exact.
-        torch.backends.cuda.matmul.allow_tf32 = False
+        if device == "cuda" and not torch.cuda.is_available():
+            raise BackendError("the cuda array backend (--backend or IMCSIM_BACKEND) needs a "
+                               "CUDA device, and torch sees none")
+        # Another device runs the same code (the tests use the CPU: no GPU here).
+        self.device = torch.device(device)
 
     def prepare(self, conductance, integer_bound):
         base = super().prepare(conductance, integer_bound)
         fast = None
         if integer_bound is not None and integer_bound < EXACT_F32:
-            fast = self.torch.from_numpy(base).to(self.device)
+            # float64: exact for these integers whatever the TF32 setting (float32 matmul on
+            # a GPU may round inputs to TF32's 10-bit mantissa unless a global flag is off).
+            fast = self.torch.from_numpy(base.astype(np.float64)).to(self.device)
         return _IntWeights(base, fast)
 
     def gemm(self, x, w, out):
         if w.fast is None or x.shape[0] == 0:
             return super().gemm(x, w.fallback, out)
-        xt = self.torch.from_numpy(np.ascontiguousarray(x)).to(self.device).float()
+        xt = self.torch.from_numpy(np.ascontiguousarray(x)).to(self.device).double()
         res = self.torch.matmul(xt, w.fast)
         dst = out[: x.shape[0]]
-        dst[...] = res.cpu().numpy()
+        dst[...] = res.cpu().numpy()  # integers below 2**24: float32 holds them exactly
         return dst
 
 
