@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from typing import Any
@@ -87,8 +87,8 @@ class Serial:
 
     name = "serial"
 
-    def run(self, fn: Callable[[Task], Outcome], tasks: list[Task]) -> Iterator[Outcome]:
-        """Yield each task's outcome as it finishes."""
+    def run(self, fn: Callable[[Task], Outcome], tasks: Iterable[Task]) -> Iterator[Outcome]:
+        """Yield each task's outcome as it finishes (the tasks are taken one at a time)."""
         for task in tasks:
             yield fn(task)
 
@@ -105,14 +105,22 @@ class LocalPool:
         self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=get_context("spawn"),
                                          initializer=single_threaded)
 
-    def run(self, fn: Callable[[Task], Outcome], tasks: list[Task]) -> Iterator[Outcome]:
-        """Yield outcomes as they finish, keeping at most two tasks queued per worker."""
+    def run(self, fn: Callable[[Task], Outcome], tasks: Iterable[Task]) -> Iterator[Outcome]:
+        """Yield outcomes as they finish, keeping at most two tasks queued per worker (taken
+        from ``tasks`` only as slots free up, so a lazily built task list overlaps with the
+        work)."""
         pending: dict = {}
-        queue = list(reversed(tasks))
-        while queue or pending:
-            while queue and len(pending) < 2 * self.workers:
-                task = queue.pop()
+        queue = iter(tasks)
+        more = True
+        while more or pending:
+            while more and len(pending) < 2 * self.workers:
+                task = next(queue, None)
+                if task is None:
+                    more = False
+                    break
                 pending[self._pool.submit(fn, task)] = task
+            if not pending:
+                break
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
                 yield _outcome(fut, pending.pop(fut))
@@ -138,10 +146,11 @@ class DaskExecutor:
         workers = self._client.scheduler_info().get("workers", {})
         self.name = f"Dask cluster {address}, {len(workers)} workers"
 
-    def run(self, fn: Callable[[Task], Outcome], tasks: list[Task]) -> Iterator[Outcome]:
+    def run(self, fn: Callable[[Task], Outcome], tasks: Iterable[Task]) -> Iterator[Outcome]:
         """Yield outcomes as the cluster finishes them."""
         from distributed import as_completed
 
+        tasks = list(tasks)
         futures = self._client.map(fn, tasks, pure=False)
         task_of = dict(zip(futures, tasks, strict=True))
         for fut in as_completed(futures):

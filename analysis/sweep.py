@@ -94,18 +94,24 @@ def run_sweep(spec: SweepSpec | str | Path, out_dir: str | Path | None = None, *
         run_id = store.start_run(command or "run_sweep", executor.name if executor else "-")
         bar = tqdm(total=len(points), initial=resumed, desc=f"sweep {spec.name}", unit="point",
                    disable=not progress, file=sys.stderr)
-        tasks, meta = [], {}
-        for idx, values, key in todo:
-            task, notes, reason = _build_point(spec, base, idx, values, key)
-            if task is None:
-                store.add(PointRow(key=key, idx=idx, params=values, status="invalid",
-                                   reason=reason, metrics={}, notes=[], seconds=0.0,
-                                   run=run_id))
-                bar.update(1)
-            else:
-                tasks.append(task)
-                meta[key] = (idx, values, notes)
-        errors = _execute(executor, tasks, meta, spec, store, run_id, bar) if tasks else []
+        meta: dict[str, tuple] = {}
+
+        def tasks():
+            # Built as the executor asks for them: a pool's workers start on the first points
+            # while this process builds (validates, calibrates) the next ones, instead of
+            # after every point of the sweep is built.
+            for idx, values, key in todo:
+                task, notes, reason = _build_point(spec, base, idx, values, key)
+                if task is None:
+                    store.add(PointRow(key=key, idx=idx, params=values, status="invalid",
+                                       reason=reason, metrics={}, notes=[], seconds=0.0,
+                                       run=run_id))
+                    bar.update(1)
+                else:
+                    meta[key] = (idx, values, notes)
+                    yield task
+
+        errors = _execute(executor, tasks(), meta, spec, store, run_id, bar) if todo else []
         bar.close()
         order = {k: i for i, k in enumerate(keys)}
         rows = [dataclasses.replace(r, idx=order[r.key]) for r in store.rows(keys)]

@@ -482,3 +482,31 @@ def test_sweep_tasks_carry_the_backend_option(tmp_path, monkeypatch):
         monkeypatch.setenv("IMCSIM_BACKEND", name)
         task, _, _ = _build_point(spec, read_yaml(ISAAC_YAML), 0, {"crossbar.adc.bits": 4}, "k")
         assert task["backend"] == name
+
+
+def test_points_are_built_as_the_executor_takes_them(tmp_path, monkeypatch):
+    # A pool's workers start on the first points while the coordinator builds the next: the
+    # tasks are a lazy sequence. With the serial executor, building and running interleave.
+    import analysis.sweep as sweep_mod
+
+    events = []
+    build, evaluate = sweep_mod._build_point, sweep_mod.evaluate_point
+
+    def built(spec, base, idx, values, key):
+        events.append(("build", idx))
+        return build(spec, base, idx, values, key)
+
+    def evaluated(task):
+        events.append(("run", task["idx"]))
+        return {"key": task["key"], "status": "invalid", "reason": "stub", "seconds": 0.0}
+
+    monkeypatch.setattr(sweep_mod, "_build_point", built)
+    monkeypatch.setattr(sweep_mod, "evaluate_point", evaluated)
+    spec = dict(SMALL, parameters={"crossbar.adc.bits": [4, 5, 6, 8], "inputs.bits": [4, 16]},
+                constraints=[], fixed={"crossbar.adc.clip": True})
+    outcome = run_sweep(load_sweep(write_spec(tmp_path, spec)), tmp_path / "o", workers=0,
+                        progress=False)
+    assert len(outcome.rows) == 8 and {r.status for r in outcome.rows} == {"invalid"}
+    builds = [i for kind, i in events if kind == "build"]
+    assert sorted(builds) == list(range(8))
+    assert events.index(("run", builds[0])) < events.index(("build", builds[-1]))
