@@ -490,7 +490,7 @@ def test_points_are_built_as_the_executor_takes_them(tmp_path, monkeypatch):
     import analysis.sweep as sweep_mod
 
     events = []
-    build, evaluate = sweep_mod._build_point, sweep_mod.evaluate_point
+    build = sweep_mod._build_point
 
     def built(spec, base, idx, values, key):
         events.append(("build", idx))
