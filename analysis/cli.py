@@ -151,7 +151,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.data_dir and spec.data_dir is None:
         spec = dataclasses.replace(spec, data_dir=str(Path(args.data_dir).resolve()))
     outcome = run_sweep(spec, args.out, workers=args.workers, scheduler=args.scheduler,
-                        progress=not args.quiet, command=" ".join(sys.argv))
+                        progress=not args.quiet, command=" ".join(sys.argv),
+                        backend=args.backend)
     print(format_outcome(outcome, spec))
     return 1 if outcome.errors else 0
 
@@ -171,7 +172,7 @@ def _cmd_montecarlo(args: argparse.Namespace) -> int:
                             workers=args.workers, scheduler=args.scheduler,
                             confidence=args.confidence, progress=not args.quiet,
                             command=" ".join(sys.argv), fixed=parse_set(args.set),
-                            disjoint_samples=args.disjoint_samples)
+                            disjoint_samples=args.disjoint_samples, backend=args.backend)
     return _emit(f"{format_montecarlo(report)}\n\nwrote {out / 'montecarlo.json'}",
                  [out / "montecarlo.json"])
 
@@ -488,6 +489,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="imcsim: %(levelname)s: %(message)s")
     if getattr(args, "data_dir", None) is None and "data_dir" in args:
         args.data_dir = os.environ.get("IMCSIM_DATA") or None
+    saved_backend = os.environ.get("IMCSIM_BACKEND")
     try:
         return args.func(args)
     except UserError as err:
@@ -505,6 +507,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("imcsim: interrupted; a rerun of the same command resumes", file=sys.stderr)
         return 130
+    finally:
+        # --backend holds for this command only (main() may be called again in one process).
+        if saved_backend is None:
+            os.environ.pop("IMCSIM_BACKEND", None)
+        else:
+            os.environ["IMCSIM_BACKEND"] = saved_backend
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ finish; the coordinator stores them (:mod:`analysis.store`).
 from __future__ import annotations
 
 import os
+import socket
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
@@ -55,11 +56,15 @@ def evaluate_point(task: Task) -> Outcome:
     single_threaded()
     start = time.perf_counter()
     out: Outcome = {"key": task["key"]}
+    saved_backend = os.environ.get("IMCSIM_BACKEND")
     try:
-        if task.get("backend"):  # the coordinator's --backend (a remote worker's env lacks it)
-            from sim.kernels.backend import select
+        if task.get("backend"):  # the sweep's --backend (a remote worker's env lacks it)
+            from sim.kernels.backend import BackendError, select
 
-            select(task["backend"])
+            try:
+                select(task["backend"])
+            except BackendError as err:  # say where: a cluster's worker is another machine
+                raise BackendError(f"on the worker at {socket.gethostname()}: {err}") from None
         # The coordinator's validated arch when the task carries it (same mapping, same arch).
         arch = task.get("built") or arch_from_dict(task["arch"], source=task["label"])
         if task.get("mode") == "analytical":
@@ -78,6 +83,12 @@ def evaluate_point(task: Task) -> Outcome:
         out.update(status="error", reason=traceback.format_exc())
     else:
         out.update(status="ok", metrics={m: float(getattr(result, m)) for m in METRICS})
+    finally:
+        # The point's backend holds for the point only (a Dask worker lives on).
+        if saved_backend is None:
+            os.environ.pop("IMCSIM_BACKEND", None)
+        else:
+            os.environ["IMCSIM_BACKEND"] = saved_backend
     out["seconds"] = time.perf_counter() - start
     return out
 

@@ -155,7 +155,8 @@ def run_montecarlo(arch_path: Path, workload_path: Path, *, chips: int, samples:
                    scheduler: str | None = None, confidence: float = 0.95,
                    progress: bool = True, command: str = "",
                    fixed: dict[str, Any] | None = None,
-                   disjoint_samples: bool = False) -> dict[str, Any]:
+                   disjoint_samples: bool = False, backend: str | None = None
+                   ) -> dict[str, Any]:
     """Run the chips (resuming finished ones) and return the ``montecarlo.json`` mapping.
 
     ``fixed``: arch settings (YAML path -> value) applied to every chip, as a sweep's
@@ -186,7 +187,8 @@ def run_montecarlo(arch_path: Path, workload_path: Path, *, chips: int, samples:
                      slice_by="variation.seed" if disjoint_samples else None)
     check_against_base(spec, read_yaml(spec.arch_path))
     outcome = run_sweep(spec, out_dir, workers=workers, scheduler=scheduler, progress=progress,
-                        db_name="montecarlo.db", command=command, write_outputs=False)
+                        db_name="montecarlo.db", command=command, write_outputs=False,
+                        backend=backend)
     bad = [r for r in outcome.rows if r.status != "ok"]
     if bad:
         raise UserError(f"{len(bad)} chip(s) could not be simulated; first: {bad[0].reason}")

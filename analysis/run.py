@@ -394,6 +394,7 @@ def simulate(arch_path: str | Path | Arch, workload_path: str | Path | LoadedWor
     result = _result(arch, arch_path, workload, workload_path, mapped, state, n, seed,
                      earlier + time.perf_counter() - start, timing, graph, placements)
     result.first_sample = int(first_sample)
+    result.backend = resolve_backend()  # the one the layers resolved (the same environment)
     if clamped:
         result.notes.append(f"{samples} samples asked for; the test split has {n}"
                             f"{f' from sample {first_sample} on' if first_sample else ''}, "
@@ -1235,7 +1236,7 @@ def _result(arch: Arch, arch_path: Path, workload: Workload, workload_path: Path
         digital_clock_hz=arch.clock.digital_hz,
         layer_graph=graph.to_json() if graph is not None else {},
         operations=operations,
-        energy_complete=not float_products, backend=resolve_backend())
+        energy_complete=not float_products)
 
 
 def _executed_macs(layer: LayerResult, rec) -> int:

@@ -20,7 +20,6 @@ import hashlib
 import io
 import json
 import math
-import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -68,9 +67,12 @@ class SweepOutcome:
 def run_sweep(spec: SweepSpec | str | Path, out_dir: str | Path | None = None, *,
               workers: int | None = None, scheduler: str | None = None,
               progress: bool = True, db_name: str = "sweep.db",
-              command: str = "", write_outputs: bool = True) -> SweepOutcome:
+              command: str = "", write_outputs: bool = True,
+              backend: str | None = None) -> SweepOutcome:
     """Run (or resume) a sweep and write its outputs (unless ``write_outputs`` is false, as
-    for Monte Carlo, which writes its own); see the module docstring."""
+    for Monte Carlo, which writes its own); see the module docstring. ``backend`` (the
+    ``--backend`` option) is the array backend each point runs on, wherever it runs; without
+    it a worker uses its own ``IMCSIM_BACKEND`` or ``auto`` (the same bits either way)."""
     if not isinstance(spec, SweepSpec):
         spec = load_sweep(spec)
     if not out_dir and not _SAFE_NAME.fullmatch(spec.name):
@@ -101,7 +103,7 @@ def run_sweep(spec: SweepSpec | str | Path, out_dir: str | Path | None = None, *
             # while this process builds (validates, calibrates) the next ones, instead of
             # after every point of the sweep is built.
             for idx, values, key in todo:
-                task, notes, reason = _build_point(spec, base, idx, values, key)
+                task, notes, reason = _build_point(spec, base, idx, values, key, backend)
                 if task is None:
                     store.add(PointRow(key=key, idx=idx, params=values, status="invalid",
                                        reason=reason, metrics={}, notes=[], seconds=0.0,
@@ -141,7 +143,8 @@ def _workload_digest(workload) -> str:
     return digest
 
 
-def _build_point(spec: SweepSpec, base: dict, idx: int, values: dict[str, Any], key: str):
+def _build_point(spec: SweepSpec, base: dict, idx: int, values: dict[str, Any], key: str,
+                 backend: str | None = None):
     """The task of one point, or ``(None, [], reason)`` when its arch is invalid."""
     data = copy.deepcopy(base)
     for path, value in spec.fixed.items():
@@ -163,9 +166,9 @@ def _build_point(spec: SweepSpec, base: dict, idx: int, values: dict[str, Any], 
             "workload": str(spec.workload_path), "samples": spec.samples, "seed": spec.seed,
             "data_dir": spec.data_dir, "batch_size": spec.batch_size, "mode": spec.mode,
             "first_sample": spec.first_sample(values),
-            # The coordinator's array backend (``--backend``), for workers that do not share
-            # its environment (a Dask cluster); the same bits on each backend.
-            "backend": os.environ.get("IMCSIM_BACKEND")}
+            # ``--backend``, for workers that do not share this environment (a Dask cluster);
+            # the same bits on each backend.
+            "backend": backend}
     return task, notes, ""
 
 

@@ -377,7 +377,9 @@ def main() -> None:
     after = reference()
     best = {k: max(v, after.get(k, 0.0)) for k, v in rates.items()}
     # The limit of the device the GEMMs run on: the GPU's for the cuda backend, else the CPU's.
-    on_gpu = backend_k.resolve(BACKEND) == "cuda"
+    on_gpu = backend_k.resolve(BACKEND) == "cuda" and any(k.startswith("cuda") for k in best)
+    if args.cpu and backend_k.resolve(BACKEND) == "cuda":
+        print("  note: --cpu times one CPU thread: the ratios are to the CPU's rate")
     fp32 = max(v for k, v in best.items() if "fp32" in k and k.startswith("cuda") == on_gpu)
     print("  fp32 again after the rows: " + ", ".join(
         f"{k} {v / 1e9:.2f} G" for k, v in after.items() if "fp32" in k))

@@ -399,6 +399,7 @@ def test_run_option_backend_picks_the_gemm_and_keeps_the_bits(tmp_path, monkeypa
     assert ref["backend"] == "numpy" and not fast
     got = _run_digits(tmp_path, "torch", "torch")
     assert got["backend"] == "torch"
+    assert os.environ["IMCSIM_BACKEND"] == "numpy"  # the option held for that command only
     assert fast and all(fast)  # the option reached the layers: int8 GEMMs ran
     for r in (ref, got):
         r.pop("backend"), r.pop("wall_time_s")
@@ -445,9 +446,11 @@ def test_sweep_tasks_carry_the_coordinators_backend(monkeypatch):
     os.environ["IMCSIM_BACKEND"] = "auto"  # a worker whose environment lacks the option
     out = executors.evaluate_point(task)
     assert seen == ["numpy"] and out["status"] == "failed"
+    assert os.environ["IMCSIM_BACKEND"] == "auto"  # for that point only
     task["backend"] = "bogus"
     out = executors.evaluate_point(task)
     assert out["status"] == "failed" and "bogus" in out["reason"]
+    assert "on the worker at" in out["reason"]
 
 
 @pytest.mark.skipif("torch" not in backend_k.available(), reason="torch not installed")
@@ -463,11 +466,17 @@ def test_cuda_backend_code_on_the_cpu_device(make_arch, monkeypatch):
 
     def counted(self, xs, wg, out):
         calls.append(wg.fast is not None)
+        if wg.fast is not None:
+            dtypes.add(xs.dtype.name)
         return gemm(self, xs, wg, out)
 
     monkeypatch.setattr(backend_k.CudaBackend, "gemm", counted)
+    dtypes = set()
     for extra, integer in (({"variation.adc.noise_sigma_lsb": 0.5}, True),
-                           ({"variation.cell.sigma": 0.05}, False)):
+                           ({"variation.cell.sigma": 0.05}, False),
+                           # 10-bit DAC steps: uint16 GEMM inputs, widened on the host
+                           ({"variation.adc.noise_sigma_lsb": 0.5, "crossbar.dac.bits": 10,
+                             "crossbar.adc.bits": 12, "inputs.bits": 16}, True)):
         arch = _isaac_small(make_arch, **extra)
         ref = CrossbarLayer(arch, w, seed=2, backend="numpy", exact_fast_path=False)
         got = CrossbarLayer(arch, w, seed=2, backend="cuda", exact_fast_path=False)
@@ -476,3 +485,4 @@ def test_cuda_backend_code_on_the_cpu_device(make_arch, monkeypatch):
         (o1, e1), (o2, e2) = ref.matmul(x, seed=5), got.matmul(x, seed=5)
         assert o1.tobytes() == o2.tobytes() and e1 == e2
         assert calls and all(c == integer for c in calls)  # integer sums on the device only
+    assert {"uint8", "uint16"} <= dtypes

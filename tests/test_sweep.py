@@ -472,15 +472,16 @@ def test_analytical_sweep_with_kept_work_equals_one_without(tmp_path, monkeypatc
 
 
 def test_sweep_tasks_carry_the_backend_option(tmp_path, monkeypatch):
-    # `imcsim sweep --backend X` sets IMCSIM_BACKEND here; each task carries it to workers
-    # that do not share this environment (tests/test_backend.py: the worker applies it).
+    # `imcsim sweep --backend X`: each task carries X to workers that do not share this
+    # environment (tests/test_backend.py: the worker applies it for the point only).
     from analysis.sweep import _build_point
 
     spec = load_sweep(write_spec(tmp_path, {**SMALL, "parameters": {"crossbar.adc.bits": [4]},
                                             "fixed": {"crossbar.adc.clip": True}}))
-    for name in ("numpy", "torch"):
-        monkeypatch.setenv("IMCSIM_BACKEND", name)
-        task, _, _ = _build_point(spec, read_yaml(ISAAC_YAML), 0, {"crossbar.adc.bits": 4}, "k")
+    monkeypatch.setenv("IMCSIM_BACKEND", "torch")  # exported, not asked for: not carried
+    for name in ("numpy", "torch", None):
+        task, _, _ = _build_point(spec, read_yaml(ISAAC_YAML), 0, {"crossbar.adc.bits": 4}, "k",
+                                  name)
         assert task["backend"] == name
 
 
@@ -492,9 +493,9 @@ def test_points_are_built_as_the_executor_takes_them(tmp_path, monkeypatch):
     events = []
     build = sweep_mod._build_point
 
-    def built(spec, base, idx, values, key):
+    def built(spec, base, idx, values, key, backend=None):
         events.append(("build", idx))
-        return build(spec, base, idx, values, key)
+        return build(spec, base, idx, values, key, backend)
 
     def evaluated(task):
         events.append(("run", task["idx"]))

@@ -15,8 +15,10 @@ integers) by the group's cell conductances ``(R, columns)``. Backends:
     torch float64 matmul on a CUDA device for integer-valued partial sums (ideal cells), where
     it is exact (integers below ``2**53``; float64 needs no TF32 switch, so no global torch
     setting is touched) and so equal to numpy; non-integer conductances stay on numpy,
-    because a GPU sums in another order and would not give numpy's float32 bits.
-    **Untested**: the development machine has no GPU.
+    because a GPU sums in another order and would not give numpy's float32 bits. float64
+    runs at 1/32-1/64 of the float32 rate on consumer GPUs (near it on data-centre ones).
+    **Untested on a GPU**: the development machine has none (its code runs on torch's CPU
+    device in the tests; ``bench/gpu_check.sh`` is the device check).
 ``auto`` (default)
     ``cuda`` when torch is importable and sees a CUDA device, else ``numpy``. The CPU int8
     path is not chosen automatically: it serves only ideal cells outside the exact fast path,
@@ -93,8 +95,8 @@ def _torch():
     try:
         import torch
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise BackendError("array backend needs torch, which is not installed; use "
-                           "IMCSIM_BACKEND=numpy") from exc
+        raise BackendError("this array backend needs torch, which is not installed; use "
+                           "--backend numpy (or IMCSIM_BACKEND=numpy)") from exc
     return torch
 
 
@@ -156,7 +158,10 @@ class CudaBackend(NumpyBackend):
     def gemm(self, x, w, out):
         if w.fast is None or x.shape[0] == 0:
             return super().gemm(x, w.fallback, out)
-        xt = self.torch.from_numpy(np.ascontiguousarray(x)).to(self.device).double()
+        # Wide DAC steps arrive as uint16, which torch supports only in part on a device:
+        # widened on the host (uint8 travels as it is).
+        xh = np.ascontiguousarray(x if x.dtype == np.uint8 else x.astype(np.int32))
+        xt = self.torch.from_numpy(xh).to(self.device).double()
         res = self.torch.matmul(xt, w.fast)
         dst = out[: x.shape[0]]
         dst[...] = res.cpu().numpy()  # integers below 2**24: float32 holds them exactly
