@@ -188,8 +188,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _add_executor_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=_whole(0, 1024), default=None,
-                   help="local worker processes (default: the usable cores; 0 runs in this "
-                        "process)")
+                   help="local worker processes (default: the usable cores; an analytical "
+                        "sweep runs in this process until the rest would take over 30 s, "
+                        "then on them; 0 runs in this process)")
     p.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
                    help="run on an existing Dask distributed cluster instead")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -7,9 +7,13 @@ runs the bit-true kernels single-threaded (one point per core). Results stream b
 finish; the coordinator stores them (:mod:`analysis.store`).
 
 - ``serial`` (``--workers 0``): in this process, for debugging.
-- ``LocalPool`` (default): a ``concurrent.futures`` process pool of ``--workers`` processes
-  (default: the usable cores), started with ``spawn`` so no thread state of the parent is
-  forked. Nothing to install or start.
+- ``LocalPool`` (default for bit-true sweeps): a ``concurrent.futures`` process pool of
+  ``--workers`` processes (default: the usable cores), started with ``spawn`` so no thread
+  state of the parent is forked. Nothing to install or start.
+- ``Auto`` (default for analytical sweeps, ``--workers`` not given): in this process while the
+  points left would take at most :data:`AUTO_POOL_SECONDS` here, then the rest on a
+  ``LocalPool``: a pool worker spends seconds starting (spawning, importing torch, preparing
+  the workload), more than a short analytical sweep takes in one process.
 - ``DaskExecutor`` (``--scheduler tcp://HOST:PORT``): an existing ``dask.distributed``
   cluster. Its workers must import this imcsim and see the workload, checkpoint and data
   files at the same absolute paths (a shared file system or the same container image).
@@ -181,12 +185,70 @@ def _outcome(future: Any, task: Task) -> Outcome:
                 "reason": f"the worker running this point died: {exc!r}"}
 
 
-def make_executor(workers: int | None = None, scheduler: str | None = None):
-    """The executor for the command-line options ``--workers`` and ``--scheduler``."""
+#: An analytical sweep with the default executor runs in this process while the points left
+#: would take at most this many seconds here at the rate measured on its warm points; past
+#: that, the rest go to a local pool. Measured on two cores (docs/performance.md): the 45-point
+#: `cifar_cnn` grid took 3.4 s in one process and 6.8 s on a pool of 2, the 324-point grid
+#: 6.3 s and 8.3-11.0 s.
+AUTO_POOL_SECONDS = 30.0
+#: The warm points (or seconds of them) the rate of :class:`Auto` is taken over: the first few
+#: warm points make the sweep's first mappings and schedules and run slower than the rest.
+AUTO_RATE_POINTS = 16
+AUTO_RATE_SECONDS = 2.0
+
+
+class Auto:
+    """Analytical sweeps without ``--workers``: see the module docstring. The first point
+    prepares the workload in this process (not a rate); after each later point, once
+    :data:`AUTO_RATE_POINTS` warm points or :data:`AUTO_RATE_SECONDS` of them have run, the
+    rest is estimated at their mean time, and when it exceeds :data:`AUTO_POOL_SECONDS` (and
+    there is more than one usable core) the remaining tasks go to a :class:`LocalPool`."""
+
+    def __init__(self, total: int, workers: int | None = None,
+                 seconds: float | None = None):
+        self.total = total
+        self.workers = workers
+        self.seconds = AUTO_POOL_SECONDS if seconds is None else seconds
+        self.pool: LocalPool | None = None
+        self.name = (f"auto: this process, a local pool once the rest would take over "
+                     f"{self.seconds:g} s")
+
+    def run(self, fn: Callable[[Task], Outcome], tasks: Iterable[Task]) -> Iterator[Outcome]:
+        """Yield each task's outcome: here, then (when long) from the pool."""
+        queue = iter(tasks)
+        cores = len(os.sched_getaffinity(0))
+        done, warm_start = 0, 0.0
+        for task in queue:
+            yield fn(task)
+            done += 1
+            if done == 1:
+                warm_start = time.perf_counter()
+                continue
+            warm = time.perf_counter() - warm_start
+            if done - 1 < AUTO_RATE_POINTS and warm < AUTO_RATE_SECONDS:
+                continue
+            if cores > 1 and (self.total - done) * warm / (done - 1) > self.seconds:
+                self.pool = LocalPool(self.workers)
+                yield from self.pool.run(fn, queue)
+                return
+
+    def close(self) -> None:
+        """Stop the pool if one was started."""
+        if self.pool is not None:
+            self.pool.close()
+
+
+def make_executor(workers: int | None = None, scheduler: str | None = None,
+                  analytical_points: int | None = None):
+    """The executor for the command-line options ``--workers`` and ``--scheduler``;
+    ``analytical_points``: the points of an analytical sweep to run (:class:`Auto` when
+    ``--workers`` is not given)."""
     if scheduler:
         return DaskExecutor(scheduler)
     if workers is not None and workers < 0:
         raise UserError(f"--workers must be 0 (in this process) or more, got {workers}")
     if workers == 0:
         return Serial()
+    if workers is None and analytical_points is not None:
+        return Auto(analytical_points)
     return LocalPool(workers)

@@ -92,7 +92,8 @@ def run_sweep(spec: SweepSpec | str | Path, out_dir: str | Path | None = None, *
         todo = [(i, values, key) for i, (values, key) in enumerate(zip(points, keys, strict=True))
                 if key not in done]
         resumed = len(points) - len(todo)
-        executor = make_executor(workers, scheduler) if todo else None
+        executor = make_executor(workers, scheduler, len(todo) if spec.mode == "analytical"
+                                 else None) if todo else None
         run_id = store.start_run(command or "run_sweep", executor.name if executor else "-")
         bar = tqdm(total=len(points), initial=resumed, desc=f"sweep {spec.name}", unit="point",
                    disable=not progress, file=sys.stderr)

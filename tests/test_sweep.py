@@ -511,3 +511,62 @@ def test_points_are_built_as_the_executor_takes_them(tmp_path, monkeypatch):
     builds = [i for kind, i in events if kind == "build"]
     assert sorted(builds) == list(range(8))
     assert events.index(("run", builds[0])) < events.index(("build", builds[-1]))
+
+
+ANALYTICAL = dict(SMALL, mode="analytical", samples=16, constraints=[],
+                  objectives={"tops_per_w": "max", "area_mm2": "min"},
+                  parameters={"crossbar.adc.bits": [4, 5, 6, 8],
+                              "crossbar.size": {"paths": ["crossbar.rows", "crossbar.columns"],
+                                                "values": [64, 128]}},
+                  fixed={"crossbar.adc.clip": True})
+
+
+def _metrics(outcome):
+    return json.dumps([(r.idx, r.status, r.metrics) for r in outcome.rows], sort_keys=True)
+
+
+def test_analytical_sweep_without_workers_runs_here_while_short(tmp_path, monkeypatch):
+    import analysis.executors as ex
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("a short analytical sweep started a pool")
+
+    monkeypatch.setattr(ex, "LocalPool", no_pool)
+    spec = load_sweep(write_spec(tmp_path, ANALYTICAL))
+    auto = run_sweep(spec, tmp_path / "auto", progress=False)
+    serial = run_sweep(spec, tmp_path / "serial", workers=0, progress=False)
+    assert len(auto.rows) == 8 and _metrics(auto) == _metrics(serial)
+    runs = sqlite3.connect(tmp_path / "auto" / "sweep.db").execute(
+        "SELECT executor FROM runs").fetchall()
+    assert runs and runs[0][0].startswith("auto")
+
+
+def test_analytical_sweep_hands_the_rest_to_a_pool_once_long(tmp_path, monkeypatch):
+    # The rest's estimate above the threshold (here 0 s, the rate taken after one warm point):
+    # the remaining points run on a local pool; the same results as in one process.
+    import analysis.executors as ex
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one usable core: the pool is never started")
+    made = []
+    pool_cls = ex.LocalPool
+
+    def counted(*args, **kwargs):
+        made.append(pool_cls(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(ex, "LocalPool", counted)
+    monkeypatch.setattr(ex, "AUTO_POOL_SECONDS", 0.0)
+    monkeypatch.setattr(ex, "AUTO_RATE_POINTS", 1)
+    spec = load_sweep(write_spec(tmp_path, ANALYTICAL))
+    auto = run_sweep(spec, tmp_path / "auto", progress=False)
+    serial = run_sweep(spec, tmp_path / "serial", workers=0, progress=False)
+    assert len(made) == 1 and _metrics(auto) == _metrics(serial)
+    runs = sqlite3.connect(tmp_path / "auto" / "sweep.db").execute(
+        "SELECT executor FROM runs").fetchall()
+    assert runs[0][0].startswith("auto")  # the first points ran here
+    # an explicit worker count is a pool from the start, bit-true sweeps too
+    assert isinstance(ex.make_executor(2, None, 8), pool_cls)
+    assert isinstance(ex.make_executor(None, None, None), pool_cls)
+    for e in made:
+        e.close()
