@@ -187,9 +187,9 @@ def _outcome(future: Any, task: Task) -> Outcome:
 
 #: An analytical sweep with the default executor runs in this process while the points left
 #: would take at most this many seconds here at the rate measured on its warm points; past
-#: that, the rest go to a local pool. Measured on two cores (docs/performance.md): the 45-point
-#: `cifar_cnn` grid took 3.4 s in one process and 6.8 s on a pool of 2, the 324-point grid
-#: 6.3 s and 8.3-11.0 s.
+#: that, the rest go to a local pool. Measured on two cores (``bench/bench_sweep_default.py``):
+#: the 45-point ``cifar_cnn`` grid took 3.2-4.4 s in one process and 6.1-7.2 s on a pool of 2
+#: from the start, the 324-point grid 6.8 s and 8.3-9.5 s.
 AUTO_POOL_SECONDS = 30.0
 #: The warm points (or seconds of them) the rate of :class:`Auto` is taken over: the first few
 #: warm points make the sweep's first mappings and schedules and run slower than the rest.
