@@ -21,6 +21,7 @@ finish; the coordinator stores them (:mod:`analysis.store`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -97,6 +98,24 @@ def evaluate_point(task: Task) -> Outcome:
     return out
 
 
+@contextlib.contextmanager
+def _threads_kept():
+    """Restore this process's kernel and torch thread counts afterwards: points run here are
+    made single-threaded (:func:`evaluate_point`), which must not outlast the sweep in a
+    caller's process (a notebook that simulates next)."""
+    import torch
+
+    saved_env, saved_torch = os.environ.get("IMCSIM_THREADS"), torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if saved_env is None:
+            os.environ.pop("IMCSIM_THREADS", None)
+        else:
+            os.environ["IMCSIM_THREADS"] = saved_env
+        torch.set_num_threads(saved_torch)
+
+
 class Serial:
     """Runs tasks one after another in this process."""
 
@@ -104,8 +123,9 @@ class Serial:
 
     def run(self, fn: Callable[[Task], Outcome], tasks: Iterable[Task]) -> Iterator[Outcome]:
         """Yield each task's outcome as it finishes (the tasks are taken one at a time)."""
-        for task in tasks:
-            yield fn(task)
+        with _threads_kept():
+            for task in tasks:
+                yield fn(task)
 
     def close(self) -> None:
         """Nothing to release."""
@@ -219,7 +239,9 @@ class Auto:
         cores = len(os.sched_getaffinity(0))
         done, warm_start = 0, 0.0
         for task in queue:
-            yield fn(task)
+            with _threads_kept():
+                outcome = fn(task)
+            yield outcome
             done += 1
             if done == 1:
                 warm_start = time.perf_counter()

@@ -570,3 +570,15 @@ def test_analytical_sweep_hands_the_rest_to_a_pool_once_long(tmp_path, monkeypat
     assert isinstance(ex.make_executor(None, None, None), pool_cls)
     for e in made:
         e.close()
+
+
+def test_points_run_here_leave_the_callers_threads_alone(tmp_path, monkeypatch):
+    # A point run in this process is single-threaded; the caller's settings come back after.
+    import torch
+
+    monkeypatch.setenv("IMCSIM_THREADS", "2")
+    before = torch.get_num_threads()
+    spec = load_sweep(write_spec(tmp_path, ANALYTICAL))
+    for workers in (None, 0):
+        run_sweep(spec, tmp_path / f"o{workers}", workers=workers, progress=False)
+        assert os.environ["IMCSIM_THREADS"] == "2" and torch.get_num_threads() == before
