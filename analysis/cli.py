@@ -20,6 +20,7 @@ import yaml
 from analysis.paths import ARCH_DIR, WORKLOAD_DIR, resolve
 from sim.config.loader import read_yaml
 from sim.errors import ConfigError, UserError
+from sim.kernels.backend import NAMES, selected
 
 #: Largest seed accepted: a stated range (32-bit words, what seeding APIs commonly take).
 SEED_MAX = 2**32 - 1
@@ -86,19 +87,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _select_backend(args: argparse.Namespace) -> None:
-    """``--backend``: checked (a missing torch or GPU is one message) and made this process's
-    and its workers' backend before any work."""
-    if getattr(args, "backend", None):
-        from sim.kernels.backend import select
-
-        select(args.backend)
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
     from analysis.run import format_result, save, simulate
-
-    _select_backend(args)
 
     arch = resolve(args.arch, ARCH_DIR, "arch")
     workload = resolve(args.workload, WORKLOAD_DIR, "workload")
@@ -146,7 +136,6 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from analysis.sweep import format_outcome, run_sweep
     from analysis.sweep_spec import load_sweep
 
-    _select_backend(args)
     spec = load_sweep(args.spec)
     if args.data_dir and spec.data_dir is None:
         spec = dataclasses.replace(spec, data_dir=str(Path(args.data_dir).resolve()))
@@ -159,8 +148,6 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 def _cmd_montecarlo(args: argparse.Namespace) -> int:
     from analysis.montecarlo import format_montecarlo, parse_set, run_montecarlo
-
-    _select_backend(args)
 
     arch = resolve(args.arch, ARCH_DIR, "arch")
     workload = resolve(args.workload, WORKLOAD_DIR, "workload")
@@ -198,8 +185,6 @@ def _add_executor_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_backend_option(p: argparse.ArgumentParser) -> None:
-    from sim.kernels.backend import NAMES
-
     p.add_argument("--backend", choices=NAMES, default=None,
                    help="array backend of the partial-sum GEMMs: numpy (float32 BLAS), torch "
                         "(int8 GEMM on the CPU where exact), cuda (a CUDA device where exact), "
@@ -490,9 +475,11 @@ def main(argv: list[str] | None = None) -> int:
                         format="imcsim: %(levelname)s: %(message)s")
     if getattr(args, "data_dir", None) is None and "data_dir" in args:
         args.data_dir = os.environ.get("IMCSIM_DATA") or None
-    saved_backend = os.environ.get("IMCSIM_BACKEND")
     try:
-        return args.func(args)
+        # --backend: checked before any work (a missing torch or GPU is one message), this
+        # process's and its workers' backend for this command only.
+        with selected(getattr(args, "backend", None)):
+            return args.func(args)
     except UserError as err:
         print(f"imcsim: error: {err}", file=sys.stderr)
         return err.exit_code
@@ -508,12 +495,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("imcsim: interrupted; a rerun of the same command resumes", file=sys.stderr)
         return 130
-    finally:
-        # --backend holds for this command only (main() may be called again in one process).
-        if saved_backend is None:
-            os.environ.pop("IMCSIM_BACKEND", None)
-        else:
-            os.environ["IMCSIM_BACKEND"] = saved_backend
 
 
 if __name__ == "__main__":

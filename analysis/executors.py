@@ -32,6 +32,7 @@ from multiprocessing import get_context
 from typing import Any
 
 from sim.errors import ConfigError, MappingError, UserError
+from sim.kernels.backend import BackendError, selected
 
 Task = dict[str, Any]
 Outcome = dict[str, Any]
@@ -61,39 +62,31 @@ def evaluate_point(task: Task) -> Outcome:
     single_threaded()
     start = time.perf_counter()
     out: Outcome = {"key": task["key"]}
-    saved_backend = os.environ.get("IMCSIM_BACKEND")
     try:
-        if task.get("backend"):  # the sweep's --backend (a remote worker's env lacks it)
-            from sim.kernels.backend import BackendError, select
-
-            try:
-                select(task["backend"])
-            except BackendError as err:  # say where: a cluster's worker is another machine
-                raise BackendError(f"on the worker at {socket.gethostname()}: {err}") from None
-        # The coordinator's validated arch when the task carries it (same mapping, same arch).
-        arch = task.get("built") or arch_from_dict(task["arch"], source=task["label"])
-        if task.get("mode") == "analytical":
-            result = estimate(arch, task["workload"], samples=task["samples"] or 64,
-                              seed=task["seed"], data_dir=task["data_dir"])
-        else:
-            result = simulate(arch, task["workload"], samples=task["samples"],
-                              seed=task["seed"], data_dir=task["data_dir"],
-                              batch_size=task["batch_size"], progress=False,
-                              first_sample=task.get("first_sample", 0))
+        # The sweep's --backend, for the point only (a remote worker's environment lacks it;
+        # a Dask worker lives on).
+        with selected(task.get("backend")):
+            # The coordinator's validated arch when the task carries it (same mapping, same
+            # arch).
+            arch = task.get("built") or arch_from_dict(task["arch"], source=task["label"])
+            if task.get("mode") == "analytical":
+                result = estimate(arch, task["workload"], samples=task["samples"] or 64,
+                                  seed=task["seed"], data_dir=task["data_dir"])
+            else:
+                result = simulate(arch, task["workload"], samples=task["samples"],
+                                  seed=task["seed"], data_dir=task["data_dir"],
+                                  batch_size=task["batch_size"], progress=False,
+                                  first_sample=task.get("first_sample", 0))
     except (ConfigError, MappingError) as err:
         out.update(status="invalid", reason=str(err))
+    except BackendError as err:  # say where: a cluster's worker is another machine
+        out.update(status="failed", reason=f"on the worker at {socket.gethostname()}: {err}")
     except UserError as err:  # missing data or checkpoint: the same for every point
         out.update(status="failed", reason=str(err))
     except Exception:  # noqa: BLE001 - reported to the coordinator, which keeps going
         out.update(status="error", reason=traceback.format_exc())
     else:
         out.update(status="ok", metrics={m: float(getattr(result, m)) for m in METRICS})
-    finally:
-        # The point's backend holds for the point only (a Dask worker lives on).
-        if saved_backend is None:
-            os.environ.pop("IMCSIM_BACKEND", None)
-        else:
-            os.environ["IMCSIM_BACKEND"] = saved_backend
     out["seconds"] = time.perf_counter() - start
     return out
 
@@ -154,8 +147,6 @@ class LocalPool:
                     more = False
                     break
                 pending[self._pool.submit(fn, task)] = task
-            if not pending:
-                break
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
                 yield _outcome(fut, pending.pop(fut))
@@ -238,21 +229,20 @@ class Auto:
         queue = iter(tasks)
         cores = len(os.sched_getaffinity(0))
         done, warm_start = 0, 0.0
-        for task in queue:
-            with _threads_kept():
-                outcome = fn(task)
-            yield outcome
-            done += 1
-            if done == 1:
-                warm_start = time.perf_counter()
-                continue
-            warm = time.perf_counter() - warm_start
-            if done - 1 < AUTO_RATE_POINTS and warm < AUTO_RATE_SECONDS:
-                continue
-            if cores > 1 and (self.total - done) * warm / (done - 1) > self.seconds:
-                self.pool = LocalPool(self.workers)
-                yield from self.pool.run(fn, queue)
-                return
+        with _threads_kept():
+            for task in queue:
+                yield fn(task)
+                done += 1
+                if done == 1:
+                    warm_start = time.perf_counter()
+                    continue
+                warm = time.perf_counter() - warm_start
+                if done - 1 < AUTO_RATE_POINTS and warm < AUTO_RATE_SECONDS:
+                    continue
+                if cores > 1 and (self.total - done) * warm / (done - 1) > self.seconds:
+                    self.pool = LocalPool(self.workers)
+                    yield from self.pool.run(fn, queue)
+                    return
 
     def close(self) -> None:
         """Stop the pool if one was started."""

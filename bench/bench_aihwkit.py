@@ -120,8 +120,9 @@ def imcsim_arch(noise: float):
 
 
 def run_imcsim(x_float: np.ndarray, w_float: np.ndarray, repeat: int,
-               noise: float) -> tuple[float, float, float]:
-    """Wall and CPU seconds and error of imcsim's layer on operands quantized to its formats."""
+               noise: float, profile: bool = False) -> tuple[float, float, float]:
+    """Wall and CPU seconds and error of imcsim's layer on operands quantized to its formats
+    (with ``profile``, first the CPU seconds of each stage of its forward pass, printed)."""
     sx = np.abs(x_float).max() / 127
     sw = np.abs(w_float).max() / 15
     x = np.clip(np.round(x_float / sx), -127, 127).astype(np.int64)
@@ -133,6 +134,8 @@ def run_imcsim(x_float: np.ndarray, w_float: np.ndarray, repeat: int,
     def forward():
         return layer.matmul(pos, seed=1)[0] - layer.matmul(neg, seed=2)[0]
 
+    if profile:
+        _profile(forward, max(repeat, 10))
     wall, cpu = timed(forward, repeat)
     y = forward() * sx * sw
     return wall, cpu, rel_error(y, x_float @ w_float)
@@ -164,6 +167,29 @@ def run_aihwkit(x_float: np.ndarray, w_float: np.ndarray, repeat: int, threads: 
     return wall, cpu, rel_error(y, x_float @ w_float)
 
 
+def _profile(forward, batches: int) -> None:
+    """CPU seconds per batch of each stage of imcsim's forward pass (the stage wrappers of
+    ``bench/profile_bittrue.py``; with ``--threads 1`` they add up to the process's time)."""
+    import profile_bittrue as pb  # a sibling script
+
+    from sim.macros import crossbar as cb
+
+    for backend in (cb.backend_k.NumpyBackend, cb.backend_k.TorchCpuBackend):
+        pb._timed(backend, "gemm", "float32 partial-sum GEMMs", pb.STAGES)
+    pb._timed(cb.adc_k, "adc_accumulate", "ADC kernel with its noise draws", pb.STAGES)
+    pb._timed(cb.inputs_k, "split_inputs_activity", "input split", pb.STAGES)
+    forward()
+    pb.STAGES.clear()
+    c = time.process_time()
+    for _ in range(batches):
+        forward()
+    total = time.process_time() - c
+    print(f"imcsim forward, profiled: {total / batches * 1e3:.2f} ms CPU per batch "
+          f"({batches} batches, the stage wrappers included)")
+    for key, t in sorted(pb.STAGES.items(), key=lambda kv: -kv[1]):
+        print(f"  {key:<34}{t / batches * 1e3:7.2f} ms  {100 * t / total:5.1f} %")
+
+
 def _commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
@@ -176,6 +202,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--profile", action="store_true",
+                    help="first print the CPU time of each stage of imcsim's forward pass")
     ap.add_argument("--threads", type=int, default=1,
                     help="threads of each simulator (IMCSIM_THREADS, torch.set_num_threads)")
     args = ap.parse_args()
@@ -192,7 +220,7 @@ def main() -> None:
           f"best of {args.repeat} (wall and CPU time per batch); error = RMS error / RMS of "
           "the float product")
     print(f"commit {_commit()}, load average {os.getloadavg()[0]:.2f} at start")
-    rows = [("imcsim", run_imcsim(x, w, args.repeat, noise),
+    rows = [("imcsim", run_imcsim(x, w, args.repeat, noise, args.profile),
              f"{imcsim_arch(noise).source}, comparator noise {noise:.3f} LSB")]
     for omega, label in ((0.0, "InferenceRPUConfig defaults"),
                          (1.0, "defaults + mapping.weight_scaling_omega 1.0")):

@@ -46,23 +46,21 @@ GRIDS = {
     "324 points": ("[3, 4, 5, 6, 7, 8]",
                    "  crossbar.dac.bits: [1, 2]\n  organization.tiles: [84, 168, 336]\n"),
 }
-WORKERS = {"auto (default)": None, "one process (--workers 0)": 0, "pool from the start": -1}
+MODES = {"auto (default)": "auto", "one process (--workers 0)": "serial",
+         "pool from the start": "pool"}
 
 RUN = """
-import sys, time
+import dataclasses, sys, time
 from pathlib import Path
-from analysis.executors import LocalPool
-from analysis.sweep import run_sweep
 import analysis.sweep as sweep_mod
-spec, out, data, workers = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-if workers == -1:  # the default before Dec 2: a pool of the usable cores from the start
-    sweep_mod.make_executor = lambda *a, **k: LocalPool(None)
-    workers = None
+from analysis.executors import LocalPool
 from analysis.sweep_spec import load_sweep
-import dataclasses
+spec, out, data, mode = sys.argv[1:5]
+if mode == "pool":  # the default before Dec 2: a pool of the usable cores from the start
+    sweep_mod.make_executor = lambda *a, **k: LocalPool(None)
 s = dataclasses.replace(load_sweep(Path(spec)), data_dir=data)
 t = time.perf_counter()
-o = run_sweep(s, Path(out), workers=None if workers == -2 else workers, progress=False)
+o = sweep_mod.run_sweep(s, Path(out), workers=0 if mode == "serial" else None, progress=False)
 print(f"{time.perf_counter() - t:.2f} {len(o.rows)} {o.by_status().get('ok', 0)}")
 """
 
@@ -82,13 +80,12 @@ def main() -> None:
             spec.write_text(GRID.format(arch=ROOT / "arch_configs" / "isaac_32nm.yaml",
                                         workload=ROOT / "workloads" / "cifar_cnn_cifar10.yaml",
                                         adc=adc, extra=extra))
-            times: dict[str, list[float]] = {k: [] for k in WORKERS}
+            times: dict[str, list[float]] = {k: [] for k in MODES}
             for r in range(args.repeat):
-                for label, w in WORKERS.items():
-                    out = Path(tmp) / f"{grid.split()[0]}_{r}_{w}"
+                for label, mode in MODES.items():
+                    out = Path(tmp) / f"{grid.split()[0]}_{r}_{mode}"
                     proc = subprocess.run(
-                        [sys.executable, "-c", RUN, str(spec), str(out), args.data_dir,
-                         str(-2 if w is None else w)],
+                        [sys.executable, "-c", RUN, str(spec), str(out), args.data_dir, mode],
                         capture_output=True, text=True, check=True, cwd=ROOT,
                         env={**os.environ, "PYTHONPATH": str(ROOT)})
                     wall, n, ok = proc.stdout.split()

@@ -27,7 +27,7 @@ integers) by the group's cell conductances ``(R, columns)``. Backends:
     ``--backend torch``; ``docs/performance.md``).
 
 Chosen by the ``backend`` argument of :class:`sim.macros.CrossbarLayer`, the run option
-``--backend`` of ``imcsim run``, ``montecarlo`` and ``sweep`` (:func:`select`), or the
+``--backend`` of ``imcsim run``, ``montecarlo`` and ``sweep`` (:func:`selected`), or the
 environment variable ``IMCSIM_BACKEND``. torch is imported lazily, only here, and only when
 a torch backend is asked for (explicitly, or by ``auto`` probing for a GPU); ``sim`` runs
 without it.
@@ -211,13 +211,17 @@ def require(name: str | None = None) -> str:
     return chosen
 
 
-def select(name: str) -> str:
-    """Make ``name`` this process's backend (``IMCSIM_BACKEND``, which worker processes
-    inherit and sweep tasks carry) once :func:`require` accepts it; returns the resolved
-    name."""
-    chosen = require(name)
-    os.environ["IMCSIM_BACKEND"] = name
-    return chosen
+@contextlib.contextmanager
+def selected(name: str | None):
+    """Run the enclosed code with ``name`` as this process's backend (``IMCSIM_BACKEND``,
+    which worker processes inherit) once :func:`require` accepts it, and the environment as it
+    was afterwards: the ``--backend`` of one command or one sweep point. ``None``: unchanged."""
+    if not name:
+        yield
+        return
+    require(name)
+    with _environment(IMCSIM_BACKEND=name):
+        yield
 
 
 def available() -> list[str]:
@@ -243,10 +247,16 @@ def test_variants() -> list[tuple[str, bool]]:
 @contextlib.contextmanager
 def forced(name: str, exact_fast_path: bool = True):
     """Run the enclosed code with ``IMCSIM_BACKEND=name`` and the fast path on or off."""
-    keys = ("IMCSIM_BACKEND", "IMCSIM_EXACT_FAST_PATH")
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ["IMCSIM_BACKEND"] = name
-    os.environ["IMCSIM_EXACT_FAST_PATH"] = "1" if exact_fast_path else "0"
+    with _environment(IMCSIM_BACKEND=name,
+                      IMCSIM_EXACT_FAST_PATH="1" if exact_fast_path else "0"):
+        yield
+
+
+@contextlib.contextmanager
+def _environment(**values: str):
+    """Run the enclosed code with these environment variables set, restored afterwards."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
     try:
         yield
     finally:
